@@ -1,0 +1,176 @@
+"""The config schema: typed dataclasses that Hydra validates on composition, and the value checks types cannot say.
+
+Nothing here imports torch or MLflow, so `--help`, `--cfg job` and config errors stay fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from backprop_lab.errors import ConfigError
+
+MNIST_FEATURES = 784  # 28x28, for MNIST and Fashion-MNIST alike
+MNIST_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"  # the course's mnist.pkl.gz
+
+
+class Device(Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class InitScheme(Enum):
+    normal = "normal"
+    xavier = "xavier"
+    kaiming_normal = "kaiming_normal"
+    kaiming_uniform = "kaiming_uniform"
+    torch_default = "torch_default"
+
+
+class FanMode(Enum):
+    fan_in = "fan_in"
+    fan_out = "fan_out"
+
+
+class ImplName(Enum):
+    functional = "functional"
+    layers = "layers"
+    module = "module"
+    module_einsum = "module_einsum"
+    autograd = "autograd"
+    nn = "nn"
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    n_train: Optional[int] = None  # first n rows of the training split; None = all
+    n_valid: Optional[int] = None
+    near_zero_tol: float = 1e-3  # the notebook's test_near_zero tolerance, on train mean and 1 - train std
+
+
+@dataclass
+class MnistConfig(DataConfig):
+    name: str = "mnist"
+    path: Optional[str] = None  # a local mnist.pkl.gz; None = fetch once into the cache
+    sha256: str = MNIST_SHA256  # what the file must hash to before it is unpickled
+    cache_dir: Optional[str] = None  # None = $XDG_CACHE_HOME/backprop-lab or ~/.cache/backprop-lab
+
+
+@dataclass
+class SyntheticConfig(DataConfig):
+    name: str = "synthetic"
+    n_train: Optional[int] = 1000
+    n_valid: Optional[int] = 200
+    n_features: int = MNIST_FEATURES
+    mean: float = 0.13  # raw pixel-like statistics, so that normalization has work to do
+    std: float = 0.31
+
+
+@dataclass
+class FashionMnistConfig(DataConfig):
+    name: str = "fashion_mnist"
+    path: str = "/usr/share/datasets/fashion-mnist"  # where Debian's dataset-fashion-mnist puts the idx files
+
+
+@dataclass
+class InitConfig:
+    scheme: InitScheme = MISSING
+    # torch.nn.init reads (out, in) weights; ours are (in, out) as in the notebook, so "fan_out" here means n_in.
+    mode: FanMode = FanMode.fan_out
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    widths: list[int] = MISSING  # input features first, 1 output last
+    relu_shift: float = 0.5
+
+
+@dataclass
+class ImplConfig:
+    name: ImplName = MISSING
+    compute_input_grad: bool = False  # the notebook computed x.g; nothing needs it, so it is opt-in
+
+
+@dataclass
+class CheckConfig:
+    rtol: float = 1e-4
+    atol: float = 1e-5  # in units of max|autograd| of each tensor, so tiny input gradients are judged at their scale
+
+
+@dataclass
+class TimingConfig:
+    min_run_time: float = 1.0  # seconds per blocked_autorange measurement
+    num_threads: Optional[int] = None  # None = the process's torch thread count
+
+
+@dataclass
+class TrackingConfig:
+    uri: Optional[str] = None  # None = sqlite:///<launch dir>/mlruns/mlflow.db
+    experiment: str = "backprop-lab"
+
+
+@dataclass
+class Config:
+    data: Any = MISSING  # one of the DataConfig subclasses, picked by the data group
+    init: InitConfig = MISSING
+    model: ModelConfig = MISSING
+    impl: ImplConfig = MISSING
+    seed: int = 0
+    device: Device = Device.auto
+    check: CheckConfig = field(default_factory=CheckConfig)
+    timing: TimingConfig = field(default_factory=TimingConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+DATA_SCHEMAS = {"mnist": MnistConfig, "synthetic": SyntheticConfig, "fashion_mnist": FashionMnistConfig}
+
+
+def n_features(data: Any) -> int:
+    return data.n_features if data.name == "synthetic" else MNIST_FEATURES
+
+
+def _require(ok: bool, key: str, allowed: str, got: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: must be {allowed}, got {got!r}")
+
+
+def validate(cfg: Any) -> None:
+    """Check values that the schema's types allow but the study cannot use; raise ConfigError on the first."""
+    widths = list(cfg.model.widths)
+    _require(len(widths) >= 2, "model.widths", "a list of at least 2 widths (inputs ... 1)", widths)
+    _require(all(w > 0 for w in widths), "model.widths", "positive integers", widths)
+    features = n_features(cfg.data)
+    _require(widths[0] == features, "model.widths[0]", f"{features} (the features of data={cfg.data.name})", widths[0])
+    _require(widths[-1] == 1, "model.widths[-1]", "1 (MSE on the digit label as a float)", widths[-1])
+    for key in ("n_train", "n_valid"):
+        n = cfg.data[key]
+        _require(n is None or n > 0, f"data.{key}", "a positive integer or null", n)
+    if cfg.data.name == "synthetic":
+        _require(cfg.data.n_features > 0, "data.n_features", "a positive integer", cfg.data.n_features)
+        _require(cfg.data.std > 0, "data.std", "> 0", cfg.data.std)
+    _require(cfg.data.near_zero_tol > 0, "data.near_zero_tol", "> 0", cfg.data.near_zero_tol)
+    _require(cfg.check.rtol > 0, "check.rtol", "> 0", cfg.check.rtol)
+    _require(cfg.check.atol > 0, "check.atol", "> 0", cfg.check.atol)
+    _require(cfg.timing.min_run_time > 0, "timing.min_run_time", "> 0 seconds", cfg.timing.min_run_time)
+    threads = cfg.timing.num_threads
+    _require(threads is None or threads > 0, "timing.num_threads", "a positive integer or null", threads)
+
+
+def plain(cfg: Any) -> DictConfig:
+    """The composed config with interpolations resolved and enums as their names, read-only: what stages read."""
+    out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    OmegaConf.set_readonly(out, True)
+    return out
+
+
+def store_schema(store: Any) -> None:
+    """Register the schema in Hydra's ConfigStore (handed in, so that only entry points import Hydra)."""
+    store.store(name="schema", node=Config)
+    for name, schema in DATA_SCHEMAS.items():
+        store.store(group="schema/data", name=name, node=schema)

@@ -1,0 +1,82 @@
+"""Stage 1, data: read the chosen split and normalize both halves with the *training* mean and std."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from backprop_lab import datasets
+from backprop_lab.errors import DataError
+
+
+@dataclass
+class Data:
+    x_train: torch.Tensor  # normalized
+    y_train: torch.Tensor  # digit labels as floats, (n,)
+    x_valid: torch.Tensor
+    y_valid: torch.Tensor
+    stats: dict[str, float]  # the data/ metrics: raw and normalized mean/std of each split
+    normalized_ok: bool
+    sha256: Optional[str] = None  # of the file read, where there is one
+
+
+def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    return (x - mean) / std
+
+
+def near_zero(value: float, tol: float) -> bool:
+    return abs(value) < tol
+
+
+def read_split(cfg: Any, seed: int) -> tuple[datasets.Split, Optional[str]]:
+    """The raw split the data config names, and the SHA-256 of the file it came from."""
+    if cfg.name == "mnist":
+        path = Path(cfg.path) if cfg.path else datasets.fetch_mnist(Path(cfg.cache_dir or datasets.default_cache_dir()))
+        return datasets.read_mnist_pkl(path, cfg.sha256), cfg.sha256
+    if cfg.name == "fashion_mnist":
+        return datasets.read_fashion_mnist(Path(cfg.path)), None
+    if cfg.name == "synthetic":
+        return datasets.make_synthetic(cfg.n_train, cfg.n_valid, cfg.n_features, cfg.mean, cfg.std, seed), None
+    raise DataError(f"data.name: unknown dataset {cfg.name!r}")
+
+
+def _take(x: torch.Tensor, n: Optional[int], key: str, dataset: str) -> torch.Tensor:
+    if n is None:
+        return x
+    if n > len(x):
+        raise DataError(f"{key}: {n} is more than the {len(x)} rows of {dataset}")
+    return x[:n]
+
+
+def prepare(cfg: Any, seed: int, device: torch.device) -> Data:
+    split, sha256 = read_split(cfg, seed)
+    x_train = _take(torch.from_numpy(split.x_train), cfg.n_train, "data.n_train", cfg.name).float()
+    y_train = _take(torch.from_numpy(split.y_train), cfg.n_train, "data.n_train", cfg.name).float()
+    x_valid = _take(torch.from_numpy(split.x_valid), cfg.n_valid, "data.n_valid", cfg.name).float()
+    y_valid = _take(torch.from_numpy(split.y_valid), cfg.n_valid, "data.n_valid", cfg.name).float()
+    for name, x in (("train", x_train), ("valid", x_valid)):
+        if not torch.isfinite(x).all():
+            raise DataError(f"data ({cfg.name}): the {name} inputs hold NaN or Inf")
+    x_train, y_train, x_valid, y_valid = (t.to(device) for t in (x_train, y_train, x_valid, y_valid))
+
+    train_mean, train_std = x_train.mean(), x_train.std()
+    stats = {
+        "data/train_mean_raw": train_mean.item(),
+        "data/train_std_raw": train_std.item(),
+        "data/valid_mean_raw": x_valid.mean().item(),
+        "data/valid_std_raw": x_valid.std().item(),
+    }
+    # important: the validation split is normalized with the *training* statistics, as in the course
+    x_train = normalize(x_train, train_mean, train_std)
+    x_valid = normalize(x_valid, train_mean, train_std)
+    stats |= {
+        "data/train_mean": x_train.mean().item(),
+        "data/train_std": x_train.std().item(),
+        "data/valid_mean": x_valid.mean().item(),
+        "data/valid_std": x_valid.std().item(),
+    }
+    ok = near_zero(stats["data/train_mean"], cfg.near_zero_tol) and near_zero(1 - stats["data/train_std"], cfg.near_zero_tol)
+    return Data(x_train, y_train, x_valid, y_valid, stats, ok, sha256)

@@ -1,0 +1,78 @@
+"""What a run ran on and from: versions, machine, threads, BLAS, GPU, and the code's git state."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("torch", "numpy", "mlflow", "hydra-core", "omegaconf")
+
+
+def resolve_device(name: str) -> torch.device:
+    from backprop_lab.errors import ConfigError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: cuda was asked for but torch.cuda.is_available() is False here; use auto or cpu")
+    return torch.device(name)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def device_info(device: torch.device) -> dict:
+    info = {
+        "versions": versions(),
+        "platform": platform.platform(),
+        "executable": sys.executable,
+        "cpu_model": cpu_model(),
+        "cpu_cores": os.cpu_count(),
+        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+        "blas": torch.__config__.show(),
+        "parallel": torch.__config__.parallel_info(),
+        "cuda_available": torch.cuda.is_available(),
+        "cuda_version": torch.version.cuda,
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info |= {"gpu_name": props.name, "gpu_memory_gib": round(props.total_memory / 2**30, 2)}
+    return info
+
+
+def git_state(root: Path = PROJECT_ROOT) -> dict[str, str]:
+    """The commit of the code that ran, and whether its tree had uncommitted changes ("unknown" outside git)."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True).stdout
+
+    try:
+        return {"git.commit": git("rev-parse", "HEAD").strip(), "git.dirty": str(bool(git("status", "--porcelain").strip())).lower()}
+    except (OSError, subprocess.CalledProcessError):
+        return {"git.commit": "unknown", "git.dirty": "unknown"}

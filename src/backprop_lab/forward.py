@@ -1,0 +1,40 @@
+"""Stage 3, forward: the statistics of every layer's output, to see what an init does to them across depth."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from backprop_lab.impls.common import n_layers
+from backprop_lab.impls.functional import lin, relu
+
+
+@dataclass
+class LayerStats:
+    layer: int  # 1 = first linear layer
+    mean: float  # of the linear output (the pre-activation), act/mean at step=layer
+    std: float
+    relu_mean: Optional[float] = None  # of the shifted ReLU after it (hidden layers only)
+    relu_std: Optional[float] = None
+
+
+def activation_stats(x: torch.Tensor, params: dict[str, torch.Tensor], shift: float) -> list[LayerStats]:
+    """Exploding or vanishing values are a result, not an error: they come back as inf/nan statistics."""
+    stats = []
+    with torch.no_grad():
+        for i in range(1, n_layers(params) + 1):
+            x = lin(x, params[f"w{i}"], params[f"b{i}"])
+            layer = LayerStats(i, x.mean().item(), x.std().item())
+            if i < n_layers(params):
+                x = relu(x, shift)
+                layer.relu_mean, layer.relu_std = x.mean().item(), x.std().item()
+            stats.append(layer)
+    return stats
+
+
+def all_finite(stats: list[LayerStats]) -> bool:
+    values = [v for s in stats for v in (s.mean, s.std, s.relu_mean, s.relu_std) if v is not None]
+    return all(math.isfinite(v) for v in values)

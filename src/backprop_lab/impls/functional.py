@@ -1,0 +1,70 @@
+"""The notebook's first backward: plain functions, each storing the gradient as `.g` on the tensor it belongs to."""
+
+from __future__ import annotations
+
+import torch
+
+from backprop_lab.impls.common import Grads, check_mse_shapes, n_layers, take_g
+
+
+def lin(x, w, b):
+    return x @ w + b
+
+
+def relu(x, shift):
+    return x.clamp_min(0.0) - shift  # shifted so that the mean after a ReLU sits nearer zero
+
+
+def mse(out, targ):
+    check_mse_shapes(out, targ)
+    return (out.squeeze(-1) - targ).pow(2).mean()
+
+
+def model(x, params, shift):
+    """The forward pass alone: what autograd differentiates."""
+    for i in range(1, n_layers(params) + 1):
+        if i > 1:
+            x = relu(x, shift)
+        x = lin(x, params[f"w{i}"], params[f"b{i}"])
+    return x
+
+
+def mse_grad(out, targ):
+    out.g = 2.0 * (out.squeeze(-1) - targ).unsqueeze(-1) / out.shape[0]
+
+
+def lin_grad(inp, out, w, b, input_grad=True):
+    if input_grad:
+        inp.g = out.g @ w.t()
+    w.g = inp.t() @ out.g
+    b.g = out.g.sum(0)
+
+
+def relu_grad(inp, out):
+    inp.g = out.g * (inp > 0)
+
+
+class Net:
+    """fwd_n_bwd, split in two so that the forward and the backward can each be timed alone."""
+
+    def __init__(self, params: dict[str, torch.Tensor], shift: float, input_grad: bool):
+        self.params, self.shift, self.input_grad = params, shift, input_grad
+
+    def forward(self, x: torch.Tensor, targ: torch.Tensor) -> torch.Tensor:
+        self.targ = targ
+        self.inps, self.outs = [], []  # each layer's input and its linear output
+        for i in range(1, n_layers(self.params) + 1):
+            if i > 1:
+                x = relu(self.outs[-1], self.shift)
+            self.inps.append(x)
+            self.outs.append(lin(x, self.params[f"w{i}"], self.params[f"b{i}"]))
+        return mse(self.outs[-1], targ)
+
+    def backward(self) -> Grads:
+        mse_grad(self.outs[-1], self.targ)
+        for i in reversed(range(n_layers(self.params))):
+            if i < n_layers(self.params) - 1:
+                relu_grad(self.outs[i], self.inps[i + 1])
+            w, b = self.params[f"w{i + 1}"], self.params[f"b{i + 1}"]
+            lin_grad(self.inps[i], self.outs[i], w, b, input_grad=i > 0 or self.input_grad)
+        return take_g(self.params, self.inps[0] if self.input_grad else None)

@@ -1,0 +1,58 @@
+"""A `Module` base that keeps the arguments and output, so each layer writes only its maths: `forward` and `bwd`."""
+
+from __future__ import annotations
+
+import torch
+
+from backprop_lab.impls.common import Model, check_mse_shapes, stack
+
+
+class Module:
+    def __call__(self, *args):
+        self.args = args
+        self.out = self.forward(*args)
+        return self.out
+
+    def forward(self, *args):
+        raise NotImplementedError
+
+    def backward(self):
+        self.bwd(self.out, *self.args)
+
+
+class Relu(Module):
+    def __init__(self, shift):
+        self.shift = shift
+
+    def forward(self, inp):
+        return inp.clamp_min(0.0) - self.shift
+
+    def bwd(self, out, inp):
+        inp.g = out.g * (inp > 0)
+
+
+class Lin(Module):
+    def __init__(self, w, b, input_grad=True):
+        self.w, self.b, self.input_grad = w, b, input_grad
+
+    def forward(self, inp):
+        return inp @ self.w + self.b
+
+    def bwd(self, out, inp):
+        if self.input_grad:
+            inp.g = out.g @ self.w.t()
+        self.w.g = inp.t() @ out.g
+        self.b.g = out.g.sum(0)
+
+
+class Mse(Module):
+    def forward(self, inp, targ):
+        check_mse_shapes(inp, targ)
+        return (inp.squeeze(-1) - targ).pow(2).mean()
+
+    def bwd(self, out, inp, targ):
+        inp.g = 2.0 * (inp.squeeze(-1) - targ).unsqueeze(-1) / inp.shape[0]
+
+
+def Net(params: dict[str, torch.Tensor], shift: float, input_grad: bool, lin: type = Lin) -> Model:
+    return Model(stack(params, shift, input_grad, lin, Relu), Mse(), params, input_grad)

@@ -1,0 +1,54 @@
+"""Stage 2, init: weights by the chosen scheme, stored (in, out) as in the notebook, so that a layer is `x @ w + b`.
+
+torch.nn.init assumes nn.Linear's (out, in) layout: it reads fan_in from size(1) and fan_out from size(0). On our
+(in, out) weights those are swapped, so `kaiming_uniform_(w, mode="fan_out")` is what scales by n_in, the notebook's
+finding. `torch_default` instead hands torch the transposed view `w.T`, which *is* (out, in), exactly as nn.Linear.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.nn import init
+
+Params = dict[str, torch.Tensor]  # w1, b1, w2, b2, ... numbered from the input
+
+
+def layer_weight(scheme: str, n_in: int, n_out: int, mode: str, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One layer's (w, b): w of shape (n_in, n_out), b of shape (n_out,)."""
+    w, b = torch.zeros(n_in, n_out), torch.zeros(n_out)
+    if scheme == "normal":
+        w.normal_(generator=g)  # unscaled: std 1, whatever the fan
+    elif scheme == "xavier":
+        w.normal_(generator=g).div_(math.sqrt(n_in))
+    elif scheme == "kaiming_normal":
+        w.normal_(generator=g).mul_(math.sqrt(2 / n_in))
+    elif scheme == "kaiming_uniform":
+        init.kaiming_uniform_(w, mode=mode, nonlinearity="relu", generator=g)
+    elif scheme == "torch_default":
+        # nn.Linear.reset_parameters, on the (out, in) view: bound 1/sqrt(n_in) for weight and bias alike
+        init.kaiming_uniform_(w.T, a=math.sqrt(5), generator=g)
+        bound = 1 / math.sqrt(n_in)
+        init.uniform_(b, -bound, bound, generator=g)
+    else:
+        raise ValueError(f"init.scheme: unknown scheme {scheme!r}")
+    return w, b
+
+
+def init_params(widths: list[int], scheme: str, mode: str, seed: int) -> Params:
+    """Weights and biases for every layer, reproducible from the seed alone."""
+    g = torch.Generator().manual_seed(seed)
+    params: Params = {}
+    for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:]), start=1):
+        params[f"w{i}"], params[f"b{i}"] = layer_weight(scheme, n_in, n_out, mode, g)
+    return params
+
+
+def param_stats(params: Params) -> dict[str, float]:
+    """The init/ metrics: mean and std of every parameter (a 1-element bias has std 0, not NaN)."""
+    stats = {}
+    for name, p in params.items():
+        stats[f"init/{name}_mean"] = p.mean().item()
+        stats[f"init/{name}_std"] = p.std().item() if p.numel() > 1 else 0.0
+    return stats

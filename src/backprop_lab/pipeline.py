@@ -1,0 +1,113 @@
+"""The study as one function of a config, in the notebook's order: normalize, init, forward, backward and check,
+time, and log each stage to MLflow as soon as it is done (so a failure keeps what came before)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+
+from backprop_lab import backward, data, environment, figures, forward, init, timing, tracking
+from backprop_lab.config import validate
+from backprop_lab.impls import autograd, load
+
+
+@dataclass
+class Result:
+    run: tracking.RunRef
+    run_name: str
+    ui_command: str
+    data_stats: dict[str, float]
+    normalized_ok: bool
+    init_stats: dict[str, float]
+    layers: list[forward.LayerStats]
+    loss: float
+    diffs: list[backward.GradDiff]
+    all_close: bool
+    timing: timing.Timing
+    wall: dict[str, float] = field(default_factory=dict)
+
+
+def run_name(cfg: DictConfig) -> str:
+    parts = [cfg.impl.name, cfg.init.scheme, cfg.data.name] + ([cfg.model.name] if cfg.model.name != "seed" else [])
+    return "·".join(parts)
+
+
+def run(cfg: DictConfig, overrides: list[str], launch_dir: Path, console: Optional[Console] = None,
+        startup_s: float = 0.0) -> Result:
+    console = console or Console(stderr=True)
+    validate(cfg)
+    device = environment.resolve_device(cfg.device)
+    uri, artifact_location = tracking.default_store(launch_dir)
+    if cfg.tracking.uri:
+        uri, artifact_location = cfg.tracking.uri, None
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    name = run_name(cfg)
+    tags = environment.git_state() | {"overrides": " ".join(overrides) or "(none)", "device": str(device)}
+    wall = {"startup_s": startup_s}
+    t_start = time.perf_counter()
+
+    with tracking.tracked_run(uri, cfg.tracking.experiment, name, tags, artifact_location) as ref:
+        tracking.log_params(OmegaConf.to_container(cfg))
+        tracking.log_text(OmegaConf.to_yaml(cfg), "config/config.yaml")
+        tracking.log_json({"overrides": list(overrides)}, "config/overrides.json")
+        tracking.log_json(environment.device_info(device), "device.json")
+
+        with console.status("data: read, verify, normalize"):
+            t = time.perf_counter()
+            d = data.prepare(cfg.data, cfg.seed, device)
+            wall["data_s"] = time.perf_counter() - t
+        tracking.log_metrics(d.stats | {"data/normalized_ok": float(d.normalized_ok)})
+        if d.sha256:
+            tracking.set_tags({"data.sha256": d.sha256})
+
+        with console.status("init, forward, backward against autograd"):
+            t = time.perf_counter()
+            params = init.init_params(list(cfg.model.widths), cfg.init.scheme, cfg.init.mode, cfg.seed)
+            init_stats = init.param_stats(params)
+            params = {k: p.to(device) for k, p in params.items()}
+            shift, input_grad = cfg.model.relu_shift, cfg.impl.compute_input_grad
+            layers = forward.activation_stats(d.x_train, params, shift)
+
+            net = load(cfg.impl.name).Net(params, shift, input_grad)
+            loss = net.forward(d.x_train, d.y_train).item()
+            grads = net.backward()
+            reference = autograd.Net(params, shift, input_grad)
+            reference.forward(d.x_train, d.y_train)
+            ref_grads = reference.backward()
+            diffs = backward.compare(grads, ref_grads, cfg.check.rtol, cfg.check.atol)
+            elementwise = backward.elementwise_diffs(grads, ref_grads)
+            wall["check_s"] = time.perf_counter() - t
+
+        tracking.log_metrics(init_stats)
+        for s in layers:
+            step = {"act/mean": s.mean, "act/std": s.std}
+            if s.relu_std is not None:
+                step |= {"act/relu_mean": s.relu_mean, "act/relu_std": s.relu_std}
+            tracking.log_metrics(step, step=s.layer)
+        finite = forward.all_finite(layers)
+        grad_metrics = backward.metrics(diffs)
+        tracking.log_metrics({"loss": loss, "act/all_finite": float(finite)} | grad_metrics)
+        tracking.log_json([diff.row() for diff in diffs], "grad_diff.json")
+        tracking.log_figure(figures.activation_figure(layers, name), "figures/activations.png")
+        tracking.log_figure(figures.grad_diff_figure(elementwise, name), "figures/grad_diff.png")
+
+        threads = cfg.timing.num_threads or torch.get_num_threads()
+        with console.status(f"timing forward and backward ({cfg.timing.min_run_time:g} s each, {threads} threads)"):
+            t = time.perf_counter()
+            timed = timing.time_passes(net, reference, d.x_train, d.y_train, cfg.timing.min_run_time, threads)
+            wall["timing_s"] = time.perf_counter() - t
+        tracking.log_metrics(timed.metrics())
+
+        wall["run_s"] = time.perf_counter() - t_start
+        wall["logging_s"] = wall["run_s"] - wall["data_s"] - wall["check_s"] - wall["timing_s"]
+        tracking.log_metrics({f"wall/{k}": v for k, v in wall.items()})
+
+    return Result(ref, name, tracking.ui_command(uri, launch_dir), d.stats, d.normalized_ok, init_stats, layers, loss,
+                  diffs, bool(grad_metrics["grad/all_close"]), timed, wall)
