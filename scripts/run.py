@@ -30,20 +30,25 @@ store_schema(ConfigStore.instance())
 
 @hydra.main(version_base=None, config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    cfg = plain(cfg)
-    validate(cfg)  # before torch is imported: bad values cost nothing
+    try:
+        cfg = plain(cfg)
+        validate(cfg)  # before torch is imported: bad values cost nothing
 
-    from rich.console import Console
+        from rich.console import Console
 
-    from backprop_lab import pipeline, summary
+        from backprop_lab import pipeline, summary
 
-    overrides = list(HydraConfig.get().overrides.task)
-    result = pipeline.run(cfg, overrides, Path.cwd(), startup_s=time.perf_counter() - _STARTED)
-    summary.print_summary(result, Console())
+        overrides = list(HydraConfig.get().overrides.task)
+        result = pipeline.run(cfg, overrides, Path.cwd(), startup_s=time.perf_counter() - _STARTED)
+        summary.print_summary(result, Console(width=None if sys.stdout.isatty() else 110))
+    except UserError as e:
+        sys.exit(f"error: {e}")  # SystemExit passes Hydra's job wrapper untouched: one line, no traceback
 
 
 def one_line(e: BaseException) -> str:
     """Hydra's and OmegaConf's multi-line messages, cut to the key and what it allows."""
+    if isinstance(e.__cause__, OmegaConfBaseException):
+        e = e.__cause__  # "Error merging override ..." wraps the error that names the key
     if isinstance(e, MissingConfigException) and e.options and e.missing_cfg_file:
         group, _, option = e.missing_cfg_file.rpartition("/")
         return f"{group}: no option {option!r}; choose one of {', '.join(sorted(e.options))}"
@@ -60,8 +65,6 @@ if __name__ == "__main__":
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us, to print them as one line
     try:
         main()
-    except UserError as e:
-        sys.exit(f"error: {e}")
     except (OmegaConfBaseException, hydra.errors.HydraException) as e:
         sys.exit(f"error: {one_line(e)}")
     except KeyboardInterrupt:

@@ -33,7 +33,9 @@ def grad_diff(name: str, manual: torch.Tensor, ref: torch.Tensor, rtol: float, a
     return GradDiff(name, tuple(manual.shape), diff, rel, scale, close)
 
 
-def compare(manual: dict[str, torch.Tensor], reference: dict[str, torch.Tensor], rtol: float, atol: float) -> list[GradDiff]:
+def compare(
+    manual: dict[str, torch.Tensor], reference: dict[str, torch.Tensor], rtol: float, atol: float
+) -> list[GradDiff]:
     missing = set(reference) - set(manual)
     if missing:
         raise ShapeError(f"backward returned no gradient for {', '.join(sorted(missing))}")

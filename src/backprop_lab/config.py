@@ -142,6 +142,9 @@ def _require(ok: bool, key: str, allowed: str, got: Any) -> None:
 
 def validate(cfg: Any) -> None:
     """Check values that the schema's types allow but the study cannot use; raise ConfigError on the first."""
+    if cfg.data.name == "synthetic":
+        _require(cfg.data.n_features > 0, "data.n_features", "a positive integer", cfg.data.n_features)
+        _require(cfg.data.std > 0, "data.std", "> 0", cfg.data.std)
     widths = list(cfg.model.widths)
     _require(len(widths) >= 2, "model.widths", "a list of at least 2 widths (inputs ... 1)", widths)
     _require(all(w > 0 for w in widths), "model.widths", "positive integers", widths)
@@ -151,9 +154,6 @@ def validate(cfg: Any) -> None:
     for key in ("n_train", "n_valid"):
         n = cfg.data[key]
         _require(n is None or n > 0, f"data.{key}", "a positive integer or null", n)
-    if cfg.data.name == "synthetic":
-        _require(cfg.data.n_features > 0, "data.n_features", "a positive integer", cfg.data.n_features)
-        _require(cfg.data.std > 0, "data.std", "> 0", cfg.data.std)
     _require(cfg.data.near_zero_tol > 0, "data.near_zero_tol", "> 0", cfg.data.near_zero_tol)
     _require(cfg.check.rtol > 0, "check.rtol", "> 0", cfg.check.rtol)
     _require(cfg.check.atol > 0, "check.atol", "> 0", cfg.check.atol)

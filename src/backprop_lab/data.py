@@ -78,5 +78,7 @@ def prepare(cfg: Any, seed: int, device: torch.device) -> Data:
         "data/valid_mean": x_valid.mean().item(),
         "data/valid_std": x_valid.std().item(),
     }
-    ok = near_zero(stats["data/train_mean"], cfg.near_zero_tol) and near_zero(1 - stats["data/train_std"], cfg.near_zero_tol)
+    ok = near_zero(stats["data/train_mean"], cfg.near_zero_tol) and near_zero(
+        1 - stats["data/train_std"], cfg.near_zero_tol
+    )
     return Data(x_train, y_train, x_valid, y_valid, stats, ok, sha256)

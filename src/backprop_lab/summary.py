@@ -49,7 +49,13 @@ def grad_table(r: Result) -> Table:
     for col in ("tensor", "shape", "max |diff|", "max |diff| / max |autograd|", "verdict"):
         t.add_column(col, justify="right")
     for d in r.diffs:
-        t.add_row(d.name, "x".join(map(str, d.shape)), f"{d.max_abs_diff:.3g}", f"{d.max_rel_diff:.3g}", OK if d.close else BAD)
+        t.add_row(
+            d.name,
+            "x".join(map(str, d.shape)),
+            f"{d.max_abs_diff:.3g}",
+            f"{d.max_rel_diff:.3g}",
+            OK if d.close else BAD,
+        )
     return t
 
 
@@ -72,4 +78,6 @@ def print_summary(r: Result, console: Console) -> None:
     console.print(f"wall time: {wall}")
     console.print(f"MLflow run [bold]{r.run_name}[/] id [bold]{r.run.run_id}[/] (experiment {r.run.experiment_id})")
     console.print(f"open it:  {r.ui_command}")
-    console.print(f"          then http://127.0.0.1:5000/#/experiments/{r.run.experiment_id}/runs/{r.run.run_id}", soft_wrap=True)
+    console.print(
+        f"          then http://127.0.0.1:5000/#/experiments/{r.run.experiment_id}/runs/{r.run.run_id}", soft_wrap=True
+    )

@@ -6,8 +6,8 @@ synchronizes CUDA around each block. The Timer defaults to one thread, so the th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from torch.utils import benchmark
 

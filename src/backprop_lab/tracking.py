@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 MAX_PARAMS_PER_BATCH = 100  # MLflow's limits
 MAX_PARAM_CHARS = 6000
@@ -56,8 +57,9 @@ def _experiment_id(name: str, artifact_location: Optional[str]) -> str:
 
 
 @contextmanager
-def tracked_run(uri: str, experiment: str, run_name: str, tags: dict[str, str],
-                artifact_location: Optional[str] = None) -> Iterator[RunRef]:
+def tracked_run(
+    uri: str, experiment: str, run_name: str, tags: dict[str, str], artifact_location: Optional[str] = None
+) -> Iterator[RunRef]:
     """Yield a new run; whatever happens inside, the run ends with an honest status and keeps its logs."""
     import mlflow
 
@@ -84,7 +86,7 @@ def log_params(config: dict) -> None:
 
     items = list(flatten(config).items())
     for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
-        mlflow.log_params(dict(items[start:start + MAX_PARAMS_PER_BATCH]))
+        mlflow.log_params(dict(items[start : start + MAX_PARAMS_PER_BATCH]))
 
 
 def log_metrics(metrics: dict[str, float], step: Optional[int] = None) -> None:

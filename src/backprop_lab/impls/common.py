@@ -3,7 +3,8 @@ and autograd's backward on a retained graph."""
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 import torch
 

@@ -1,0 +1,33 @@
+# Two commands for a fresh machine: `make run` (set up, then the main job) and `make test` (set up, then the tests).
+# Setup installs PyTorch first, as TORCH_SPEC (default: the 2.13.0 CPU build), so that the project's
+# `torch>=2.3,<3` requirement is already met and pip does not fetch a multi-GB CUDA build; set TORCH_SPEC=torch
+# on a GPU machine.
+
+PYTHON ?= python3
+TORCH_SPEC ?= torch==2.13.0
+VENV := .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+
+.PHONY: setup run test lint clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[dev,sweep]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+run: setup
+	$(PY) scripts/run.py $(ARGS)
+
+lint: setup
+	$(PY) -m ruff check .
+
+test: lint
+	$(PY) -m pytest -q $(ARGS)
+
+clean:
+	rm -rf $(VENV) outputs multirun

@@ -1,0 +1,83 @@
+"""Every group option composes; the schema and validate() turn bad values into one-line errors naming the key."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import CONF, composed
+from omegaconf.errors import ConfigAttributeError, ValidationError
+
+from backprop_lab.config import validate
+from backprop_lab.errors import ConfigError
+
+GROUPS = {group: sorted(p.stem for p in (CONF / group).glob("*.yaml")) for group in ("data", "init", "model", "impl")}
+OPTIONS = [(group, option) for group, options in GROUPS.items() for option in options]
+
+
+def test_every_group_has_the_documented_options():
+    assert GROUPS["impl"] == sorted(["functional", "layers", "module", "module_einsum", "autograd", "nn"])
+    assert GROUPS["init"] == sorted(["normal", "xavier", "kaiming_normal", "kaiming_uniform", "torch_default"])
+    assert GROUPS["data"] == sorted(["mnist", "synthetic", "fashion_mnist"])
+    assert GROUPS["model"] == ["deep", "seed"]
+
+
+@pytest.mark.parametrize("group, option", OPTIONS)
+def test_every_option_composes_and_validates(group, option):
+    cfg = composed(f"{group}={option}")
+    validate(cfg)
+    name_key = {"init": "scheme"}.get(group, "name")
+    assert cfg[group][name_key] == option
+
+
+def test_default_config_is_the_notebook_study():
+    cfg = composed()
+    assert (cfg.data.name, cfg.init.scheme, cfg.init.mode, cfg.impl.name) == (
+        "mnist",
+        "kaiming_uniform",
+        "fan_out",
+        "module",
+    )
+    assert list(cfg.model.widths) == [784, 80, 1] and cfg.model.relu_shift == 0.5
+    assert cfg.device == "auto" and cfg.tracking.uri is None
+
+
+@pytest.mark.parametrize(
+    "override, error",
+    [
+        ("device=gpu", ValidationError),
+        ("model.widths=[784,a,1]", ValidationError),
+        ("seed=x", ValidationError),
+        ("init.mode=sideways", ValidationError),
+        ("data.n_trian=3", ConfigAttributeError),
+    ],
+)
+def test_schema_rejects_types_and_keys(override, error):
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises((error, ConfigCompositionException)) as info:
+        composed(override, plain_config=False)
+    cause = info.value.__cause__ or info.value
+    assert isinstance(cause, error)
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["model.widths=[784,0,1]"], "model.widths"),
+        (["model.widths=[784,-3,1]"], "model.widths"),
+        (["model.widths=[100,80,1]"], r"model.widths\[0\]"),
+        (["model.widths=[784,80,3]"], r"model.widths\[-1\]"),
+        (["model.widths=[784]"], "model.widths"),
+        (["data=synthetic", "data.n_features=10"], r"model.widths\[0\]: must be 10"),
+        (["data=synthetic", "data.n_features=0"], "data.n_features"),
+        (["data.n_train=0"], "data.n_train"),
+        (["data.n_valid=-5"], "data.n_valid"),
+        (["check.rtol=0"], "check.rtol"),
+        (["check.atol=-1e-5"], "check.atol"),
+        (["data.near_zero_tol=0"], "data.near_zero_tol"),
+        (["timing.min_run_time=0"], "timing.min_run_time"),
+    ],
+)
+def test_validate_names_the_key(overrides, key):
+    with pytest.raises(ConfigError, match=f"^{key}") as info:
+        validate(composed(*overrides))
+    assert "\n" not in str(info.value)

@@ -1,0 +1,146 @@
+"""The whole job on small synthetic data, into a temporary MLflow store: exactly one run, the contract's metrics,
+params and artifacts, reproducible from the seed, and an honest status when something fails."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+from conftest import composed
+from mlflow.tracking import MlflowClient
+
+from backprop_lab import pipeline, timing
+
+FAST = ["data=synthetic", "data.n_train=256", "data.n_valid=64", "timing.min_run_time=0.01"]
+
+CONTRACT = [
+    *(f"data/{s}_{k}" for s in ("train", "valid") for k in ("mean_raw", "std_raw", "mean", "std")),
+    "data/normalized_ok",
+    *(f"init/{p}_{k}" for p in ("w1", "b1", "w2", "b2") for k in ("mean", "std")),
+    "act/mean",
+    "act/std",
+    "loss",
+    *(f"grad/{p}/{k}" for p in ("w1", "b1", "w2", "b2") for k in ("max_abs_diff", "max_rel_diff")),
+    "grad/all_close",
+    "time/forward_ms",
+    "time/backward_ms",
+    "time/backward_autograd_ms",
+    "time/forward_iqr_ms",
+    "time/backward_iqr_ms",
+    "time/backward_autograd_iqr_ms",
+    "time/backward_vs_autograd",
+    "time/threads",
+]
+
+
+def run(store, tmp_path, *overrides):
+    cfg = composed(*FAST, f"tracking.uri={store}", *overrides)
+    return pipeline.run(cfg, list(overrides), launch_dir=tmp_path)
+
+
+def artifacts(client, run_id, path=None):
+    out = []
+    for f in client.list_artifacts(run_id, path):
+        out += artifacts(client, run_id, f.path) if f.is_dir else [f.path]
+    return out
+
+
+@pytest.fixture(scope="module")
+def one_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("run")
+    store = f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}"
+    result = run(store, tmp)
+    return store, result, MlflowClient(store)
+
+
+def test_exactly_one_finished_run(one_run):
+    store, result, client = one_run
+    runs = client.search_runs([result.run.experiment_id])
+    assert [r.info.run_id for r in runs] == [result.run.run_id]
+    assert runs[0].info.status == "FINISHED"
+    assert runs[0].info.run_name == "module·kaiming_uniform·synthetic"
+
+
+def test_contract_metrics_and_verdict(one_run):
+    _, result, client = one_run
+    metrics = client.get_run(result.run.run_id).data.metrics
+    missing = [m for m in CONTRACT if m not in metrics]
+    assert not missing
+    assert metrics["grad/all_close"] == 1.0 and metrics["data/normalized_ok"] == 1.0
+    assert abs(metrics["data/train_mean"]) < 1e-3 and abs(metrics["data/train_std"] - 1) < 1e-3
+
+
+def test_activation_stats_logged_by_layer(one_run):
+    _, result, client = one_run
+    history = client.get_metric_history(result.run.run_id, "act/std")
+    assert sorted(m.step for m in history) == [1, 2]
+    assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx([s.std for s in result.layers])
+
+
+def test_params_tags_and_artifacts(one_run):
+    _, result, client = one_run
+    run_ = client.get_run(result.run.run_id)
+    params = run_.data.params
+    assert params["impl.name"] == "module" and params["model.widths"] == "[784, 80, 1]" and params["seed"] == "0"
+    assert {"git.commit", "git.dirty", "overrides", "device"} <= set(run_.data.tags)
+    files = set(artifacts(client, result.run.run_id))
+    assert {
+        "config/config.yaml",
+        "config/overrides.json",
+        "device.json",
+        "grad_diff.json",
+        "figures/activations.png",
+        "figures/grad_diff.png",
+    } <= files
+    table = json.loads(Path(client.download_artifacts(result.run.run_id, "grad_diff.json")).read_text())
+    assert [row["name"] for row in table] == ["w1", "b1", "w2", "b2"]
+    device = json.loads(Path(client.download_artifacts(result.run.run_id, "device.json")).read_text())
+    assert {"versions", "cpu_model", "cpu_cores", "torch_threads", "blas"} <= set(device)
+
+
+def test_same_seed_same_results(tmp_path, store):
+    a, b = run(store, tmp_path, "impl=functional"), run(store, tmp_path, "impl=functional")
+    c = run(store, tmp_path, "impl=functional", "seed=1")
+    client = MlflowClient(store)
+    ma, mb, mc = (client.get_run(r.run.run_id).data.metrics for r in (a, b, c))
+    deterministic = [k for k in ma if not k.startswith(("time/", "wall/"))]
+    assert {k: ma[k] for k in deterministic} == {k: mb[k] for k in deterministic}
+    assert ma["init/w1_std"] != mc["init/w1_std"]
+
+
+@pytest.mark.parametrize("impl", ["functional", "layers", "module", "module_einsum", "autograd", "nn"])
+def test_every_implementation_agrees_with_input_grad(tmp_path, store, impl):
+    result = run(
+        store, tmp_path, f"impl={impl}", "impl.compute_input_grad=true", "model=deep", "model.widths=[784,16,16,16,1]"
+    )
+    assert result.all_close
+    assert [d.name for d in result.diffs] == ["w1", "b1", "w2", "b2", "w3", "b3", "w4", "b4", "x"]
+
+
+def test_failure_marks_run_failed_and_keeps_what_was_logged(tmp_path, store, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("timer broke")
+
+    monkeypatch.setattr(timing, "time_passes", broken)
+    with pytest.raises(RuntimeError, match="timer broke"):
+        run(store, tmp_path)
+    client = MlflowClient(store)
+    (failed,) = client.search_runs([client.get_experiment_by_name("backprop-lab").experiment_id])
+    assert failed.info.status == "FAILED"
+    assert failed.data.tags["error"] == "RuntimeError: timer broke"
+    assert failed.data.metrics["grad/all_close"] == 1.0  # logged before the failure, kept
+    assert mlflow.active_run() is None
+
+
+def test_interrupt_marks_run_killed(tmp_path, store, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(timing, "time_passes", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(store, tmp_path)
+    client = MlflowClient(store)
+    (killed,) = client.search_runs([client.get_experiment_by_name("backprop-lab").experiment_id])
+    assert killed.info.status == "KILLED"
