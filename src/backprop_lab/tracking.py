@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,9 +25,15 @@ def default_store(launch_dir: Path) -> tuple[str, str]:
 
 
 def ui_command(uri: str, launch_dir: Path) -> str:
+    """The command that serves this store's UI on the loopback interface, as typed from the launch directory."""
     local_default, _ = default_store(launch_dir)
     shown = "sqlite:///mlruns/mlflow.db" if uri == local_default else uri
-    return f"mlflow ui --backend-store-uri {shown} --host 127.0.0.1 --port 5000"
+    cli = Path(sys.executable).parent / "mlflow"  # the environment's own mlflow, as a path one can paste
+    if not cli.exists():
+        cli = Path("mlflow")
+    elif cli.is_relative_to(launch_dir.resolve()):
+        cli = cli.relative_to(launch_dir.resolve())
+    return f"{cli} ui --backend-store-uri {shown} --host 127.0.0.1 --port 5000"
 
 
 def flatten(config: dict, prefix: str = "") -> dict[str, str]:
