@@ -14,59 +14,51 @@ def _g(x) -> str:
     return "-" if x is None else f"{x:.4g}"
 
 
-def data_table(r: Result) -> Table:
-    t = Table(title=f"data: normalized with the training statistics  ({OK if r.normalized_ok else BAD})")
-    for col in ("split", "mean raw", "std raw", "mean", "std"):
+def _table(title: str, rows: list[tuple], *columns: str) -> Table:
+    t = Table(title=title)
+    for col in columns:
         t.add_column(col, justify="right")
-    for split in ("train", "valid"):
-        s = r.data_stats
-        t.add_row(split, *(_g(s[f"data/{split}_{k}"]) for k in ("mean_raw", "std_raw", "mean", "std")))
+    for row in rows:
+        t.add_row(*row)
     return t
+
+
+def data_table(r: Result) -> Table:
+    keys = ("mean_raw", "std_raw", "mean", "std")
+    rows = [(split, *(_g(r.data_stats[f"data/{split}_{k}"]) for k in keys)) for split in ("train", "valid")]
+    title = f"data: normalized with the training statistics  ({OK if r.normalized_ok else BAD})"
+    return _table(title, rows, "split", "mean raw", "std raw", "mean", "std")
 
 
 def init_table(r: Result) -> Table:
-    t = Table(title="init: parameters")
-    for col in ("param", "mean", "std"):
-        t.add_column(col, justify="right")
-    for key in r.init_stats:
-        if key.endswith("_mean"):
-            name = key.removeprefix("init/").removesuffix("_mean")
-            t.add_row(name, _g(r.init_stats[key]), _g(r.init_stats[f"init/{name}_std"]))
-    return t
+    names = [k.removeprefix("init/").removesuffix("_mean") for k in r.init_stats if k.endswith("_mean")]
+    rows = [(n, _g(r.init_stats[f"init/{n}_mean"]), _g(r.init_stats[f"init/{n}_std"])) for n in names]
+    return _table("init: parameters", rows, "param", "mean", "std")
 
 
 def activation_table(r: Result) -> Table:
-    t = Table(title=f"forward: activations by layer (loss {r.loss:.4g})")
-    for col in ("layer", "linear mean", "linear std", "ReLU-shift mean", "ReLU-shift std"):
-        t.add_column(col, justify="right")
-    for s in r.layers:
-        t.add_row(str(s.layer), _g(s.mean), _g(s.std), _g(s.relu_mean), _g(s.relu_std))
-    return t
+    rows = [(str(s.layer), _g(s.mean), _g(s.std), _g(s.relu_mean), _g(s.relu_std)) for s in r.layers]
+    title = f"forward: activations by layer (loss {r.loss:.4g})"
+    return _table(title, rows, "layer", "linear mean", "linear std", "ReLU-shift mean", "ReLU-shift std")
 
 
 def grad_table(r: Result) -> Table:
-    t = Table(title=f"backward: manual against autograd  ({OK if r.all_close else BAD})")
-    for col in ("tensor", "shape", "max |diff|", "max |diff| / max |autograd|", "verdict"):
-        t.add_column(col, justify="right")
-    for d in r.diffs:
-        t.add_row(
-            d.name,
-            "x".join(map(str, d.shape)),
-            f"{d.max_abs_diff:.3g}",
-            f"{d.max_rel_diff:.3g}",
-            OK if d.close else BAD,
-        )
-    return t
+    rows = [
+        (d.name, "x".join(map(str, d.shape)), f"{d.max_abs_diff:.3g}", f"{d.max_rel_diff:.3g}", OK if d.close else BAD)
+        for d in r.diffs
+    ]
+    title = f"backward: manual against autograd  ({OK if r.all_close else BAD})"
+    return _table(title, rows, "tensor", "shape", "max |diff|", "max |diff| / max |autograd|", "verdict")
 
 
 def timing_table(r: Result) -> Table:
     tm = r.timing
-    t = Table(title=f"timing: median of torch.utils.benchmark blocks, {tm.threads} threads")
-    for col in ("pass", "median ms", "IQR ms", "runs"):
-        t.add_column(col, justify="right")
+    rows = []
     for name in ("forward", "backward", "backward_autograd"):
         timed = getattr(tm, name)
-        t.add_row(name.replace("_", " "), f"{timed.median_ms:.2f}", f"{timed.iqr_ms:.2f}", str(timed.runs))
+        rows.append((name.replace("_", " "), f"{timed.median_ms:.2f}", f"{timed.iqr_ms:.2f}", str(timed.runs)))
+    title = f"timing: median of torch.utils.benchmark blocks, {tm.threads} threads"
+    t = _table(title, rows, "pass", "median ms", "IQR ms", "runs")
     t.caption = f"backward / autograd backward = {tm.backward.median_ms / tm.backward_autograd.median_ms:.2f}"
     return t
 
