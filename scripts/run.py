@@ -11,6 +11,7 @@ import time
 _last_job_end = time.perf_counter()  # process start, then the end of each job: what lies between is overhead
 
 import os  # noqa: E402
+import signal  # noqa: E402
 import sys  # noqa: E402
 from dataclasses import fields, is_dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -19,6 +20,7 @@ import hydra  # noqa: E402
 from hydra.core.config_store import ConfigStore  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.errors import MissingConfigException  # noqa: E402
+from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException  # noqa: E402
 
@@ -30,21 +32,46 @@ store_schema(ConfigStore.instance())
 
 @hydra.main(version_base=None, config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
+    global _last_job_end
+    hydra_cfg = HydraConfig.get()
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         cfg = plain(cfg)
-        validate(cfg)  # before torch is imported: bad values cost nothing
+        if not in_sweep:
+            validate(cfg)  # before torch is imported: bad values cost nothing
 
         from rich.console import Console
 
-        from backprop_lab import pipeline, summary
+        from backprop_lab import pipeline, summary, tracking
 
-        global _last_job_end
-        overrides = list(HydraConfig.get().overrides.task)
-        result = pipeline.run(cfg, overrides, Path.cwd(), startup_s=time.perf_counter() - _last_job_end)
-        summary.print_summary(result, Console(width=None if sys.stdout.isatty() else 110))
-        _last_job_end = time.perf_counter()
+        result = pipeline.run(
+            cfg,
+            list(hydra_cfg.overrides.task),
+            Path.cwd(),
+            startup_s=time.perf_counter() - _last_job_end,
+            parent_run_id=tracking.sweep_parent_from_env() if in_sweep else None,
+            job_tags={"hydra.job.num": str(hydra_cfg.job.num)} if in_sweep else None,
+        )
+        console = Console(width=None if sys.stdout.isatty() else 110)
+        if in_sweep:
+            summary.print_job_line(result, console)
+        else:
+            summary.print_summary(result, console)
     except UserError as e:
-        sys.exit(f"error: {e}")  # SystemExit passes Hydra's job wrapper untouched: one line, no traceback
+        if not in_sweep:
+            sys.exit(f"error: {e}")  # SystemExit passes Hydra's job wrapper untouched: one line, no traceback
+        print(f"error: job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)}): {e}", file=sys.stderr)
+    except Exception as e:
+        if not in_sweep:
+            raise
+        # the child run is FAILED with the error as a tag; the sweep goes on and its parent counts the failure
+        print(f"error: job {hydra_cfg.job.num} failed: {type(e).__name__}: {e}", file=sys.stderr)
+    finally:
+        _last_job_end = time.perf_counter()
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM ends runs as Ctrl-C does: KILLED, with what was logged kept
 
 
 def one_line(e: BaseException) -> str:
@@ -63,11 +90,22 @@ def one_line(e: BaseException) -> str:
     return "; ".join(lines[:2]) or type(e).__name__
 
 
+def sweep_outcome() -> dict[str, int]:
+    sweep = sys.modules.get("backprop_lab.sweep")
+    return sweep.last_outcome if sweep else {}
+
+
 if __name__ == "__main__":
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us, to print them as one line
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         main()
     except (OmegaConfBaseException, hydra.errors.HydraException) as e:
         sys.exit(f"error: {one_line(e)}")
     except KeyboardInterrupt:
+        if "backprop_lab.sweep" in sys.modules:
+            sys.modules["backprop_lab.sweep"].abort_active("KILLED")
         sys.exit("interrupted: the MLflow run is marked KILLED")
+    outcome = sweep_outcome()
+    if outcome.get("FAILED") or outcome.get("KILLED"):
+        sys.exit(f"error: {outcome['FAILED'] + outcome['KILLED']} of {outcome['jobs']} jobs failed")

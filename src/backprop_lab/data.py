@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
+from omegaconf import OmegaConf
 
 from backprop_lab import datasets
 from backprop_lab.errors import DataError
@@ -82,3 +85,15 @@ def prepare(cfg: Any, seed: int, device: torch.device) -> Data:
         1 - stats["data/train_std"], cfg.near_zero_tol
     )
     return Data(x_train, y_train, x_valid, y_valid, stats, ok, sha256)
+
+
+def prepare_once(cfg: Any, seed: int, device: torch.device) -> Data:
+    """`prepare`, remembered per process: the jobs of a sweep share one read, verification and normalization.
+    Keyed on the data config (and the seed, which only synthetic data reads); callers must not modify the tensors."""
+    key = json.dumps(OmegaConf.to_container(cfg), sort_keys=True)
+    return _prepare_cached(key, seed if cfg.name == "synthetic" else 0, str(device))
+
+
+@functools.lru_cache(maxsize=2)
+def _prepare_cached(key: str, seed: int, device: str) -> Data:
+    return prepare(OmegaConf.create(json.loads(key)), seed, torch.device(device))

@@ -38,23 +38,32 @@ def run_name(cfg: DictConfig) -> str:
     return "·".join(parts)
 
 
+def checked_device(cfg: DictConfig) -> torch.device:
+    validate(cfg)
+    return environment.resolve_device(cfg.device)
+
+
 def run(
-    cfg: DictConfig, overrides: list[str], launch_dir: Path, console: Optional[Console] = None, startup_s: float = 0.0
+    cfg: DictConfig,
+    overrides: list[str],
+    launch_dir: Path,
+    console: Optional[Console] = None,
+    startup_s: float = 0.0,
+    parent_run_id: Optional[str] = None,
+    job_tags: Optional[dict[str, str]] = None,
 ) -> Result:
     console = console or Console(stderr=True)
-    validate(cfg)
-    device = environment.resolve_device(cfg.device)
-    uri, artifact_location = tracking.default_store(launch_dir)
-    if cfg.tracking.uri:
-        uri, artifact_location = cfg.tracking.uri, None
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    # bad input outside a sweep creates no run; inside one it must leave a FAILED child that says why
+    device = None if parent_run_id else checked_device(cfg)
+    uri, artifact_location = tracking.resolve_store(cfg.tracking.uri, launch_dir)
     name = run_name(cfg)
-    tags = environment.git_state() | {"overrides": " ".join(overrides) or "(none)", "device": str(device)}
+    tags = environment.git_state() | {"overrides": " ".join(overrides) or "(none)"} | (job_tags or {})
     wall = {"startup_s": startup_s}
     t_start = time.perf_counter()
 
-    with tracking.tracked_run(uri, cfg.tracking.experiment, name, tags, artifact_location) as ref:
+    with tracking.tracked_run(uri, cfg.tracking.experiment, name, tags, artifact_location, parent_run_id) as ref:
+        device = device or checked_device(cfg)
+        tracking.set_tags({"device": str(device)})
         tracking.log_params(OmegaConf.to_container(cfg))
         tracking.log_text(OmegaConf.to_yaml(cfg), "config/config.yaml")
         tracking.log_json({"overrides": list(overrides)}, "config/overrides.json")
@@ -62,7 +71,7 @@ def run(
 
         with console.status("data: read, verify, normalize"):
             t = time.perf_counter()
-            d = data.prepare(cfg.data, cfg.seed, device)
+            d = data.prepare_once(cfg.data, cfg.seed, device)
             wall["data_s"] = time.perf_counter() - t
         tracking.log_metrics(d.stats | {"data/normalized_ok": float(d.normalized_ok)})
         if d.sha256:

@@ -73,3 +73,15 @@ def print_summary(r: Result, console: Console) -> None:
     console.print(
         f"          then http://127.0.0.1:5000/#/experiments/{r.run.experiment_id}/runs/{r.run.run_id}", soft_wrap=True
     )
+
+
+def print_job_line(r: Result, console: Console) -> None:
+    """One line per job of a sweep; the sweep's report has the tables."""
+    worst = max(d.max_rel_diff for d in r.diffs)
+    verdict = OK if r.all_close else BAD
+    ratio = r.timing.backward.median_ms / r.timing.backward_autograd.median_ms
+    console.print(
+        f"{r.run_name}: grads {verdict} (worst rel {worst:.2g}), backward {r.timing.backward.median_ms:.2f} ms "
+        f"= {ratio:.2f}x autograd, run {r.run.run_id}",
+        soft_wrap=True,
+    )

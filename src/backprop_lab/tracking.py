@@ -2,26 +2,45 @@
 
 The default store is a sqlite database in `mlruns/` under the launch directory, with artifacts beside it
 (MLflow 3.13+ refuses the old `./mlruns` file store). Runs end FINISHED, FAILED on an exception, KILLED on Ctrl-C.
+A sweep is a parent run; each job is a child run tagged `mlflow.parentRunId`, which the MLflow UI nests.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Optional
 
 MAX_PARAMS_PER_BATCH = 100  # MLflow's limits
 MAX_PARAM_CHARS = 6000
+PARENT_TAG = "mlflow.parentRunId"  # what MLflow's own nested runs set, so the UI nests children under the sweep
+SWEEP_TAG = "backprop_lab.sweep"  # "parent" on a sweep's run
+SWEEP_ENV = "BACKPROP_LAB_SWEEP_RUN_ID"  # hands the parent's id to jobs, in this process or a launcher's workers
+
+
+class RunRef(NamedTuple):
+    run_id: str
+    experiment_id: str
 
 
 def default_store(launch_dir: Path) -> tuple[str, str]:
     """(tracking URI, artifact location) of the project's default store."""
     store = launch_dir.resolve() / "mlruns"
     return f"sqlite:///{store / 'mlflow.db'}", (store / "artifacts").as_uri()
+
+
+def resolve_store(uri: Optional[str], launch_dir: Path) -> tuple[str, Optional[str]]:
+    """The configured store, or the default one; a new experiment's artifact location where we choose it."""
+    if uri:
+        return uri, None
+    return default_store(launch_dir)
 
 
 def ui_command(uri: str, launch_dir: Path) -> str:
@@ -49,43 +68,70 @@ def flatten(config: dict, prefix: str = "") -> dict[str, str]:
     return flat
 
 
-class RunRef(NamedTuple):
-    run_id: str
-    experiment_id: str
+def _retry_locked(fn: Callable, *args, attempts: int = 6, **kwargs):
+    """sqlite answers "database is locked" when parallel writers collide past its busy timeout: wait and retry."""
+    for attempt in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:
+            if "database is locked" not in str(e) or attempt == attempts - 1:
+                raise
+            time.sleep(0.25 * 2**attempt)
 
 
-def _experiment_id(name: str, artifact_location: Optional[str]) -> str:
-    import mlflow
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
 
-    experiment = mlflow.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    return mlflow.create_experiment(name, artifact_location=artifact_location)
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # a fresh store's schema migrations are not news
+    return MlflowClient(uri)
+
+
+def prepare_store(uri: str, experiment: str, artifact_location: Optional[str] = None) -> str:
+    """Create the store and the experiment if missing, and return its id. A sweep calls this before its jobs start:
+    parallel jobs that each create a fresh sqlite store race inside MLflow's schema migrations."""
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    client = _client(uri)
+    found = _retry_locked(client.get_experiment_by_name, experiment)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return _retry_locked(client.create_experiment, experiment, artifact_location=artifact_location)
+    except Exception:  # another process created it first
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            raise
+        return found.experiment_id
 
 
 @contextmanager
 def tracked_run(
-    uri: str, experiment: str, run_name: str, tags: dict[str, str], artifact_location: Optional[str] = None
+    uri: str,
+    experiment: str,
+    run_name: str,
+    tags: dict[str, str],
+    artifact_location: Optional[str] = None,
+    parent_run_id: Optional[str] = None,
 ) -> Iterator[RunRef]:
     """Yield a new run; whatever happens inside, the run ends with an honest status and keeps its logs."""
     import mlflow
 
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # a fresh store's schema migrations are not news
+    experiment_id = prepare_store(uri, experiment, artifact_location)
     mlflow.set_tracking_uri(uri)
-    experiment_id = _experiment_id(experiment, artifact_location)
-    run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
+    tags = tags | ({PARENT_TAG: parent_run_id} if parent_run_id else {})
+    run = _retry_locked(mlflow.start_run, experiment_id=experiment_id, run_name=run_name, tags=tags)
     try:
         yield RunRef(run.info.run_id, experiment_id)
     except KeyboardInterrupt:
-        mlflow.set_tag("error", "interrupted")
-        mlflow.end_run("KILLED")
+        _retry_locked(mlflow.set_tag, "error", "interrupted")
+        _retry_locked(mlflow.end_run, "KILLED")
         raise
     except BaseException as e:
-        mlflow.set_tag("error", f"{type(e).__name__}: {e}"[:MAX_PARAM_CHARS])
-        mlflow.end_run("FAILED")
+        _retry_locked(mlflow.set_tag, "error", f"{type(e).__name__}: {e}"[:MAX_PARAM_CHARS])
+        _retry_locked(mlflow.end_run, "FAILED")
         raise
     else:
-        mlflow.end_run("FINISHED")
+        _retry_locked(mlflow.end_run, "FINISHED")
 
 
 def log_params(config: dict) -> None:
@@ -93,19 +139,19 @@ def log_params(config: dict) -> None:
 
     items = list(flatten(config).items())
     for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
-        mlflow.log_params(dict(items[start : start + MAX_PARAMS_PER_BATCH]))
+        _retry_locked(mlflow.log_params, dict(items[start : start + MAX_PARAMS_PER_BATCH]))
 
 
 def log_metrics(metrics: dict[str, float], step: Optional[int] = None) -> None:
     import mlflow
 
-    mlflow.log_metrics(metrics, step=step)
+    _retry_locked(mlflow.log_metrics, metrics, step=step)
 
 
 def set_tags(tags: dict[str, str]) -> None:
     import mlflow
 
-    mlflow.set_tags(tags)
+    _retry_locked(mlflow.set_tags, tags)
 
 
 def log_text(text: str, artifact_file: str) -> None:
@@ -126,3 +172,114 @@ def log_figure(fig, artifact_file: str) -> None:
 
     mlflow.log_figure(fig, artifact_file)
     plt.close(fig)
+
+
+# --- sweeps: a parent run per multirun, created before the jobs and closed after them -----------------------------
+
+
+def start_sweep(uri: str, experiment_id: str, run_name: str, tags: dict[str, str]) -> str:
+    client = _client(uri)
+    run = _retry_locked(client.create_run, experiment_id, run_name=run_name, tags=tags | {SWEEP_TAG: "parent"})
+    return run.info.run_id
+
+
+def sweep_child_statuses(uri: str, parent_run_id: str) -> dict[str, str]:
+    """{child run id: status} for every job of the sweep."""
+    client = _client(uri)
+    parent = client.get_run(parent_run_id)
+    runs = client.search_runs(
+        [parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent_run_id}'", max_results=10000
+    )
+    return {r.info.run_id: r.info.status for r in runs}
+
+
+def end_sweep(
+    uri: str, parent_run_id: str, status: Optional[str] = None, metrics: Optional[dict[str, float]] = None
+) -> dict[str, int]:
+    """Close the parent: count its children by status, mark any still RUNNING as KILLED when the sweep is
+    interrupted, and end FAILED when a job failed (unless a status is given)."""
+    client = _client(uri)
+    statuses = sweep_child_statuses(uri, parent_run_id)
+    if status == "KILLED":
+        for run_id, s in statuses.items():
+            if s == "RUNNING":
+                _retry_locked(client.set_terminated, run_id, "KILLED")
+                statuses[run_id] = "KILLED"
+    counts = {s: list(statuses.values()).count(s) for s in ("FINISHED", "FAILED", "KILLED", "RUNNING")}
+    failed = counts["FAILED"] + counts["KILLED"]
+    now = int(time.time() * 1000)
+    metrics = (metrics or {}) | {
+        "sweep/jobs": len(statuses),
+        "sweep/jobs_failed": failed,
+        "sweep/jobs_finished": counts["FINISHED"],
+    }
+    for key, value in metrics.items():
+        _retry_locked(client.log_metric, parent_run_id, key, value, timestamp=now)
+    status = status or ("FAILED" if failed else "FINISHED")
+    _retry_locked(client.set_terminated, parent_run_id, status)
+    return counts | {"jobs": len(statuses)}
+
+
+# --- reading runs back, for the report --------------------------------------------------------------------------
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    name: str
+    status: str
+    params: dict[str, str]
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    act_std: list[tuple[int, float]] = field(default_factory=list)  # (layer, std) from the act/std history
+
+
+def _record(client, run) -> RunRecord:
+    history = client.get_metric_history(run.info.run_id, "act/std")
+    return RunRecord(
+        run.info.run_id,
+        run.info.run_name,
+        run.info.status,
+        dict(run.data.params),
+        dict(run.data.metrics),
+        dict(run.data.tags),
+        sorted((m.step, m.value) for m in history),
+    )
+
+
+def latest_sweep(uri: str, experiment: str) -> Optional[str]:
+    client = _client(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    runs = client.search_runs(
+        [found.experiment_id], f"tags.`{SWEEP_TAG}` = 'parent'", max_results=1, order_by=["attributes.start_time DESC"]
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def sweep_records(uri: str, parent_run_id: str) -> tuple[RunRecord, list[RunRecord]]:
+    client = _client(uri)
+    parent = client.get_run(parent_run_id)
+    children = client.search_runs(
+        [parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent_run_id}'", max_results=10000
+    )
+    return _record(client, parent), [_record(client, r) for r in children]
+
+
+def experiment_records(uri: str, experiment: str) -> list[RunRecord]:
+    """Every job run of the experiment (sweep parents left out)."""
+    client = _client(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    runs = client.search_runs([found.experiment_id], max_results=10000)
+    return [_record(client, r) for r in runs if r.data.tags.get(SWEEP_TAG) != "parent"]
+
+
+def log_artifacts_to(uri: str, run_id: str, local_dir: Path, artifact_path: str) -> None:
+    _client(uri).log_artifacts(run_id, str(local_dir), artifact_path)
+
+
+def sweep_parent_from_env() -> Optional[str]:
+    return os.environ.get(SWEEP_ENV) or None
