@@ -26,23 +26,66 @@ def runs_in(store_dir):
     return client.search_runs([experiment.experiment_id]) if experiment else []
 
 
-def test_default_store_is_mlruns_under_the_launch_dir(tmp_path):
+def test_default_store_is_mlruns_under_the_launch_dir(tmp_path):  # and a single run stays a plain run
     done = cli(tmp_path, *FAST)
     assert done.returncode == 0, done.stderr
     (run,) = runs_in(tmp_path / "mlruns")
     assert run.info.status == "FINISHED" and run.data.metrics["grad/all_close"] == 1.0
+    assert "mlflow.parentRunId" not in run.data.tags and "backprop_lab.sweep" not in run.data.tags
     assert run.info.artifact_uri.startswith((tmp_path / "mlruns" / "artifacts").as_uri())
     assert run.info.run_id in done.stdout
     assert "mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1" in done.stdout
 
 
-def test_multirun_over_every_implementation(tmp_path):
+def split_sweep(runs):
+    parents = [r for r in runs if r.data.tags.get("backprop_lab.sweep") == "parent"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, children
+
+
+def test_multirun_over_every_implementation_is_one_parent_with_six_children(tmp_path):
     impls = "functional,layers,module,module_einsum,autograd,nn"
     done = cli(tmp_path, "-m", f"impl={impls}", *FAST)
     assert done.returncode == 0, done.stderr
     runs = runs_in(tmp_path / "mlruns")
-    assert sorted(r.data.params["impl.name"] for r in runs) == sorted(impls.split(","))
-    assert all(r.info.status == "FINISHED" and r.data.metrics["grad/all_close"] == 1.0 for r in runs)
+    (parent,), children = split_sweep(runs)
+    assert len(runs) == 7
+    assert sorted(r.data.params["impl.name"] for r in children) == sorted(impls.split(","))
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
+    assert all(r.info.status == "FINISHED" and r.data.metrics["grad/all_close"] == 1.0 for r in children)
+    assert parent.info.status == "FINISHED" and parent.data.metrics["sweep/jobs"] == 6
+    assert parent.data.metrics["sweep/jobs_failed"] == 0 and "impl=" in parent.data.tags["overrides"]
+
+
+def test_a_failed_job_is_a_failed_child_and_the_sweep_goes_on(tmp_path):
+    done = cli(tmp_path, "-m", "model.widths=[784,8,1],[784,0,1],[784,4,1]", *FAST)
+    assert done.returncode != 0
+    assert "error: 1 of 3 jobs failed" in done.stderr
+    assert "model.widths: must be positive integers" in done.stderr
+    (parent,), children = split_sweep(runs_in(tmp_path / "mlruns"))
+    statuses = sorted(r.info.status for r in children)
+    assert statuses == ["FAILED", "FINISHED", "FINISHED"]
+    (failed,) = [r for r in children if r.info.status == "FAILED"]
+    assert "model.widths" in failed.data.tags["error"]
+    assert parent.info.status == "FAILED" and parent.data.metrics["sweep/jobs_failed"] == 1
+
+
+def test_parallel_joblib_sweep_loses_nothing(tmp_path):
+    """Four workers at once, writing to a store that did not exist: every child lands with every metric."""
+    done = cli(
+        tmp_path, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4",
+        "impl=functional,layers,module,module_einsum,autograd,nn", "init=xavier,kaiming_uniform", *FAST,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "database is locked" not in done.stderr and "already exists" not in done.stderr
+    (parent,), children = split_sweep(runs_in(tmp_path / "mlruns"))
+    assert len(children) == 12 and parent.data.metrics["sweep/jobs_finished"] == 12
+    from test_pipeline import CONTRACT
+
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert not [m for m in CONTRACT if m not in child.data.metrics], child.info.run_name
+        assert len(child.data.params) == len(children[0].data.params)
 
 
 @pytest.mark.parametrize(
@@ -76,3 +119,38 @@ def test_data_error_fails_the_run_and_keeps_it(tmp_path):
     assert done.stderr.strip().splitlines()[-1].startswith(f"error: {bad}: SHA-256 is")
     (run,) = runs_in(tmp_path / "mlruns")
     assert run.info.status == "FAILED" and "SHA-256" in run.data.tags["error"]
+
+
+def wait_for_running_child(store_dir, proc, timeout=120):
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        runs = runs_in(store_dir)
+        running = [r for r in runs if r.info.status == "RUNNING" and "mlflow.parentRunId" in r.data.tags]
+        if running and "grad/all_close" in running[0].data.metrics:  # checked, now timing
+            return running[0]
+        time.sleep(0.3)
+    raise AssertionError("no job reached the timing stage")
+
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_interrupting_a_sweep_kills_child_and_parent(tmp_path, signum):
+    import signal
+
+    from backprop_lab import tracking
+
+    # the store exists before the job starts: a reader creating it at the same moment would race the job's migrations
+    uri, artifact_location = tracking.default_store(tmp_path)
+    tracking.prepare_store(uri, "backprop-lab", artifact_location)
+    args = [sys.executable, str(SCRIPT), "-m", "impl=functional,nn", *FAST, "timing.min_run_time=60"]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_running_child(tmp_path / "mlruns", proc)
+    proc.send_signal(getattr(signal, signum))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "interrupted" in err
+    (parent,), children = split_sweep(runs_in(tmp_path / "mlruns"))
+    assert [c.info.status for c in children] == ["KILLED"]
+    assert children[0].data.metrics["grad/all_close"] == 1.0  # logged before the interrupt, kept
+    assert parent.info.status == "KILLED"

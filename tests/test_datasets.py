@@ -161,3 +161,18 @@ def test_prepare_rejects_subset_larger_than_split(tmp_path):
     cfg = composed(f"data.path={path}", f"data.sha256={digest}", "data.n_valid=7").data
     with pytest.raises(DataError, match="data.n_valid: 7 is more than the 6 rows"):
         data.prepare(cfg, seed=0, device=torch.device("cpu"))
+
+
+def test_a_sweep_reads_the_data_once_per_process(tmp_path, monkeypatch):
+    from conftest import composed
+
+    path = tmp_path / "mnist.pkl.gz"
+    digest = write_pkl_gz(path, tiny_mnist())
+    reads = []
+    real = datasets.read_mnist_pkl
+    monkeypatch.setattr(datasets, "read_mnist_pkl", lambda *a: reads.append(a) or real(*a))
+    cfg = composed(f"data.path={path}", f"data.sha256={digest}").data
+    first = data.prepare_once(cfg, seed=0, device=torch.device("cpu"))
+    again = data.prepare_once(cfg, seed=7, device=torch.device("cpu"))  # the seed does not change MNIST
+    other = data.prepare_once(composed(f"data.path={path}", f"data.sha256={digest}", "data.n_train=10").data, 0, "cpu")
+    assert first is again and len(reads) == 2 and other.x_train.shape[0] == 10

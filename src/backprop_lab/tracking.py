@@ -87,10 +87,20 @@ def _client(uri: str):
 
 
 def prepare_store(uri: str, experiment: str, artifact_location: Optional[str] = None) -> str:
-    """Create the store and the experiment if missing, and return its id. A sweep calls this before its jobs start:
-    parallel jobs that each create a fresh sqlite store race inside MLflow's schema migrations."""
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    """Create the store and the experiment if missing, and return its id. Processes that each create a fresh
+    sqlite store at the same moment race inside MLflow's schema migrations, so creation holds a file lock
+    (and a sweep calls this before its jobs start)."""
+    from filelock import FileLock
+
+    if not uri.startswith("sqlite:///"):
+        return _experiment_id(uri, experiment, artifact_location)
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{db}.lock"):
+        return _experiment_id(uri, experiment, artifact_location)
+
+
+def _experiment_id(uri: str, experiment: str, artifact_location: Optional[str]) -> str:
     client = _client(uri)
     found = _retry_locked(client.get_experiment_by_name, experiment)
     if found is not None:
