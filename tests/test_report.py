@@ -1,0 +1,69 @@
+"""The sweep report, from MLflow alone, on a real small sweep."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import ROOT
+from mlflow.tracking import MlflowClient
+from test_cli import FAST, cli
+
+from backprop_lab import report, tracking
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def sweep_store(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sweep")
+    done = cli(tmp, "-m", "impl=functional,nn", "init=xavier,kaiming_uniform", *FAST)
+    assert done.returncode == 0, done.stderr
+    return tmp, f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}"
+
+
+def test_report_of_the_latest_sweep(sweep_store, tmp_path, capsys):
+    cwd, uri = sweep_store
+    out = tmp_path / "report"
+    assert report.main(["--tracking-uri", uri, "--out", str(out)]) == 0
+    names = {"report.md", "report.html", "backward_time.png", "backward_vs_autograd.png", "grad_diff.png",
+             "activation_std.png"}  # fmt: skip
+    assert names <= {p.name for p in out.iterdir()}
+    table = [line for line in (out / "report.md").read_text().splitlines() if line.startswith("| ")]
+    assert table[0].startswith("| impl | init | status | all close")
+    assert len(table) == 1 + 4  # the header and one row per job
+    assert all("| FINISHED | yes |" in row for row in table[1:])
+    parent_id = tracking.latest_sweep(uri, "backprop-lab")
+    logged = {f.path for f in MlflowClient(uri).list_artifacts(parent_id, "report")}
+    assert {f"report/{n}" for n in names} <= logged
+    assert "functional" in capsys.readouterr().out
+
+
+def test_report_rows_carry_the_swept_choices(sweep_store):
+    _, uri = sweep_store
+    parent, records = tracking.sweep_records(uri, tracking.latest_sweep(uri, "backprop-lab"))
+    rows = report.to_rows(records)
+    assert [tuple(r.choices.values()) for r in rows] == [
+        ("functional", "kaiming_uniform"), ("functional", "xavier"), ("nn", "kaiming_uniform"), ("nn", "xavier"),
+    ]  # fmt: skip
+    assert all(r.worst_rel_diff is not None and r.worst_rel_diff < 1e-5 for r in rows)
+    assert all(len(r.act_std) == 2 for r in rows)
+
+
+def test_report_by_experiment_and_bad_run_id(sweep_store, tmp_path, capsys):
+    _, uri = sweep_store
+    assert report.main(["--tracking-uri", uri, "--experiment", "backprop-lab", "--out", str(tmp_path)]) == 0
+    assert report.main(["--tracking-uri", uri, "no-such-run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: cannot read run no-such-run")
+
+
+def test_report_script_runs(sweep_store, tmp_path):
+    import subprocess
+    import sys
+
+    cwd, _ = sweep_store
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "report.py"), "--out", str(tmp_path)], cwd=cwd, capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "report.html").exists()
