@@ -37,3 +37,18 @@ def small_problem(widths, n=9, dtype=torch.float64, seed=0):
 def store(tmp_path):
     """A fresh sqlite tracking store of the test's own."""
     return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="session")
+def small_sweep(tmp_path_factory):
+    """A real 2 x 2 sweep through the entry script: (launch dir, tracking URI)."""
+    import subprocess
+    import sys
+
+    tmp = tmp_path_factory.mktemp("sweep")
+    args = ["-m", "impl=functional,nn", "init=xavier,kaiming_uniform", "data=synthetic", "data.n_train=128",
+            "data.n_valid=32", "timing.min_run_time=0.01"]  # fmt: skip
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "run.py"), *args], cwd=tmp, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return tmp, f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}"

@@ -5,19 +5,15 @@ from __future__ import annotations
 import pytest
 from conftest import ROOT
 from mlflow.tracking import MlflowClient
-from test_cli import FAST, cli
 
 from backprop_lab import report, tracking
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def sweep_store(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("sweep")
-    done = cli(tmp, "-m", "impl=functional,nn", "init=xavier,kaiming_uniform", *FAST)
-    assert done.returncode == 0, done.stderr
-    return tmp, f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}"
+@pytest.fixture
+def sweep_store(small_sweep):
+    return small_sweep
 
 
 def test_report_of_the_latest_sweep(sweep_store, tmp_path, capsys):

@@ -106,7 +106,9 @@ def _experiment_id(uri: str, experiment: str, artifact_location: Optional[str]) 
     if found is not None:
         return found.experiment_id
     try:
-        return _retry_locked(client.create_experiment, experiment, artifact_location=artifact_location)
+        # the UI opens a "custom_model_development" experiment on its training-runs view, not the GenAI one
+        tags = {"mlflow.experimentKind": "custom_model_development"}
+        return _retry_locked(client.create_experiment, experiment, artifact_location=artifact_location, tags=tags)
     except Exception:  # another process created it first
         found = client.get_experiment_by_name(experiment)
         if found is None:
