@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import time
 
-_last_job_end = time.perf_counter()  # process start, then the end of each job: what lies between is overhead
+_STARTED = time.perf_counter()
+_MAIN_PID = None  # set below in the process that runs this script; a launcher's worker sees None
 
 import os  # noqa: E402
 import signal  # noqa: E402
@@ -32,7 +33,6 @@ store_schema(ConfigStore.instance())
 
 @hydra.main(version_base=None, config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    global _last_job_end
     hydra_cfg = HydraConfig.get()
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:
@@ -48,7 +48,7 @@ def main(cfg: DictConfig) -> None:
             cfg,
             list(hydra_cfg.overrides.task),
             Path.cwd(),
-            startup_s=time.perf_counter() - _last_job_end,
+            process_start=_STARTED if os.getpid() == _MAIN_PID else None,
             parent_run_id=tracking.sweep_parent_from_env() if in_sweep else None,
             job_tags={"hydra.job.num": str(hydra_cfg.job.num)} if in_sweep else None,
         )
@@ -66,8 +66,6 @@ def main(cfg: DictConfig) -> None:
             raise
         # the child run is FAILED with the error as a tag; the sweep goes on and its parent counts the failure
         print(f"error: job {hydra_cfg.job.num} failed: {type(e).__name__}: {e}", file=sys.stderr)
-    finally:
-        _last_job_end = time.perf_counter()
 
 
 def _interrupt(signum, frame):
@@ -96,6 +94,7 @@ def sweep_outcome() -> dict[str, int]:
 
 
 if __name__ == "__main__":
+    _MAIN_PID = os.getpid()
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us, to print them as one line
     signal.signal(signal.SIGTERM, _interrupt)
     try:

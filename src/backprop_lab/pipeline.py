@@ -4,6 +4,8 @@ time, and log each stage to MLflow as soon as it is done (so a failure keeps wha
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -15,6 +17,9 @@ from rich.console import Console
 from backprop_lab import backward, data, environment, figures, forward, init, timing, tracking
 from backprop_lab.config import validate
 from backprop_lab.impls import autograd, load
+
+_IMPORTED = time.perf_counter()  # in a launcher's worker, the nearest we know to the process's start
+_previous_job_end: Optional[float] = None
 
 
 @dataclass
@@ -33,6 +38,16 @@ class Result:
     wall: dict[str, float] = field(default_factory=dict)
 
 
+@contextmanager
+def _job_clock() -> Iterator[None]:
+    """Marks when a job ends, failed or not, so the next job in this process can tell its overhead."""
+    global _previous_job_end
+    try:
+        yield
+    finally:
+        _previous_job_end = time.perf_counter()
+
+
 def run_name(cfg: DictConfig) -> str:
     parts = [cfg.impl.name, cfg.init.scheme, cfg.data.name] + ([cfg.model.name] if cfg.model.name != "seed" else [])
     return "·".join(parts)
@@ -48,7 +63,7 @@ def run(
     overrides: list[str],
     launch_dir: Path,
     console: Optional[Console] = None,
-    startup_s: float = 0.0,
+    process_start: Optional[float] = None,
     parent_run_id: Optional[str] = None,
     job_tags: Optional[dict[str, str]] = None,
 ) -> Result:
@@ -58,10 +73,14 @@ def run(
     uri, artifact_location = tracking.resolve_store(cfg.tracking.uri, launch_dir)
     name = run_name(cfg)
     tags = environment.git_state() | {"overrides": " ".join(overrides) or "(none)"} | (job_tags or {})
-    wall = {"startup_s": startup_s}
     t_start = time.perf_counter()
+    # the overhead before this job: imports and setup for a process's first job, Hydra's work between jobs after
+    wall = {"startup_s": t_start - (_previous_job_end or process_start or _IMPORTED)}
 
-    with tracking.tracked_run(uri, cfg.tracking.experiment, name, tags, artifact_location, parent_run_id) as ref:
+    with (
+        _job_clock(),
+        tracking.tracked_run(uri, cfg.tracking.experiment, name, tags, artifact_location, parent_run_id) as ref,
+    ):
         device = device or checked_device(cfg)
         tracking.set_tags({"device": str(device)})
         tracking.log_params(OmegaConf.to_container(cfg))
