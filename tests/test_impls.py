@@ -31,6 +31,22 @@ def test_gradients_match_autograd(name, widths, input_grad):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_exact_zero_pre_activation_follows_the_same_convention(name):
+    """ReLU has no slope at 0: every implementation and the reference must take it as 0 (found on MNIST, deep net)."""
+    params, x, y = small_problem([5, 4, 3, 1])
+    params["w1"][:, 0], params["b1"][0] = 0.0, 0.0  # the first hidden unit's pre-activation is exactly 0 everywhere
+    ref = autograd.Net(params, 0.5, True)
+    ref.forward(x, y)
+    expected = ref.backward()
+    assert not expected["w1"][:, 0].any()  # no gradient flows through a unit sitting exactly at the kink
+    net = load(name).Net(params, 0.5, True)
+    net.forward(x, y)
+    grads = net.backward()
+    for key in expected:
+        torch.testing.assert_close(grads[key], expected[key], rtol=1e-10, atol=1e-12, msg=key)
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_backward_repeats_identically(name):
     """Timing calls backward many times on one forward: each call must give the same gradients."""
     params, x, y = small_problem([5, 4, 1])

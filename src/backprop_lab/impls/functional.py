@@ -12,7 +12,10 @@ def lin(x, w, b):
 
 
 def relu(x, shift):
-    return x.clamp_min(0.0) - shift  # shifted so that the mean after a ReLU sits nearer zero
+    # the notebook's x.clamp_min(0.) - shift, as torch.relu: the same values, and autograd's slope at exactly 0 is
+    # then 0, as relu_grad's `inp > 0` (clamp_min's autograd passes the gradient at 0: one exact zero among
+    # millions of pre-activations, which happens, would make the reference disagree with every manual backward)
+    return torch.relu(x) - shift  # shifted so that the mean after a ReLU sits nearer zero
 
 
 def mse(out, targ):
