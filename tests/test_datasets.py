@@ -89,7 +89,8 @@ def fashion_dir(tmp_path, n_train=12, n_test=5):
 
 
 def test_reads_fashion_idx(tmp_path):
-    split = datasets.read_fashion_mnist(fashion_dir(tmp_path))
+    split, digest = datasets.read_fashion_mnist(fashion_dir(tmp_path))
+    assert len(digest) == 64
     assert split.x_train.shape == (12, 784) and split.x_valid.shape == (5, 784)
     assert split.x_train.dtype == np.float32 and 0 <= split.x_train.min() and split.x_train.max() <= 1
 

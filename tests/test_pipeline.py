@@ -84,7 +84,11 @@ def test_params_tags_and_artifacts(one_run):
     run_ = client.get_run(result.run.run_id)
     params = run_.data.params
     assert params["impl.name"] == "module" and params["model.widths"] == "[784, 80, 1]" and params["seed"] == "0"
-    assert {"git.commit", "git.dirty", "overrides", "device"} <= set(run_.data.tags)
+    tags = run_.data.tags
+    assert {"git.commit", "git.dirty", "overrides", "device", "command", "version.torch", "version.mlflow",
+            "version.numpy", "version.hydra-core", "version.omegaconf", "version.python"} <= set(tags)  # fmt: skip
+    assert tags["seed"] == "0" and tags["torch.deterministic_algorithms"] in ("true", "false")
+    assert int(tags["torch.threads"]) >= 1 and tags["data.sha256"].startswith("none")
     files = set(artifacts(client, result.run.run_id))
     assert {
         "config/config.yaml",

@@ -156,18 +156,21 @@ def _find_idx(directory: Path, stem: str) -> Path:
     raise DataError(f"{directory}: no {stem}[.gz] (data.path; apt-get install dataset-fashion-mnist)")
 
 
-def read_fashion_mnist(directory: Path) -> Split:
-    """Fashion-MNIST's idx files: train (60,000) as training split, t10k (10,000) as validation split."""
+def read_fashion_mnist(directory: Path) -> tuple[Split, str]:
+    """Fashion-MNIST's idx files: train (60,000) as training split, t10k (10,000) as validation split; and one
+    SHA-256 over the four files' own, to record which files a run read."""
     if not directory.is_dir():
         raise DataError(f"{directory}: no such directory (data.path; apt-get install dataset-fashion-mnist)")
-    arrays = []
+    arrays, digests = [], hashlib.sha256()
     for prefix in ("train", "t10k"):
-        images = read_idx(_find_idx(directory, f"{prefix}-images-idx3-ubyte"), ndim=3)
-        labels = read_idx(_find_idx(directory, f"{prefix}-labels-idx1-ubyte"), ndim=1)
+        paths = [_find_idx(directory, f"{prefix}-{kind}") for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")]
+        images, labels = read_idx(paths[0], ndim=3), read_idx(paths[1], ndim=1)
         if len(images) != len(labels):
             raise DataError(f"{directory}: {prefix} has {len(images)} images but {len(labels)} labels")
         arrays += [images.reshape(len(images), -1).astype(np.float32) / 255.0, labels.astype(np.int64)]
-    return Split(*arrays)
+        for path in paths:
+            digests.update(sha256_of(path).encode())
+    return Split(*arrays), digests.hexdigest()
 
 
 def make_synthetic(n_train: int, n_valid: int, n_features: int, mean: float, std: float, seed: int) -> Split:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
 import subprocess
 import sys
 from importlib import metadata
@@ -66,16 +67,35 @@ def device_info(device: torch.device) -> dict:
     return info
 
 
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True).stdout
+
+
 def git_state(root: Path = PROJECT_ROOT) -> dict[str, str]:
-    """The commit of the code that ran, and whether its tree had uncommitted changes ("unknown" outside git)."""
-
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True).stdout
-
+    """The commit of the code that ran, and whether its tracked files had uncommitted changes ("unknown" outside
+    git)."""
     try:
-        return {
-            "git.commit": git("rev-parse", "HEAD").strip(),
-            "git.dirty": str(bool(git("status", "--porcelain").strip())).lower(),
-        }
+        dirty = bool(_git(root, "status", "--porcelain", "--untracked-files=no").strip())
+        return {"git.commit": _git(root, "rev-parse", "HEAD").strip(), "git.dirty": str(dirty).lower()}
     except (OSError, subprocess.CalledProcessError):
         return {"git.commit": "unknown", "git.dirty": "unknown"}
+
+
+def git_diff(root: Path = PROJECT_ROOT) -> str:
+    """The uncommitted changes to tracked files, which a rerun from the commit alone would not have."""
+    try:
+        return _git(root, "diff", "HEAD")
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+def reproducibility_tags(seed: int, threads: int) -> dict[str, str]:
+    """What a rerun must match, or explain, to give the same numbers."""
+    tags = {f"version.{name}": v for name, v in versions().items()}
+    tags |= {
+        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+        "seed": str(seed),
+        "torch.deterministic_algorithms": str(torch.are_deterministic_algorithms_enabled()).lower(),
+        "torch.threads": str(threads),
+    }
+    return tags

@@ -82,7 +82,10 @@ def run(
         tracking.tracked_run(uri, cfg.tracking.experiment, name, tags, artifact_location, parent_run_id) as ref,
     ):
         device = device or checked_device(cfg)
-        tracking.set_tags({"device": str(device)})
+        threads = cfg.timing.num_threads or torch.get_num_threads()
+        tracking.set_tags({"device": str(device)} | environment.reproducibility_tags(cfg.seed, threads))
+        if tags.get("git.dirty") == "true":
+            tracking.log_text(environment.git_diff(), "git/diff.patch")
         tracking.log_params(OmegaConf.to_container(cfg))
         tracking.log_text(OmegaConf.to_yaml(cfg), "config/config.yaml")
         tracking.log_json({"overrides": list(overrides)}, "config/overrides.json")
@@ -93,8 +96,7 @@ def run(
             d = data.prepare_once(cfg.data, cfg.seed, device)
             wall["data_s"] = time.perf_counter() - t
         tracking.log_metrics(d.stats | {"data/normalized_ok": float(d.normalized_ok)})
-        if d.sha256:
-            tracking.set_tags({"data.sha256": d.sha256})
+        tracking.set_tags({"data.sha256": d.sha256 or "none (generated from the seed)"})
 
         with console.status("init, forward, backward against autograd"):
             t = time.perf_counter()
@@ -127,7 +129,6 @@ def run(
         tracking.log_figure(figures.activation_figure(layers, name), "figures/activations.png")
         tracking.log_figure(figures.grad_diff_figure(elementwise, name), "figures/grad_diff.png")
 
-        threads = cfg.timing.num_threads or torch.get_num_threads()
         with console.status(f"timing forward and backward ({cfg.timing.min_run_time:g} s each, {threads} threads)"):
             t = time.perf_counter()
             timed = timing.time_passes(net, reference, d.x_train, d.y_train, cfg.timing.min_run_time, threads)
