@@ -14,7 +14,6 @@ _MAIN_PID = None  # set below in the process that runs this script; a launcher's
 import os  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
-from dataclasses import fields, is_dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import hydra  # noqa: E402
@@ -23,9 +22,9 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.errors import MissingConfigException  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException  # noqa: E402
+from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 
-from backprop_lab.config import plain, store_schema, validate  # noqa: E402
+from backprop_lab.config import describe, plain, store_schema, validate  # noqa: E402
 from backprop_lab.errors import UserError  # noqa: E402
 
 store_schema(ConfigStore.instance())
@@ -68,24 +67,16 @@ def main(cfg: DictConfig) -> None:
         print(f"error: job {hydra_cfg.job.num} failed: {type(e).__name__}: {e}", file=sys.stderr)
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt  # SIGTERM ends runs as Ctrl-C does: KILLED, with what was logged kept
-
-
 def one_line(e: BaseException) -> str:
     """Hydra's and OmegaConf's multi-line messages, cut to the key and what it allows."""
-    if isinstance(e.__cause__, OmegaConfBaseException):
-        e = e.__cause__  # "Error merging override ..." wraps the error that names the key
     if isinstance(e, MissingConfigException) and e.options and e.missing_cfg_file:
         group, _, option = e.missing_cfg_file.rpartition("/")
         return f"{group}: no option {option!r}; choose one of {', '.join(sorted(e.options))}"
-    if isinstance(e, OmegaConfBaseException) and getattr(e, "full_key", None):
-        if isinstance(e, (ConfigAttributeError, ConfigKeyError)) and is_dataclass(e.object_type):
-            allowed = ", ".join(f.name for f in fields(e.object_type))
-            return f"{e.full_key}: unknown key; {e.object_type.__name__} allows {allowed}"
-        return f"{e.full_key}: {str(e.msg).splitlines()[0]}"
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    return "; ".join(lines[:2]) or type(e).__name__
+    return describe(e)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM ends runs as Ctrl-C does: KILLED, with what was logged kept
 
 
 def sweep_outcome() -> dict[str, int]:

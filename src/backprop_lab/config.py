@@ -5,7 +5,7 @@ Nothing here imports torch or MLflow, so `--help`, `--cfg job` and config errors
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
 from typing import Any, Optional
 
@@ -167,6 +167,39 @@ def plain(cfg: Any) -> DictConfig:
     out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     OmegaConf.set_readonly(out, True)
     return out
+
+
+def describe(e: Exception) -> str:
+    """An OmegaConf error as one line: the key, and what it allows."""
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+    if isinstance(e.__cause__, OmegaConfBaseException):
+        e = e.__cause__  # "Error merging override ..." wraps the error that names the key
+    if isinstance(e, OmegaConfBaseException) and getattr(e, "full_key", None):
+        if isinstance(e, (ConfigAttributeError, ConfigKeyError)) and is_dataclass(e.object_type):
+            allowed = ", ".join(f.name for f in fields(e.object_type))
+            return f"{e.full_key}: unknown key; {e.object_type.__name__} allows {allowed}"
+        return f"{e.full_key}: {str(e.msg).splitlines()[0]}"
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return "; ".join(lines[:2]) or type(e).__name__
+
+
+def from_logged(text: str) -> DictConfig:
+    """A config as a run logged it (config/config.yaml), checked against today's schema and values."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        logged = OmegaConf.create(text)
+        name = logged.get("data", {}).get("name")
+        if name not in DATA_SCHEMAS:
+            raise ConfigError(f"data.name: must be one of {', '.join(DATA_SCHEMAS)}, got {name!r}")
+        schema = OmegaConf.structured(Config)
+        schema.data = OmegaConf.structured(DATA_SCHEMAS[name])
+        cfg = plain(OmegaConf.merge(schema, logged))
+    except OmegaConfBaseException as e:
+        raise ConfigError(describe(e)) from None
+    validate(cfg)
+    return cfg
 
 
 def store_schema(store: Any) -> None:

@@ -15,3 +15,7 @@ class DataError(UserError):
 
 class ShapeError(UserError, ValueError):
     """Tensors whose shapes would broadcast silently into a wrong result."""
+
+
+class TrackingError(UserError):
+    """A tracking store or server that cannot be reached, or a run that is not there or not ours."""

@@ -3,6 +3,7 @@ time, and log each stage to MLflow as soon as it is done (so a failure keeps wha
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -85,7 +86,9 @@ def run(
         threads = cfg.timing.num_threads or torch.get_num_threads()
         tracking.set_tags({"device": str(device)} | environment.reproducibility_tags(cfg.seed, threads))
         if tags.get("git.dirty") == "true":
-            tracking.log_text(environment.git_diff(), "git/diff.patch")
+            diff = environment.git_diff()
+            tracking.log_text(diff, "git/diff.patch")
+            tracking.set_tags({"git.diff_sha256": hashlib.sha256(diff.encode()).hexdigest()})
         tracking.log_params(OmegaConf.to_container(cfg))
         tracking.log_text(OmegaConf.to_yaml(cfg), "config/config.yaml")
         tracking.log_json({"overrides": list(overrides)}, "config/overrides.json")

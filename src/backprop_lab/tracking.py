@@ -18,11 +18,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Optional
 
+from backprop_lab.errors import TrackingError
+
 MAX_PARAMS_PER_BATCH = 100  # MLflow's limits
 MAX_PARAM_CHARS = 6000
 PARENT_TAG = "mlflow.parentRunId"  # what MLflow's own nested runs set, so the UI nests children under the sweep
 SWEEP_TAG = "backprop_lab.sweep"  # "parent" on a sweep's run
 SWEEP_ENV = "BACKPROP_LAB_SWEEP_RUN_ID"  # hands the parent's id to jobs, in this process or a launcher's workers
+
+# MLflow's HTTP client retries for minutes by default; a server that is down should be said in seconds.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 
 
 class RunRef(NamedTuple):
@@ -291,6 +298,62 @@ def experiment_records(uri: str, experiment: str) -> list[RunRecord]:
 
 def log_artifacts_to(uri: str, run_id: str, local_dir: Path, artifact_path: str) -> None:
     _client(uri).log_artifacts(run_id, str(local_dir), artifact_path)
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, before any work, when a tracking server does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    try:
+        requests.get(f"{uri.rstrip('/')}/health", timeout=timeout).raise_for_status()
+    except requests.RequestException as e:
+        raise TrackingError(
+            f"tracking server {uri} does not answer ({type(e).__name__}); start it or fix the URI"
+        ) from None
+
+
+@dataclass
+class LoggedRun:
+    record: RunRecord
+    experiment: str
+    config_yaml: Optional[str]  # config/config.yaml, None for a run another program logged
+    device: dict  # device.json, {} when absent
+    points: dict[tuple[str, int], float]  # every metric at every step: the last value logged there
+
+
+def _artifact_text(client, run_id: str, path: str) -> Optional[str]:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            return Path(client.download_artifacts(run_id, path, tmp)).read_text()
+        except Exception:  # absent: MLflow raises OSError or MlflowException depending on the store
+            return None
+
+
+def logged_run(uri: str, run_id: str) -> LoggedRun:
+    """Everything a rerun compares against: config, environment and every metric point of a run."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as e:
+        raise TrackingError(f"run {run_id}: not found in {uri} ({str(e).splitlines()[0]}); check the id") from None
+    points = {}
+    for key in run.data.metrics:
+        for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.timestamp):
+            points[(key, m.step)] = m.value
+    device = _artifact_text(client, run_id, "device.json")
+    return LoggedRun(
+        _record(client, run),
+        client.get_experiment(run.info.experiment_id).name,
+        _artifact_text(client, run_id, "config/config.yaml"),
+        json.loads(device) if device else {},
+        points,
+    )
 
 
 def sweep_parent_from_env() -> Optional[str]:

@@ -1,0 +1,218 @@
+"""Rerun a logged run from MLflow alone, and prove the result is the same.
+
+    python scripts/rerun.py RUN_ID                      # a run, or a sweep's parent (every child is rerun)
+    python scripts/rerun.py RUN_ID --tracking-uri URI   # a store elsewhere, or a tracking server
+
+The rerun logs a new run tagged `rerun_of=RUN_ID` beside the original. Every metric that is not a timing (data,
+init and activation statistics at every step, the loss, the gradient differences) must be bit-identical when the
+environment is the same; where it differs (versions, device, CPU, threads, commit, data hash), that is said first
+and the metrics are judged within --rtol/--atol instead. Timings are reported as ratios, never judged. Exit 0 only
+when every run's verdict is the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from omegaconf import OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from backprop_lab import config, tracking
+from backprop_lab.errors import ConfigError, UserError
+from backprop_lab.tracking import LoggedRun
+
+TIMING_PREFIXES = ("time/", "wall/")
+
+
+@dataclass
+class MetricCheck:
+    key: str
+    step: int
+    original: Optional[float]  # None: not logged by that run
+    rerun: Optional[float]
+    same: bool
+
+
+@dataclass
+class Verdict:
+    original_id: str
+    rerun_id: str
+    environment: list[tuple[str, str, str]]  # what differs: (name, original, rerun)
+    checks: list[MetricCheck]
+    timings: list[tuple[str, float, float]]  # (key, original, rerun)
+    tolerance: Optional[tuple[float, float]] = None  # (rtol, atol) when the environment differs
+    differing: list[MetricCheck] = field(init=False)
+
+    def __post_init__(self):
+        self.differing = [c for c in self.checks if not c.same]
+
+    @property
+    def same(self) -> bool:
+        return not self.differing
+
+
+def fingerprint(run: LoggedRun) -> dict[str, str]:
+    """What must match for bit-identical numbers: code, data, libraries, device, CPU and threads."""
+    tags, device = run.record.tags, run.device
+    out = {f"version.{k}": v for k, v in device.get("versions", {}).items()}
+    out |= {
+        "device": tags.get("device", device.get("device", "unknown")),
+        "cpu": device.get("cpu_model", "unknown"),
+        "gpu": device.get("gpu_name", "none"),
+        "threads": tags.get("torch.threads", str(device.get("torch_threads", "unknown"))),
+        "deterministic algorithms": tags.get("torch.deterministic_algorithms", "unknown"),
+        "git.commit": tags.get("git.commit", "unknown"),
+        "git.diff": tags.get("git.diff_sha256", "none") if tags.get("git.dirty") == "true" else "none",
+        "data.sha256": tags.get("data.sha256", "unknown"),
+    }
+    return out
+
+
+def environment_differences(original: LoggedRun, rerun: LoggedRun) -> list[tuple[str, str, str]]:
+    a, b = fingerprint(original), fingerprint(rerun)
+    return [(k, a.get(k, "unknown"), b.get(k, "unknown")) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
+
+
+def same_value(a: Optional[float], b: Optional[float], tolerance: Optional[tuple[float, float]]) -> bool:
+    if a is None or b is None:
+        return a is b
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    if tolerance is None:
+        return a == b  # bit equality, as floats logged by MLflow
+    rtol, atol = tolerance
+    return math.isclose(a, b, rel_tol=rtol, abs_tol=atol)
+
+
+def compare(original: LoggedRun, rerun: LoggedRun, rtol: float, atol: float) -> Verdict:
+    environment = environment_differences(original, rerun)
+    tolerance = (rtol, atol) if environment else None
+    checks, timings = [], []
+    for key, step in sorted(original.points.keys() | rerun.points.keys()):
+        a, b = original.points.get((key, step)), rerun.points.get((key, step))
+        if key.startswith(TIMING_PREFIXES):
+            if a is not None and b is not None:
+                timings.append((key, a, b))
+        elif not key.startswith("sweep/"):
+            checks.append(MetricCheck(key, step, a, b, same_value(a, b, tolerance)))
+    return Verdict(original.record.run_id, rerun.record.run_id, environment, checks, timings, tolerance)
+
+
+def rerun_one(uri: str, original: LoggedRun, launch_dir: Path, parent_run_id: Optional[str] = None):
+    """Execute the pipeline again with the run's own config; return the new run, read back from the store."""
+    from backprop_lab import pipeline
+
+    run_id = original.record.run_id
+    if not original.config_yaml:
+        raise UserError(f"run {run_id} has no config/config.yaml artifact: another program logged it; nothing to rerun")
+    try:
+        cfg = config.from_logged(original.config_yaml)
+    except ConfigError as e:
+        commit = original.record.tags.get("git.commit", "unknown")
+        raise UserError(
+            f"run {run_id}: its config no longer validates ({e}); check out commit {commit} to rerun it"
+        ) from None
+    cfg = OmegaConf.merge(cfg, {"tracking": {"uri": uri, "experiment": original.experiment}})
+    overrides = original.record.tags.get("overrides", "").split()
+    result = pipeline.run(
+        cfg,
+        [o for o in overrides if o != "(none)"],
+        launch_dir,
+        parent_run_id=parent_run_id,
+        job_tags={"rerun_of": run_id},
+        console=Console(stderr=True, quiet=True),
+    )
+    return tracking.logged_run(uri, result.run.run_id)
+
+
+def _f(x: Optional[float]) -> str:
+    return "missing" if x is None else repr(x)
+
+
+def print_verdict(v: Verdict, console: Console) -> None:
+    if v.environment:
+        table = Table(
+            title=f"the environment differs: metrics judged within rtol={v.tolerance[0]:g}, atol={v.tolerance[1]:g}"
+        )
+        for col in ("what", "original", "rerun"):
+            table.add_column(col)
+        for row in v.environment:
+            table.add_row(*row)
+        console.print(table)
+    table = Table(title=f"rerun {v.rerun_id} of {v.original_id}: {len(v.checks)} metric values compared")
+    for col in ("metric", "step", "original", "rerun", "verdict"):
+        table.add_column(col, justify="right" if col != "metric" else "left")
+    for c in v.differing[:50]:
+        table.add_row(c.key, str(c.step), _f(c.original), _f(c.rerun), "[red]differs[/]")
+    same = len(v.checks) - len(v.differing)
+    table.add_row(
+        f"[green]{same} of {len(v.checks)} identical[/]" if v.tolerance is None else f"{same} within tolerance",
+        "",
+        "",
+        "",
+        "",
+    )
+    console.print(table)
+    if v.timings:
+        timing = Table(title="timings, as ratios (reported, not judged)")
+        for col in ("metric", "original", "rerun", "rerun / original"):
+            timing.add_column(col, justify="right" if col != "metric" else "left")
+        for key, a, b in v.timings:
+            if key.startswith("time/") and key.endswith("_ms") and not key.endswith("_iqr_ms"):
+                timing.add_row(key, f"{a:.3f}", f"{b:.3f}", f"{b / a:.2f}" if a else "-")
+        console.print(timing)
+    word = ("IDENTICAL" if v.tolerance is None else "THE SAME within tolerance") if v.same else "DIFFERENT"
+    console.print(f"verdict: [bold]{word}[/] ({len(v.differing)} of {len(v.checks)} metric values differ)")
+
+
+def rerun(run_id: str, uri: str, launch_dir: Path, rtol: float, atol: float, console: Console) -> list[Verdict]:
+    tracking.check_reachable(uri)
+    original = tracking.logged_run(uri, run_id)
+    if original.record.tags.get(tracking.SWEEP_TAG) != "parent":
+        verdict = compare(original, rerun_one(uri, original, launch_dir), rtol, atol)
+        print_verdict(verdict, console)
+        return [verdict]
+    children = sorted(tracking.sweep_child_statuses(uri, run_id))
+    experiment_id = tracking.prepare_store(uri, original.experiment)
+    parent = tracking.start_sweep(uri, experiment_id, f"rerun of {original.record.name}"[:250], {"rerun_of": run_id})
+    verdicts = []
+    try:
+        for child_id in children:
+            child = tracking.logged_run(uri, child_id)
+            console.print(f"rerunning {child.record.name} ({child_id})")
+            verdicts.append(compare(child, rerun_one(uri, child, launch_dir, parent), rtol, atol))
+    finally:
+        tracking.end_sweep(uri, parent)
+    for verdict in verdicts:
+        print_verdict(verdict, console)
+    table = Table(title=f"rerun of sweep {run_id}: {len(verdicts)} children")
+    for col in ("original", "rerun", "environment", "differing", "verdict"):
+        table.add_column(col)
+    for v in verdicts:
+        word = "[green]same[/]" if v.same else "[red]DIFFERENT[/]"
+        table.add_row(v.original_id, v.rerun_id, "differs" if v.environment else "same", str(len(v.differing)), word)
+    console.print(table)
+    return verdicts
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_id", help="the run to rerun, or a sweep's parent run")
+    parser.add_argument("--tracking-uri", help="default: sqlite:///mlruns/mlflow.db under the current directory")
+    parser.add_argument("--rtol", type=float, default=1e-6, help="relative tolerance when the environment differs")
+    parser.add_argument("--atol", type=float, default=1e-9, help="absolute tolerance when the environment differs")
+    args = parser.parse_args(argv)
+    uri, _ = tracking.resolve_store(args.tracking_uri, Path.cwd())
+    console = Console(width=None if sys.stdout.isatty() else 140)
+    try:
+        verdicts = rerun(args.run_id, uri, Path.cwd(), args.rtol, args.atol, console)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0 if all(v.same for v in verdicts) else 1
