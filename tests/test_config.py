@@ -9,7 +9,7 @@ from omegaconf.errors import ConfigAttributeError, ValidationError
 from backprop_lab.config import validate
 from backprop_lab.errors import ConfigError
 
-GROUPS = {group: sorted(p.stem for p in (CONF / group).glob("*.yaml")) for group in ("data", "init", "model", "impl")}
+GROUPS = {g: sorted(p.stem for p in (CONF / g).glob("*.yaml")) for g in ("data", "init", "model", "impl", "timing")}
 OPTIONS = [(group, option) for group, options in GROUPS.items() for option in options]
 
 
@@ -18,12 +18,16 @@ def test_every_group_has_the_documented_options():
     assert GROUPS["init"] == sorted(["normal", "xavier", "kaiming_normal", "kaiming_uniform", "torch_default"])
     assert GROUPS["data"] == sorted(["mnist", "synthetic", "fashion_mnist"])
     assert GROUPS["model"] == ["deep", "seed"]
+    assert GROUPS["timing"] == ["default", "fast", "thorough"]
 
 
 @pytest.mark.parametrize("group, option", OPTIONS)
 def test_every_option_composes_and_validates(group, option):
     cfg = composed(f"{group}={option}")
     validate(cfg)
+    if group == "timing":
+        assert cfg.timing.min_run_time > 0
+        return
     name_key = {"init": "scheme"}.get(group, "name")
     assert cfg[group][name_key] == option
 
@@ -81,3 +85,9 @@ def test_validate_names_the_key(overrides, key):
     with pytest.raises(ConfigError, match=f"^{key}") as info:
         validate(composed(*overrides))
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("study, expected", [("init_study", ("deep", 1.0)), ("impl_study", ("seed", 3.0))])
+def test_studies_compose(study, expected):
+    cfg = composed(f"+experiment={study}")
+    assert (cfg.model.name, cfg.timing.min_run_time) == expected

@@ -14,13 +14,14 @@ SHAPES = [[7, 5, 1], [12, 8, 1], [6, 4, 4, 3, 5, 1]]  # the last one: deep, odd 
 
 @pytest.mark.parametrize("widths", SHAPES, ids=lambda w: "-".join(map(str, w)))
 @pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("input_grad", [True, False])
-def test_gradients_match_autograd(name, widths, input_grad):
+@pytest.mark.parametrize("mode", ["lean", "input_grad", "notebook"])
+def test_gradients_match_autograd(name, widths, mode):
     params, x, y = small_problem(widths)
+    input_grad, notebook = mode != "lean", mode == "notebook"  # the notebook computed the input's gradient
     ref = autograd.Net(params, 0.5, input_grad)
     ref_loss = ref.forward(x, y)
     expected = ref.backward()
-    net = load(name).Net(params, 0.5, input_grad)
+    net = load(name).Net(params, 0.5, mode == "input_grad", notebook)
     loss = net.forward(x, y)
     grads = net.backward()
     torch.testing.assert_close(loss, ref_loss.detach())

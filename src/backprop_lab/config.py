@@ -95,6 +95,7 @@ class ModelConfig:
 class ImplConfig:
     name: ImplName = MISSING
     compute_input_grad: bool = False  # the notebook computed x.g; nothing needs it, so it is opt-in
+    notebook_faithful: bool = False  # the notebook's backward: x.g computed, float masks (the bench's baseline)
 
 
 @dataclass

@@ -106,10 +106,11 @@ def run(
             params = init.init_params(list(cfg.model.widths), cfg.init.scheme, cfg.init.mode, cfg.seed)
             init_stats = init.param_stats(params)
             params = {k: p.to(device) for k, p in params.items()}
-            shift, input_grad = cfg.model.relu_shift, cfg.impl.compute_input_grad
+            shift, notebook = cfg.model.relu_shift, cfg.impl.notebook_faithful
+            input_grad = cfg.impl.compute_input_grad or notebook
             layers = forward.activation_stats(d.x_train, params, shift)
 
-            net = load(cfg.impl.name).Net(params, shift, input_grad)
+            net = load(cfg.impl.name).Net(params, shift, input_grad, notebook)
             loss = net.forward(d.x_train, d.y_train).item()
             grads = net.backward()
             reference = autograd.Net(params, shift, input_grad)

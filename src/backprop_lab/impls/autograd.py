@@ -9,10 +9,10 @@ from backprop_lab.impls.functional import model, mse
 
 
 class Net:
-    def __init__(self, params: dict[str, torch.Tensor], shift: float, input_grad: bool):
+    def __init__(self, params: dict[str, torch.Tensor], shift: float, input_grad: bool, notebook: bool = False):
         # leaf copies: autograd's .grad must not land on (or be confused with) the shared weights
         self.leaves = {name: p.detach().clone().requires_grad_() for name, p in params.items()}
-        self.shift, self.input_grad = shift, input_grad
+        self.shift, self.input_grad = shift, input_grad or notebook  # no notebook mode: only its x.g
 
     def forward(self, x: torch.Tensor, targ: torch.Tensor) -> torch.Tensor:
         self.inp = x.detach().requires_grad_(self.input_grad)

@@ -1,9 +1,8 @@
-"""What every implementation shares: the MSE shape guard, reading the `.g` gradients, the layer stack and its runner,
-and autograd's backward on a retained graph."""
+"""What every implementation shares: the MSE shape guard, the ReLU's masked gradient (lean or as the notebook had
+it), reading the `.g` gradients, the layer stack and its runner, and autograd's backward on a retained graph."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Optional
 
 import torch
@@ -36,13 +35,25 @@ def take_g(params: dict[str, torch.Tensor], inp: Optional[torch.Tensor]) -> Grad
     return grads
 
 
-def stack(params: dict[str, torch.Tensor], shift: float, input_grad: bool, lin: Callable, relu: Callable) -> list:
-    """[Lin, Relu, Lin, ..., Lin]: the first Lin computes its input's gradient only when asked (nothing needs it)."""
+def relu_backward(grad: torch.Tensor, inp: torch.Tensor, notebook: bool = False) -> torch.Tensor:
+    """The gradient through a ReLU: `grad` where the ReLU's input was positive, 0 elsewhere.
+
+    Lean: a boolean mask applied in place, as nothing reads `grad` again. `notebook=True` keeps what the notebook
+    did, a float mask and a new tensor (one more pass, and a fresh allocation per layer): the bench's baseline.
+    """
+    if notebook:
+        return grad * (inp > 0).float()
+    return grad.mul_(inp > 0)
+
+
+def stack(params: dict[str, torch.Tensor], shift: float, input_grad: bool, notebook: bool, lin, relu) -> list:
+    """[Lin, Relu, Lin, ..., Lin]: the first Lin computes its input's gradient only when asked (nothing needs it);
+    the notebook computed it always."""
     layers = []
     for i in range(1, n_layers(params) + 1):
-        layers.append(lin(params[f"w{i}"], params[f"b{i}"], input_grad=i > 1 or input_grad))
+        layers.append(lin(params[f"w{i}"], params[f"b{i}"], input_grad=i > 1 or input_grad or notebook))
         if i < n_layers(params):
-            layers.append(relu(shift))
+            layers.append(relu(shift, notebook))
     return layers
 
 

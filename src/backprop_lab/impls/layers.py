@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import torch
 
-from backprop_lab.impls.common import Model, check_mse_shapes, stack
+from backprop_lab.impls.common import Model, check_mse_shapes, relu_backward, stack
 
 
 class Relu:
-    def __init__(self, shift):
-        self.shift = shift
+    def __init__(self, shift, notebook=False):
+        self.shift, self.notebook = shift, notebook
 
     def __call__(self, inp):
         self.inp = inp
-        self.out = inp.clamp_min(0.0) - self.shift
+        self.out = inp.clamp_min(0.0).sub_(self.shift)
         return self.out
 
     def backward(self):
-        self.inp.g = self.out.g * (self.inp > 0)
+        self.inp.g = relu_backward(self.out.g, self.inp, self.notebook)
 
 
 class Lin:
@@ -26,7 +26,7 @@ class Lin:
 
     def __call__(self, inp):
         self.inp = inp
-        self.out = inp @ self.w + self.b
+        self.out = torch.addmm(self.b, inp, self.w)  # inp @ w + b, in one pass
         return self.out
 
     def backward(self):
@@ -47,5 +47,5 @@ class Mse:
         self.inp.g = 2.0 * (self.inp.squeeze(-1) - self.targ).unsqueeze(-1) / self.inp.shape[0]
 
 
-def Net(params: dict[str, torch.Tensor], shift: float, input_grad: bool) -> Model:
-    return Model(stack(params, shift, input_grad, Lin, Relu), Mse(), params, input_grad)
+def Net(params: dict[str, torch.Tensor], shift: float, input_grad: bool, notebook: bool = False) -> Model:
+    return Model(stack(params, shift, input_grad, notebook, Lin, Relu), Mse(), params, input_grad or notebook)

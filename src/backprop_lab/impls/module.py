@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from backprop_lab.impls.common import Model, check_mse_shapes, stack
+from backprop_lab.impls.common import Model, check_mse_shapes, relu_backward, stack
 
 
 class Module:
@@ -21,14 +21,14 @@ class Module:
 
 
 class Relu(Module):
-    def __init__(self, shift):
-        self.shift = shift
+    def __init__(self, shift, notebook=False):
+        self.shift, self.notebook = shift, notebook
 
     def forward(self, inp):
-        return inp.clamp_min(0.0) - self.shift
+        return inp.clamp_min(0.0).sub_(self.shift)
 
     def bwd(self, out, inp):
-        inp.g = out.g * (inp > 0)
+        inp.g = relu_backward(out.g, inp, self.notebook)
 
 
 class Lin(Module):
@@ -36,7 +36,7 @@ class Lin(Module):
         self.w, self.b, self.input_grad = w, b, input_grad
 
     def forward(self, inp):
-        return inp @ self.w + self.b
+        return torch.addmm(self.b, inp, self.w)  # inp @ w + b, in one pass
 
     def bwd(self, out, inp):
         if self.input_grad:
@@ -54,5 +54,5 @@ class Mse(Module):
         inp.g = 2.0 * (inp.squeeze(-1) - targ).unsqueeze(-1) / inp.shape[0]
 
 
-def Net(params: dict[str, torch.Tensor], shift: float, input_grad: bool, lin: type = Lin) -> Model:
-    return Model(stack(params, shift, input_grad, lin, Relu), Mse(), params, input_grad)
+def Net(params: dict[str, torch.Tensor], shift: float, input_grad: bool, notebook: bool = False, lin=Lin) -> Model:
+    return Model(stack(params, shift, input_grad, notebook, lin, Relu), Mse(), params, input_grad or notebook)

@@ -16,5 +16,5 @@ class Lin(module.Lin):
         self.b.g = out.g.sum(0)
 
 
-def Net(params: dict[str, torch.Tensor], shift: float, input_grad: bool) -> Model:
-    return module.Net(params, shift, input_grad, lin=Lin)
+def Net(params: dict[str, torch.Tensor], shift: float, input_grad: bool, notebook: bool = False) -> Model:
+    return module.Net(params, shift, input_grad, notebook, lin=Lin)

@@ -20,7 +20,7 @@ class ShiftedReLU(nn.Module):
 
 
 class Net:
-    def __init__(self, params: dict[str, torch.Tensor], shift: float, input_grad: bool):
+    def __init__(self, params: dict[str, torch.Tensor], shift: float, input_grad: bool, notebook: bool = False):
         layers: list[nn.Module] = []
         self.linears: list[nn.Linear] = []
         for i in range(1, n_layers(params) + 1):
@@ -32,7 +32,7 @@ class Net:
             self.linears.append(linear)
             layers += [linear, ShiftedReLU(shift)] if i < n_layers(params) else [linear]
         self.model = nn.Sequential(*layers)
-        self.input_grad = input_grad
+        self.input_grad = input_grad or notebook  # no notebook mode: only its x.g
 
     def forward(self, x: torch.Tensor, targ: torch.Tensor) -> torch.Tensor:
         self.inp = x.detach().requires_grad_(self.input_grad)
