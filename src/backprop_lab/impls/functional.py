@@ -39,7 +39,7 @@ def mse_grad(out, targ):
 def lin_grad(inp, out, w, b, input_grad=True):
     if input_grad:
         inp.g = out.g @ w.t()
-    w.g = inp.t() @ out.g
+    w.g = (out.g.t() @ inp).t()  # as nn.Linear's (out, in) product, then a view: MKL runs that one faster
     b.g = out.g.sum(0)
 
 

@@ -32,7 +32,7 @@ class Lin:
     def backward(self):
         if self.input_grad:
             self.inp.g = self.out.g @ self.w.t()
-        self.w.g = self.inp.t() @ self.out.g
+        self.w.g = (self.out.g.t() @ self.inp).t()  # as nn.Linear's (out, in) product: MKL runs it faster
         self.b.g = self.out.g.sum(0)
 
 
