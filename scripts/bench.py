@@ -74,8 +74,7 @@ def main() -> int:
         tags = environment.git_state() | {"device": str(device), "problem": result.problem}
         with tracking.tracked_run(uri, "bench", f"bench {result.problem}"[:250], tags, artifacts) as ref:
             tracking.log_params({"overrides": " ".join(args.overrides) or "(none)", "min_run_time": args.min_run_time})
-            metrics = {f"bench/{r.variant}/{r.pass_}_ms".replace(" ", "_").replace("+", "plus_"): r.median_ms
-                       for r in result.rows}  # fmt: skip
+            metrics = {bench.metric_name(r): r.median_ms for r in result.rows}
             metrics |= {f"bench/gemm_{k}_gflops": v for k, v in result.peak.items()} | extra
             tracking.log_metrics(metrics)
             tracking.log_json(bench.as_json(result), "bench.json")

@@ -154,3 +154,12 @@ def test_interrupting_a_sweep_kills_child_and_parent(tmp_path, signum):
     assert [c.info.status for c in children] == ["KILLED"]
     assert children[0].data.metrics["grad/all_close"] == 1.0  # logged before the interrupt, kept
     assert parent.info.status == "KILLED"
+
+
+@pytest.mark.parametrize("args", [["--cfg", "job"], ["--help"], ["impl=nope"]])
+def test_help_config_and_errors_import_neither_torch_nor_mlflow(tmp_path, args):
+    """-X importtime lists every module imported; a speed target itself is checked by scripts/bench.py."""
+    done = subprocess.run([sys.executable, "-X", "importtime", str(SCRIPT), *args], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert "hydra" in imported and not {"torch", "mlflow"} & imported

@@ -58,6 +58,12 @@ class Row:
         return self.gflop / self.median_ms * 1e3
 
 
+def metric_name(row: Row) -> str:
+    """`bench/module_notebook/forward_and_backward_ms`: what MLflow allows in a metric name."""
+    variant = row.variant.replace(" (notebook)", "_notebook").replace(" +x.g", "_input_grad")
+    return f"bench/{variant}/{row.pass_.replace('+', '_and_')}_ms"
+
+
 def variants() -> list[Variant]:
     out = []
     for name in HAND_WRITTEN:

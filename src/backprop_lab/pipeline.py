@@ -4,6 +4,7 @@ time, and log each stage to MLflow as soon as it is done (so a failure keeps wha
 from __future__ import annotations
 
 import hashlib
+import resource
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -141,7 +142,8 @@ def run(
 
         wall["run_s"] = time.perf_counter() - t_start
         wall["logging_s"] = wall["run_s"] - wall["data_s"] - wall["check_s"] - wall["timing_s"]
-        tracking.log_metrics({f"wall/{k}": v for k, v in wall.items()})
+        peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+        tracking.log_metrics({f"wall/{k}": v for k, v in wall.items()} | {"mem/peak_rss_mb": peak_rss_mb})
 
     return Result(
         ref,
