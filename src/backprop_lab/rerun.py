@@ -27,7 +27,7 @@ from backprop_lab import config, tracking
 from backprop_lab.errors import ConfigError, UserError
 from backprop_lab.tracking import LoggedRun
 
-TIMING_PREFIXES = ("time/", "wall/")
+TIMING_PREFIXES = ("time/", "wall/", "mem/")  # measurements of the machine: reported, never judged
 
 
 @dataclass
