@@ -26,6 +26,7 @@ from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 
 from backprop_lab.config import describe, plain, store_schema, validate  # noqa: E402
 from backprop_lab.errors import UserError  # noqa: E402
+from backprop_lab.tracking import redact  # noqa: E402  (no MLflow import until a run starts)
 
 store_schema(ConfigStore.instance())
 
@@ -58,13 +59,13 @@ def main(cfg: DictConfig) -> None:
             summary.print_summary(result, console)
     except UserError as e:
         if not in_sweep:
-            sys.exit(f"error: {e}")  # SystemExit passes Hydra's job wrapper untouched: one line, no traceback
-        print(f"error: job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)}): {e}", file=sys.stderr)
+            sys.exit(f"error: {redact(str(e))}")  # SystemExit passes Hydra's job wrapper untouched: one line
+        print(redact(f"error: job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)}): {e}"), file=sys.stderr)
     except Exception as e:
         if not in_sweep:
             raise
         # the child run is FAILED with the error as a tag; the sweep goes on and its parent counts the failure
-        print(f"error: job {hydra_cfg.job.num} failed: {type(e).__name__}: {e}", file=sys.stderr)
+        print(redact(f"error: job {hydra_cfg.job.num} failed: {type(e).__name__}: {e}"), file=sys.stderr)
 
 
 def one_line(e: BaseException) -> str:
@@ -91,7 +92,7 @@ if __name__ == "__main__":
     try:
         main()
     except (OmegaConfBaseException, hydra.errors.HydraException) as e:
-        sys.exit(f"error: {one_line(e)}")
+        sys.exit(f"error: {redact(one_line(e))}")
     except KeyboardInterrupt:
         if "backprop_lab.sweep" in sys.modules:
             sys.modules["backprop_lab.sweep"].abort_active("KILLED")

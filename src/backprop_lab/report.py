@@ -228,7 +228,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         try:
             parent, records = tracking.sweep_records(uri, parent_id)
         except Exception as e:  # MLflow's "Run ... not found", an unreachable server, ...
-            print(f"error: cannot read run {parent_id} from {uri}: {str(e).splitlines()[0]}", file=sys.stderr)
+            detail = tracking.redact(f"cannot read run {parent_id} from {uri}: {str(e).splitlines()[0]}")
+            print(f"error: {detail}", file=sys.stderr)
             return 2
         title = f"sweep {parent_id}: {parent.tags.get('overrides', '')}"
     if not records:

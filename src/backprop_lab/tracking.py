@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +31,24 @@ SWEEP_ENV = "BACKPROP_LAB_SWEEP_RUN_ID"  # hands the parent's id to jobs, in thi
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+
+
+# scheme://user:secret@host -> scheme://user:***@host, and scheme://token@host -> scheme://***@host
+_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/@\s:]+)(?::(?P<secret>[^/@\s]*))?@")
+_SECRET_QUERY = re.compile(r"(?i)([?&](?:password|passwd|token|secret|access_token|api_key)=)[^&\s]*")
+
+
+def redact(text: Any) -> Any:
+    """Credentials in URIs (a tracking URI's password or token) replaced by ***, wherever the text is going."""
+    if not isinstance(text, str):
+        return text
+
+    def userinfo(m: re.Match) -> str:
+        if m.group("secret") is None:
+            return f"{m.group('scheme')}***@"
+        return f"{m.group('scheme')}{m.group('user')}:***@"
+
+    return _SECRET_QUERY.sub(r"\1***", _CREDENTIALS.sub(userinfo, text))
 
 
 class RunRef(NamedTuple):
@@ -59,7 +78,7 @@ def ui_command(uri: str, launch_dir: Path) -> str:
         cli = Path("mlflow")
     elif cli.is_relative_to(launch_dir.resolve()):
         cli = cli.relative_to(launch_dir.resolve())
-    return f"{cli} ui --backend-store-uri {shown} --host 127.0.0.1 --port 5000"
+    return f"{cli} ui --backend-store-uri {redact(shown)} --host 127.0.0.1 --port 5000"
 
 
 def flatten(config: dict, prefix: str = "") -> dict[str, str]:
@@ -71,7 +90,7 @@ def flatten(config: dict, prefix: str = "") -> dict[str, str]:
             flat |= flatten(value, f"{name}.")
         else:
             text = json.dumps(value) if isinstance(value, (list, type(None), bool)) else str(value)
-            flat[name] = text[:MAX_PARAM_CHARS]
+            flat[name] = redact(text)[:MAX_PARAM_CHARS]
     return flat
 
 
@@ -137,8 +156,8 @@ def tracked_run(
 
     experiment_id = prepare_store(uri, experiment, artifact_location)
     mlflow.set_tracking_uri(uri)
-    tags = tags | ({PARENT_TAG: parent_run_id} if parent_run_id else {})
-    run = _retry_locked(mlflow.start_run, experiment_id=experiment_id, run_name=run_name, tags=tags)
+    tags = {k: redact(v) for k, v in tags.items()} | ({PARENT_TAG: parent_run_id} if parent_run_id else {})
+    run = _retry_locked(mlflow.start_run, experiment_id=experiment_id, run_name=redact(run_name), tags=tags)
     try:
         yield RunRef(run.info.run_id, experiment_id)
     except KeyboardInterrupt:
@@ -146,7 +165,7 @@ def tracked_run(
         _retry_locked(mlflow.end_run, "KILLED")
         raise
     except BaseException as e:
-        _retry_locked(mlflow.set_tag, "error", f"{type(e).__name__}: {e}"[:MAX_PARAM_CHARS])
+        _retry_locked(mlflow.set_tag, "error", redact(f"{type(e).__name__}: {e}")[:MAX_PARAM_CHARS])
         _retry_locked(mlflow.end_run, "FAILED")
         raise
     else:
@@ -170,19 +189,19 @@ def log_metrics(metrics: dict[str, float], step: Optional[int] = None) -> None:
 def set_tags(tags: dict[str, str]) -> None:
     import mlflow
 
-    _retry_locked(mlflow.set_tags, tags)
+    _retry_locked(mlflow.set_tags, {k: redact(v) for k, v in tags.items()})
 
 
 def log_text(text: str, artifact_file: str) -> None:
     import mlflow
 
-    mlflow.log_text(text, artifact_file)
+    mlflow.log_text(redact(text), artifact_file)
 
 
 def log_json(obj: Any, artifact_file: str) -> None:
     import mlflow
 
-    mlflow.log_dict(obj, artifact_file)
+    mlflow.log_text(redact(json.dumps(obj, indent=2, default=str)), artifact_file)
 
 
 def log_figure(fig, artifact_file: str) -> None:
@@ -198,7 +217,8 @@ def log_figure(fig, artifact_file: str) -> None:
 
 def start_sweep(uri: str, experiment_id: str, run_name: str, tags: dict[str, str]) -> str:
     client = _client(uri)
-    run = _retry_locked(client.create_run, experiment_id, run_name=run_name, tags=tags | {SWEEP_TAG: "parent"})
+    tags = {k: redact(v) for k, v in tags.items()} | {SWEEP_TAG: "parent"}
+    run = _retry_locked(client.create_run, experiment_id, run_name=redact(run_name), tags=tags)
     return run.info.run_id
 
 
@@ -310,7 +330,7 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         requests.get(f"{uri.rstrip('/')}/health", timeout=timeout).raise_for_status()
     except requests.RequestException as e:
         raise TrackingError(
-            f"tracking server {uri} does not answer ({type(e).__name__}); start it or fix the URI"
+            f"tracking server {redact(uri)} does not answer ({type(e).__name__}); start it or fix the URI"
         ) from None
 
 
@@ -341,7 +361,8 @@ def logged_run(uri: str, run_id: str) -> LoggedRun:
     try:
         run = client.get_run(run_id)
     except MlflowException as e:
-        raise TrackingError(f"run {run_id}: not found in {uri} ({str(e).splitlines()[0]}); check the id") from None
+        detail = redact(str(e).splitlines()[0])
+        raise TrackingError(f"run {run_id}: not found in {redact(uri)} ({detail}); check the id") from None
     points = {}
     for key in run.data.metrics:
         for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.timestamp):
