@@ -101,9 +101,24 @@ def test_parallel_joblib_sweep_loses_nothing(tmp_path):
         (["model.widths=[100,80,1]"], "error: model.widths[0]: must be 784 (the features of data=mnist), got 100"),
         (["check.atol=0"], "error: check.atol: must be > 0, got 0.0"),
         (["model.widths=[784,1.5,1]"], "error: model.widths[1]: Value '1.5' of type 'float' could not be converted"),
+        (["model.widths=[]"], "error: model.widths: must be a list of at least 2 widths"),
+        (["seed=abc"], "error: seed: Value 'abc' of type 'str' could not be converted to Integer"),
+        (["data.n_train=0"], "error: data.n_train: must be a positive integer or null, got 0"),
+        (["check.rtol=-1"], "error: check.rtol: must be > 0, got -1.0"),
+        (["data.path=/no/such/mnist.pkl.gz"], "error: data.path: no file '/no/such/mnist.pkl.gz'"),
+        (["data=fashion_mnist", "data.path=/no/such/dir"], "error: data.path: no directory '/no/such/dir'"),
+        (["tracking.uri=foo://bar"], "error: tracking.uri: must be null (the default store), or a URI of sqlite,"),
+        (["tracking.uri=file:///tmp/mlruns"], "error: tracking.uri: 'file:///tmp/mlruns' is a file store"),
+        (["tracking.uri=http://127.0.0.1:9"], "error: tracking server http://127.0.0.1:9 does not answer"),
+        (["tracking.uri=sqlite:////proc/no/mlflow.db"], "error: /proc/no: cannot write the tracking store"),
+        (["device=cuda"], "error: device: cuda was asked for but torch.cuda.is_available() is False"),
     ],
 )
 def test_bad_config_is_one_line_and_creates_no_run(tmp_path, args, expected):
+    import torch
+
+    if args == ["device=cuda"] and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: device=cuda is valid here")
     done = cli(tmp_path, *args)
     assert done.returncode != 0
     lines = done.stderr.strip().splitlines()
@@ -163,3 +178,37 @@ def test_help_config_and_errors_import_neither_torch_nor_mlflow(tmp_path, args):
                           text=True, timeout=60)  # fmt: skip
     imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
     assert "hydra" in imported and not {"torch", "mlflow"} & imported
+
+
+def test_earlier_runs_are_untouched_by_a_bad_one(tmp_path):
+    assert cli(tmp_path, *FAST).returncode == 0
+    (before,) = runs_in(tmp_path / "mlruns")
+    bad = tmp_path / "mnist.pkl.gz"
+    bad.write_bytes(b"not the course's file")
+    assert cli(tmp_path, "timing=fast", f"data.path={bad}").returncode != 0  # a data error: the run exists, FAILED
+    runs = {r.info.run_id: r for r in runs_in(tmp_path / "mlruns")}
+    assert runs[before.info.run_id].info.status == "FINISHED"
+    assert runs[before.info.run_id].data.metrics == before.data.metrics
+    assert sorted(r.info.status for r in runs.values()) == ["FAILED", "FINISHED"]
+
+
+def test_sigterm_during_timing_kills_a_single_run(tmp_path):
+    import signal
+    import time
+
+    from backprop_lab import tracking
+
+    uri, artifact_location = tracking.default_store(tmp_path)
+    tracking.prepare_store(uri, "backprop-lab", artifact_location)
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), *FAST, "timing.min_run_time=60"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline and not [
+        r for r in runs_in(tmp_path / "mlruns") if "grad/all_close" in r.data.metrics
+    ]:
+        assert proc.poll() is None
+        time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    (run,) = runs_in(tmp_path / "mlruns")
+    assert proc.returncode != 0 and run.info.status == "KILLED" and run.data.metrics["grad/all_close"] == 1.0

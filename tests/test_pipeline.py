@@ -172,3 +172,12 @@ def test_credentials_never_reach_params_tags_artifacts_or_console(tmp_path, stor
     assert tracking.redact(secret) == "postgresql://alice:***@db.example:5432/mlflow"
     assert tracking.redact("https://ghp_token123@host/x") == "https://***@host/x"
     assert password not in capsys.readouterr().out
+
+
+def test_exploding_statistics_are_a_result_not_a_crash(tmp_path, store):
+    widths = "[" + ",".join(["784"] + ["100"] * 25 + ["1"]) + "]"
+    result = run(store, tmp_path, "init=normal", "model=deep", f"model.widths={widths}")
+    run_ = MlflowClient(store).get_run(result.run.run_id)
+    assert run_.info.status == "FINISHED"
+    assert run_.data.metrics["act/all_finite"] == 0.0 and "non_finite" in run_.data.tags
+    assert run_.data.metrics["act/std"] > 1e15  # the last layer's std, exploded

@@ -141,6 +141,34 @@ def _require(ok: bool, key: str, allowed: str, got: Any) -> None:
         raise ConfigError(f"{key}: must be {allowed}, got {got!r}")
 
 
+TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
+
+
+def _check_tracking_uri(uri: Optional[str]) -> None:
+    if uri is None:
+        return
+    from urllib.parse import urlsplit
+
+    scheme = urlsplit(uri).scheme.split("+")[0]
+    allowed = "null (the default store), or a URI of " + ", ".join(TRACKING_SCHEMES)
+    if scheme == "file" or (scheme == "" and "://" not in uri):
+        raise ConfigError(
+            f"tracking.uri: {uri!r} is a file store, which MLflow 3.13+ refuses; use sqlite:///PATH/mlflow.db"
+        )
+    _require(scheme in TRACKING_SCHEMES and "://" in uri, "tracking.uri", allowed, uri)
+    if scheme == "sqlite":
+        _require(uri.startswith("sqlite:///") and len(uri) > len("sqlite:///"), "tracking.uri", "sqlite:///PATH", uri)
+
+
+def _check_data_path(data: Any) -> None:
+    from pathlib import Path
+
+    if data.name == "mnist" and data.path and not Path(data.path).is_file():
+        raise ConfigError(f"data.path: no file {data.path!r}; give a local mnist.pkl.gz, or null to fetch it")
+    if data.name == "fashion_mnist" and not Path(data.path).is_dir():
+        raise ConfigError(f"data.path: no directory {data.path!r}; apt-get install dataset-fashion-mnist or set it")
+
+
 def validate(cfg: Any) -> None:
     """Check values that the schema's types allow but the study cannot use; raise ConfigError on the first."""
     if cfg.data.name == "synthetic":
@@ -161,6 +189,8 @@ def validate(cfg: Any) -> None:
     _require(cfg.timing.min_run_time > 0, "timing.min_run_time", "> 0 seconds", cfg.timing.min_run_time)
     threads = cfg.timing.num_threads
     _require(threads is None or threads > 0, "timing.num_threads", "a positive integer or null", threads)
+    _check_tracking_uri(cfg.tracking.uri)
+    _check_data_path(cfg.data)
 
 
 def plain(cfg: Any) -> DictConfig:

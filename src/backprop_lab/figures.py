@@ -32,8 +32,8 @@ def grad_diff_figure(diffs: dict[str, torch.Tensor], title: str):
     """One histogram per tensor of log10 |manual - autograd|; exact zeros are counted in the legend."""
     fig, axes = plt.subplots(1, len(diffs), figsize=(2.6 * len(diffs), 2.8), squeeze=False)
     for ax, (name, d) in zip(axes[0], diffs.items()):
-        nonzero = d[d > 0].double()
-        zeros = d.numel() - nonzero.numel()
+        zeros = int((d == 0).sum())
+        nonzero = d[(d > 0) & torch.isfinite(d)].double()  # NaN/inf differences are counted out, not drawn
         if nonzero.numel():
             ax.hist(nonzero.log10().numpy(), bins=30)
         ax.set(title=f"{name}  ({zeros}/{d.numel()} exact)", xlabel="log10 |diff|")

@@ -4,6 +4,7 @@ time, and log each stage to MLflow as soon as it is done (so a failure keeps wha
 from __future__ import annotations
 
 import hashlib
+import math
 import resource
 import time
 from collections.abc import Iterator
@@ -127,7 +128,9 @@ def run(
             if s.relu_std is not None:
                 step |= {"act/relu_mean": s.relu_mean, "act/relu_std": s.relu_std}
             tracking.log_metrics(step, step=s.layer)
-        finite = forward.all_finite(layers)
+        finite = forward.all_finite(layers) and math.isfinite(loss)
+        if not finite:  # exploding or vanishing statistics are a result of the init, recorded, not a crash
+            tracking.set_tags({"non_finite": "activations or loss overflowed; see act/* by step and loss"})
         grad_metrics = backward.metrics(diffs)
         tracking.log_metrics({"loss": loss, "act/all_finite": float(finite)} | grad_metrics)
         tracking.log_json([diff.row() for diff in diffs], "grad_diff.json")

@@ -118,12 +118,22 @@ def prepare_store(uri: str, experiment: str, artifact_location: Optional[str] = 
     (and a sweep calls this before its jobs start)."""
     from filelock import FileLock
 
+    check_reachable(uri)
     if not uri.startswith("sqlite:///"):
         return _experiment_id(uri, experiment, artifact_location)
     db = Path(uri.removeprefix("sqlite:///"))
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(f"{db}.lock"):
-        return _experiment_id(uri, experiment, artifact_location)
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(f"{db}.lock"):
+            return _experiment_id(uri, experiment, artifact_location)
+    except OSError as e:
+        raise TrackingError(f"{db.parent}: cannot write the tracking store ({e.strerror}); set tracking.uri") from None
+    except Exception as e:
+        if "readonly" in str(e) or "unable to open database" in str(e):
+            raise TrackingError(
+                f"{db}: cannot write the tracking store ({str(e).splitlines()[0]}); set tracking.uri"
+            ) from None
+        raise
 
 
 def _experiment_id(uri: str, experiment: str, artifact_location: Optional[str]) -> str:
