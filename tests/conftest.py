@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from hydra.core.global_hydra import GlobalHydra
 from backprop_lab.config import plain, store_schema
 
 ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("BACKPROP_LAB_SERVER_WAIT_S", "3")  # tests of an unreachable server need not wait 20 s
 CONF = ROOT / "conf"
 store_schema(ConfigStore.instance())
 

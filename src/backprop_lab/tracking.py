@@ -28,7 +28,7 @@ SWEEP_TAG = "backprop_lab.sweep"  # "parent" on a sweep's run
 SWEEP_ENV = "BACKPROP_LAB_SWEEP_RUN_ID"  # hands the parent's id to jobs, in this process or a launcher's workers
 
 # MLflow's HTTP client retries for minutes by default; a server that is down should be said in seconds.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "5")  # with backoff 1: about 30 s, enough for a restart
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 
@@ -330,18 +330,27 @@ def log_artifacts_to(uri: str, run_id: str, local_dir: Path, artifact_path: str)
     _client(uri).log_artifacts(run_id, str(local_dir), artifact_path)
 
 
-def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Fail in seconds, before any work, when a tracking server does not answer."""
+def check_reachable(uri: str, wait_s: Optional[float] = None) -> None:
+    """Fail within `wait_s` (default 20, or $BACKPROP_LAB_SERVER_WAIT_S), before any work, when a tracking server
+    does not answer; a server that is restarting (between the jobs of a sweep, say) gets that long to come back."""
     if not uri.startswith(("http://", "https://")):
         return
     import requests
 
-    try:
-        requests.get(f"{uri.rstrip('/')}/health", timeout=timeout).raise_for_status()
-    except requests.RequestException as e:
-        raise TrackingError(
-            f"tracking server {redact(uri)} does not answer ({type(e).__name__}); start it or fix the URI"
-        ) from None
+    if wait_s is None:
+        wait_s = float(os.environ.get("BACKPROP_LAB_SERVER_WAIT_S", "20"))
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            requests.get(f"{uri.rstrip('/')}/health", timeout=3).raise_for_status()
+            return
+        except requests.RequestException as e:
+            if time.monotonic() + 1 > deadline:
+                reason = type(e).__name__
+                raise TrackingError(
+                    f"tracking server {redact(uri)} does not answer ({reason}, {wait_s:g} s); start it or fix the URI"
+                ) from None
+            time.sleep(1)
 
 
 @dataclass
