@@ -51,3 +51,21 @@ def test_submitit_local_executor_runs_the_sweep(tmp_path):
     (parent,), children = split_sweep(runs_in(tmp_path / "mlruns"))
     assert sorted(c.info.status for c in children) == ["FINISHED", "FINISHED"]
     assert parent.data.metrics["sweep/jobs_finished"] == 2
+
+
+@pytest.mark.slow
+def test_ray_launcher_against_a_local_ray_instance(tmp_path):
+    import importlib.util
+    import os
+
+    if importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI installs the dev extra, which has hydra-ray-launcher")
+        pytest.skip("needs hydra-ray-launcher (pip install -e '.[ray]')")
+    from test_cli import FAST, cli, runs_in, split_sweep
+
+    done = cli(tmp_path, "-m", "hydra/launcher=ray_local", "impl=functional,nn", *FAST)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (parent,), children = split_sweep(runs_in(tmp_path / "mlruns"))
+    assert sorted(c.info.status for c in children) == ["FINISHED", "FINISHED"]
+    assert parent.data.metrics["sweep/jobs_finished"] == 2
