@@ -212,3 +212,10 @@ def test_sigterm_during_timing_kills_a_single_run(tmp_path):
     _, err = proc.communicate(timeout=60)
     (run,) = runs_in(tmp_path / "mlruns")
     assert proc.returncode != 0 and run.info.status == "KILLED" and run.data.metrics["grad/all_close"] == 1.0
+
+
+def test_a_sweep_whose_store_cannot_be_reached_stops_at_once(tmp_path):
+    done = cli(tmp_path, "-m", "impl=functional,nn", *FAST, "tracking.uri=http://127.0.0.1:9")
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines()[-1].startswith("error: tracking server http://127.0.0.1:9 does not answer")
+    assert "Launching" not in done.stdout + done.stderr  # no job started

@@ -17,6 +17,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from backprop_lab import tracking
+from backprop_lab.errors import UserError
 
 # The outcome of the last sweep this process ran, for the entry script's exit code.
 last_outcome: dict[str, int] = {}
@@ -29,7 +30,10 @@ class MlflowSweep(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.uri, artifact_location = tracking.resolve_store(config.tracking.uri, Path.cwd())
-        experiment_id = tracking.prepare_store(self.uri, config.tracking.experiment, artifact_location)
+        try:
+            experiment_id = tracking.prepare_store(self.uri, config.tracking.experiment, artifact_location)
+        except UserError as e:  # Hydra turns a callback's exception into a warning: stop the sweep here instead
+            raise SystemExit(f"error: {tracking.redact(str(e))}") from None
         overrides = list(config.hydra.overrides.task)
         self.started = time.perf_counter()
         self.parent_run_id = tracking.start_sweep(
