@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import ROOT
@@ -136,15 +137,17 @@ def test_data_error_fails_the_run_and_keeps_it(tmp_path):
     assert run.info.status == "FAILED" and "SHA-256" in run.data.tags["error"]
 
 
-def wait_for_running_child(store_dir, proc, timeout=120):
+def wait_for_timing_stage(store_dir, proc, child=True, timeout=120):
+    """Until a running job has logged its last figure, the step before timing (60 s a measurement here)."""
     import time
 
     deadline = time.time() + timeout
     while time.time() < deadline:
         assert proc.poll() is None, proc.communicate()
-        runs = runs_in(store_dir)
-        running = [r for r in runs if r.info.status == "RUNNING" and "mlflow.parentRunId" in r.data.tags]
-        if running and "grad/all_close" in running[0].data.metrics:  # checked, now timing
+        running = [r for r in runs_in(store_dir) if r.info.status == "RUNNING" and r.data.metrics]
+        running = [r for r in running if ("mlflow.parentRunId" in r.data.tags) == child]
+        if running and (Path(running[0].info.artifact_uri.removeprefix("file://")) / "figures/grad_diff.png").exists():
+            time.sleep(1.0)  # past the figure's logging, into the timing loop
             return running[0]
         time.sleep(0.3)
     raise AssertionError("no job reached the timing stage")
@@ -161,7 +164,7 @@ def test_interrupting_a_sweep_kills_child_and_parent(tmp_path, signum):
     tracking.prepare_store(uri, "backprop-lab", artifact_location)
     args = [sys.executable, str(SCRIPT), "-m", "impl=functional,nn", *FAST, "timing.min_run_time=60"]
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for_running_child(tmp_path / "mlruns", proc)
+    wait_for_timing_stage(tmp_path / "mlruns", proc)
     proc.send_signal(getattr(signal, signum))
     _, err = proc.communicate(timeout=60)
     assert proc.returncode != 0 and "interrupted" in err

@@ -170,9 +170,9 @@ def tracked_run(
     run = _retry_locked(mlflow.start_run, experiment_id=experiment_id, run_name=redact(run_name), tags=tags)
     try:
         yield RunRef(run.info.run_id, experiment_id)
-    except KeyboardInterrupt:
-        _retry_locked(mlflow.set_tag, "error", "interrupted")
-        _retry_locked(mlflow.end_run, "KILLED")
+    except KeyboardInterrupt:  # the user is waiting: try twice, not for minutes
+        _retry_locked(mlflow.set_tag, "error", "interrupted", attempts=2)
+        _retry_locked(mlflow.end_run, "KILLED", attempts=2)
         raise
     except BaseException as e:
         _retry_locked(mlflow.set_tag, "error", redact(f"{type(e).__name__}: {e}")[:MAX_PARAM_CHARS])
