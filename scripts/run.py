@@ -80,9 +80,9 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt  # SIGTERM ends runs as Ctrl-C does: KILLED, with what was logged kept
 
 
-def sweep_outcome() -> dict[str, int]:
-    sweep = sys.modules.get("backprop_lab.sweep")
-    return sweep.last_outcome if sweep else {}
+def sweep_module():
+    """The sweep callback's module, if Hydra loaded it (a multirun); None for a single run."""
+    return sys.modules.get("backprop_lab.sweep")
 
 
 if __name__ == "__main__":
@@ -94,9 +94,9 @@ if __name__ == "__main__":
     except (OmegaConfBaseException, hydra.errors.HydraException) as e:
         sys.exit(f"error: {redact(one_line(e))}")
     except KeyboardInterrupt:
-        if "backprop_lab.sweep" in sys.modules:
-            sys.modules["backprop_lab.sweep"].abort_active("KILLED")
+        if sweep_module():
+            sweep_module().abort_active("KILLED")
         sys.exit("interrupted: the MLflow run is marked KILLED")
-    outcome = sweep_outcome()
+    outcome = sweep_module().last_outcome if sweep_module() else {}
     if outcome.get("FAILED") or outcome.get("KILLED"):
         sys.exit(f"error: {outcome['FAILED'] + outcome['KILLED']} of {outcome['jobs']} jobs failed")

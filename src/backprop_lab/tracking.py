@@ -232,14 +232,17 @@ def start_sweep(uri: str, experiment_id: str, run_name: str, tags: dict[str, str
     return run.info.run_id
 
 
+def _children(client, parent) -> list:
+    """Every job run of a sweep: the runs that name it as their parent."""
+    return client.search_runs(
+        [parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'", max_results=10000
+    )
+
+
 def sweep_child_statuses(uri: str, parent_run_id: str) -> dict[str, str]:
     """{child run id: status} for every job of the sweep."""
     client = _client(uri)
-    parent = client.get_run(parent_run_id)
-    runs = client.search_runs(
-        [parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent_run_id}'", max_results=10000
-    )
-    return {r.info.run_id: r.info.status for r in runs}
+    return {r.info.run_id: r.info.status for r in _children(client, client.get_run(parent_run_id))}
 
 
 def end_sweep(
@@ -310,10 +313,7 @@ def latest_sweep(uri: str, experiment: str) -> Optional[str]:
 def sweep_records(uri: str, parent_run_id: str) -> tuple[RunRecord, list[RunRecord]]:
     client = _client(uri)
     parent = client.get_run(parent_run_id)
-    children = client.search_runs(
-        [parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent_run_id}'", max_results=10000
-    )
-    return _record(client, parent), [_record(client, r) for r in children]
+    return _record(client, parent), [_record(client, r) for r in _children(client, parent)]
 
 
 def experiment_records(uri: str, experiment: str) -> list[RunRecord]:
