@@ -26,7 +26,7 @@ from rich.table import Table
 
 from backprop_lab import backward
 from backprop_lab.impls import autograd, load
-from backprop_lab.timing import Timed, measure
+from backprop_lab.timing import Timed, measure, measure_paired
 
 HAND_WRITTEN = ("functional", "layers", "module", "module_einsum")
 GEMMS = "GEMMs alone"
@@ -151,24 +151,31 @@ def gemm_peak(shapes: list[tuple[int, int, int]], min_run_time: float, threads: 
     return out
 
 
-def measure_variant(v: Variant, params, x, y, shift, min_run_time, threads, check) -> list[tuple[str, Timed, bool]]:
+def measure_variant(v: Variant, params, x, y, shift, min_run_time, threads, check) -> list[tuple]:
+    """(pass, timed, ratio to autograd asked for the same gradients, gradients close) for each pass of `v`, every
+    pass timed interleaved with autograd's."""
     net = load(v.impl).Net(params, shift, v.input_grad, v.notebook)
     ref = autograd.Net(params, shift, v.input_grad or v.notebook)
     ref.forward(x, y)
     net.forward(x, y)
     diffs = backward.compare(net.backward(), ref.backward(), check.rtol, check.atol)
     close = all(d.close for d in diffs)
-    out = []
-    if not (v.input_grad or v.notebook):  # the forward is the same code in every mode of an implementation
-        out.append(("forward", measure(lambda: net.forward(x, y), f"{v.name} forward", min_run_time, threads), None))
-    net.forward(x, y)
-    out.append(("backward", measure(net.backward, f"{v.name} backward", min_run_time, threads), close))
 
-    def both():
+    def both(net):
         net.forward(x, y)
         return net.backward()
 
-    out.append(("forward+backward", measure(both, f"{v.name} fwd+bwd", min_run_time, threads), close))
+    passes = {}
+    if not (v.input_grad or v.notebook):  # the forward is the same code in every mode of an implementation
+        passes["forward"] = (lambda: net.forward(x, y), lambda: ref.forward(x, y), None)
+    passes["backward"] = (net.backward, ref.backward, close)
+    passes["forward+backward"] = (lambda: both(net), lambda: both(ref), close)
+    out = []
+    for pass_, (fn, ref_fn, pass_close) in passes.items():
+        for m in (net, ref):  # backward alone reuses the state of a forward
+            m.forward(x, y)
+        paired = measure_paired(fn, ref_fn, f"{v.name} {pass_}", min_run_time, threads)
+        out.append((pass_, paired.timed, paired.ratio, pass_close))
     return out
 
 
@@ -226,15 +233,16 @@ def run_bench(params, x, y, shift: float, widths: list[int], min_run_time: float
         if progress:
             progress(v.name)
         flops = pass_flops(widths, n, v.input_grad or v.notebook)
-        for pass_, timed, close in measure_variant(v, params, x, y, shift, min_run_time, threads, check):
-            rows.append(Row(v.name, pass_, timed.median_ms, timed.iqr_ms, flops[pass_], close))
+        for pass_, timed, ratio, close in measure_variant(v, params, x, y, shift, min_run_time, threads, check):
+            rows.append(Row(v.name, pass_, timed.median_ms, timed.iqr_ms, flops[pass_], close, vs_autograd=ratio))
     known = {v.name: v for v in variants() + [Variant(GEMMS), Variant(GEMMS, input_grad=True)]}
     for row in rows:
         variant = known[row.variant]
-        ref = _find(rows, variant.reference.name, row.pass_) or _find(rows, "autograd", row.pass_)
         gemms = _find(rows, Variant(GEMMS, variant.input_grad or variant.notebook).name, row.pass_)
         gemms = gemms or _find(rows, GEMMS, row.pass_)
-        row.vs_autograd = row.median_ms / ref.median_ms
+        if row.vs_autograd is None:  # the products alone: against autograd's median, measured apart
+            ref = _find(rows, variant.reference.name, row.pass_) or _find(rows, "autograd", row.pass_)
+            row.vs_autograd = row.median_ms / ref.median_ms
         row.vs_roofline = row.median_ms / (row.gflop / best * 1e3)
         row.vs_gemms = row.median_ms / gemms.median_ms
     problem = f"{n}x{'-'.join(map(str, widths))}, {x.dtype}, {threads} threads, {x.device}"

@@ -1,4 +1,5 @@
-"""Stage 5, timing: forward, backward, and autograd's backward, each measured alone with torch.utils.benchmark.
+"""Stage 5, timing: forward, backward, and autograd's backward, each measured alone with torch.utils.benchmark,
+the two backwards in interleaved rounds.
 
 blocked_autorange warms up while it sizes its blocks and reports the median and IQR of many blocks; its Timer
 synchronizes CUDA around each block. The Timer defaults to one thread, so the thread count is passed and logged.
@@ -6,6 +7,7 @@ synchronizes CUDA around each block. The Timer defaults to one thread, so the th
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,6 +27,7 @@ class Timing:
     backward: Timed
     backward_autograd: Timed
     threads: int
+    backward_vs_autograd: float  # measured interleaved, not the ratio of the two medians
 
     def metrics(self) -> dict[str, float]:
         out = {}
@@ -32,7 +35,7 @@ class Timing:
             timed: Timed = getattr(self, name)
             out[f"time/{name}_ms"] = timed.median_ms
             out[f"time/{name}_iqr_ms"] = timed.iqr_ms
-        out["time/backward_vs_autograd"] = self.backward.median_ms / self.backward_autograd.median_ms
+        out["time/backward_vs_autograd"] = self.backward_vs_autograd
         out["time/threads"] = float(self.threads)
         return out
 
@@ -44,11 +47,39 @@ def measure(fn: Callable[[], object], label: str, min_run_time: float, threads: 
     return Timed(m.median * 1e3, m.iqr * 1e3, len(m.times) * m.number_per_run)
 
 
+@dataclass
+class Paired:
+    timed: Timed
+    ref: Timed
+    ratio: float  # the median of the per-round ratios timed / ref
+
+
+def _timed(measurements: list[benchmark.Measurement]) -> Timed:
+    m = benchmark.Measurement.merge(measurements)[0]
+    return Timed(m.median * 1e3, m.iqr * 1e3, len(m.times))
+
+
+def measure_paired(
+    fn: Callable[[], object], ref: Callable[[], object], label: str, min_run_time: float, threads: int, rounds: int = 6
+) -> Paired:
+    """`fn` and `ref` timed in interleaved rounds (`ref` first every other round), and the median of the per-round
+    ratios: two medians measured a minute apart would carry the machine's drift into their ratio."""
+    fn(), ref()  # first calls outside the measurement
+    timers = [benchmark.Timer(stmt="f()", globals={"f": f}, label=label, num_threads=threads) for f in (fn, ref)]
+    mine, theirs, ratios = [], [], []
+    for i in range(rounds):
+        order = (0, 1) if i % 2 == 0 else (1, 0)
+        measured = {k: timers[k].blocked_autorange(min_run_time=min_run_time / rounds) for k in order}
+        mine.append(measured[0])
+        theirs.append(measured[1])
+        ratios.append(measured[0].median / measured[1].median)
+    return Paired(_timed(mine), _timed(theirs), statistics.median(ratios))
+
+
 def time_passes(net, reference, x, y, min_run_time: float, threads: int) -> Timing:
-    """`net` and `reference` (autograd) must have run forward on (x, y): backward reuses that forward's state."""
+    """`net` and `reference` (autograd) must have run forward on (x, y): backward reuses that forward's state.
+    The two backwards are timed interleaved, each for `min_run_time` in all."""
     forward = measure(lambda: net.forward(x, y), "forward", min_run_time, threads)
     net.forward(x, y)
-    backward = measure(net.backward, "backward", min_run_time, threads)
-    reference.forward(x, y)
-    backward_autograd = measure(reference.backward, "backward (autograd)", min_run_time, threads)
-    return Timing(forward, backward, backward_autograd, threads)
+    backward = measure_paired(net.backward, reference.backward, "backward", 2 * min_run_time, threads)
+    return Timing(forward, backward.timed, backward.ref, threads, backward.ratio)
