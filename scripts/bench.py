@@ -75,6 +75,8 @@ def main() -> int:
         with tracking.tracked_run(uri, "bench", f"bench {result.problem}"[:250], tags, artifacts) as ref:
             tracking.log_params({"overrides": " ".join(args.overrides) or "(none)", "min_run_time": args.min_run_time})
             metrics = {bench.metric_name(r): r.median_ms for r in result.rows}
+            metrics |= {bench.metric_name(r).removesuffix("_ms") + "_vs_autograd": r.vs_autograd for r in result.rows}
+            metrics |= {bench.target_metric(g): g.measured for g in result.targets}
             metrics |= {f"bench/gemm_{k}_gflops": v for k, v in result.peak.items()} | extra
             tracking.log_metrics(metrics)
             tracking.log_json(bench.as_json(result), "bench.json")

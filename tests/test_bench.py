@@ -61,6 +61,7 @@ def test_run_bench_on_a_tiny_problem():
     assert "| module (notebook) | backward |" in bench.markdown(result)
     assert all(t.floor is not None for t in result.targets if "roofline" in t.name or "/ autograd" in t.name)
     assert bench.metric_name(result.rows[0]) == "bench/GEMMs_alone/forward_ms"
+    assert bench.target_metric(result.targets[0]) == "target/fastest_hand_written_backward_autograd"
 
 
 def test_a_paired_ratio_is_the_ratio_of_the_two_times():

@@ -12,12 +12,14 @@ the products does.
 
 from __future__ import annotations
 
+import re
 import resource
 import statistics
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -71,6 +73,11 @@ def metric_name(row: Row) -> str:
     return f"bench/{variant}/{row.pass_.replace('+', '_and_')}_ms"
 
 
+def target_metric(target: Target) -> str:
+    """`target/fastest_hand_written_backward_autograd`: a target's measured ratio as an MLflow metric name."""
+    return "target/" + re.sub(r"[^a-z0-9]+", "_", target.name.lower()).strip("_")
+
+
 def variants() -> list[Variant]:
     out = []
     for name in HAND_WRITTEN:
@@ -94,7 +101,7 @@ class Product:
     def orientations(self, device) -> list:
         """The product both ways round (the second gives the transpose, a free view): MKL runs them at different
         speeds, and an implementation may pick either."""
-        rand = lambda *shape: torch.randn(*shape, device=device)  # noqa: E731
+        rand = partial(torch.randn, device=device)
         if self.kind == "forward":
             inp, w = rand(self.rows, self.a), rand(self.a, self.b)
             return [lambda: inp @ w, lambda: w.t() @ inp.t()]
@@ -107,7 +114,7 @@ class Product:
 
 def pass_products(widths: list[int], n: int, input_grad: bool) -> dict[str, list[Product]]:
     """The products of each pass: forward `inp @ w` per layer; backward `w.g` per layer and the input's gradient of
-    every layer but the first, whose only counts when asked."""
+    every layer but the first, and the first's too when asked."""
     layers = list(enumerate(zip(widths[:-1], widths[1:])))
     forward = [Product("forward", n, a, b) for _, (a, b) in layers]
     back = [Product("weight grad", n, a, b) for _, (a, b) in layers]
@@ -135,7 +142,7 @@ def gemms_alone(widths: list[int], n: int, min_run_time: float, threads: int, de
                     best[p] = min(times, key=lambda t: t.median_ms)
             out[input_grad][name] = Timed(
                 sum(best[p].median_ms for p in products),
-                sum(best[p].iqr_ms for p in products),  # an upper bound: the products were timed apart
+                sum(best[p].iqr_ms for p in products),  # a rough spread: the products were timed apart
                 min(best[p].runs for p in products),
             )
     return out
