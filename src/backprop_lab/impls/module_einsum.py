@@ -12,7 +12,7 @@ class Lin(module.Lin):
     def bwd(self, out, inp):
         if self.input_grad:
             inp.g = torch.einsum("bj,ij->bi", out.g, self.w)  # out.g @ w.t()
-        self.w.g = torch.einsum("bi,bj->ij", inp, out.g)  # inp.t() @ out.g
+        self.w.g = torch.einsum("bj,bi->ji", out.g, inp).t()  # (out.g.t() @ inp).t(): (out, in), as module.Lin
         self.b.g = out.g.sum(0)
 
 
