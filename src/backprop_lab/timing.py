@@ -62,8 +62,9 @@ def _timed(measurements: list[benchmark.Measurement]) -> Timed:
 def measure_paired(
     fn: Callable[[], object], ref: Callable[[], object], label: str, min_run_time: float, threads: int, rounds: int = 6
 ) -> Paired:
-    """`fn` and `ref` timed in interleaved rounds (`ref` first every other round), and the median of the per-round
-    ratios: two medians measured a minute apart would carry the machine's drift into their ratio."""
+    """`fn` and `ref` timed in interleaved rounds (`ref` first every other round), each for `min_run_time` in all,
+    and the median of the per-round ratios: two medians measured a minute apart would carry the machine's drift into
+    their ratio."""
     fn(), ref()  # first calls outside the measurement
     timers = [benchmark.Timer(stmt="f()", globals={"f": f}, label=label, num_threads=threads) for f in (fn, ref)]
     mine, theirs, ratios = [], [], []
@@ -81,5 +82,5 @@ def time_passes(net, reference, x, y, min_run_time: float, threads: int) -> Timi
     The two backwards are timed interleaved, each for `min_run_time` in all."""
     forward = measure(lambda: net.forward(x, y), "forward", min_run_time, threads)
     net.forward(x, y)
-    backward = measure_paired(net.backward, reference.backward, "backward", 2 * min_run_time, threads)
+    backward = measure_paired(net.backward, reference.backward, "backward", min_run_time, threads)
     return Timing(forward, backward.timed, backward.ref, threads, backward.ratio)
