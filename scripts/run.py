@@ -24,6 +24,7 @@ from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 
+from backprop_lab import stop  # noqa: E402
 from backprop_lab.config import describe, plain, store_schema, validate  # noqa: E402
 from backprop_lab.errors import UserError  # noqa: E402
 from backprop_lab.tracking import redact  # noqa: E402  (no MLflow import until a run starts)
@@ -77,7 +78,10 @@ def one_line(e: BaseException) -> str:
 
 
 def _interrupt(signum, frame):
-    raise KeyboardInterrupt  # SIGTERM ends runs as Ctrl-C does: KILLED, with what was logged kept
+    """Ctrl-C and SIGTERM end a run KILLED, with what was logged kept. The flag is for the timing loop: Python
+    drops a KeyboardInterrupt raised inside a weakref callback, where a signal can land."""
+    stop.requested.set()
+    raise KeyboardInterrupt
 
 
 def sweep_module():
@@ -89,6 +93,7 @@ if __name__ == "__main__":
     _MAIN_PID = os.getpid()
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us, to print them as one line
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         main()
     except (OmegaConfBaseException, hydra.errors.HydraException) as e:

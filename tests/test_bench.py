@@ -72,3 +72,27 @@ def test_a_paired_ratio_is_the_ratio_of_the_two_times():
     paired = measure_paired(lambda: time.sleep(0.02), lambda: time.sleep(0.005), "sleep", 0.3, 1, rounds=4)
     assert 19 < paired.timed.median_ms < 40 and 4.5 < paired.ref.median_ms < 20
     assert 2 < paired.ratio < 5  # 20 ms against 5 ms, with sleep's overshoot
+
+
+def test_a_stop_requested_ends_a_measurement_between_blocks():
+    """What a lost KeyboardInterrupt (raised inside a weakref callback, where Python drops it) falls back on."""
+    import time
+
+    from backprop_lab import stop
+    from backprop_lab.timing import measure, measure_paired
+
+    calls = []
+
+    def one_ms():
+        calls.append(1)
+        time.sleep(0.001)
+
+    stop.requested.set()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            measure(one_ms, "1 ms", 60.0, 1)
+        with pytest.raises(KeyboardInterrupt):
+            measure_paired(one_ms, one_ms, "1 ms", 60.0, 1)
+    finally:
+        stop.requested.clear()
+    assert len(calls) < 2000  # sizing its blocks, then one block: not a minute of calls

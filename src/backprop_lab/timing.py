@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from torch.utils import benchmark
 
+from backprop_lab import stop
+
 
 @dataclass
 class Timed:
@@ -40,10 +42,14 @@ class Timing:
         return out
 
 
+def _between_blocks(number: int, seconds: float) -> None:
+    stop.check()  # a Ctrl-C or SIGTERM whose KeyboardInterrupt was lost still ends the measurement here
+
+
 def measure(fn: Callable[[], object], label: str, min_run_time: float, threads: int) -> Timed:
     fn()  # a first call outside the measurement: allocations and lazy initialisation
     timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, label=label, num_threads=threads)
-    m = timer.blocked_autorange(min_run_time=min_run_time)
+    m = timer.blocked_autorange(callback=_between_blocks, min_run_time=min_run_time)
     return Timed(m.median * 1e3, m.iqr * 1e3, len(m.times) * m.number_per_run)
 
 
@@ -70,7 +76,7 @@ def measure_paired(
     mine, theirs, ratios = [], [], []
     for i in range(rounds):
         order = (0, 1) if i % 2 == 0 else (1, 0)
-        measured = {k: timers[k].blocked_autorange(min_run_time=min_run_time / rounds) for k in order}
+        measured = {k: timers[k].blocked_autorange(_between_blocks, min_run_time / rounds) for k in order}
         mine.append(measured[0])
         theirs.append(measured[1])
         ratios.append(measured[0].median / measured[1].median)
