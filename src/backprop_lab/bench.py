@@ -333,9 +333,9 @@ def figure(result: BenchResult):
     rows = [r for r in result.rows if r.pass_ == "backward"]
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(rows) + 1.5))
     ax.barh([r.variant for r in rows], [r.median_ms for r in rows], xerr=[r.iqr_ms / 2 for r in rows], capsize=2)
-    roofline_ms = _find(result.rows, GEMMS, "backward").gflop / max(result.peak.values()) * 1e3
-    ax.axvline(roofline_ms, color="k", ls=":", label=f"roofline, weight-only backward ({roofline_ms:.1f} ms)")
     gemms = _find(result.rows, GEMMS, "backward")
+    roofline_ms = gemms.gflop / max(result.peak.values()) * 1e3
+    ax.axvline(roofline_ms, color="k", ls=":", label=f"roofline, weight-only backward ({roofline_ms:.1f} ms)")
     ax.axvline(gemms.median_ms, color="C2", ls="-.", label=f"its products timed alone ({gemms.median_ms:.1f} ms)")
     autograd_row = _find(result.rows, "autograd", "backward")
     ax.axvline(autograd_row.median_ms, color="C3", ls="--", label=f"autograd ({autograd_row.median_ms:.1f} ms)")

@@ -46,11 +46,16 @@ def _between_blocks(number: int, seconds: float) -> None:
     stop.check()  # a Ctrl-C or SIGTERM whose KeyboardInterrupt was lost still ends the measurement here
 
 
+def _timed(measurements: list[benchmark.Measurement]) -> Timed:
+    """Blocks of one Timer as one Timed: merge gives per-call times, one per block; `runs` counts the calls."""
+    m = benchmark.Measurement.merge(measurements)[0]
+    return Timed(m.median * 1e3, m.iqr * 1e3, sum(len(x.times) * x.number_per_run for x in measurements))
+
+
 def measure(fn: Callable[[], object], label: str, min_run_time: float, threads: int) -> Timed:
     fn()  # a first call outside the measurement: allocations and lazy initialisation
     timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, label=label, num_threads=threads)
-    m = timer.blocked_autorange(callback=_between_blocks, min_run_time=min_run_time)
-    return Timed(m.median * 1e3, m.iqr * 1e3, len(m.times) * m.number_per_run)
+    return _timed([timer.blocked_autorange(callback=_between_blocks, min_run_time=min_run_time)])
 
 
 @dataclass
@@ -58,11 +63,6 @@ class Paired:
     timed: Timed
     ref: Timed
     ratio: float  # the median of the per-round ratios timed / ref
-
-
-def _timed(measurements: list[benchmark.Measurement]) -> Timed:
-    m = benchmark.Measurement.merge(measurements)[0]
-    return Timed(m.median * 1e3, m.iqr * 1e3, len(m.times))
 
 
 def measure_paired(
