@@ -155,7 +155,7 @@ def test_credentials_never_reach_params_tags_artifacts_or_console(tmp_path, stor
     store must work, so the secret rides in the command line and the overrides, both logged.)"""
     import sys
 
-    from backprop_lab import tracking
+    from backprop_lab import redaction
 
     password = "s3" + "cr3t-pw"  # built here, so the git diff logged with a dirty tree does not hold it either
     secret = f"postgresql://alice:{password}@db.example:5432/mlflow"
@@ -169,8 +169,8 @@ def test_credentials_never_reach_params_tags_artifacts_or_console(tmp_path, stor
         if path.endswith((".json", ".yaml", ".patch")):
             logged += Path(client.download_artifacts(result.run.run_id, path)).read_text()
     assert password not in logged and "alice:***@db.example" in run_.data.tags["overrides"]
-    assert tracking.redact(secret) == "postgresql://alice:***@db.example:5432/mlflow"
-    assert tracking.redact("https://ghp_token123@host/x") == "https://***@host/x"
+    assert redaction.redact(secret) == "postgresql://alice:***@db.example:5432/mlflow"
+    assert redaction.redact("https://ghp_token123@host/x") == "https://***@host/x"
     assert password not in capsys.readouterr().out
 
 

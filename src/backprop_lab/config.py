@@ -5,14 +5,17 @@ Nothing here imports torch or MLflow, so `--help`, `--cfg job` and config errors
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from backprop_lab.errors import ConfigError
 
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"  # the config groups, in the source checkout
 MNIST_FEATURES = 784  # 28x28, for MNIST and Fashion-MNIST alike
 MNIST_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"  # the course's mnist.pkl.gz
 
@@ -110,10 +113,17 @@ class TimingConfig:
     num_threads: Optional[int] = None  # None = the process's torch thread count
 
 
+class GitDiff(Enum):
+    patch = "patch"  # git/diff.patch, redacted, when not over git_diff_max_bytes
+    hash = "hash"  # only its SHA-256, for trees whose uncommitted changes must not leave the machine
+
+
 @dataclass
 class TrackingConfig:
     uri: Optional[str] = None  # None = sqlite:///<launch dir>/mlruns/mlflow.db
     experiment: str = "backprop-lab"
+    git_diff: GitDiff = GitDiff.patch  # what a run with uncommitted changes logs of them
+    git_diff_max_bytes: int = 1_000_000  # a larger diff is logged as its hash only
 
 
 @dataclass
@@ -139,6 +149,47 @@ def n_features(data: Any) -> int:
 def _require(ok: bool, key: str, allowed: str, got: Any) -> None:
     if not ok:
         raise ConfigError(f"{key}: must be {allowed}, got {got!r}")
+
+
+def _finite_in(value: float, low: float, high: float) -> bool:
+    return math.isfinite(value) and low < value < high
+
+
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed's range
+MAX_MIN_RUN_TIME = 600.0  # seconds per measurement; three are taken: more is a typo, not a study
+MAX_EXPERIMENT_NAME = 500  # MLflow's limit
+DATA_ROWS = {"mnist": (50_000, 10_000), "fashion_mnist": (60_000, 10_000)}  # (train, valid) when n_* is null
+
+
+def memory_needed(cfg: Any) -> int:
+    """Bytes the study holds at its peak, roughly: the data (raw and normalized), every layer's output and its
+    gradient for the hand-written net and for autograd's reference, and the weights with their gradients (float32)."""
+    rows = DATA_ROWS.get(cfg.data.name, (cfg.data.n_train, cfg.data.n_valid))
+    n_train, n_valid = cfg.data.n_train or rows[0], cfg.data.n_valid or rows[1]
+    widths = list(cfg.model.widths)
+    data = (n_train + n_valid) * widths[0] * 2
+    activations = n_train * sum(widths[1:]) * 2 * 2 * 2  # linear and ReLU outputs, their gradients, twice over
+    weights = sum(a * b for a, b in zip(widths[:-1], widths[1:])) * 5  # weights, copies and gradients
+    return 4 * (data + activations + weights)
+
+
+def memory_available() -> Optional[int]:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _check_memory(cfg: Any) -> None:
+    needed, available = memory_needed(cfg), memory_available()
+    if available is not None and needed > available:
+        raise ConfigError(
+            f"model.widths: {list(cfg.model.widths)} on {cfg.data.name} needs about {needed / 2**30:.1f} GiB "
+            f"(activations, gradients and autograd's copy, float32); {available / 2**30:.1f} GiB is available"
+        )
 
 
 TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
@@ -171,9 +222,11 @@ def _check_data_path(data: Any) -> None:
 
 def validate(cfg: Any) -> None:
     """Check values that the schema's types allow but the study cannot use; raise ConfigError on the first."""
+    _require(0 <= cfg.seed <= MAX_SEED, "seed", "an integer from 0 to 2**64 - 1", cfg.seed)
     if cfg.data.name == "synthetic":
         _require(cfg.data.n_features > 0, "data.n_features", "a positive integer", cfg.data.n_features)
-        _require(cfg.data.std > 0, "data.std", "> 0", cfg.data.std)
+        _require(math.isfinite(cfg.data.mean), "data.mean", "a finite number", cfg.data.mean)
+        _require(_finite_in(cfg.data.std, 0, math.inf), "data.std", "a finite number > 0", cfg.data.std)
     widths = list(cfg.model.widths)
     _require(len(widths) >= 2, "model.widths", "a list of at least 2 widths (inputs ... 1)", widths)
     _require(all(w > 0 for w in widths), "model.widths", "positive integers", widths)
@@ -183,14 +236,25 @@ def validate(cfg: Any) -> None:
     for key in ("n_train", "n_valid"):
         n = cfg.data[key]
         _require(n is None or n > 0, f"data.{key}", "a positive integer or null", n)
-    _require(cfg.data.near_zero_tol > 0, "data.near_zero_tol", "> 0", cfg.data.near_zero_tol)
-    _require(cfg.check.rtol > 0, "check.rtol", "> 0", cfg.check.rtol)
-    _require(cfg.check.atol > 0, "check.atol", "> 0", cfg.check.atol)
-    _require(cfg.timing.min_run_time > 0, "timing.min_run_time", "> 0 seconds", cfg.timing.min_run_time)
+    _require(math.isfinite(cfg.model.relu_shift), "model.relu_shift", "a finite number", cfg.model.relu_shift)
+    _require(_finite_in(cfg.data.near_zero_tol, 0, 1), "data.near_zero_tol", "> 0 and < 1", cfg.data.near_zero_tol)
+    # a tolerance of 1 or more (atol is in units of each tensor's largest entry) passes any gradient: no check at all
+    _require(_finite_in(cfg.check.rtol, 0, 1), "check.rtol", "> 0 and < 1", cfg.check.rtol)
+    _require(_finite_in(cfg.check.atol, 0, 1), "check.atol", "> 0 and < 1", cfg.check.atol)
+    run_time = cfg.timing.min_run_time
+    _require(_finite_in(run_time, 0, MAX_MIN_RUN_TIME + 1e-9), "timing.min_run_time",
+             f"> 0 and at most {MAX_MIN_RUN_TIME:g} seconds", run_time)  # fmt: skip
     threads = cfg.timing.num_threads
-    _require(threads is None or threads > 0, "timing.num_threads", "a positive integer or null", threads)
+    _require(threads is None or 0 < threads <= 1024, "timing.num_threads", "a positive integer or null", threads)
+    name = cfg.tracking.experiment
+    shown = name if len(name) <= 40 else f"{name[:40]}... ({len(name)} characters)"
+    allowed = f"a name of 1 to {MAX_EXPERIMENT_NAME} characters"
+    _require(bool(name.strip()) and len(name) <= MAX_EXPERIMENT_NAME, "tracking.experiment", allowed, shown)
+    cap = cfg.tracking.git_diff_max_bytes
+    _require(cap >= 0, "tracking.git_diff_max_bytes", ">= 0", cap)
     _check_tracking_uri(cfg.tracking.uri)
     _check_data_path(cfg.data)
+    _check_memory(cfg)
 
 
 def plain(cfg: Any) -> DictConfig:

@@ -8,6 +8,7 @@ matplotlib.use("Agg")  # files only, no display needed
 
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from backprop_lab.forward import LayerStats  # noqa: E402
 
@@ -22,16 +23,27 @@ def activation_figure(stats: list[LayerStats], title: str):
         ax.plot([s.layer for s in hidden], [s.relu_std for s in hidden], "^--", label="shifted ReLU std")
     ax.axhline(0, color="grey", lw=0.5)
     ax.axhline(1, color="grey", lw=0.5, ls=":")
-    ax.set(xlabel="layer", ylabel="value", title=title, xticks=layers)
+    ax.set(xlabel="layer", ylabel="value", title=title)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # a tick per layer, up to a readable number
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
 
+MAX_PANELS = 24  # past this many tensors (a deep model), one panel per tensor is unreadable and slow to lay out
+
+
 def grad_diff_figure(diffs: dict[str, torch.Tensor], title: str):
-    """One histogram per tensor of log10 |manual - autograd|; exact zeros are counted in the legend."""
-    fig, axes = plt.subplots(1, len(diffs), figsize=(2.6 * len(diffs), 2.8), squeeze=False)
-    for ax, (name, d) in zip(axes[0], diffs.items()):
+    """One histogram per tensor of log10 |manual - autograd|, in a grid (exact zeros counted in each title);
+    for a model with more tensors than MAX_PANELS, the largest and median difference per tensor instead."""
+    if len(diffs) > MAX_PANELS:
+        return _grad_diff_by_tensor(diffs, title)
+    cols = min(6, len(diffs))
+    rows = -(-len(diffs) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.4 * rows), squeeze=False)
+    for ax in axes.flat[len(diffs) :]:
+        ax.set_axis_off()
+    for ax, (name, d) in zip(axes.flat, diffs.items()):
         zeros = int((d == 0).sum())
         nonzero = d[(d > 0) & torch.isfinite(d)].double()  # NaN/inf differences are counted out, not drawn
         if nonzero.numel():
@@ -39,5 +51,21 @@ def grad_diff_figure(diffs: dict[str, torch.Tensor], title: str):
         ax.set(title=f"{name}  ({zeros}/{d.numel()} exact)", xlabel="log10 |diff|")
         ax.title.set_fontsize(8)
     fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _grad_diff_by_tensor(diffs: dict[str, torch.Tensor], title: str):
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    for kind, marker in (("w", "."), ("b", "x")):
+        names = [n for n in diffs if n.startswith(kind)]
+        layers = [int(n[1:]) for n in names]
+        finite = [diffs[n][torch.isfinite(diffs[n])].double() for n in names]
+        ax.plot(layers, [f.max().item() if f.numel() else float("nan") for f in finite], marker, label=f"{kind}: max")
+        ax.plot(layers, [f.median().item() if f.numel() else float("nan") for f in finite], marker, alpha=0.4,
+                label=f"{kind}: median")  # fmt: skip
+    ax.set_yscale("symlog", linthresh=1e-12)  # exact agreement (0) stays on the plot
+    ax.set(xlabel="layer", ylabel="|manual − autograd|", title=title)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -20,6 +20,13 @@ class LayerStats:
     relu_mean: Optional[float] = None  # of the shifted ReLU after it (hidden layers only)
     relu_std: Optional[float] = None
 
+    def metrics(self) -> dict[str, float]:
+        """act/* at step = layer."""
+        out = {"act/mean": self.mean, "act/std": self.std}
+        if self.relu_std is not None:
+            out |= {"act/relu_mean": self.relu_mean, "act/relu_std": self.relu_std}
+        return out
+
 
 def activation_stats(x: torch.Tensor, params: dict[str, torch.Tensor], shift: float) -> list[LayerStats]:
     """Exploding or vanishing values are a result, not an error: they come back as inf/nan statistics."""

@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from backprop_lab import backward, data, environment, figures, forward, init, timing, tracking
+from backprop_lab import backward, data, environment, figures, forward, init, stop, timing, tracking
 from backprop_lab.config import validate
 from backprop_lab.impls import autograd, load
 
@@ -56,6 +56,17 @@ def run_name(cfg: DictConfig) -> str:
     return "·".join(parts)
 
 
+def log_git_diff(cfg: DictConfig) -> dict[str, str]:
+    """Log the uncommitted changes (redacted) when asked and not too large; return the tags that describe them."""
+    diff = environment.git_diff().encode()
+    tags = {"git.diff_sha256": hashlib.sha256(diff).hexdigest(), "git.diff_bytes": str(len(diff))}
+    if cfg.git_diff == "patch" and len(diff) <= cfg.git_diff_max_bytes:
+        tracking.log_text(diff.decode(errors="replace"), "git/diff.patch")
+        return tags | {"git.diff": "logged as git/diff.patch"}
+    why = "tracking.git_diff=hash" if cfg.git_diff == "hash" else "over tracking.git_diff_max_bytes"
+    return tags | {"git.diff": f"hash only ({why})"}
+
+
 def checked_device(cfg: DictConfig) -> torch.device:
     validate(cfg)
     return environment.resolve_device(cfg.device)
@@ -71,6 +82,7 @@ def run(
     job_tags: Optional[dict[str, str]] = None,
 ) -> Result:
     console = console or Console(stderr=True)
+    stop.check()  # a sweep's next job does not start after a stop was asked for
     # bad input outside a sweep creates no run; inside one it must leave a FAILED child that says why
     device = None if parent_run_id else checked_device(cfg)
     uri, artifact_location = tracking.resolve_store(cfg.tracking.uri, launch_dir)
@@ -84,16 +96,15 @@ def run(
         _job_clock(),
         tracking.tracked_run(uri, cfg.tracking.experiment, name, tags, artifact_location, parent_run_id) as ref,
     ):
+        # what the run was asked to do comes first, so that a job failing its checks can still be read and rerun
+        tracking.log_params(OmegaConf.to_container(cfg))
+        tracking.log_text(OmegaConf.to_yaml(cfg), "config/config.yaml")
+        tracking.log_json({"overrides": list(overrides)}, "config/overrides.json")
         device = device or checked_device(cfg)
         threads = cfg.timing.num_threads or torch.get_num_threads()
         tracking.set_tags({"device": str(device)} | environment.reproducibility_tags(cfg.seed, threads))
         if tags.get("git.dirty") == "true":
-            diff = environment.git_diff()
-            tracking.log_text(diff, "git/diff.patch")
-            tracking.set_tags({"git.diff_sha256": hashlib.sha256(diff.encode()).hexdigest()})
-        tracking.log_params(OmegaConf.to_container(cfg))
-        tracking.log_text(OmegaConf.to_yaml(cfg), "config/config.yaml")
-        tracking.log_json({"overrides": list(overrides)}, "config/overrides.json")
+            tracking.set_tags(log_git_diff(cfg.tracking))
         tracking.log_json(environment.device_info(device), "device.json")
 
         with console.status("data: read, verify, normalize"):
@@ -122,12 +133,9 @@ def run(
             elementwise = backward.elementwise_diffs(grads, ref_grads)
             wall["check_s"] = time.perf_counter() - t
 
-        tracking.log_metrics(init_stats)
-        for s in layers:
-            step = {"act/mean": s.mean, "act/std": s.std}
-            if s.relu_std is not None:
-                step |= {"act/relu_mean": s.relu_mean, "act/relu_std": s.relu_std}
-            tracking.log_metrics(step, step=s.layer)
+        by_layer = {s.layer: s.metrics() for s in layers}
+        by_layer[0] = init_stats
+        tracking.log_steps(by_layer)
         finite = forward.all_finite(layers) and math.isfinite(loss)
         if not finite:  # exploding or vanishing statistics are a result of the init, recorded, not a crash
             tracking.set_tags({"non_finite": "activations or loss overflowed; see act/* by step and loss"})

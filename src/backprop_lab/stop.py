@@ -1,12 +1,18 @@
-"""A stop asked for by a signal, kept where long loops can see it.
+"""Stopping on a signal, honestly: Ctrl-C and SIGTERM end the running MLflow run KILLED, whatever their timing.
 
-The entry script's handler raises KeyboardInterrupt, but Python drops an exception raised inside a weakref callback
-or a `__del__` (it prints "Exception ignored in ..." and goes on), and a signal can land there. The timing loop,
-the one stage that runs for long, checks this flag between blocks, so a lost interrupt still ends the run.
+- The first SIGINT or SIGTERM raises KeyboardInterrupt and sets `requested`. Python drops an exception raised
+  inside a weakref callback or a `__del__` ("Exception ignored in ..."), and a signal can land there: the timing
+  loop checks the flag between blocks, and a run that reaches its end with the flag set ends KILLED, not FINISHED.
+- A second signal while the first is being handled (a fast double Ctrl-C) must not interrupt the handler that is
+  recording the KILLED status: it is noted, not raised.
+- SIGXFSZ (a file-size limit, `ulimit -f`) would kill the process outright, leaving the run RUNNING: ignored, the
+  write fails with an OSError instead and the run ends FAILED.
 """
 
 from __future__ import annotations
 
+import signal
+import sys
 import threading
 
 requested = threading.Event()
@@ -15,3 +21,19 @@ requested = threading.Event()
 def check() -> None:
     if requested.is_set():
         raise KeyboardInterrupt
+
+
+def _on_signal(signum, frame) -> None:
+    if requested.is_set():
+        sys.stderr.write(f"{signal.Signals(signum).name} again: still ending the run as KILLED, please wait\n")
+        return
+    requested.set()
+    raise KeyboardInterrupt
+
+
+def install() -> None:
+    """For an entry point's main thread."""
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    if hasattr(signal, "SIGXFSZ"):
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

@@ -8,6 +8,7 @@ from rich.table import Table
 from backprop_lab.pipeline import Result
 
 OK, BAD = "[green]ok[/]", "[red]FAIL[/]"
+VERDICT = {"ok": OK, "differs": "[red]differs[/]", "non-finite": "[red]NON-FINITE[/]"}
 
 
 def _g(x) -> str:
@@ -44,7 +45,7 @@ def activation_table(r: Result) -> Table:
 
 def grad_table(r: Result) -> Table:
     rows = [
-        (d.name, "x".join(map(str, d.shape)), f"{d.max_abs_diff:.3g}", f"{d.max_rel_diff:.3g}", OK if d.close else BAD)
+        (d.name, "x".join(map(str, d.shape)), f"{d.max_abs_diff:.3g}", f"{d.max_rel_diff:.3g}", VERDICT[d.verdict])
         for d in r.diffs
     ]
     title = f"backward: manual against autograd  ({OK if r.all_close else BAD})"
@@ -59,7 +60,7 @@ def timing_table(r: Result) -> Table:
         rows.append((name.replace("_", " "), f"{timed.median_ms:.2f}", f"{timed.iqr_ms:.2f}", str(timed.runs)))
     title = f"timing: median of torch.utils.benchmark blocks, {tm.threads} threads"
     t = _table(title, rows, "pass", "median ms", "IQR ms", "runs")
-    t.caption = f"backward / autograd backward = {tm.backward.median_ms / tm.backward_autograd.median_ms:.2f}"
+    t.caption = f"backward / autograd backward = {tm.backward_vs_autograd:.2f} (median of interleaved rounds)"
     return t
 
 
@@ -79,7 +80,7 @@ def print_job_line(r: Result, console: Console) -> None:
     """One line per job of a sweep; the sweep's report has the tables."""
     worst = max(d.max_rel_diff for d in r.diffs)
     verdict = OK if r.all_close else BAD
-    ratio = r.timing.backward.median_ms / r.timing.backward_autograd.median_ms
+    ratio = r.timing.backward_vs_autograd
     console.print(
         f"{r.run_name}: grads {verdict} (worst rel {worst:.2g}), backward {r.timing.backward.median_ms:.2f} ms "
         f"= {ratio:.2f}x autograd, run {r.run.run_id}",

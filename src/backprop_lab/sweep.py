@@ -1,9 +1,13 @@
 """Hydra multirun as one MLflow parent run with a child run per job.
 
-Hydra loads `MlflowSweep` by name from `conf/config.yaml` (`hydra.callbacks`), so this is the one library module
-that knows Hydra. In the launching process, before any job, it creates the store, the experiment and the parent
-run; jobs, in this process or in a launcher's workers, find the parent's id in the environment; after the last job
-it closes the parent with the count of jobs that finished and failed.
+Hydra loads `MlflowSweep` by name from `conf/config.yaml` (`hydra.callbacks`). In the launching process, before any
+job, it creates the store, the experiment and the parent run; jobs, in this process or in a launcher's workers, find
+the parent's id in the environment; after the last job it closes the parent with the count of jobs that finished and
+failed, and the sweep's exit status is its verdict. What it starts, it ends: `abort_active` ends the parent (and any
+child still RUNNING) when the process stops early.
+
+It also keeps what Hydra writes to disk free of credentials: Hydra saves the composed config and the overrides
+(`.hydra/*.yaml`, `multirun.yaml`) before any job code runs, so each job start rewrites them redacted.
 """
 
 from __future__ import annotations
@@ -16,11 +20,26 @@ from typing import Any, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from backprop_lab import tracking
-from backprop_lab.errors import UserError
+from backprop_lab import redaction, tracking
 
-# The outcome of the last sweep this process ran, for the entry script's exit code.
-last_outcome: dict[str, int] = {}
+
+def redact_hydra_files(config: DictConfig, job: bool = True) -> None:
+    """Rewrite Hydra's saved configs with credentials masked (a no-op when there are none): a job's `.hydra/*.yaml`
+    and, in a multirun, the sweep's `multirun.yaml`."""
+    hydra_cfg = config.hydra
+    files = []
+    if job and hydra_cfg.output_subdir is not None:
+        files += (Path(hydra_cfg.runtime.output_dir) / hydra_cfg.output_subdir).glob("*.yaml")
+    if hydra_cfg.mode is not None and str(hydra_cfg.mode).endswith("MULTIRUN"):
+        files.append(Path(hydra_cfg.sweep.dir) / "multirun.yaml")
+    for path in files:
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        redacted = redaction.redact(text)
+        if redacted != text:
+            path.write_text(redacted)
 
 
 class MlflowSweep(Callback):
@@ -29,46 +48,76 @@ class MlflowSweep(Callback):
         self.parent_run_id: Optional[str] = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self.uri, artifact_location = tracking.resolve_store(config.tracking.uri, Path.cwd())
+        # Hydra turns a callback's exception into a warning and would run every job into the same failure:
+        # anything that stops the parent from being created stops the sweep here, in one line
         try:
+            sweep_dir = Path(config.hydra.sweep.dir)
+            try:
+                sweep_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise SystemExit(f"error: hydra.sweep.dir: cannot create {sweep_dir} ({e.strerror})") from None
+            self.uri, artifact_location = tracking.resolve_store(config.tracking.uri, Path.cwd())
             experiment_id = tracking.prepare_store(self.uri, config.tracking.experiment, artifact_location)
-        except UserError as e:  # Hydra turns a callback's exception into a warning: stop the sweep here instead
-            raise SystemExit(f"error: {tracking.redact(str(e))}") from None
-        overrides = list(config.hydra.overrides.task)
-        self.started = time.perf_counter()
-        self.parent_run_id = tracking.start_sweep(
-            self.uri,
-            experiment_id,
-            run_name=f"sweep {' '.join(overrides) or '(defaults)'}"[:250],
-            tags={"overrides": " ".join(overrides), "launcher": config.hydra.launcher._target_.rsplit(".", 1)[-1]},
-        )
+            overrides = list(config.hydra.overrides.task)
+            self.started = time.perf_counter()
+            self.parent_run_id = tracking.start_sweep(
+                self.uri,
+                experiment_id,
+                run_name=f"sweep {' '.join(overrides) or '(defaults)'}"[:250],
+                tags={"overrides": " ".join(overrides), "launcher": config.hydra.launcher._target_.rsplit(".", 1)[-1]},
+            )
+        except SystemExit:
+            raise
+        except Exception as e:
+            raise SystemExit(f"error: the sweep's parent run cannot be created: {_first_line(e)}") from None
         os.environ[tracking.SWEEP_ENV] = self.parent_run_id  # launchers' workers are started after this
         _active.add(self)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        redaction.protect_logging()  # Hydra has just configured the job's log file
+        redact_hydra_files(config)
         if self.parent_run_id:  # in a worker, the callback arrives pickled with the parent's id
             os.environ[tracking.SWEEP_ENV] = self.parent_run_id
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self.finish(None)
+        # as at the start, an exception here would be a warning and the exit status 0: the verdict is a SystemExit
+        try:
+            counts = self.finish(None)
+            redact_hydra_files(config, job=False)
+        except Exception as e:
+            raise SystemExit(f"error: the sweep's parent run cannot be ended: {_first_line(e)}") from None
+        failed = counts.get("FAILED", 0) + counts.get("KILLED", 0)
+        if failed:
+            raise SystemExit(f"error: {failed} of {counts['jobs']} jobs failed")
 
-    def finish(self, status: Optional[str]) -> None:
+    def finish(self, status: Optional[str]) -> dict[str, int]:
         """Close the parent run: FINISHED, FAILED if any job failed, or the status given (KILLED on Ctrl-C)."""
         if not self.parent_run_id:
-            return
+            return {}
         wall = {"sweep/wall_s": time.perf_counter() - self.started}
         counts = tracking.end_sweep(self.uri, self.parent_run_id, status, wall)
-        last_outcome.clear()
-        last_outcome.update(counts)
         os.environ.pop(tracking.SWEEP_ENV, None)
         self.parent_run_id = None
         _active.discard(self)
+        return counts
 
 
 _active: set[MlflowSweep] = set()
 
 
-def abort_active(status: str = "KILLED") -> None:
-    """Ctrl-C during a sweep: the running children and the parent end KILLED instead of RUNNING forever."""
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return redaction.redact(text[0] if text else type(e).__name__)
+
+
+def abort_active(status: str) -> list[str]:
+    """The process is stopping early: each running sweep's parent, and its children still RUNNING, end `status`.
+    Returns a line per sweep that could not be ended."""
+    problems = []
     for callback in list(_active):
-        callback.finish(status)
+        parent = callback.parent_run_id
+        try:
+            callback.finish(status)
+        except Exception as e:
+            problems.append(f"the sweep's parent run {parent}: {_first_line(e)}")
+    return problems

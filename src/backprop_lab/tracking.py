@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -19,36 +18,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Optional
 
+from backprop_lab import owner, stop
 from backprop_lab.errors import TrackingError
+from backprop_lab.redaction import redact
 
 MAX_PARAMS_PER_BATCH = 100  # MLflow's limits
+MAX_METRICS_PER_BATCH = 1000
 MAX_PARAM_CHARS = 6000
 PARENT_TAG = "mlflow.parentRunId"  # what MLflow's own nested runs set, so the UI nests children under the sweep
 SWEEP_TAG = "backprop_lab.sweep"  # "parent" on a sweep's run
 SWEEP_ENV = "BACKPROP_LAB_SWEEP_RUN_ID"  # hands the parent's id to jobs, in this process or a launcher's workers
 
-# MLflow's HTTP client retries for minutes by default; a server that is down should be said in seconds.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "5")  # with backoff 1: about 30 s, enough for a restart
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-
-
-# scheme://user:secret@host -> scheme://user:***@host, and scheme://token@host -> scheme://***@host
-_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/@\s:]+)(?::(?P<secret>[^/@\s]*))?@")
-_SECRET_QUERY = re.compile(r"(?i)([?&](?:password|passwd|token|secret|access_token|api_key)=)[^&\s]*")
-
-
-def redact(text: Any) -> Any:
-    """Credentials in URIs (a tracking URI's password or token) replaced by ***, wherever the text is going."""
-    if not isinstance(text, str):
-        return text
-
-    def userinfo(m: re.Match) -> str:
-        if m.group("secret") is None:
-            return f"{m.group('scheme')}***@"
-        return f"{m.group('scheme')}{m.group('user')}:***@"
-
-    return _SECRET_QUERY.sub(r"\1***", _CREDENTIALS.sub(userinfo, text))
+# MLflow's HTTP client retries for minutes by default; a server that is down should be said in seconds, and a
+# server restarted between two jobs of a sweep gets about 30 s (5 retries, backoff 1) to come back.
+HTTP_CLIENT_SETTINGS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # the summary prints the run's page itself
+}
 
 
 class RunRef(NamedTuple):
@@ -108,48 +96,117 @@ def _retry_locked(fn: Callable, *args, attempts: int = 6, **kwargs):
 def _client(uri: str):
     from mlflow.tracking import MlflowClient
 
+    for key, value in HTTP_CLIENT_SETTINGS.items():
+        os.environ.setdefault(key, value)
     logging.getLogger("alembic").setLevel(logging.WARNING)  # a fresh store's schema migrations are not news
     return MlflowClient(uri)
 
 
 def prepare_store(uri: str, experiment: str, artifact_location: Optional[str] = None) -> str:
-    """Create the store and the experiment if missing, and return its id. Processes that each create a fresh
-    sqlite store at the same moment race inside MLflow's schema migrations, so creation holds a file lock
-    (and a sweep calls this before its jobs start)."""
+    """Check the store, create it and the experiment if missing, end the runs of dead processes, and return the
+    experiment's id. Processes that each create a fresh sqlite store at the same moment race inside MLflow's schema
+    migrations, so creation holds a file lock (and a sweep calls this before its jobs start)."""
     from filelock import FileLock
 
-    check_reachable(uri)
+    from backprop_lab.store import check_store
+
+    check_store(uri)
     if not uri.startswith("sqlite:///"):
-        return _experiment_id(uri, experiment, artifact_location)
-    db = Path(uri.removeprefix("sqlite:///"))
-    try:
-        db.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(f"{db}.lock"):
-            return _experiment_id(uri, experiment, artifact_location)
-    except OSError as e:
-        raise TrackingError(f"{db.parent}: cannot write the tracking store ({e.strerror}); set tracking.uri") from None
-    except Exception as e:
-        if "readonly" in str(e) or "unable to open database" in str(e):
-            raise TrackingError(
-                f"{db}: cannot write the tracking store ({str(e).splitlines()[0]}); set tracking.uri"
-            ) from None
-        raise
+        experiment_id = _experiment_id(uri, experiment, artifact_location)
+    else:
+        db = Path(uri.removeprefix("sqlite:///"))
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(f"{db}.lock"):
+                experiment_id = _experiment_id(uri, experiment, artifact_location)
+        except OSError as e:
+            why = f"cannot write the tracking store ({e.strerror})"
+            raise TrackingError(f"{db.parent}: {why}; set tracking.uri") from None
+    end_dead_runs(uri, experiment_id)
+    return experiment_id
 
 
 def _experiment_id(uri: str, experiment: str, artifact_location: Optional[str]) -> str:
     client = _client(uri)
     found = _retry_locked(client.get_experiment_by_name, experiment)
-    if found is not None:
-        return found.experiment_id
+    if found is None:
+        try:
+            # the UI opens a "custom_model_development" experiment on its training-runs view, not the GenAI one
+            tags = {"mlflow.experimentKind": "custom_model_development"}
+            return _retry_locked(client.create_experiment, experiment, artifact_location=artifact_location, tags=tags)
+        except Exception:  # another process created it first
+            found = client.get_experiment_by_name(experiment)
+            if found is None:
+                raise
+    if found.lifecycle_stage == "deleted":
+        raise TrackingError(
+            f"tracking.experiment: {experiment!r} was deleted in {redact(uri)}; choose another name, or restore it: "
+            f"MLFLOW_TRACKING_URI=... mlflow experiments restore --experiment-id {found.experiment_id}"
+        )
+    return found.experiment_id
+
+
+def end_dead_runs(uri: str, experiment_id: str) -> list[str]:
+    """End KILLED the experiment's RUNNING runs whose process on this host is gone (a SIGKILL, the OOM killer):
+    no process can end its own run then. Returns their ids."""
+    client = _client(uri)
+    running = _retry_locked(
+        client.search_runs, [experiment_id], "attributes.status = 'RUNNING'", max_results=MAX_METRICS_PER_BATCH
+    )
+    ended = []
+    for run in running:
+        run_owner = run.data.tags.get(owner.OWNER_TAG)
+        if run_owner and owner.is_dead(run_owner):
+            note = f"its process ({owner.describe(run_owner)}) died without ending the run; ended KILLED later"
+            _retry_locked(client.set_tag, run.info.run_id, "error", note)
+            _retry_locked(client.set_terminated, run.info.run_id, "KILLED")
+            ended.append(run.info.run_id)
+    return ended
+
+
+# The runs this process started and has not yet ended: what `end_open_runs` ends when the process is stopping.
+_open_runs: dict[str, str] = {}  # run id -> tracking URI
+_current: list[tuple[Any, str]] = []  # (client, run id) of the run the log_* functions write to
+
+
+def _start(uri: str, experiment_id: str, run_name: str, tags: dict[str, str]) -> tuple[Any, str]:
+    from mlflow.tracking.context.registry import resolve_tags
+
+    client = _client(uri)
+    tags = resolve_tags(tags) | {owner.OWNER_TAG: owner.this_process()}  # MLflow's source, user and git tags too
+    tags = {k: redact(str(v))[:MAX_PARAM_CHARS] for k, v in tags.items()}
+    run = _retry_locked(client.create_run, experiment_id, run_name=redact(run_name), tags=tags)
+    _open_runs[run.info.run_id] = uri
+    return client, run.info.run_id
+
+
+def end_run(uri: str, run_id: str, status: str, error: Optional[str] = None, attempts: int = 6) -> None:
+    client = _client(uri)
+    if error:
+        _retry_locked(client.set_tag, run_id, "error", redact(error)[:MAX_PARAM_CHARS], attempts=attempts)
+    _retry_locked(client.set_terminated, run_id, status, attempts=attempts)
+    _open_runs.pop(run_id, None)
+
+
+def _end_quietly(uri: str, run_id: str, status: str, error: str, attempts: int = 6) -> None:
+    """On the way out of a failure: the failure is the news; a run that cannot be ended stays in `_open_runs`."""
     try:
-        # the UI opens a "custom_model_development" experiment on its training-runs view, not the GenAI one
-        tags = {"mlflow.experimentKind": "custom_model_development"}
-        return _retry_locked(client.create_experiment, experiment, artifact_location=artifact_location, tags=tags)
-    except Exception:  # another process created it first
-        found = client.get_experiment_by_name(experiment)
-        if found is None:
-            raise
-        return found.experiment_id
+        end_run(uri, run_id, status, error, attempts)
+    except Exception:
+        pass
+
+
+def end_open_runs(status: str) -> list[tuple[str, Optional[str]]]:
+    """End every run this process started and did not end, newest first (a sweep's child before its parent):
+    the last word of a process that is stopping. Returns (run id, None or why it could not be ended)."""
+    outcome = []
+    for run_id, uri in reversed(list(_open_runs.items())):
+        try:
+            end_run(uri, run_id, status, "interrupted" if status == "KILLED" else "the process stopped", attempts=2)
+            outcome.append((run_id, None))
+        except Exception as e:
+            outcome.append((run_id, redact(str(e).splitlines()[0] if str(e) else type(e).__name__)))
+    return outcome
 
 
 @contextmanager
@@ -162,74 +219,90 @@ def tracked_run(
     parent_run_id: Optional[str] = None,
 ) -> Iterator[RunRef]:
     """Yield a new run; whatever happens inside, the run ends with an honest status and keeps its logs."""
-    import mlflow
-
     experiment_id = prepare_store(uri, experiment, artifact_location)
-    mlflow.set_tracking_uri(uri)
-    tags = {k: redact(v) for k, v in tags.items()} | ({PARENT_TAG: parent_run_id} if parent_run_id else {})
-    run = _retry_locked(mlflow.start_run, experiment_id=experiment_id, run_name=redact(run_name), tags=tags)
+    client, run_id = _start(uri, experiment_id, run_name, tags | ({PARENT_TAG: parent_run_id} if parent_run_id else {}))
+    _current.append((client, run_id))
     try:
-        yield RunRef(run.info.run_id, experiment_id)
+        yield RunRef(run_id, experiment_id)
+        stop.check()  # a signal whose KeyboardInterrupt was lost still ends the run KILLED, not FINISHED
     except KeyboardInterrupt:  # the user is waiting: try twice, not for minutes
-        _retry_locked(mlflow.set_tag, "error", "interrupted", attempts=2)
-        _retry_locked(mlflow.end_run, "KILLED", attempts=2)
+        _end_quietly(uri, run_id, "KILLED", "interrupted", attempts=2)
         raise
     except BaseException as e:
-        _retry_locked(mlflow.set_tag, "error", redact(f"{type(e).__name__}: {e}")[:MAX_PARAM_CHARS])
-        _retry_locked(mlflow.end_run, "FAILED")
+        _end_quietly(uri, run_id, "FAILED", f"{type(e).__name__}: {e}")
         raise
     else:
-        _retry_locked(mlflow.end_run, "FINISHED")
+        end_run(uri, run_id, "FINISHED")
+    finally:
+        _current.remove((client, run_id))
+
+
+def _active() -> tuple[Any, str]:
+    if not _current:
+        raise RuntimeError("no run is being tracked: log inside tracking.tracked_run")
+    return _current[-1]
+
+
+def _log_points(points: list[tuple[str, float, int]]) -> None:
+    from mlflow.entities import Metric
+
+    client, run_id = _active()
+    now = int(time.time() * 1000)
+    metrics = [Metric(key, float(value), now, step) for key, value, step in points]
+    for start in range(0, len(metrics), MAX_METRICS_PER_BATCH):
+        _retry_locked(client.log_batch, run_id, metrics=metrics[start : start + MAX_METRICS_PER_BATCH])
+
+
+def log_metrics(metrics: dict[str, float], step: int = 0) -> None:
+    _log_points([(key, value, step) for key, value in metrics.items()])
+
+
+def log_steps(by_step: dict[int, dict[str, float]]) -> None:
+    """Metrics logged at several steps (step = layer), in as few writes as MLflow allows."""
+    _log_points([(key, value, step) for step, metrics in by_step.items() for key, value in metrics.items()])
 
 
 def log_params(config: dict) -> None:
-    import mlflow
+    from mlflow.entities import Param
 
-    items = list(flatten(config).items())
+    client, run_id = _active()
+    items = [Param(k, v) for k, v in flatten(config).items()]
     for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
-        _retry_locked(mlflow.log_params, dict(items[start : start + MAX_PARAMS_PER_BATCH]))
-
-
-def log_metrics(metrics: dict[str, float], step: Optional[int] = None) -> None:
-    import mlflow
-
-    _retry_locked(mlflow.log_metrics, metrics, step=step)
+        _retry_locked(client.log_batch, run_id, params=items[start : start + MAX_PARAMS_PER_BATCH])
 
 
 def set_tags(tags: dict[str, str]) -> None:
-    import mlflow
+    from mlflow.entities import RunTag
 
-    _retry_locked(mlflow.set_tags, {k: redact(v) for k, v in tags.items()})
+    client, run_id = _active()
+    _retry_locked(client.log_batch, run_id, tags=[RunTag(k, redact(str(v))[:MAX_PARAM_CHARS]) for k, v in tags.items()])
 
 
 def log_text(text: str, artifact_file: str) -> None:
-    import mlflow
-
-    mlflow.log_text(redact(text), artifact_file)
+    client, run_id = _active()
+    _retry_locked(client.log_text, run_id, redact(text), artifact_file)
 
 
 def log_json(obj: Any, artifact_file: str) -> None:
-    import mlflow
-
-    mlflow.log_text(redact(json.dumps(obj, indent=2, default=str)), artifact_file)
+    log_text(json.dumps(obj, indent=2, default=str), artifact_file)
 
 
 def log_figure(fig, artifact_file: str) -> None:
     import matplotlib.pyplot as plt
-    import mlflow
 
-    mlflow.log_figure(fig, artifact_file)
-    plt.close(fig)
+    client, run_id = _active()
+    try:
+        _retry_locked(client.log_figure, run_id, fig, artifact_file)
+    finally:
+        plt.close(fig)
 
 
 # --- sweeps: a parent run per multirun, created before the jobs and closed after them -----------------------------
 
 
 def start_sweep(uri: str, experiment_id: str, run_name: str, tags: dict[str, str]) -> str:
-    client = _client(uri)
-    tags = {k: redact(v) for k, v in tags.items()} | {SWEEP_TAG: "parent"}
-    run = _retry_locked(client.create_run, experiment_id, run_name=redact(run_name), tags=tags)
-    return run.info.run_id
+    _, run_id = _start(uri, experiment_id, run_name, tags | {SWEEP_TAG: "parent"})
+    return run_id
 
 
 def _children(client, parent) -> list:
@@ -248,16 +321,17 @@ def sweep_child_statuses(uri: str, parent_run_id: str) -> dict[str, str]:
 def end_sweep(
     uri: str, parent_run_id: str, status: Optional[str] = None, metrics: Optional[dict[str, float]] = None
 ) -> dict[str, int]:
-    """Close the parent: count its children by status, mark any still RUNNING as KILLED when the sweep is
-    interrupted, and end FAILED when a job failed (unless a status is given)."""
+    """Close the parent: count its children by status, end KILLED any still RUNNING (the sweep is stopping early,
+    or their process died), and end the parent FAILED when a job failed (unless a status is given)."""
+    from mlflow.entities import Metric
+
     client = _client(uri)
     statuses = sweep_child_statuses(uri, parent_run_id)
-    if status == "KILLED":
-        for run_id, s in statuses.items():
-            if s == "RUNNING":
-                _retry_locked(client.set_terminated, run_id, "KILLED")
-                statuses[run_id] = "KILLED"
-    counts = {s: list(statuses.values()).count(s) for s in ("FINISHED", "FAILED", "KILLED", "RUNNING")}
+    for run_id, s in statuses.items():
+        if s == "RUNNING":
+            end_run(uri, run_id, "KILLED", "the sweep ended before this job did")
+            statuses[run_id] = "KILLED"
+    counts = {s: list(statuses.values()).count(s) for s in ("FINISHED", "FAILED", "KILLED")}
     failed = counts["FAILED"] + counts["KILLED"]
     now = int(time.time() * 1000)
     metrics = (metrics or {}) | {
@@ -265,10 +339,8 @@ def end_sweep(
         "sweep/jobs_failed": failed,
         "sweep/jobs_finished": counts["FINISHED"],
     }
-    for key, value in metrics.items():
-        _retry_locked(client.log_metric, parent_run_id, key, value, timestamp=now)
-    status = status or ("FAILED" if failed else "FINISHED")
-    _retry_locked(client.set_terminated, parent_run_id, status)
+    _retry_locked(client.log_batch, parent_run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+    end_run(uri, parent_run_id, status or ("FAILED" if failed else "FINISHED"))
     return counts | {"jobs": len(statuses)}
 
 
@@ -328,29 +400,6 @@ def experiment_records(uri: str, experiment: str) -> list[RunRecord]:
 
 def log_artifacts_to(uri: str, run_id: str, local_dir: Path, artifact_path: str) -> None:
     _client(uri).log_artifacts(run_id, str(local_dir), artifact_path)
-
-
-def check_reachable(uri: str, wait_s: Optional[float] = None) -> None:
-    """Fail within `wait_s` (default 20, or $BACKPROP_LAB_SERVER_WAIT_S), before any work, when a tracking server
-    does not answer; a server that is restarting (between the jobs of a sweep, say) gets that long to come back."""
-    if not uri.startswith(("http://", "https://")):
-        return
-    import requests
-
-    if wait_s is None:
-        wait_s = float(os.environ.get("BACKPROP_LAB_SERVER_WAIT_S", "20"))
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            requests.get(f"{uri.rstrip('/')}/health", timeout=3).raise_for_status()
-            return
-        except requests.RequestException as e:
-            if time.monotonic() + 1 > deadline:
-                reason = type(e).__name__
-                raise TrackingError(
-                    f"tracking server {redact(uri)} does not answer ({reason}, {wait_s:g} s); start it or fix the URI"
-                ) from None
-            time.sleep(1)
 
 
 @dataclass

@@ -1,0 +1,130 @@
+"""The study's entry point: `python scripts/run.py [group=option key=value ...]`, or a sweep with `-m impl=a,b`.
+
+Hydra stays here (and in the sweep callback): it composes the config, this module validates it, hands a plain config
+to the pipeline, and turns bad input into one line on stderr and a non-zero exit. torch and MLflow are imported only
+once a job runs, so `--help`, `--cfg job` and config errors stay fast.
+
+However the process stops (an error, Ctrl-C, SIGTERM, a launcher's worker dying), the runs it started end with an
+honest status before it exits, and it says so only when that is true.
+"""
+
+from __future__ import annotations
+
+import time
+
+_STARTED = time.perf_counter()  # the nearest we know to the process's start when this is the script's first import
+
+import os  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import hydra  # noqa: E402
+from hydra.core.config_store import ConfigStore  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.errors import MissingConfigException  # noqa: E402
+from hydra.types import RunMode  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+from omegaconf.errors import OmegaConfBaseException  # noqa: E402
+
+from backprop_lab import redaction, stop  # noqa: E402
+from backprop_lab.config import CONF_DIR, describe, plain, store_schema, validate  # noqa: E402
+from backprop_lab.errors import UserError  # noqa: E402
+
+_main_pid: int | None = None  # the process that runs main(); a launcher's worker is another
+
+
+def job(cfg: DictConfig) -> None:
+    """Hydra's task function: one job, a single run or one job of a sweep."""
+    hydra_cfg = HydraConfig.get()
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    redaction.protect_process()  # again in a launcher's worker, which did not run main()
+    try:
+        cfg = plain(cfg)
+        if not in_sweep:
+            validate(cfg)  # before torch is imported: bad values cost nothing
+
+        from rich.console import Console
+
+        from backprop_lab import pipeline, summary, tracking
+
+        result = pipeline.run(
+            cfg,
+            list(hydra_cfg.overrides.task),
+            Path.cwd(),
+            process_start=_STARTED if os.getpid() == _main_pid else None,
+            parent_run_id=tracking.sweep_parent_from_env() if in_sweep else None,
+            job_tags={"hydra.job.num": str(hydra_cfg.job.num)} if in_sweep else None,
+        )
+        console = Console(width=None if sys.stdout.isatty() else 110)
+        if in_sweep:
+            summary.print_job_line(result, console)
+        else:
+            summary.print_summary(result, console)
+    except UserError as e:
+        if not in_sweep:
+            raise SystemExit(f"error: {e}") from None  # SystemExit passes Hydra's job wrapper untouched: one line
+        print(f"error: job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)}): {e}", file=sys.stderr)
+    except Exception as e:
+        if not in_sweep:
+            raise
+        # the child run is FAILED with the error as a tag; the sweep goes on and its parent counts the failure
+        print(f"error: job {hydra_cfg.job.num} failed: {type(e).__name__}: {e}", file=sys.stderr)
+
+
+def one_line(e: BaseException) -> str:
+    """Hydra's and OmegaConf's multi-line messages, cut to the key and what it allows."""
+    if isinstance(e, MissingConfigException) and e.options and e.missing_cfg_file:
+        group, _, option = e.missing_cfg_file.rpartition("/")
+        return f"{group}: no option {option!r}; choose one of {', '.join(sorted(e.options))}"
+    return describe(e)
+
+
+def end_runs(status: str) -> list[str]:
+    """End, with `status`, what this process started and did not end: a sweep's parent (and its children still
+    RUNNING) first, then any other run. Returns a line per run that could not be ended."""
+    from backprop_lab import sweep
+
+    problems = sweep.abort_active(status)
+    if "backprop_lab.tracking" in sys.modules:  # no run can have started before tracking was imported
+        from backprop_lab import tracking
+
+        problems += [f"run {run_id}: {why}" for run_id, why in tracking.end_open_runs(status) if why]
+    return problems
+
+
+def _end_runs_saying_so(status: str) -> bool:
+    problems = end_runs(status)
+    for problem in problems:
+        print(f"could not end {problem}; the next run, report or rerun in this store on this host ends it",
+              file=sys.stderr)  # fmt: skip
+    return not problems
+
+
+def _stopped(status: str, message: str) -> None:
+    ended = _end_runs_saying_so(status)
+    sys.exit(message if ended else f"{message.split(':')[0]}: some runs could not be ended (see above)")
+
+
+def main() -> None:
+    global _main_pid
+    _main_pid = os.getpid()
+    redaction.protect_process()
+    stop.install()
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us, to print them as one line
+    store_schema(ConfigStore.instance())
+    run_hydra = hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="config")(job)
+    try:
+        run_hydra()
+    except SystemExit:  # a one-line error, or a sweep's verdict: its runs are ended already
+        _end_runs_saying_so("FAILED")
+        raise
+    except (OmegaConfBaseException, hydra.errors.HydraException) as e:
+        _stopped("FAILED", f"error: {one_line(e)}")
+    except KeyboardInterrupt:
+        _stopped("KILLED", "interrupted: the runs this process started are marked KILLED")
+    except OSError as e:  # Hydra's output directory under a file, a read-only launch directory, a full disk
+        where = f": {e.filename}" if e.filename else ""
+        _stopped("FAILED", f"error: {e.strerror or e}{where}; check hydra.run.dir, hydra.sweep.dir, the launch dir")
+    except BaseException:  # a bug, or a launcher's worker that died: its traceback, after the runs are ended
+        _end_runs_saying_so("FAILED")
+        raise
