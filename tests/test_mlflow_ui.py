@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import ROOT
+from helpers import require
 from test_pipeline import CONTRACT
 
 pytestmark = pytest.mark.slow
@@ -69,10 +70,8 @@ def test_rest_api_finds_the_parent_and_every_child(server):
 
 
 def test_experiment_page_shows_the_child_runs(server):
-    if not os.path.exists(CHROMIUM) or not _has_playwright():
-        if os.environ.get("CI"):
-            pytest.fail("CI must install Debian's chromium and the dev extra (playwright); see .ci/run")
-        pytest.skip("needs Debian's chromium (apt-get install chromium) and playwright (the dev extra)")
+    require(os.path.exists(CHROMIUM) and _has_playwright(), "Debian's chromium and playwright",
+            "apt-get install chromium; pip install -e '.[dev]'")  # fmt: skip
     from playwright.sync_api import sync_playwright
 
     experiment_id = requests.get(

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import ROOT
+from helpers import require
 from mlflow.tracking import MlflowClient
 from test_cli import SCRIPT, split_sweep
 from test_mlflow_ui import free_port
@@ -37,10 +38,7 @@ def as_postgres(*cmd: str, **kwargs) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def postgres():
-    if not POSTGRES_BIN or not shutil.which("runuser"):
-        if os.environ.get("CI"):
-            pytest.fail("CI must install Debian's postgresql; see .ci/run")
-        pytest.skip("needs Debian's postgresql (apt-get install postgresql)")
+    require(bool(POSTGRES_BIN) and bool(shutil.which("runuser")), "Debian's postgresql", "apt-get install postgresql")
     bin_dir = Path(POSTGRES_BIN[-1])
     data = Path(tempfile.mkdtemp(prefix="backprop-lab-pg-"))  # pytest's tmp folders are root's alone
     if os.geteuid() == 0:

@@ -217,7 +217,10 @@ def _check_data_path(data: Any) -> None:
     if data.name == "mnist" and data.path and not Path(data.path).is_file():
         raise ConfigError(f"data.path: no file {data.path!r}; give a local mnist.pkl.gz, or null to fetch it")
     if data.name == "fashion_mnist" and not Path(data.path).is_dir():
-        raise ConfigError(f"data.path: no directory {data.path!r}; apt-get install dataset-fashion-mnist or set it")
+        raise ConfigError(
+            f"data.path: no directory {data.path!r}; Fashion-MNIST's idx files come with Debian's package "
+            "(apt-get install dataset-fashion-mnist), or set data.path to a directory holding them"
+        )
 
 
 def validate(cfg: Any) -> None:
