@@ -11,10 +11,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from hydra.core.config_store import ConfigStore
-
-from backprop_lab.config import plain, store_schema, validate
+from backprop_lab import redaction, stop
+from backprop_lab.entry import compose
+from backprop_lab.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / "scripts" / "run.py"
@@ -30,10 +29,12 @@ def main() -> int:
     parser.add_argument("--no-log", action="store_true", help="print only; log nothing to MLflow")
     args = parser.parse_args()
 
-    store_schema(ConfigStore.instance())
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
-        cfg = plain(compose(config_name="config", overrides=args.overrides))
-    validate(cfg)
+    redaction.protect_process()
+    stop.install()
+    try:
+        cfg = compose(args.overrides)
+    except UserError as e:
+        sys.exit(f"error: {e}")
 
     from rich.console import Console
 

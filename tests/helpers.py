@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import gzip
 import os
+import socket
 import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pytest
+import requests
 
 
 def require(available: bool, what: str, install: str) -> None:
@@ -33,3 +40,40 @@ def fashion_dir(tmp_path, n_train=12, n_test=5):
         write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
         write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
     return tmp_path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MlflowServer:
+    """`mlflow server` on 127.0.0.1 over a backend store, artifacts proxied to a local folder."""
+
+    def __init__(self, backend: str, artifacts: Path, workers: int = 1, cwd: Optional[Path] = None):
+        self.backend, self.artifacts, self.workers, self.cwd = backend, artifacts, workers, cwd
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.start()
+
+    def start(self) -> None:
+        mlflow_cli = Path(sys.executable).parent / "mlflow"
+        args = [str(mlflow_cli), "server", "--backend-store-uri", self.backend, "--artifacts-destination",
+                str(self.artifacts), "--host", "127.0.0.1", "--port", str(self.port),
+                "--workers", str(self.workers)]  # fmt: skip
+        self.proc = subprocess.Popen(args, cwd=self.cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            assert self.proc.poll() is None, self.proc.stderr.read()[-2000:]
+            try:
+                if requests.get(f"{self.url}/health", timeout=2).ok:
+                    return
+            except requests.ConnectionError:
+                time.sleep(0.5)
+        self.proc.kill()
+        raise AssertionError("mlflow server did not answer within 120 s")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)

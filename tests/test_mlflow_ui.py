@@ -4,16 +4,11 @@ experiment page in headless Chromium (Debian's chromium, driven by Playwright), 
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 import requests
 from conftest import ROOT
-from helpers import require
+from helpers import MlflowServer, require
 from test_pipeline import CONTRACT
 
 pytestmark = pytest.mark.slow
@@ -21,34 +16,12 @@ CHROMIUM = "/usr/bin/chromium"
 SCREENSHOT = ROOT / "ci-artifacts" / "mlflow-ui.png"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(small_sweep):
     cwd, uri = small_sweep
-    port = free_port()
-    mlflow_cli = Path(sys.executable).parent / "mlflow"
-    args = [str(mlflow_cli), "server", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
-    proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        assert proc.poll() is None, proc.stderr.read()
-        try:
-            if requests.get(f"{base}/health", timeout=2).ok:
-                break
-        except requests.ConnectionError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        raise AssertionError("mlflow server did not answer within 90 s")
-    yield base
-    proc.terminate()
-    proc.wait(timeout=30)
+    srv = MlflowServer(uri, cwd / "mlruns" / "artifacts", cwd=cwd)
+    yield srv.url
+    srv.stop()
 
 
 def search(base, experiment_id, filter_string=""):

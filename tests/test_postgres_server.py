@@ -16,12 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
-import requests
 from conftest import ROOT
-from helpers import require
+from helpers import MlflowServer, free_port, require
 from mlflow.tracking import MlflowClient
 from test_cli import SCRIPT, split_sweep
-from test_mlflow_ui import free_port
 from test_pipeline import CONTRACT
 
 pytestmark = pytest.mark.slow
@@ -54,37 +52,9 @@ def postgres():
     shutil.rmtree(data, ignore_errors=True)
 
 
-class Server:
-    """`mlflow server` on 127.0.0.1 over the PostgreSQL store, artifacts proxied to a local folder."""
-
-    def __init__(self, backend: str, artifacts: Path):
-        self.backend, self.artifacts, self.port = backend, artifacts, free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.start()
-
-    def start(self) -> None:
-        mlflow_cli = Path(sys.executable).parent / "mlflow"
-        args = [str(mlflow_cli), "server", "--backend-store-uri", self.backend, "--artifacts-destination",
-                str(self.artifacts), "--host", "127.0.0.1", "--port", str(self.port), "--workers", "2"]  # fmt: skip
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            assert self.proc.poll() is None, self.proc.stderr.read()[-2000:]
-            try:
-                if requests.get(f"{self.url}/health", timeout=2).ok:
-                    return
-            except requests.ConnectionError:
-                time.sleep(0.5)
-        raise AssertionError("mlflow server did not answer within 120 s")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
-
-
 @pytest.fixture(scope="module")
 def server(postgres, tmp_path_factory):
-    srv = Server(postgres, tmp_path_factory.mktemp("artifacts"))
+    srv = MlflowServer(postgres, tmp_path_factory.mktemp("artifacts"), workers=2)
     yield srv
     srv.stop()
 

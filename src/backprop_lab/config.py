@@ -282,18 +282,49 @@ def describe(e: Exception) -> str:
     return "; ".join(lines[:2]) or type(e).__name__
 
 
+def _first_interpolation(node: Any, key: str = "") -> Optional[tuple[str, str]]:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            found = _first_interpolation(v, f"{key}.{k}" if key else str(k))
+            if found:
+                return found
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            found = _first_interpolation(v, f"{key}[{i}]")
+            if found:
+                return found
+    elif isinstance(node, str) and "${" in node:
+        return key, node
+    return None
+
+
 def from_logged(text: str) -> DictConfig:
-    """A config as a run logged it (config/config.yaml), checked against today's schema and values."""
+    """A config as a run logged it (config/config.yaml), checked against today's schema and values.
+
+    A logged config is data: anyone who can write to the store can write it. It was logged resolved, so it holds
+    no interpolation; one that does (`${oc.env:SECRET}`, a custom resolver) is refused, never resolved, so that a
+    store cannot pull the rerunning process's environment into a new run.
+    """
+    import yaml
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        logged = OmegaConf.create(text)
-        name = logged.get("data", {}).get("name")
+        logged = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config/config.yaml: not valid YAML ({' '.join(str(e).split())[:200]})") from None
+    if not isinstance(logged, dict):
+        raise ConfigError(f"config/config.yaml: must be a mapping of the config's groups, got {type(logged).__name__}")
+    found = _first_interpolation(logged)
+    if found:
+        key, value = found
+        raise ConfigError(f"{key}: the logged config holds an interpolation ({value[:80]!r}); refused, not resolved")
+    try:
+        name = logged["data"].get("name") if isinstance(logged.get("data"), dict) else None
         if name not in DATA_SCHEMAS:
             raise ConfigError(f"data.name: must be one of {', '.join(DATA_SCHEMAS)}, got {name!r}")
         schema = OmegaConf.structured(Config)
         schema.data = OmegaConf.structured(DATA_SCHEMAS[name])
-        cfg = plain(OmegaConf.merge(schema, logged))
+        cfg = plain(OmegaConf.merge(schema, OmegaConf.create(logged)))
     except OmegaConfBaseException as e:
         raise ConfigError(describe(e)) from None
     validate(cfg)

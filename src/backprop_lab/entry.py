@@ -79,6 +79,26 @@ def one_line(e: BaseException) -> str:
     return describe(e)
 
 
+def compose(overrides: list[str]) -> DictConfig:
+    """The config these overrides give, composed by Hydra's compose API and validated as the entry point does:
+    for the other entry points (the bench) and for Python. Bad input raises ConfigError with one line."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from backprop_lab.errors import ConfigError
+
+    store_schema(ConfigStore.instance())
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+            cfg = plain(hydra_compose(config_name="config", overrides=overrides))
+    except (OmegaConfBaseException, hydra.errors.HydraException) as e:
+        raise ConfigError(one_line(e)) from None
+    validate(cfg)
+    return cfg
+
+
 def end_runs(status: str) -> list[str]:
     """End, with `status`, what this process started and did not end: a sweep's parent (and its children still
     RUNNING) first, then any other run. Returns a line per run that could not be ended."""

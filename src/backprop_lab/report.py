@@ -18,7 +18,8 @@ from typing import Optional
 from rich.console import Console
 from rich.table import Table
 
-from backprop_lab import tracking
+from backprop_lab import redaction, tracking
+from backprop_lab.errors import UserError
 from backprop_lab.tracking import RunRecord
 
 CHOICE_KEYS = ("impl.name", "init.scheme", "model.name", "data.name")  # what a run name is made of
@@ -210,31 +211,44 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--tracking-uri", help="default: sqlite:///mlruns/mlflow.db under the current directory")
     parser.add_argument("--out", type=Path, help="folder for report.md, report.html and the figures")
     args = parser.parse_args(argv)
+    redaction.protect_process()
+    try:
+        return report(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def report(args: argparse.Namespace) -> int:
+    from backprop_lab.config import TrackingConfig
+    from backprop_lab.store import check_store
+
     uri, _ = tracking.resolve_store(args.tracking_uri, Path.cwd())
     console = Console(width=None if sys.stdout.isatty() else 140)
+    if args.out and args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out: {args.out} is a file; give a folder for report.md, report.html and the figures")
+    check_store(uri)
+    experiment = args.experiment or TrackingConfig.experiment
+    for run_id in tracking.end_dead_runs_in(uri, experiment):
+        console.print(f"note: run {run_id} was left RUNNING by a process that died; it is now marked KILLED")
 
     parent_id = None
     if args.experiment and not args.run_id:
         records = tracking.experiment_records(uri, args.experiment)
         title = f"experiment {args.experiment}"
     else:
-        parent_id = args.run_id or tracking.latest_sweep(uri, "backprop-lab")
+        parent_id = args.run_id or tracking.latest_sweep(uri, experiment)
         if parent_id is None:
-            print(
-                "error: no sweep found in the store; run one with scripts/run.py -m ..., or name a run id",
-                file=sys.stderr,
-            )
-            return 2
-        try:
-            parent, records = tracking.sweep_records(uri, parent_id)
-        except Exception as e:  # MLflow's "Run ... not found", an unreachable server, ...
-            detail = tracking.redact(f"cannot read run {parent_id} from {uri}: {str(e).splitlines()[0]}")
-            print(f"error: {detail}", file=sys.stderr)
-            return 2
+            raise UserError("no sweep found in the store; run one with scripts/run.py -m ..., or name a run id")
+        parent, records = tracking.sweep_records(uri, parent_id)
         title = f"sweep {parent_id}: {parent.tags.get('overrides', '')}"
+        if parent.status != "FINISHED":
+            why = parent.tags.get("error", "")
+            console.print(f"note: this sweep ended {parent.status}" + (f" ({why})" if why else "") +
+                          "; the rows below are what its jobs logged before")  # fmt: skip
+            title += f" [{parent.status}]"
     if not records:
-        print(f"error: no job runs found for {title}", file=sys.stderr)
-        return 2
+        raise UserError(f"no job runs found for {title}")
 
     rows = to_rows(records)
     console.print(rich_table(rows, title))

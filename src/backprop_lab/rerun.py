@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from backprop_lab import config, tracking
+from backprop_lab import config, redaction, stop, tracking
 from backprop_lab.errors import ConfigError, UserError
 from backprop_lab.tracking import LoggedRun
 
@@ -172,31 +172,38 @@ def print_verdict(v: Verdict, console: Console) -> None:
 
 
 def rerun(run_id: str, uri: str, launch_dir: Path, rtol: float, atol: float, console: Console) -> list[Verdict]:
-    tracking.check_reachable(uri)
+    from backprop_lab.store import check_store
+
+    check_store(uri)
     original = tracking.logged_run(uri, run_id)
     if original.record.tags.get(tracking.SWEEP_TAG) != "parent":
         verdict = compare(original, rerun_one(uri, original, launch_dir), rtol, atol)
         print_verdict(verdict, console)
         return [verdict]
-    children = sorted(tracking.sweep_child_statuses(uri, run_id))
+    children = tracking.sweep_child_statuses(uri, run_id)
     experiment_id = tracking.prepare_store(uri, original.experiment)
     parent = tracking.start_sweep(uri, experiment_id, f"rerun of {original.record.name}"[:250], {"rerun_of": run_id})
-    verdicts = []
+    verdicts, not_rerun = [], []
     try:
-        for child_id in children:
+        for child_id, status in sorted(children.items()):
             child = tracking.logged_run(uri, child_id)
+            if status != "FINISHED":  # nothing to reproduce: say so, and go on with the others
+                not_rerun.append((child_id, status, child.record.tags.get("error", "")))
+                continue
             console.print(f"rerunning {child.record.name} ({child_id})")
             verdicts.append(compare(child, rerun_one(uri, child, launch_dir, parent), rtol, atol))
     finally:
         tracking.end_sweep(uri, parent)
     for verdict in verdicts:
         print_verdict(verdict, console)
-    table = Table(title=f"rerun of sweep {run_id}: {len(verdicts)} children")
+    table = Table(title=f"rerun of sweep {run_id}: {len(verdicts)} of {len(children)} children rerun")
     for col in ("original", "rerun", "environment", "differing", "verdict"):
         table.add_column(col)
     for v in verdicts:
         word = "[green]same[/]" if v.same else "[red]DIFFERENT[/]"
         table.add_row(v.original_id, v.rerun_id, "differs" if v.environment else "same", str(len(v.differing)), word)
+    for child_id, status, error in not_rerun:
+        table.add_row(child_id, "-", "-", "-", f"not rerun: it ended {status} ({error[:60]})")
     console.print(table)
     return verdicts
 
@@ -208,6 +215,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--rtol", type=float, default=1e-6, help="relative tolerance when the environment differs")
     parser.add_argument("--atol", type=float, default=1e-9, help="absolute tolerance when the environment differs")
     args = parser.parse_args(argv)
+    redaction.protect_process()
+    stop.install()
     uri, _ = tracking.resolve_store(args.tracking_uri, Path.cwd())
     console = Console(width=None if sys.stdout.isatty() else 140)
     try:
@@ -215,4 +224,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        failed = [f"{run_id} ({why})" for run_id, why in tracking.end_open_runs("KILLED") if why]
+        print("interrupted: " + (f"could not end {', '.join(failed)}" if failed else "the rerun is marked KILLED"),
+              file=sys.stderr)  # fmt: skip
+        return 130
+    except BaseException:
+        tracking.end_open_runs("FAILED")
+        raise
     return 0 if all(v.same for v in verdicts) else 1

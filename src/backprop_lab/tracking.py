@@ -164,6 +164,12 @@ def end_dead_runs(uri: str, experiment_id: str) -> list[str]:
     return ended
 
 
+def end_dead_runs_in(uri: str, experiment: str) -> list[str]:
+    """`end_dead_runs` for an experiment given by name (none when it does not exist)."""
+    found = _client(uri).get_experiment_by_name(experiment)
+    return end_dead_runs(uri, found.experiment_id) if found else []
+
+
 # The runs this process started and has not yet ended: what `end_open_runs` ends when the process is stopping.
 _open_runs: dict[str, str] = {}  # run id -> tracking URI
 _current: list[tuple[Any, str]] = []  # (client, run id) of the run the log_* functions write to
@@ -382,9 +388,19 @@ def latest_sweep(uri: str, experiment: str) -> Optional[str]:
     return runs[0].info.run_id if runs else None
 
 
+def _get_run(client, uri: str, run_id: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id)
+    except MlflowException as e:
+        detail = redact(str(e).splitlines()[0])
+        raise TrackingError(f"run {run_id}: not found in {redact(uri)} ({detail}); check the id") from None
+
+
 def sweep_records(uri: str, parent_run_id: str) -> tuple[RunRecord, list[RunRecord]]:
     client = _client(uri)
-    parent = client.get_run(parent_run_id)
+    parent = _get_run(client, uri, parent_run_id)
     return _record(client, parent), [_record(client, r) for r in _children(client, parent)]
 
 
@@ -423,14 +439,8 @@ def _artifact_text(client, run_id: str, path: str) -> Optional[str]:
 
 def logged_run(uri: str, run_id: str) -> LoggedRun:
     """Everything a rerun compares against: config, environment and every metric point of a run."""
-    from mlflow.exceptions import MlflowException
-
     client = _client(uri)
-    try:
-        run = client.get_run(run_id)
-    except MlflowException as e:
-        detail = redact(str(e).splitlines()[0])
-        raise TrackingError(f"run {run_id}: not found in {redact(uri)} ({detail}); check the id") from None
+    run = _get_run(client, uri, run_id)
     points = {}
     for key in run.data.metrics:
         for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.timestamp):

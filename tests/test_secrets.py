@@ -1,0 +1,165 @@
+"""A password in every place a tracking URI can appear (a single run, a sweep, a joblib sweep, the report, a rerun,
+error paths) never reaches the console, MLflow's params, tags or artifacts, the store, or any file the project or
+Hydra writes; and a logged config is data, never resolved."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+from helpers import MlflowServer
+from mlflow.tracking import MlflowClient
+
+from backprop_lab import redaction
+from backprop_lab.config import from_logged
+from backprop_lab.errors import ConfigError
+
+pytestmark = pytest.mark.slow
+PASSWORD = "Pw" + "-s3cr3t-9"  # built here, so that a dirty tree's logged git diff does not hold it either
+FAST = ["data=synthetic", "data.n_train=128", "data.n_valid=32", "timing.min_run_time=0.01"]
+
+
+def script(name: str, cwd: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / f"{name}.py"), *args], cwd=cwd, text=True,
+                          capture_output=True, timeout=300, env=os.environ | (env or {}))  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    store = tmp_path_factory.mktemp("server")
+    srv = MlflowServer(f"sqlite:///{store / 'mlflow.db'}", store / "artifacts")
+    srv.store = store
+    yield srv
+    srv.stop()
+
+
+def authenticated(server) -> str:
+    return server.url.replace("http://", f"http://alice:{PASSWORD}@")
+
+
+def assert_no_leak(*places, outputs: str = "") -> None:
+    """`places`: folders (every file under them, read as bytes) and texts (console output)."""
+    for place in places:
+        if isinstance(place, Path):
+            for path in place.rglob("*"):
+                if path.is_file():
+                    assert PASSWORD.encode() not in path.read_bytes(), f"{path} holds the password"
+        else:
+            assert PASSWORD not in place, place[-2000:]
+
+
+def test_a_single_run_against_a_server(server, tmp_path):
+    done = script("run", tmp_path, *FAST, f"tracking.uri={authenticated(server)}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "alice:***@" in done.stdout  # the UI command, redacted
+    assert "View run" not in done.stdout  # MLflow's own line, which holds the URI, is not printed
+    assert_no_leak(done.stdout, done.stderr, tmp_path, server.store)
+    assert list(tmp_path.glob("outputs/*/*/.hydra/overrides.yaml"))  # Hydra wrote its files, redacted
+
+
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]])
+def test_a_sweep_against_a_server(server, tmp_path, launcher):
+    """Hydra escapes the override in a sweep (`http\\://alice\\:PW@`): the child's overrides tag, the launch line,
+    multirun.yaml and each job's .hydra/*.yaml all see that form."""
+    done = script("run", tmp_path, "-m", *launcher, "impl=functional,nn", *FAST, f"tracking.uri={authenticated(server)}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert_no_leak(done.stdout, done.stderr, tmp_path, server.store)
+    assert (tmp_path / "multirun").exists()
+    client = MlflowClient(server.url)
+    children = client.search_runs([client.get_experiment_by_name("backprop-lab").experiment_id],
+                                  "tags.`mlflow.parentRunId` != ''")  # fmt: skip
+    assert children and all("***@" in c.data.tags["overrides"] for c in children)
+
+
+def test_report_and_rerun_against_a_server(server, tmp_path):
+    done = script("run", tmp_path, "-m", "impl=functional,nn", *FAST, f"tracking.uri={authenticated(server)}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = script("report", tmp_path, "--tracking-uri", authenticated(server), "--out", str(tmp_path / "report"))
+    assert report.returncode == 0, report.stderr[-2000:]
+    client = MlflowClient(server.url)
+    (child, *_) = client.search_runs([client.get_experiment_by_name("backprop-lab").experiment_id],
+                                     "tags.`mlflow.parentRunId` != ''")  # fmt: skip
+    rerun = script("rerun", tmp_path, child.info.run_id, "--tracking-uri", authenticated(server))
+    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
+    assert_no_leak(report.stdout, report.stderr, rerun.stdout, rerun.stderr, tmp_path, server.store)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [f"tracking.uri=postgresql://u:{PASSWORD}@127.0.0.1:9/db"],
+        ["-m", "impl=functional,nn", f"tracking.uri=postgresql://u:{PASSWORD}@127.0.0.1:9/db"],
+        [f"tracking.uri=mysql://u:{PASSWORD}@127.0.0.1:9/db"],
+        [f"tracking.uri=http://bob:{PASSWORD}@127.0.0.1:9"],
+        ["-m", "impl=functional,nn", f"tracking.uri=http://bob:{PASSWORD}@127.0.0.1:9"],
+        ["-m", "model.widths=[784,0,1],[784,8,1]", f"tracking.experiment=x{PASSWORD}"],  # a secret elsewhere
+    ],
+)
+def test_error_paths_print_no_secret(tmp_path, args):
+    env = {"BACKPROP_LAB_SERVER_WAIT_S": "2", "MLFLOW_TRACKING_PASSWORD": f"x{PASSWORD}"}
+    done = script("run", tmp_path, *FAST, *args, env=env)
+    assert done.returncode != 0
+    assert_no_leak(done.stdout, done.stderr, tmp_path)
+
+
+def test_report_on_an_unreachable_server_prints_no_secret(tmp_path):
+    done = script("report", tmp_path, "--tracking-uri", f"http://bob:{PASSWORD}@127.0.0.1:9",
+                  env={"BACKPROP_LAB_SERVER_WAIT_S": "2"})  # fmt: skip
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert "bob:***@127.0.0.1:9" in done.stderr
+    assert_no_leak(done.stdout, done.stderr)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("http://alice:pw@h:5000/x", "http://alice:***@h:5000/x"),
+        ("tracking.uri=http\\://alice\\:pw@h\\:5000", "tracking.uri=http\\://alice\\:***@h\\:5000"),  # Hydra's escape
+        ("['tracking.uri=http\\\\://alice\\\\:pw@h']", "['tracking.uri=http\\\\://alice\\\\:***@h']"),  # its repr
+        ("postgresql+psycopg://u:p%40ss@db/mlflow", "postgresql+psycopg://u:***@db/mlflow"),
+        ("https://ghp_token123@host/x", "https://***@host/x"),
+        ("https://h/x?token=abc&a=1", "https://h/x?token=***&a=1"),
+    ],
+)
+def test_redact(text, expected):
+    assert redaction.redact(text) == expected
+
+
+def test_a_secret_once_seen_is_redacted_wherever_it_appears():
+    redaction.redact("mysql://u:hunter2-x@db/m")
+    assert redaction.redact("the driver said: password hunter2-x rejected") == "the driver said: password *** rejected"
+    redaction.learn_environment({"SOME_API_TOKEN": "tok-123456", "PATH": "/usr/bin"})
+    assert redaction.redact("Authorization: tok-123456") == "Authorization: ***"
+    assert redaction.redact("/usr/bin") == "/usr/bin"
+
+
+@pytest.mark.parametrize("value", ["${oc.env:HOME}", "${oc.decode:'1'}", "a ${now:%Y} b", "${whatever:x}"])
+def test_a_logged_config_is_never_resolved(value):
+    text = f"data: {{name: synthetic}}\ntracking: {{experiment: \"{value}\"}}\n"
+    with pytest.raises(ConfigError, match=r"^tracking.experiment: the logged config holds an interpolation"):
+        from_logged(text)
+
+
+def test_rerun_refuses_a_tampered_config_and_reads_no_environment(tmp_path):
+    """A store anyone can write to: its config artifact asks for the rerunner's environment."""
+    done = script("run", tmp_path, *FAST)
+    assert done.returncode == 0, done.stderr
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("backprop-lab").experiment_id])
+    config = Path(run.info.artifact_uri.removeprefix("file://")) / "config" / "config.yaml"
+    config.write_text(config.read_text().replace("experiment: backprop-lab", "experiment: ${oc.env:REAL_SECRET}"))
+    rerun = script("rerun", tmp_path, run.info.run_id, env={"REAL_SECRET": f"y{PASSWORD}"})
+    assert rerun.returncode == 2
+    assert rerun.stderr.strip().splitlines() == [
+        f"error: run {run.info.run_id}: its config no longer validates (tracking.experiment: the logged config holds "
+        "an interpolation ('${oc.env:REAL_SECRET}'); refused, not resolved); check out commit "
+        f"{run.data.tags['git.commit']} to rerun it"
+    ]
+    assert len(client.search_runs([run.info.experiment_id])) == 1  # nothing ran
+    assert_no_leak(rerun.stdout, rerun.stderr, tmp_path)
