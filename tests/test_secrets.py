@@ -66,7 +66,8 @@ def test_a_single_run_against_a_server(server, tmp_path):
 def test_a_sweep_against_a_server(server, tmp_path, launcher):
     """Hydra escapes the override in a sweep (`http\\://alice\\:PW@`): the child's overrides tag, the launch line,
     multirun.yaml and each job's .hydra/*.yaml all see that form."""
-    done = script("run", tmp_path, "-m", *launcher, "impl=functional,nn", *FAST, f"tracking.uri={authenticated(server)}")
+    uri = f"tracking.uri={authenticated(server)}"
+    done = script("run", tmp_path, "-m", *launcher, "impl=functional,nn", *FAST, uri)
     assert done.returncode == 0, done.stderr[-2000:]
     assert_no_leak(done.stdout, done.stderr, tmp_path, server.store)
     assert (tmp_path / "multirun").exists()

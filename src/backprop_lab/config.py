@@ -14,6 +14,7 @@ from typing import Any, Optional
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from backprop_lab.errors import ConfigError
+from backprop_lab.store import check_uri_syntax
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"  # the config groups, in the source checkout
 MNIST_FEATURES = 784  # 28x28, for MNIST and Fashion-MNIST alike
@@ -192,25 +193,6 @@ def _check_memory(cfg: Any) -> None:
         )
 
 
-TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
-
-
-def _check_tracking_uri(uri: Optional[str]) -> None:
-    if uri is None:
-        return
-    from urllib.parse import urlsplit
-
-    scheme = urlsplit(uri).scheme.split("+")[0]
-    allowed = "null (the default store), or a URI of " + ", ".join(TRACKING_SCHEMES)
-    if scheme == "file" or (scheme == "" and "://" not in uri):
-        raise ConfigError(
-            f"tracking.uri: {uri!r} is a file store, which MLflow 3.13+ refuses; use sqlite:///PATH/mlflow.db"
-        )
-    _require(scheme in TRACKING_SCHEMES and "://" in uri, "tracking.uri", allowed, uri)
-    if scheme == "sqlite":
-        _require(uri.startswith("sqlite:///") and len(uri) > len("sqlite:///"), "tracking.uri", "sqlite:///PATH", uri)
-
-
 def _check_data_path(data: Any) -> None:
     from pathlib import Path
 
@@ -255,7 +237,8 @@ def validate(cfg: Any) -> None:
     _require(bool(name.strip()) and len(name) <= MAX_EXPERIMENT_NAME, "tracking.experiment", allowed, shown)
     cap = cfg.tracking.git_diff_max_bytes
     _require(cap >= 0, "tracking.git_diff_max_bytes", ">= 0", cap)
-    _check_tracking_uri(cfg.tracking.uri)
+    if cfg.tracking.uri is not None:
+        check_uri_syntax(cfg.tracking.uri)
     _check_data_path(cfg.data)
     _check_memory(cfg)
 

@@ -1,39 +1,336 @@
-"""What a tracking store must be before any run starts (placeholder: the http check; the full checks follow)."""
+"""What a tracking store must be before any run starts, said in one line within seconds.
+
+Left to MLflow, an unreachable database costs minutes of SQLAlchemy retries and a long traceback, a store written
+by another MLflow fails deep inside it, and an sqlite file of another program is migrated into an MLflow store
+without a word. `check_store` looks first, with the standard library (and one or two HTTP requests for a server),
+before MLflow creates its engine. Nothing here imports MLflow at import time; `check_uri_syntax` imports nothing
+heavy at all, so config validation stays fast.
+"""
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
+import socket
+import sqlite3
+import tempfile
+import threading
 import time
-from typing import Optional
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Optional
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from backprop_lab.errors import TrackingError
+from backprop_lab.errors import ConfigError, TrackingError
 from backprop_lab.redaction import redact
+
+TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
+DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
+# SQLAlchemy 2.1's dialect[+driver] -> (the module it imports, what pip installs). A bare dialect is its default.
+DRIVERS = {
+    "postgresql": ("psycopg", "'psycopg[binary]'"),
+    "postgresql+psycopg": ("psycopg", "'psycopg[binary]'"),
+    "postgresql+psycopg2": ("psycopg2", "psycopg2-binary"),
+    "postgresql+pg8000": ("pg8000", "pg8000"),
+    "mysql": ("MySQLdb", "mysqlclient (or use mysql+pymysql:// and pip install pymysql)"),
+    "mysql+mysqldb": ("MySQLdb", "mysqlclient"),
+    "mysql+pymysql": ("pymysql", "pymysql"),
+    "mysql+mysqlconnector": ("mysql.connector", "mysql-connector-python"),
+    "mssql": ("pyodbc", "pyodbc"),
+    "mssql+pyodbc": ("pyodbc", "pyodbc"),
+    "mssql+pymssql": ("pymssql", "pymssql"),
+}
+MLFLOW_TABLES = {"alembic_version", "experiments"}  # what every MLflow store has, whatever its schema version
+QUICK_CHECK_S = 0.5  # PRAGMA quick_check reads the whole file: a few ms for our stores, cut short for huge ones
+API_PROBE = "/api/2.0/mlflow/experiments/get-by-name"  # answers JSON on any MLflow server, found or not
+
+
+
+
+def check_uri_syntax(uri: str) -> None:
+    """A URI that MLflow can use as a tracking store, judged by its text alone (no I/O, no heavy imports)."""
+    shown = redact(uri)
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 (it parses the port: "host:abc" raises here)
+    except ValueError as e:
+        raise ConfigError(f"tracking.uri: cannot parse {shown!r} ({e}); fix the URI") from None
+    scheme = parts.scheme.split("+")[0]
+    if scheme == "file" or (scheme == "" and "://" not in uri):
+        raise ConfigError(
+            f"tracking.uri: {shown!r} is a file store, which MLflow 3.13+ refuses; use sqlite:///PATH/mlflow.db"
+        )
+    if scheme not in TRACKING_SCHEMES or "://" not in uri:
+        allowed = "null (the default store), or a URI of " + ", ".join(TRACKING_SCHEMES)
+        raise ConfigError(f"tracking.uri: must be {allowed}, got {shown!r}")
+    if scheme == "sqlite":
+        path = uri.removeprefix("sqlite:///").split("?")[0] if uri.startswith("sqlite:///") else ""
+        if path in ("", ":memory:"):  # sqlite:// and sqlite:/// are in-memory too
+            raise ConfigError(
+                f"tracking.uri: {shown!r} is an in-memory store, which keeps nothing after the process; "
+                "use sqlite:///PATH/mlflow.db"
+            )
 
 
 def check_store(uri: str, wait_s: Optional[float] = None) -> None:
-    check_reachable(uri, wait_s)
-
-
-def check_reachable(uri: str, wait_s: Optional[float] = None) -> None:
-    """Fail within `wait_s` (default 20, or $BACKPROP_LAB_SERVER_WAIT_S), before any work, when a tracking server
-    does not answer; a server that is restarting (between the jobs of a sweep, say) gets that long to come back."""
-    if not uri.startswith(("http://", "https://")):
-        return
-    import requests
-
+    """Raise TrackingError with one line when the store at `uri` cannot hold runs; return quietly when it can.
+    A server or database that is down gets `wait_s` (default 20, or $BACKPROP_LAB_SERVER_WAIT_S) to come back,
+    so a restart between the jobs of a sweep is not a failure."""
     if wait_s is None:
         wait_s = float(os.environ.get("BACKPROP_LAB_SERVER_WAIT_S", "20"))
+    try:
+        check_uri_syntax(uri)
+    except ConfigError as e:
+        raise TrackingError(str(e)) from None
+    scheme = urlsplit(uri).scheme
+    if scheme == "sqlite":
+        _check_sqlite(uri)
+    elif scheme in ("http", "https"):
+        _check_server(uri, wait_s)
+    elif scheme.split("+")[0] in DEFAULT_PORTS:
+        _check_database(uri, wait_s)
+    # databricks: its host and token live in a profile that MLflow itself reads and checks
+
+
+# --- sqlite: a file we can read, write, and that MLflow wrote ---------------------------------------------------
+
+
+def _check_sqlite(uri: str) -> None:
+    db = Path(unquote(uri.removeprefix("sqlite:///").split("?")[0]))  # the file SQLAlchemy opens
+    if db.is_dir():
+        raise TrackingError(f"{db}: is a directory, not an sqlite file; use sqlite:///{db}/mlflow.db")
+    if not db.exists():  # a new store: MLflow creates its directories and the file
+        ancestor = next(p for p in db.parents if p.exists())
+        if not ancestor.is_dir():
+            raise TrackingError(f"{ancestor}: is a file, not a directory; choose another sqlite:///PATH/mlflow.db")
+        _check_writable_dir(ancestor, shown=db.parent)
+        return
+    read = _read_sqlite(db)
+    if read is None:  # a writer holds it right now: a store in use, so a working one
+        return
+    tables, revisions = read
+    if tables and not MLFLOW_TABLES <= tables:  # MLflow would add its tables to it and call it a store
+        listed = ", ".join(sorted(tables)[:5]) + (", …" if len(tables) > 5 else "")
+        raise TrackingError(
+            f"{db}: not an MLflow tracking store (it holds tables {listed}); use sqlite:///PATH/mlflow.db elsewhere"
+        )
+    _check_writable_dir(db.parent, shown=db.parent)
+    _check_writable_file(db)
+    if tables:
+        _check_schema(db, uri, revisions)
+
+
+def _read_sqlite(db: Path) -> Optional[tuple[set[str], list[str]]]:
+    """Its table names and alembic revisions, read-only; one line when it is not a sound sqlite database.
+    None when a writer holds it past our timeout: a busy store, not a broken one."""
+    try:
+        db.open("rb").close()
+    except OSError as e:
+        raise TrackingError(f"{db}: cannot read the tracking store ({e.strerror}); set tracking.uri") from None
+    conn = None
+    try:
+        conn = sqlite3.connect(f"file:{quote(str(db))}?mode=ro", uri=True, timeout=2)
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        tables = {name for (name,) in rows if not name.startswith("sqlite_")}
+        stop = time.monotonic() + QUICK_CHECK_S
+        conn.set_progress_handler(lambda: time.monotonic() > stop, 10_000)
+        try:
+            (verdict,) = conn.execute("PRAGMA quick_check(1)").fetchone()
+        except sqlite3.OperationalError as e:
+            if "interrupted" not in str(e):
+                raise
+            verdict = "ok"  # a store too big to check in time: MLflow reports what it finds later
+        conn.set_progress_handler(None, 0)
+        if verdict != "ok":
+            detail = "; ".join(line for line in verdict.splitlines() if not line.startswith("*** in database"))[:120]
+            raise TrackingError(
+                f"{db}: corrupt sqlite database ({detail}); restore it from a backup, or set tracking.uri"
+            )
+        revisions = []
+        if "alembic_version" in tables:
+            revisions = [rev for (rev,) in conn.execute("SELECT version_num FROM alembic_version")]
+        return tables, revisions
+    except sqlite3.OperationalError as e:
+        if "locked" in str(e):
+            return None
+        raise TrackingError(f"{db}: cannot read the tracking store ({e}); set tracking.uri") from None
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as e:  # "file is not a database", "... malformed", garbage
+        raise TrackingError(f"{db}: not a readable sqlite database ({e}); move it aside or set tracking.uri") from None
+    finally:
+        if conn is not None:
+            conn.close()
+
+
+def _check_writable_dir(directory: Path, shown: Path) -> None:
+    """sqlite writes its journal beside the database, and MLflow creates missing directories: try creating one.
+    os.access would answer yes to root in /proc or on a read-only mount; this cannot."""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".backprop-lab-probe-", dir=directory))
+    except OSError as e:
+        raise TrackingError(f"{shown}: cannot write the tracking store ({e.strerror}); set tracking.uri") from None
+
+
+def _check_writable_file(db: Path) -> None:
+    """Open it for writing, write nothing: the kernel answers for root (a read-only mount) and users alike.
+    Asking sqlite is no test: it opens a file it cannot write read-only without a word, and even grants
+    BEGIN IMMEDIATE there; only a page write would fail."""
+    try:
+        os.close(os.open(db, os.O_RDWR))
+    except OSError as e:
+        raise TrackingError(f"{db}: cannot write the tracking store ({e.strerror}); set tracking.uri") from None
+
+
+@functools.cache
+def _migrations() -> tuple[str, frozenset[str], str]:
+    """(head revision, every known revision, version) of the installed MLflow's schema migrations, found as
+    mlflow.store.db.utils._get_latest_schema_revision finds them. Loading them imports mlflow (about 1 s, which
+    the run pays anyway right after); later calls are free."""
+    from importlib.metadata import version
+
+    from alembic.script import ScriptDirectory
+
+    package = importlib.util.find_spec("mlflow").submodule_search_locations[0]
+    script = ScriptDirectory(os.path.join(package, "store", "db_migrations"))
+    (head,) = script.get_heads()  # MLflow keeps a single line of migrations
+    return head, frozenset(r.revision for r in script.walk_revisions()), version("mlflow")
+
+
+def _check_schema(db: Path, uri: str, revisions: list[str]) -> None:
+    """MLflow refuses any schema but its own head, and its advice (`mlflow db upgrade`) cannot help a newer one."""
+    head, known, mlflow_version = _migrations()
+    if revisions == [head]:
+        return
+    unknown = [rev for rev in revisions if rev not in known]
+    if unknown:
+        raise TrackingError(
+            f"{db}: written by a newer MLflow (schema {unknown[0]}, unknown to the installed mlflow {mlflow_version}); "
+            "upgrade mlflow (pip install -U mlflow)"
+        )
+    found = ", ".join(revisions) or "none"
+    raise TrackingError(
+        f"{db}: schema {found} is older than mlflow {mlflow_version}'s {head}; back the file up, then run "
+        f"mlflow db upgrade {redact(uri)}"
+    )
+
+
+# --- servers and databases: something must answer within wait_s -------------------------------------------------
+
+
+def _bounded(timeout: float, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """fn(*args, timeout=timeout, **kwargs) in a daemon thread, given up soon after that timeout: a DNS lookup
+    ignores socket and requests timeouts. A thread left behind is a daemon: it cannot keep the process alive."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = fn(*args, timeout=timeout, **kwargs)
+        except BaseException as e:  # handed to the caller's thread
+            outcome["error"] = e
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)  # fn's own timeout error, when it comes, says more than ours
+    if thread.is_alive():
+        raise TimeoutError("timed out")  # as a socket says it
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
+def _check_server(uri: str, wait_s: float) -> None:
+    """/health until it answers (a restarting server gets wait_s), then one API call that only MLflow answers
+    with its JSON: a proxy's or another program's page on that port is not a tracking server."""
+    import requests
+
+    base = uri.rstrip("/")
+    shown = redact(uri)
+    options = _request_options()
     deadline = time.monotonic() + wait_s
+
+    def get(path: str, **params: str) -> requests.Response:
+        timeout = min(3.0, max(0.5, deadline - time.monotonic()))  # so the last try ends near the deadline
+        return _bounded(timeout, requests.get, f"{base}{path}", params=params, **options)
+
     while True:
         try:
-            requests.get(f"{uri.rstrip('/')}/health", timeout=3).raise_for_status()
-            return
-        except requests.RequestException as e:
+            get("/health").raise_for_status()
+            api = get(API_PROBE, experiment_name="Default")
+            if api.status_code >= 500:  # up but not serving (its database down, a proxy without its backend)
+                api.raise_for_status()
+            break
+        except (requests.RequestException, TimeoutError) as e:
             if time.monotonic() + 1 > deadline:
-                reason = type(e).__name__
                 raise TrackingError(
-                    f"tracking server {redact(uri)} does not answer ({reason}, {wait_s:g} s); start it or fix the URI"
+                    f"tracking server {shown} does not answer ({type(e).__name__}, {wait_s:g} s); "
+                    "start it or fix the URI"
                 ) from None
             time.sleep(1)
+    try:
+        body = api.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and ("experiment" in body or "error_code" in body):
+        return
+    if api.status_code in (401, 403):  # MLflow's basic-auth app answers these in plain text
+        raise TrackingError(
+            f"tracking server {shown} refuses us ({api.status_code} {api.reason}); set MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN"
+        )
+    kind = api.headers.get("Content-Type", "no content type").split(";")[0]
+    raise TrackingError(
+        f"tracking server {shown} answers but is not an MLflow server (GET {API_PROBE}: {api.status_code} {kind}); "
+        "fix the URI"
+    )
 
 
+def _request_options() -> dict[str, Any]:
+    """The credentials and TLS settings MLflow's own client takes from the environment."""
+    env = os.environ.get
+    options: dict[str, Any] = {}
+    if env("MLFLOW_TRACKING_TOKEN"):
+        options["headers"] = {"Authorization": f"Bearer {env('MLFLOW_TRACKING_TOKEN')}"}
+    elif env("MLFLOW_TRACKING_USERNAME"):
+        options["auth"] = (env("MLFLOW_TRACKING_USERNAME"), env("MLFLOW_TRACKING_PASSWORD", ""))
+    if env("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
+        options["verify"] = False
+    elif env("MLFLOW_TRACKING_SERVER_CERT_PATH"):
+        options["verify"] = env("MLFLOW_TRACKING_SERVER_CERT_PATH")
+    return options
+
+
+def _check_database(uri: str, wait_s: float) -> None:
+    """Its SQLAlchemy driver installed, and its host:port accepting TCP (within wait_s, for a restarting server).
+    Credentials and schema are not checked here: that needs a login, which is MLflow's to do."""
+    parts = urlsplit(uri)
+    shown = redact(uri)
+    driver = DRIVERS.get(parts.scheme)  # another +driver: SQLAlchemy says what it lacks
+    if driver and not _importable(driver[0]):
+        raise TrackingError(f"tracking store {shown} needs the {driver[0]} module; pip install {driver[1]}")
+    dialect = parts.scheme.split("+")[0]
+    query = parse_qs(parts.query)
+    dsn = parts.scheme in ("mssql", "mssql+pyodbc") and not parts.path.strip("/")  # pyodbc: mssql://user@NAME
+    if not parts.hostname or dsn or {"host", "dsn", "odbc_connect"} & query.keys():  # a unix socket, a DSN, ...
+        return
+    address = (parts.hostname, parts.port or DEFAULT_PORTS[dialect])
+    deadline = time.monotonic() + wait_s
+    while True:
+        timeout = min(2.0, max(0.2, deadline - time.monotonic()))
+        try:
+            _bounded(timeout, socket.create_connection, address).close()
+            return
+        except OSError as e:  # refused, timed out, unknown host
+            if time.monotonic() + 0.5 > deadline:
+                reason = e.strerror or str(e) or type(e).__name__
+                raise TrackingError(
+                    f"tracking database {shown} does not answer at {address[0]}:{address[1]} ({reason}, {wait_s:g} s); "
+                    "start it or fix the URI"
+                ) from None
+            time.sleep(0.5)
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None  # found, not imported
+    except ModuleNotFoundError:  # its parent package is missing (mysql.connector without mysql)
+        return False
