@@ -21,6 +21,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from backprop_lab import redaction, tracking
+from backprop_lab.errors import UserError
 
 
 def redact_hydra_files(config: DictConfig, job: bool = True) -> None:
@@ -66,8 +67,8 @@ class MlflowSweep(Callback):
                 run_name=f"sweep {' '.join(overrides) or '(defaults)'}"[:250],
                 tags={"overrides": " ".join(overrides), "launcher": config.hydra.launcher._target_.rsplit(".", 1)[-1]},
             )
-        except SystemExit:
-            raise
+        except UserError as e:  # the store's own one line
+            raise SystemExit(f"error: {e}") from None
         except Exception as e:
             raise SystemExit(f"error: the sweep's parent run cannot be created: {_first_line(e)}") from None
         os.environ[tracking.SWEEP_ENV] = self.parent_run_id  # launchers' workers are started after this

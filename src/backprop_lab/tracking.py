@@ -82,13 +82,22 @@ def flatten(config: dict, prefix: str = "") -> dict[str, str]:
     return flat
 
 
+# What a store says when the disk or a file-size limit (`ulimit -f`) stops a write: the user's to fix, in one line
+_CANNOT_WRITE = ("disk I/O error", "database or disk is full", "File too large", "No space left on device")
+
+
 def _retry_locked(fn: Callable, *args, attempts: int = 6, **kwargs):
     """sqlite answers "database is locked" when parallel writers collide past its busy timeout: wait and retry."""
     for attempt in range(attempts):
         try:
             return fn(*args, **kwargs)
         except Exception as e:
-            if "database is locked" not in str(e) or attempt == attempts - 1:
+            message = str(e)
+            if any(reason in message for reason in _CANNOT_WRITE) or isinstance(e, OSError):
+                reason = next((r for r in _CANNOT_WRITE if r in message), getattr(e, "strerror", None) or message)
+                raise TrackingError(f"the tracking store cannot be written ({reason}); free space or raise the "
+                                    "file-size limit (ulimit -f), or set tracking.uri") from None  # fmt: skip
+            if "database is locked" not in message or attempt == attempts - 1:
                 raise
             time.sleep(0.25 * 2**attempt)
 
@@ -99,6 +108,8 @@ def _client(uri: str):
     for key, value in HTTP_CLIENT_SETTINGS.items():
         os.environ.setdefault(key, value)
     logging.getLogger("alembic").setLevel(logging.WARNING)  # a fresh store's schema migrations are not news
+    # it logs a database error's traceback, then raises it: the error is reported once, by whoever catches it
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     return MlflowClient(uri)
 
 
