@@ -222,3 +222,69 @@ def test_a_sweep_whose_store_cannot_be_reached_stops_at_once(tmp_path):
     assert done.returncode != 0
     assert done.stderr.strip().splitlines()[-1].startswith("error: tracking server http://127.0.0.1:9 does not answer")
     assert "Launching" not in done.stdout + done.stderr  # no job started
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["impl=nope"], "error: impl: no option 'nope'; choose one of"),
+        (["seed=abc"], "error: seed: Value 'abc' of type 'str' could not be converted to Integer"),
+        (["model.widths=[784,0,1]"], "error: model.widths: must be positive integers, got [784, 0, 1]"),
+    ],
+)
+def test_the_bench_answers_bad_overrides_in_one_line(tmp_path, args, expected):
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), *args], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()] and done.stderr.startswith(expected)
+
+
+def test_report_out_pointing_at_a_file_is_one_line(tmp_path, small_sweep):
+    cwd, uri = small_sweep
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "report.py"), "--tracking-uri", uri, "--out",
+                           str(afile)], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2
+    expected = f"error: --out: {afile} is a file; give a folder for report.md, report.html and the figures"
+    assert done.stderr.strip() == expected
+
+
+def rerun(cwd, *args):
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "rerun.py"), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+
+
+def test_rerun_of_a_config_that_is_not_yaml_is_one_line(tmp_path):
+    assert cli(tmp_path, *FAST).returncode == 0
+    (run,) = runs_in(tmp_path / "mlruns")
+    (Path(run.info.artifact_uri.removeprefix("file://")) / "config" / "config.yaml").write_text("data: [unclosed\n")
+    done = rerun(tmp_path, run.info.run_id)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert "config/config.yaml: not valid YAML" in done.stderr
+
+
+def test_rerun_on_a_corrupt_store_or_a_deleted_experiment_is_one_line(tmp_path):
+    assert cli(tmp_path, *FAST).returncode == 0
+    (run,) = runs_in(tmp_path / "mlruns")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    client.delete_experiment(run.info.experiment_id)
+    done = rerun(tmp_path, run.info.run_id)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        f"error: tracking.experiment: 'backprop-lab' was deleted in sqlite:///{tmp_path}/mlruns/mlflow.db; choose "
+        f"another name, or restore it: MLFLOW_TRACKING_URI=... mlflow experiments restore --experiment-id "
+        f"{run.info.experiment_id}"
+    ]
+    (tmp_path / "mlruns" / "mlflow.db").write_bytes(b"\0" * 4096)
+    done = rerun(tmp_path, run.info.run_id)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert "not a readable sqlite database" in done.stderr or "not an MLflow tracking store" in done.stderr
+
+
+def test_rerun_of_a_sweep_with_a_failed_child_reruns_the_rest(tmp_path):
+    done = cli(tmp_path, "-m", "model.widths=[784,8,1],[784,0,1]", *FAST)
+    assert done.returncode != 0  # one job failed
+    (parent,), _ = split_sweep(runs_in(tmp_path / "mlruns"))
+    again = rerun(tmp_path, parent.info.run_id)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr
+    assert "1 of 2 children rerun" in again.stdout and "not rerun: it ended FAILED" in again.stdout

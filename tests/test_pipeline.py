@@ -181,3 +181,37 @@ def test_exploding_statistics_are_a_result_not_a_crash(tmp_path, store):
     assert run_.info.status == "FINISHED"
     assert run_.data.metrics["act/all_finite"] == 0.0 and "non_finite" in run_.data.tags
     assert run_.data.metrics["act/std"] > 1e15  # the last layer's std, exploded
+
+
+def test_a_1001_layer_model_logs_every_layer_in_batches(tmp_path, store, monkeypatch):
+    """Logging grows gently with depth: metrics go in batches (log_batch), the difference figure stays one panel."""
+    from mlflow.tracking import MlflowClient as Client
+
+    calls = []
+    original = Client.log_batch
+    monkeypatch.setattr(Client, "log_batch", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    widths = "[" + ",".join(["784"] + ["16"] * 1000 + ["1"]) + "]"
+    result = run(store, tmp_path, "model=deep", f"model.widths={widths}", "data.n_train=64", "init=kaiming_normal")
+    history = MlflowClient(store).get_metric_history(result.run.run_id, "act/std")
+    assert sorted(m.step for m in history) == list(range(1, 1002))
+    assert len(calls) < 30  # about 4,000 act/* values and 4,000 init/* and grad/* values
+
+
+@pytest.mark.parametrize("mode, cap, logged", [("patch", 10**6, True), ("hash", 10**6, False), ("patch", 10, False)])
+def test_the_git_diff_is_logged_as_asked(tmp_path, store, monkeypatch, mode, cap, logged):
+    from backprop_lab import environment
+
+    diff = "diff --git a/x b/x\n+url = postgresql://u:hunter2-pw@db/m\n"
+    monkeypatch.setattr(environment, "git_state", lambda: {"git.commit": "abc", "git.dirty": "true"})
+    monkeypatch.setattr(environment, "git_diff", lambda: diff)
+    result = run(store, tmp_path, f"tracking.git_diff={mode}", f"tracking.git_diff_max_bytes={cap}")
+    client = MlflowClient(store)
+    tags = client.get_run(result.run.run_id).data.tags
+    files = set(artifacts(client, result.run.run_id))
+    assert ("git/diff.patch" in files) == logged and tags["git.diff_bytes"] == str(len(diff))
+    assert len(tags["git.diff_sha256"]) == 64
+    if logged:
+        patch = Path(client.download_artifacts(result.run.run_id, "git/diff.patch")).read_text()
+        assert "hunter2-pw" not in patch and "u:***@db" in patch
+    else:
+        assert tags["git.diff"].startswith("hash only")
