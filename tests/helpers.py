@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
+import pickle
 import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Optional
 
@@ -77,3 +81,40 @@ class MlflowServer:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=30)
+
+
+def write_pkl_gz(path, obj, protocol=2):
+    with gzip.open(path, "wb") as f:
+        pickle.dump(obj, f, protocol=protocol)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def tiny_mnist(rows=(20, 6, 4), seed=0):
+    rng = np.random.default_rng(seed)
+    return tuple((rng.random((n, 784), dtype=np.float32), rng.integers(0, 10, n).astype(np.int64)) for n in rows)
+
+
+def serve(status: int, body: bytes, content_type: str, health: int = 200, need_auth: bool = False):
+    """A stub HTTP server on loopback: /health answers `health`, everything else `status` with `body`, or
+    401 without credentials when `need_auth` (MLflow's basic-auth app leaves /health open, as here)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path == "/health":
+                code, text, kind = health, b"OK", "text/plain"
+            elif need_auth and self.headers.get("Authorization") is None:
+                code, text, kind = 401, b"You are not authenticated.", "text/plain"
+            else:
+                code, text, kind = status, body, content_type
+            self.send_response(code)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(text)))
+            self.end_headers()
+            self.wfile.write(text)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"

@@ -6,27 +6,15 @@ import codecs
 import gzip
 import hashlib
 import os
-import pickle
 import struct
 
 import numpy as np
 import pytest
 import torch
-from helpers import fashion_dir, require, write_idx
+from helpers import fashion_dir, require, tiny_mnist, write_idx, write_pkl_gz
 
 from backprop_lab import data, datasets
 from backprop_lab.errors import DataError
-
-
-def write_pkl_gz(path, obj, protocol=2):
-    with gzip.open(path, "wb") as f:
-        pickle.dump(obj, f, protocol=protocol)
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def tiny_mnist(rows=(20, 6, 4), seed=0):
-    rng = np.random.default_rng(seed)
-    return tuple((rng.random((n, 784), dtype=np.float32), rng.integers(0, 10, n).astype(np.int64)) for n in rows)
 
 
 def test_reads_a_verified_pickle(tmp_path):

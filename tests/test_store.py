@@ -12,10 +12,10 @@ import sys
 import tempfile
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from helpers import serve
 
 from backprop_lab import store
 from backprop_lab.errors import ConfigError, TrackingError
@@ -331,32 +331,6 @@ def test_a_database_driver_that_is_not_installed(monkeypatch, uri, missing, expe
 
 
 # --- 8: servers -------------------------------------------------------------------------------------------------
-
-
-def serve(status: int, body: bytes, content_type: str, health: int = 200, need_auth: bool = False):
-    """A stub HTTP server on loopback: /health answers `health`, everything else `status` with `body`, or
-    401 without credentials when `need_auth` (MLflow's basic-auth app leaves /health open, as here)."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            if self.path == "/health":
-                code, text, kind = health, b"OK", "text/plain"
-            elif need_auth and self.headers.get("Authorization") is None:
-                code, text, kind = 401, b"You are not authenticated.", "text/plain"
-            else:
-                code, text, kind = status, body, content_type
-            self.send_response(code)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(text)))
-            self.end_headers()
-            self.wfile.write(text)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}"
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from pathlib import Path  # noqa: E402
 import hydra  # noqa: E402
 from hydra.core.config_store import ConfigStore  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from hydra.errors import MissingConfigException  # noqa: E402
+from hydra.errors import MissingConfigException, OverrideParseException  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 from omegaconf.errors import OmegaConfBaseException  # noqa: E402
@@ -76,6 +76,10 @@ def one_line(e: BaseException) -> str:
     if isinstance(e, MissingConfigException) and e.options and e.missing_cfg_file:
         group, _, option = e.missing_cfg_file.rpartition("/")
         return f"{group}: no option {option!r}; choose one of {', '.join(sorted(e.options))}"
+    if isinstance(e, OverrideParseException):
+        reason = e.message.strip().splitlines()[0].split(";")[0]  # not Hydra's link to its grammar
+        quote = "quote a value that holds []{}(),:= or spaces"
+        return f"{e.override}: not an override Hydra can parse ({reason}); {quote}"
     return describe(e)
 
 

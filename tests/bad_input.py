@@ -1,0 +1,278 @@
+"""Every kind of bad input a user can give, as they would give it, and the one line each must get: the catalogue
+that `test_bad_input.py` runs and that `docs/bad-input.md`'s table is written from, with the times measured.
+
+    python tests/bad_input.py > /tmp/table.md    # each case run as a user would, timed (the store waits 20 s)
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from helpers import fashion_dir, serve, tiny_mnist, write_idx, write_pkl_gz  # noqa: E402
+
+FAST = ["data=synthetic", "data.n_train=128", "data.n_valid=32", "timing.min_run_time=0.01"]
+NO_RUN, FAILED = "none", "FAILED"
+
+
+@dataclass
+class Case:
+    what: str  # the input, as the table names it
+    args: list[str]  # after the script's name; `{dir}` is the launch directory
+    expected: str  # the one line on stderr starts with this (`{dir}` too)
+    run: str = NO_RUN  # the run it leaves: none, or FAILED (the problem is found once the data is read)
+    script: str = "run"
+    setup: Callable[[Path], None] | None = None  # prepares files in the launch directory
+    exit_code: int = 1
+    when: str = "before any compute"
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def _store(directory: Path) -> Path:
+    """A real MLflow store in `directory`/mlruns (created by MLflow itself)."""
+    from backprop_lab import tracking
+
+    uri, artifacts = tracking.default_store(directory)
+    tracking.prepare_store(uri, "backprop-lab", artifacts)
+    return directory / "mlruns" / "mlflow.db"
+
+
+def _set_revision(directory: Path, revision: str) -> None:
+    with sqlite3.connect(_store(directory)) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = ?", (revision,))
+    conn.close()
+
+
+def _older(directory: Path) -> None:
+    from alembic.script import ScriptDirectory
+    from mlflow.store.db.utils import _get_alembic_config, _get_latest_schema_revision
+
+    script = ScriptDirectory.from_config(_get_alembic_config(""))
+    _set_revision(directory, script.get_revision(_get_latest_schema_revision()).down_revision)
+
+
+def _foreign(directory: Path) -> None:
+    (directory / "mlruns").mkdir()
+    with sqlite3.connect(directory / "mlruns" / "mlflow.db") as conn:
+        conn.execute("CREATE TABLE orders (id INTEGER)")
+    conn.close()
+
+
+def _corrupt(directory: Path) -> None:
+    (directory / "mlruns").mkdir()
+    (directory / "mlruns" / "mlflow.db").write_bytes(os.urandom(4096))
+
+
+def _deleted(directory: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{_store(directory)}")
+    client.delete_experiment(client.get_experiment_by_name("backprop-lab").experiment_id)
+
+
+def _pickle(obj, sha: bool = True) -> Callable[[Path], None]:
+    def setup(directory: Path) -> None:
+        digest = write_pkl_gz(directory / "mnist.pkl.gz", obj)
+        (directory / "sha256").write_text(digest if sha else "0" * 64)
+
+    return setup
+
+
+def _bomb(directory: Path) -> None:
+    import gzip
+    import hashlib
+
+    path = directory / "mnist.pkl.gz"
+    with gzip.open(path, "wb", compresslevel=9) as f:
+        zeros = bytes(1 << 24)
+        for _ in range(40):  # 640 MiB of zeros, past the 512 MiB cap, in about 0.6 MB
+            f.write(zeros)
+    (directory / "sha256").write_text(hashlib.sha256(path.read_bytes()).hexdigest())
+
+
+def _evil(directory: Path) -> None:
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {directory / 'pwned'}",))
+
+    _pickle(((Evil(), None), (None, None), None))(directory)
+
+
+def _fashion(images: np.ndarray) -> Callable[[Path], None]:
+    def setup(directory: Path) -> None:
+        (directory / "fashion").mkdir()
+        fashion_dir(directory / "fashion")
+        write_idx(directory / "fashion" / "train-images-idx3-ubyte.gz", images)
+
+    return setup
+
+
+_non_mlflow_server = None
+
+
+def _serve_non_mlflow(directory: Path) -> None:
+    global _non_mlflow_server
+    _non_mlflow_server, uri = serve(404, b"<html>not here</html>", "text/html")
+    (directory / "server").write_text(uri)
+
+
+LOCAL_PICKLE = ["data.path={dir}/mnist.pkl.gz", "data.sha256={sha256}", "timing.min_run_time=0.01"]
+
+
+CASES = [
+    # --- the config: the schema and validate(), before torch is imported -------------------------------------------
+    Case("unknown group option", ["impl=foo"],
+         "error: impl: no option 'foo'; choose one of autograd, functional, layers, module, module_einsum, nn"),
+    Case("unknown key", ["data.n_trian=3"], "error: data.n_trian: unknown key; MnistConfig allows name, n_train"),
+    Case("wrong type", ["seed=abc"], "error: seed: Value 'abc' of type 'str' could not be converted to Integer"),
+    Case("non-positive width", ["model.widths=[784,0,1]"],
+         "error: model.widths: must be positive integers, got [784, 0, 1]"),
+    Case("non-integer width", ["model.widths=[784,1.5,1]"],
+         "error: model.widths[1]: Value '1.5' of type 'float' could not be converted to Integer"),
+    Case("first width ≠ features", ["model.widths=[100,80,1]"],
+         "error: model.widths[0]: must be 784 (the features of data=mnist), got 100"),
+    Case("empty widths", ["model.widths=[]"], "error: model.widths: must be a list of at least 2 widths"),
+    Case("a width that cannot be allocated", ["model.widths=[784,100000000,1]"],
+         "error: model.widths: [784, 100000000, 1] on mnist needs about"),
+    Case("zero rows", ["data.n_train=0"], "error: data.n_train: must be a positive integer or null, got 0"),
+    Case("negative tolerance", ["check.rtol=-1"], "error: check.rtol: must be > 0 and < 1, got -1.0"),
+    Case("zero tolerance", ["check.atol=0"], "error: check.atol: must be > 0 and < 1, got 0.0"),
+    Case("a tolerance that passes anything", ["check.rtol=inf"], "error: check.rtol: must be > 0 and < 1, got inf"),
+    Case("non-finite ReLU shift", ["model.relu_shift=nan"], "error: model.relu_shift: must be a finite number"),
+    Case("endless timing", ["timing.min_run_time=inf"],
+         "error: timing.min_run_time: must be > 0 and at most 600 seconds, got inf"),
+    Case("negative seed", ["seed=-1"], "error: seed: must be an integer from 0 to 2**64 - 1, got -1"),
+    Case("seed past 64 bits", [f"seed={2**64}"], "error: seed: must be an integer from 0 to 2**64 - 1"),
+    Case("empty experiment name", ["tracking.experiment=''"],
+         "error: tracking.experiment: must be a name of 1 to 500 characters"),
+    Case("over-long experiment name", ["tracking.experiment=" + "x" * 501],
+         "error: tracking.experiment: must be a name of 1 to 500 characters"),
+    Case("unknown device", ["device=gpu"], "error: device: Invalid value 'gpu', expected one of [auto, cpu, cuda]"),
+    Case("device=cuda without CUDA", ["device=cuda"],
+         "error: device: cuda was asked for but torch.cuda.is_available() is False"),
+    Case("missing MNIST file", ["data.path=/no/such/mnist.pkl.gz"],
+         "error: data.path: no file '/no/such/mnist.pkl.gz'; give a local mnist.pkl.gz, or null to fetch it"),
+    Case("missing Fashion-MNIST directory", ["data=fashion_mnist", "data.path=/no/such/dir"],
+         "error: data.path: no directory '/no/such/dir'; Fashion-MNIST's idx files come with Debian's package"),
+    # --- the tracking URI and the store: before any compute -------------------------------------------------------
+    Case("malformed URI", ["tracking.uri=foo://bar"],
+         "error: tracking.uri: must be null (the default store), or a URI of sqlite, postgresql, mysql"),
+    Case("an override Hydra cannot parse", ["tracking.uri=http://[::1"],
+         "error: tracking.uri=http://[::1: not an override Hydra can parse (mismatched input '[' expecting <EOF>)"),
+    Case("unparsable URI", ["tracking.uri='http://[::1'"],
+         "error: tracking.uri: cannot parse 'http://[::1' (Invalid IPv6 URL); fix the URI"),
+    Case("file store", ["tracking.uri=file:///tmp/mlruns"],
+         "error: tracking.uri: 'file:///tmp/mlruns' is a file store, which MLflow 3.13+ refuses"),
+    Case("in-memory store", ["tracking.uri=sqlite:///:memory:"],
+         "error: tracking.uri: 'sqlite:///:memory:' is an in-memory store, which keeps nothing after the process"),
+    Case("unreachable server", ["tracking.uri=http://127.0.0.1:9"],
+         "error: tracking server http://127.0.0.1:9 does not answer (ConnectionError"),
+    Case("a server that is not MLflow", ["tracking.uri={server}"], "error: tracking server http://127.0.0.1:",
+         setup=_serve_non_mlflow),
+    Case("unreachable database", ["tracking.uri=postgresql://u:pw@127.0.0.1:9/db"],
+         "error: tracking database postgresql://u:***@127.0.0.1:9/db does not answer at 127.0.0.1:9"),
+    Case("database driver not installed", ["tracking.uri=mssql://u:pw@127.0.0.1/db"],
+         "error: tracking store mssql://u:***@127.0.0.1/db needs the pyodbc module; pip install pyodbc"),
+    Case("sqlite path that is a directory", ["tracking.uri=sqlite:///{dir}"],
+         "error: {dir}: is a directory, not an sqlite file"),
+    Case("store directory that cannot be written", ["tracking.uri=sqlite:////proc/no/mlflow.db"],
+         "error: /proc/no: cannot write the tracking store"),
+    Case("corrupt sqlite store", [], "error: {dir}/mlruns/mlflow.db: not a readable sqlite database", setup=_corrupt),
+    Case("sqlite file of another program", [], "error: {dir}/mlruns/mlflow.db: not an MLflow tracking store "
+         "(it holds tables orders)", setup=_foreign),
+    Case("store of a newer MLflow", [], "error: {dir}/mlruns/mlflow.db: written by a newer MLflow (schema 0123456789ab",
+         setup=lambda d: _set_revision(d, "0123456789ab")),
+    Case("store of an older MLflow", [], "error: {dir}/mlruns/mlflow.db: schema ", setup=_older),
+    Case("deleted experiment", [], "error: tracking.experiment: 'backprop-lab' was deleted in sqlite:///",
+         setup=_deleted),
+    Case("Hydra's output directory under a file", ["hydra.run.dir={dir}/afile/out"], "error: Not a directory: ",
+         setup=lambda d: (d / "afile").write_text("")),
+    Case("a sweep's directory under a file", ["-m", "impl=functional,nn", "hydra.sweep.dir={dir}/afile/m"],
+         "error: hydra.sweep.dir: cannot create {dir}/afile/m", setup=lambda d: (d / "afile").write_text("")),
+    # --- data files: found once the data is read, the run ends FAILED ----------------------------------------------
+    Case("more rows than the data has", [*LOCAL_PICKLE, "data.n_train=60000"],
+         "error: data.n_train: 60000 is more than the 20 rows of mnist", run=FAILED, setup=_pickle(tiny_mnist()),
+         when="reading the data"),
+    Case("a file that fails its SHA-256", LOCAL_PICKLE, "error: {dir}/mnist.pkl.gz: SHA-256 is", run=FAILED,
+         setup=_pickle(tiny_mnist(), sha=False), when="reading the data"),
+    Case("a pickle asking for a forbidden global", LOCAL_PICKLE,
+         "error: {dir}/mnist.pkl.gz: pickle asks for forbidden global posix.system; only numpy arrays are admitted",
+         run=FAILED, setup=_evil, when="reading the data"),
+    Case("3-D arrays in the pickle", LOCAL_PICKLE, "error: {dir}/mnist.pkl.gz: x_train has shape (20, 28, 28)",
+         run=FAILED, setup=_pickle(tuple((x.reshape(-1, 28, 28), y) for x, y in tiny_mnist())),
+         when="reading the data"),
+    Case("a gzip that decompresses to gigabytes", LOCAL_PICKLE,
+         "error: {dir}/mnist.pkl.gz: decompresses to more than 512 MiB", run=FAILED, setup=_bomb,
+         when="reading the data"),
+    Case("Fashion-MNIST images that are not 28×28", ["data=fashion_mnist", "data.path={dir}/fashion",
+                                                     "timing.min_run_time=0.01"],
+         "error: {dir}/fashion/train-images-idx3-ubyte.gz: images are 27x28", run=FAILED,
+         setup=_fashion(np.zeros((12, 27, 28))), when="reading the data"),
+    Case("data.cache_dir that is a file", ["data.cache_dir={dir}/afile", "timing.min_run_time=0.01"],
+         "error: {dir}/afile: cannot create the MNIST cache directory", run=FAILED,
+         setup=lambda d: (d / "afile").write_text(""), when="reading the data"),
+    # --- the other scripts ---------------------------------------------------------------------------------------
+    Case("bench: unknown option", ["impl=nope"], "error: impl: no option 'nope'; choose one of", script="bench"),
+    Case("bench: non-positive width", ["model.widths=[784,0,1]"],
+         "error: model.widths: must be positive integers, got [784, 0, 1]", script="bench"),
+    Case("report: --out is a file", ["--out", "{dir}/afile"], "error: --out: {dir}/afile is a file", script="report",
+         setup=lambda d: (d / "afile").write_text(""), exit_code=2),
+    Case("report: unreachable server", ["--tracking-uri", "http://bob:pw@127.0.0.1:9"],
+         "error: tracking server http://bob:***@127.0.0.1:9 does not answer", script="report", exit_code=2),
+    Case("report: no sweep in the store", [], "error: no sweep found in the store", script="report", exit_code=2,
+         setup=_store),
+    Case("rerun: unknown run id", ["0123456789abcdef"], "error: run 0123456789abcdef: not found in sqlite:///",
+         script="rerun", exit_code=2, setup=_store),
+    Case("rerun: corrupt store", ["0123456789abcdef"], "error: {dir}/mlruns/mlflow.db: not a readable sqlite database",
+         script="rerun", exit_code=2, setup=_corrupt),
+]  # fmt: skip
+
+
+def prepare(case: Case, directory: Path) -> list[str]:
+    """The case's files made in `directory`, and its arguments with the placeholders filled in."""
+    if case.setup:
+        case.setup(directory)
+    values = {"dir": str(directory)}
+    if (directory / "sha256").exists():
+        values["sha256"] = (directory / "sha256").read_text()
+    if (directory / "server").exists():
+        values["server"] = (directory / "server").read_text()
+    return [arg.format(**values) for arg in case.args]
+
+
+def run_case(case: Case, directory: Path, timeout: float = 120) -> tuple[subprocess.CompletedProcess, float]:
+    args = prepare(case, directory)
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / f"{case.script}.py"), *args], cwd=directory,
+                          capture_output=True, text=True, timeout=timeout, env=os.environ | case.env)  # fmt: skip
+    return done, time.perf_counter() - started
+
+
+def markdown_table() -> str:
+    import tempfile
+
+    lines = ["| input | script | exit | seconds | the line on stderr | when | run |", "|---|---|---|---|---|---|---|"]
+    for case in CASES:
+        with tempfile.TemporaryDirectory() as tmp:
+            done, seconds = run_case(case, Path(tmp).resolve())
+            line = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "(nothing)"
+            line = line.replace(str(Path(tmp).resolve()), "DIR").replace("|", "\\|")
+        lines.append(f"| {case.what} | {case.script} | {done.returncode} | {seconds:.1f} | `{line}` | {case.when} | "
+                     f"{case.run} |")  # fmt: skip
+        print(lines[-1], file=sys.stderr)
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown_table())
