@@ -49,7 +49,7 @@ def test_report_by_experiment_and_bad_run_id(sweep_store, tmp_path, capsys):
     assert report.main(["--tracking-uri", uri, "--experiment", "backprop-lab", "--out", str(tmp_path)]) == 0
     assert report.main(["--tracking-uri", uri, "no-such-run"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("error: cannot read run no-such-run")
+    assert err[-1].startswith("error: run no-such-run: not found in sqlite:")
 
 
 def test_report_script_runs(sweep_store, tmp_path):
