@@ -6,29 +6,38 @@ import pytest
 import torch
 from conftest import small_problem
 
-from backprop_lab.impls import NAMES, autograd, functional, layers, load, module, module_einsum
-from backprop_lab.impls.common import check_mse_shapes
+from backprop_lab import impls
+from backprop_lab.config import options
+from backprop_lab.errors import ShapeError
+from backprop_lab.impls import autograd, functional, layers, module, module_einsum
+from backprop_lab.impls.common import NotebookNet, check_mse_shapes
 
 SHAPES = [[7, 5, 1], [12, 8, 1], [6, 4, 4, 3, 5, 1]]  # the last one: deep, odd widths
+NAMES = options("impl")
 
 
 @pytest.mark.parametrize("widths", SHAPES, ids=lambda w: "-".join(map(str, w)))
 @pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("mode", ["lean", "input_grad", "notebook"])
-def test_gradients_match_autograd(name, widths, mode):
+@pytest.mark.parametrize("input_grad", [False, True], ids=["", "x.g"])
+def test_gradients_match_autograd(name, widths, input_grad):
     params, x, y = small_problem(widths)
-    input_grad, notebook = mode != "lean", mode == "notebook"  # the notebook computed the input's gradient
-    ref = autograd.Net(params, 0.5, input_grad)
-    ref_loss = ref.forward(x, y)
-    expected = ref.backward()
-    net = load(name).Net(params, 0.5, mode == "input_grad", notebook)
+    net = impls.build(name, params, 0.5, input_grad)
     loss = net.forward(x, y)
     grads = net.backward()
+    # the notebook's four compute the input's gradient, as the notebook did; the others when asked
+    computed_x = input_grad or not impls.input_grad_optional(name)
+    ref = autograd.Net(params, 0.5, computed_x)
+    ref_loss = ref.forward(x, y)
+    expected = ref.backward()
     torch.testing.assert_close(loss, ref_loss.detach())
-    assert set(grads) == set(expected) == {*params, *(["x"] if input_grad else [])}
+    assert set(grads) == set(expected) == {*params, *(["x"] if computed_x else [])}
     for key in expected:
         assert grads[key].shape == expected[key].shape, key
         torch.testing.assert_close(grads[key], expected[key], rtol=1e-10, atol=1e-12, msg=key)
+
+
+def test_the_notebooks_four_always_compute_the_input_gradient():
+    assert [n for n in NAMES if not impls.input_grad_optional(n)] == ["functional", "layers", "module", "module_einsum"]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -40,7 +49,7 @@ def test_exact_zero_pre_activation_follows_the_same_convention(name):
     ref.forward(x, y)
     expected = ref.backward()
     assert not expected["w1"][:, 0].any()  # no gradient flows through a unit sitting exactly at the kink
-    net = load(name).Net(params, 0.5, True)
+    net = impls.build(name, params, 0.5, True)
     net.forward(x, y)
     grads = net.backward()
     for key in expected:
@@ -51,7 +60,7 @@ def test_exact_zero_pre_activation_follows_the_same_convention(name):
 def test_backward_repeats_identically(name):
     """Timing calls backward many times on one forward: each call must give the same gradients."""
     params, x, y = small_problem([5, 4, 1])
-    net = load(name).Net(params, 0.5, True)
+    net = impls.build(name, params, 0.5, True)
     net.forward(x, y)
     first, second = net.backward(), net.backward()
     for key in first:
@@ -59,7 +68,7 @@ def test_backward_repeats_identically(name):
 
 
 def test_a_wrong_backward_is_caught():
-    """The check must be able to fail: a Lin.bwd that forgets the transpose disagrees with autograd."""
+    """The check must be able to fail: a Lin.bwd that doubles the bias gradient disagrees with autograd."""
 
     class WrongLin(module.Lin):
         def bwd(self, out, inp):
@@ -67,9 +76,9 @@ def test_a_wrong_backward_is_caught():
             self.b.g = self.b.g * 2
 
     params, x, y = small_problem([5, 4, 1])
-    expected = autograd.Net(params, 0.5, False)
+    expected = autograd.Net(params, 0.5, True)
     expected.forward(x, y)
-    net = module.Net(params, 0.5, False, lin=WrongLin)
+    net = NotebookNet(module.Model(params, 0.5, lin=WrongLin), params)
     net.forward(x, y)
     with pytest.raises(AssertionError):
         torch.testing.assert_close(net.backward()["b1"], expected.backward()["b1"])
@@ -117,7 +126,8 @@ def as_function(make_layer):
     class Wrapped(torch.autograd.Function):
         @staticmethod
         def forward(ctx, *inputs):
-            ctx.layer, ctx.args = make_layer(), [t.detach() for t in inputs]
+            # copies: the notebook's Relu clamps its input in place, which must not touch gradcheck's own
+            ctx.layer, ctx.args = make_layer(), [t.detach().clone() for t in inputs]
             return ctx.layer(*ctx.args).clone()
 
         @staticmethod
@@ -168,13 +178,16 @@ def test_gradcheck_mse(make_mse):
 
 @pytest.mark.parametrize("out_shape, targ_shape", [((5,), (5,)), ((5, 2), (5,)), ((5, 1), (5, 1)), ((5, 1), (4,))])
 def test_mse_shape_guard(out_shape, targ_shape):
-    from backprop_lab.errors import ShapeError
-
     with pytest.raises(ShapeError, match=r"expected output \(N, 1\) and target \(N,\)"):
         check_mse_shapes(torch.zeros(out_shape), torch.zeros(targ_shape))
-    for impl in (functional.mse, layers.Mse(), module.Mse()):
-        with pytest.raises(ShapeError):
-            impl(torch.zeros(out_shape), torch.zeros(targ_shape))
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("targ_shape", [(9, 1), (8,), ()])
+def test_every_net_refuses_targets_that_would_broadcast(name, targ_shape):
+    params, x, _ = small_problem([7, 5, 1], n=9)
+    with pytest.raises(ShapeError, match=r"expected output \(N, 1\) and target \(N,\)"):
+        impls.build(name, params, 0.5).forward(x, torch.zeros(targ_shape, dtype=x.dtype))
 
 
 def test_mse_never_builds_n_by_n():

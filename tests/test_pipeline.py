@@ -99,7 +99,7 @@ def test_params_tags_and_artifacts(one_run):
         "figures/grad_diff.png",
     } <= files
     table = json.loads(Path(client.download_artifacts(result.run.run_id, "grad_diff.json")).read_text())
-    assert [row["name"] for row in table] == ["w1", "b1", "w2", "b2"]
+    assert [row["name"] for row in table] == ["w1", "b1", "w2", "b2", "x"]  # module computes x.g, as the notebook
     device = json.loads(Path(client.download_artifacts(result.run.run_id, "device.json")).read_text())
     assert {"versions", "cpu_model", "cpu_cores", "torch_threads", "blas"} <= set(device)
 

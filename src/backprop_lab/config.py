@@ -40,15 +40,6 @@ class FanMode(Enum):
     fan_out = "fan_out"
 
 
-class ImplName(Enum):
-    functional = "functional"
-    layers = "layers"
-    module = "module"
-    module_einsum = "module_einsum"
-    autograd = "autograd"
-    nn = "nn"
-
-
 @dataclass
 class DataConfig:
     name: str = MISSING
@@ -97,9 +88,10 @@ class ModelConfig:
 
 @dataclass
 class ImplConfig:
-    name: ImplName = MISSING
-    compute_input_grad: bool = False  # the notebook computed x.g; nothing needs it, so it is opt-in
-    notebook_faithful: bool = False  # the notebook's backward: x.g computed, float masks (the bench's baseline)
+    name: str = MISSING  # a module of backprop_lab.impls; the options are conf/impl/
+    # the input's gradient, for the implementations that can skip it (lean, autograd, nn); nothing needs it, so it
+    # is opt-in; the notebook's four always compute it, as the notebook did
+    compute_input_grad: bool = False
 
 
 @dataclass
@@ -141,6 +133,11 @@ class Config:
 
 
 DATA_SCHEMAS = {"mnist": MnistConfig, "synthetic": SyntheticConfig, "fashion_mnist": FashionMnistConfig}
+
+
+def options(group: str) -> list[str]:
+    """A config group's options: its folder under conf/, the one place they are listed."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
 def n_features(data: Any) -> int:

@@ -13,8 +13,9 @@ class DataError(UserError):
     """A data file that is missing, corrupted, unverified or unsafe."""
 
 
-class ShapeError(UserError, ValueError):
-    """Tensors whose shapes would broadcast silently into a wrong result."""
+class ShapeError(ValueError):
+    """Tensors whose shapes would broadcast silently into a wrong result. Not a user error: no config can cause it,
+    so it is a bug, and shows its traceback."""
 
 
 class TrackingError(UserError):

@@ -1,18 +1,39 @@
-"""The backward implementations, one file each, in the order the notebook builds them.
+"""The backward implementations, one file each. The notebook's four, read side by side with the lesson's cells:
+`functional`, `layers`, `module`, `module_einsum`; `lean`, the fastest hand-written backward; and autograd's two,
+`autograd` (the reference every check uses) and `nn`. Which exist is said once, by the options in `conf/impl/`,
+each naming its module here.
 
-Each module exposes `Net(params, shift, input_grad)` with `forward(x, y) -> loss` and `backward() -> grads`, where
-grads maps `w1`, `b1`, ... (and `x`, when `input_grad`) to tensors shaped like the parameters, (in, out) weights.
+Each module's `Net(params, shift)` has `forward(x, y) -> loss` and `backward() -> grads`, grads mapping `w1`, `b1`,
+... to tensors shaped like the parameters ((in, out) weights) and `x` to the input's gradient: always for the
+notebook's four, which computed it, and when asked (`Net(params, shift, input_grad=True)`) for the others.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 from types import ModuleType
 
-NAMES = ("functional", "layers", "module", "module_einsum", "autograd", "nn")
+import torch
+
+from backprop_lab.errors import ConfigError
 
 
 def load(name: str) -> ModuleType:
-    if name not in NAMES:
-        raise ValueError(f"impl.name: unknown implementation {name!r}; choose one of {', '.join(NAMES)}")
+    from backprop_lab.config import options
+
+    if name not in options("impl"):
+        raise ConfigError(f"impl.name: no implementation {name!r}; choose one of {', '.join(options('impl'))}")
     return importlib.import_module(f"{__name__}.{name}")
+
+
+def input_grad_optional(name: str) -> bool:
+    """Whether the implementation can skip the input's gradient (the notebook's four always compute it)."""
+    return "input_grad" in inspect.signature(load(name).Net).parameters
+
+
+def build(name: str, params: dict[str, torch.Tensor], shift: float, input_grad: bool = False):
+    """The implementation's Net; the notebook's four compute the input's gradient whatever `input_grad` says."""
+    if input_grad_optional(name):
+        return load(name).Net(params, shift, input_grad)
+    return load(name).Net(params, shift)

@@ -1,9 +1,8 @@
-"""What every implementation shares: the MSE shape guard, the ReLU's masked gradient (lean or as the notebook had
-it), reading the `.g` gradients, the layer stack and its runner, and autograd's backward on a retained graph."""
+"""The lab around the lesson: what every implementation's `Net` shares and the notebook's cells leave out (the
+shape guard, collecting the `.g` gradients, the layer stack for any depth, the handle on a notebook `Model`), and
+autograd's backward on a retained graph."""
 
 from __future__ import annotations
-
-from typing import Optional
 
 import torch
 
@@ -13,17 +12,23 @@ Grads = dict[str, torch.Tensor]
 
 
 def check_mse_shapes(out: torch.Tensor, targ: torch.Tensor) -> None:
-    """(N, 1) predictions against (N,) targets only: `out - targ` on those shapes would broadcast into (N, N)."""
+    """(N, 1) predictions against (N,) targets only: `out - targ` on other shapes would broadcast into (N, N)."""
     n = targ.shape[0] if targ.ndim == 1 else None
     if out.ndim != 2 or out.shape[1] != 1 or targ.ndim != 1 or out.shape[0] != n:
         raise ShapeError(f"mse: expected output (N, 1) and target (N,), got {tuple(out.shape)} and {tuple(targ.shape)}")
+
+
+def check_shapes(x: torch.Tensor, targ: torch.Tensor, params: dict[str, torch.Tensor]) -> None:
+    """Before a forward: the output the layers will give (N, width of the last layer), against the target."""
+    last = params[f"w{n_layers(params)}"]
+    check_mse_shapes(torch.empty(x.shape[0], last.shape[1], device="meta"), targ)
 
 
 def n_layers(params: dict[str, torch.Tensor]) -> int:
     return len(params) // 2
 
 
-def take_g(params: dict[str, torch.Tensor], inp: Optional[torch.Tensor]) -> Grads:
+def take_g(params: dict[str, torch.Tensor], inp: torch.Tensor | None) -> Grads:
     """Collect and remove each `.g`, so that a stale gradient from an earlier backward can never pass a check."""
     tensors = dict(params) | ({"x": inp} if inp is not None else {})
     grads = {}
@@ -35,46 +40,31 @@ def take_g(params: dict[str, torch.Tensor], inp: Optional[torch.Tensor]) -> Grad
     return grads
 
 
-def relu_backward(grad: torch.Tensor, inp: torch.Tensor, notebook: bool = False) -> torch.Tensor:
-    """The gradient through a ReLU: `grad` where the ReLU's input was positive, 0 elsewhere.
-
-    Lean: the mask `inp > 0` is written straight into a float tensor (a boolean one would be converted to float
-    inside the multiply, one more full pass) and applied in place, as nothing reads `grad` again.
-    `notebook=True` keeps what the notebook did, a float copy of a boolean mask and a new tensor: the bench's baseline.
-    """
-    if notebook:
-        return grad * (inp > 0).float()
-    return grad.mul_(torch.gt(inp, 0, out=torch.empty_like(grad)))
-
-
-def stack(params: dict[str, torch.Tensor], shift: float, input_grad: bool, notebook: bool, lin, relu) -> list:
-    """[Lin, Relu, Lin, ..., Lin]: the first Lin computes its input's gradient only when asked (nothing needs it);
-    the notebook computed it always."""
+def stack(params: dict[str, torch.Tensor], lin, relu) -> list:
+    """[lin(w1, b1), relu(), lin(w2, b2), ..., lin(wL, bL)]: the notebook's `self.layers`, for any depth."""
     layers = []
     for i in range(1, n_layers(params) + 1):
-        layers.append(lin(params[f"w{i}"], params[f"b{i}"], input_grad=i > 1 or input_grad or notebook))
+        layers.append(lin(params[f"w{i}"], params[f"b{i}"]))
         if i < n_layers(params):
-            layers.append(relu(shift, notebook))
+            layers.append(relu())
     return layers
 
 
-class Model:
-    """The notebook's Model: call the layers in order, then the loss; backward walks them in reverse."""
+class NotebookNet:
+    """The lab's handle on a notebook `Model`: the interface every implementation shares, with the input's gradient
+    collected as the notebook computed it."""
 
-    def __init__(self, layers: list, loss, params: dict[str, torch.Tensor], input_grad: bool):
-        self.layers, self.loss, self.params, self.input_grad = layers, loss, params, input_grad
+    def __init__(self, model, params: dict[str, torch.Tensor]):
+        self.model, self.params = model, params
 
     def forward(self, x: torch.Tensor, targ: torch.Tensor) -> torch.Tensor:
-        self.inp = x
-        for layer in self.layers:
-            x = layer(x)
-        return self.loss(x, targ)
+        check_shapes(x, targ, self.params)
+        self.x = x
+        return self.model(x, targ)
 
     def backward(self) -> Grads:
-        self.loss.backward()
-        for layer in reversed(self.layers):
-            layer.backward()
-        return take_g(self.params, self.inp if self.input_grad else None)
+        self.model.backward()
+        return take_g(self.params, self.x)
 
 
 def autograd_backward(loss: torch.Tensor, leaves: dict[str, torch.Tensor]) -> Grads:

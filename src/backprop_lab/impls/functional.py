@@ -1,74 +1,77 @@
-"""The notebook's first backward: plain functions, each storing the gradient as `.g` on the tensor it belongs to."""
+"""The notebook's first backward ("Gradient and backward pass"): plain functions, each storing the gradient as `.g`
+on the tensor it belongs to, and `fwd_n_bwd`, the forward followed by the same steps reversed.
 
-from __future__ import annotations
+The notebook wrote `fwd_n_bwd` for its two layers (`lin1`, `a1`, `lin2`); here the layers are a loop, and the
+forward and the backward are two functions so that each can be timed alone. The notebook's shift is `relu_shift`.
+"""
 
-import torch
-
-from backprop_lab.impls.common import Grads, check_mse_shapes, n_layers, relu_backward, take_g
+from backprop_lab.impls.common import check_shapes, take_g  # the lab's, for `Net` at the bottom
 
 
 def lin(x, w, b):
-    return torch.addmm(b, x, w)  # x @ w + b, in one pass
+    return x @ w + b
 
 
-def relu(x, shift):
-    # the notebook's x.clamp_min(0.) - shift, as torch.relu: the same values, and autograd's slope at exactly 0 is
-    # then 0, as relu_grad's `inp > 0` (clamp_min's autograd passes the gradient at 0: one exact zero among
-    # millions of pre-activations, which happens, would make the reference disagree with every manual backward)
-    return torch.relu(x) - shift  # shifted so that the mean after a ReLU sits nearer zero
+def relu(x, shift=0.5):
+    return x.clamp_min(0.0) - shift
 
 
-def mse(out, targ):
-    check_mse_shapes(out, targ)
-    return (out.squeeze(-1) - targ).pow(2).mean()
+def mse(inp, trg):
+    return ((inp.squeeze(-1) - trg).pow(2)).sum() / inp.shape[0]
 
 
-def model(x, params, shift):
-    """The forward pass alone: what autograd differentiates."""
-    for i in range(1, n_layers(params) + 1):
-        if i > 1:
-            x = relu(x, shift)
-        x = lin(x, params[f"w{i}"], params[f"b{i}"])
-    return x
+def mse_grad(inp, trg):
+    inp.g = (inp.squeeze(-1) - trg).unsqueeze(-1) * (2 / inp.shape[0])
 
 
-def mse_grad(out, targ):
-    out.g = 2.0 * (out.squeeze(-1) - targ).unsqueeze(-1) / out.shape[0]
+def lin_grad(x, y, w, b):
+    x.g = y.g @ w.t()
+    w.g = x.t() @ y.g
+    b.g = y.g.sum(0)
 
 
-def lin_grad(inp, out, w, b, input_grad=True):
-    if input_grad:
-        inp.g = out.g @ w.t()
-    w.g = (out.g.t() @ inp).t()  # as nn.Linear's (out, in) product, then a view: MKL runs that one faster
-    b.g = out.g.sum(0)
+def relu_grad(inp, out):
+    inp.g = out.g * (inp > 0).float()
 
 
-def relu_grad(inp, out, notebook=False):
-    inp.g = relu_backward(out.g, inp, notebook)
+def forward(inp, params, shift=0.5):
+    """lin1 = lin(inp, w1, b1); a1 = relu(lin1); lin2 = lin(a1, w2, b2); ... : every layer's input and output."""
+    inps, lins = [], []
+    for i, (w, b) in enumerate(params):
+        inps.append(inp if i == 0 else relu(lins[-1], shift))
+        lins.append(lin(inps[-1], w, b))
+    return inps, lins
+
+
+def backward(inps, lins, params, trg):
+    """mse_grad(lin2, trg); lin_grad(a1, lin2, w2, b2); relu_grad(lin1, a1); lin_grad(inp, lin1, w1, b1)"""
+    mse_grad(lins[-1], trg)
+    for i in reversed(range(len(params))):
+        if i < len(params) - 1:
+            relu_grad(lins[i], inps[i + 1])
+        lin_grad(inps[i], lins[i], *params[i])
+
+
+def fwd_n_bwd(inp, trg, params, shift=0.5):
+    inps, lins = forward(inp, params, shift)
+    loss = mse(lins[-1], trg)
+    backward(inps, lins, params, trg)
+    return loss
 
 
 class Net:
-    """fwd_n_bwd, split in two so that the forward and the backward can each be timed alone."""
+    """The lab's handle (not the notebook's): `fwd_n_bwd` split in two, on the params the pipeline hands over."""
 
-    def __init__(self, params: dict[str, torch.Tensor], shift: float, input_grad: bool, notebook: bool = False):
-        self.params, self.shift, self.notebook = params, shift, notebook
-        self.input_grad = input_grad or notebook
+    def __init__(self, params, shift):
+        self.params, self.shift = params, shift
+        self.layers = [(params[f"w{i}"], params[f"b{i}"]) for i in range(1, len(params) // 2 + 1)]
 
-    def forward(self, x: torch.Tensor, targ: torch.Tensor) -> torch.Tensor:
-        self.targ = targ
-        self.inps, self.outs = [], []  # each layer's input and its linear output
-        for i in range(1, n_layers(self.params) + 1):
-            if i > 1:
-                x = relu(self.outs[-1], self.shift)
-            self.inps.append(x)
-            self.outs.append(lin(x, self.params[f"w{i}"], self.params[f"b{i}"]))
-        return mse(self.outs[-1], targ)
+    def forward(self, x, trg):
+        check_shapes(x, trg, self.params)
+        self.x, self.trg = x, trg
+        self.inps, self.lins = forward(x, self.layers, self.shift)
+        return mse(self.lins[-1], trg)
 
-    def backward(self) -> Grads:
-        mse_grad(self.outs[-1], self.targ)
-        for i in reversed(range(n_layers(self.params))):
-            if i < n_layers(self.params) - 1:
-                relu_grad(self.outs[i], self.inps[i + 1], self.notebook)
-            w, b = self.params[f"w{i + 1}"], self.params[f"b{i + 1}"]
-            lin_grad(self.inps[i], self.outs[i], w, b, input_grad=i > 0 or self.input_grad)
-        return take_g(self.params, self.inps[0] if self.input_grad else None)
+    def backward(self):
+        backward(self.inps, self.lins, self.layers, self.trg)
+        return take_g(self.params, self.x)

@@ -1,51 +1,66 @@
-"""Layers as classes: each keeps its input and output on `__call__`, and `backward` writes the `.g` gradients."""
+"""Layers as classes (the notebook's "Refactoring: layers as classes"): each keeps its input and output on
+`__call__`, and `backward` writes the `.g` gradients; `Model` calls the layers, then the loss, and walks them back.
 
-from __future__ import annotations
+The notebook's `Model` took `w1, w2, b1, b2`; here it takes the params of any depth. The shift is `relu_shift`.
+"""
 
-import torch
-
-from backprop_lab.impls.common import Model, check_mse_shapes, relu_backward, stack
+from backprop_lab.impls.common import NotebookNet, stack  # the lab's, for `Net` at the bottom
 
 
 class Relu:
-    def __init__(self, shift, notebook=False):
-        self.shift, self.notebook = shift, notebook
+    def __init__(self, shift=0.5):
+        self.shift = shift
 
     def __call__(self, inp):
         self.inp = inp
-        self.out = inp.clamp_min(0.0).sub_(self.shift)
+        self.out = inp.clamp_min_(0.0) - self.shift
         return self.out
 
     def backward(self):
-        self.inp.g = relu_backward(self.out.g, self.inp, self.notebook)
+        self.inp.g = self.out.g * (self.inp > 0).float()
 
 
 class Lin:
-    def __init__(self, w, b, input_grad=True):
-        self.w, self.b, self.input_grad = w, b, input_grad
+    def __init__(self, w, b):
+        self.w = w
+        self.b = b
 
     def __call__(self, inp):
         self.inp = inp
-        self.out = torch.addmm(self.b, inp, self.w)  # inp @ w + b, in one pass
+        self.out = self.inp @ self.w + self.b
         return self.out
 
     def backward(self):
-        if self.input_grad:
-            self.inp.g = self.out.g @ self.w.t()
-        self.w.g = (self.out.g.t() @ self.inp).t()  # as nn.Linear's (out, in) product: MKL runs it faster
+        self.inp.g = self.out.g @ self.w.t()
+        self.w.g = self.inp.t() @ self.out.g
         self.b.g = self.out.g.sum(0)
 
 
 class Mse:
-    def __call__(self, inp, targ):
-        check_mse_shapes(inp, targ)
-        self.inp, self.targ = inp, targ
-        self.out = (inp.squeeze(-1) - targ).pow(2).mean()
+    def __call__(self, inp, trg):
+        self.inp, self.trg = inp, trg
+        self.out = (self.inp.squeeze() - self.trg).pow(2).sum() / self.inp.shape[0]
         return self.out
 
     def backward(self):
-        self.inp.g = 2.0 * (self.inp.squeeze(-1) - self.targ).unsqueeze(-1) / self.inp.shape[0]
+        self.inp.g = 2.0 * (self.inp.squeeze() - self.trg).unsqueeze(-1) / self.inp.shape[0]
 
 
-def Net(params: dict[str, torch.Tensor], shift: float, input_grad: bool, notebook: bool = False) -> Model:
-    return Model(stack(params, shift, input_grad, notebook, Lin, Relu), Mse(), params, input_grad or notebook)
+class Model:
+    def __init__(self, params, shift=0.5):
+        self.layers = stack(params, Lin, lambda: Relu(shift))
+        self.loss = Mse()
+
+    def __call__(self, inp, out):
+        for layer in self.layers:
+            inp = layer(inp)
+        return self.loss(inp, out)
+
+    def backward(self):
+        self.loss.backward()
+        for layer in reversed(self.layers):
+            layer.backward()
+
+
+def Net(params, shift):
+    return NotebookNet(Model(params, shift), params)

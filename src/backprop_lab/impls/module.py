@@ -1,10 +1,10 @@
-"""A `Module` base that keeps the arguments and output, so each layer writes only its maths: `forward` and `bwd`."""
+"""A `Module` base (the notebook's "Module.forward()"), so that each layer writes only its maths, `forward` and
+`bwd`; `Lin.bwd` as in its cell "without einsum".
 
-from __future__ import annotations
+The notebook's `Model` took `w1, w2, b1, b2`; here it takes the params of any depth. The shift is `relu_shift`.
+"""
 
-import torch
-
-from backprop_lab.impls.common import Model, check_mse_shapes, relu_backward, stack
+from backprop_lab.impls.common import NotebookNet, stack  # the lab's, for `Net` at the bottom
 
 
 class Module:
@@ -13,46 +13,60 @@ class Module:
         self.out = self.forward(*args)
         return self.out
 
-    def forward(self, *args):
-        raise NotImplementedError
+    def forward(self):
+        raise Exception("Not implemented")
 
     def backward(self):
         self.bwd(self.out, *self.args)
 
 
 class Relu(Module):
-    def __init__(self, shift, notebook=False):
-        self.shift, self.notebook = shift, notebook
+    def __init__(self, shift=0.5):
+        self.shift = shift
 
     def forward(self, inp):
-        return inp.clamp_min(0.0).sub_(self.shift)
+        return inp.clamp_min_(0.0) - self.shift
 
     def bwd(self, out, inp):
-        inp.g = relu_backward(out.g, inp, self.notebook)
+        inp.g = (inp > 0).float() * out.g
 
 
 class Lin(Module):
-    def __init__(self, w, b, input_grad=True):
-        self.w, self.b, self.input_grad = w, b, input_grad
+    def __init__(self, w, b):
+        self.w, self.b = w, b
 
     def forward(self, inp):
-        return torch.addmm(self.b, inp, self.w)  # inp @ w + b, in one pass
+        return inp @ self.w + self.b
 
     def bwd(self, out, inp):
-        if self.input_grad:
-            inp.g = out.g @ self.w.t()
-        self.w.g = (out.g.t() @ inp).t()  # as nn.Linear's (out, in) product: MKL runs it faster
+        inp.g = out.g @ self.w.t()
+        self.w.g = inp.t() @ out.g
         self.b.g = out.g.sum(0)
 
 
 class Mse(Module):
-    def forward(self, inp, targ):
-        check_mse_shapes(inp, targ)
-        return (inp.squeeze(-1) - targ).pow(2).mean()
+    def forward(self, inp, trg):
+        return (inp.squeeze() - trg).pow(2).sum() / inp.shape[0]
 
-    def bwd(self, out, inp, targ):
-        inp.g = 2.0 * (inp.squeeze(-1) - targ).unsqueeze(-1) / inp.shape[0]
+    def bwd(self, out, inp, trg):
+        inp.g = 2.0 * (inp.squeeze() - trg).unsqueeze(-1) / inp.shape[0]
 
 
-def Net(params: dict[str, torch.Tensor], shift: float, input_grad: bool, notebook: bool = False, lin=Lin) -> Model:
-    return Model(stack(params, shift, input_grad, notebook, lin, Relu), Mse(), params, input_grad or notebook)
+class Model:
+    def __init__(self, params, shift=0.5, lin=Lin):
+        self.layers = stack(params, lin, lambda: Relu(shift))
+        self.loss = Mse()
+
+    def __call__(self, inp, trg):
+        for layer in self.layers:
+            inp = layer(inp)
+        return self.loss(inp, trg)
+
+    def backward(self):
+        self.loss.backward()
+        for layer in reversed(self.layers):
+            layer.backward()
+
+
+def Net(params, shift):
+    return NotebookNet(Model(params, shift), params)

@@ -1,20 +1,18 @@
-"""The Module version with `torch.einsum` spelling out the two products of `Lin.bwd` by their indices."""
-
-from __future__ import annotations
+"""The `Module` version with `torch.einsum` in `Lin.bwd` (the notebook's "Module.forward()" cell): the two products
+spelled by their indices. The rest is `module`'s."""
 
 import torch
 
 from backprop_lab.impls import module
-from backprop_lab.impls.common import Model
+from backprop_lab.impls.common import NotebookNet
 
 
 class Lin(module.Lin):
     def bwd(self, out, inp):
-        if self.input_grad:
-            inp.g = torch.einsum("bj,ij->bi", out.g, self.w)  # out.g @ w.t()
-        self.w.g = torch.einsum("bj,bi->ji", out.g, inp).t()  # (out.g.t() @ inp).t(): (out, in), as module.Lin
+        inp.g = torch.einsum("ia, ka -> ik", out.g, self.w)
+        self.w.g = torch.einsum("bi, bj ->ij", inp, out.g)
         self.b.g = out.g.sum(0)
 
 
-def Net(params: dict[str, torch.Tensor], shift: float, input_grad: bool, notebook: bool = False) -> Model:
-    return module.Net(params, shift, input_grad, notebook, lin=Lin)
+def Net(params, shift):
+    return NotebookNet(module.Model(params, shift, lin=Lin), params)

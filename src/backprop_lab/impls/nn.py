@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from backprop_lab.impls.common import Grads, autograd_backward, n_layers
+from backprop_lab.impls.common import Grads, autograd_backward, check_shapes, n_layers
 from backprop_lab.impls.functional import mse
 
 
@@ -20,7 +20,7 @@ class ShiftedReLU(nn.Module):
 
 
 class Net:
-    def __init__(self, params: dict[str, torch.Tensor], shift: float, input_grad: bool, notebook: bool = False):
+    def __init__(self, params: dict[str, torch.Tensor], shift: float, input_grad: bool = False):
         layers: list[nn.Module] = []
         self.linears: list[nn.Linear] = []
         for i in range(1, n_layers(params) + 1):
@@ -32,9 +32,10 @@ class Net:
             self.linears.append(linear)
             layers += [linear, ShiftedReLU(shift)] if i < n_layers(params) else [linear]
         self.model = nn.Sequential(*layers)
-        self.input_grad = input_grad or notebook  # no notebook mode: only its x.g
+        self.params, self.input_grad = params, input_grad
 
     def forward(self, x: torch.Tensor, targ: torch.Tensor) -> torch.Tensor:
+        check_shapes(x, targ, self.params)
         self.inp = x.detach().requires_grad_(self.input_grad)
         self.loss = mse(self.model(self.inp), targ)
         return self.loss
