@@ -41,9 +41,9 @@ class Case:
 
 def _store(directory: Path) -> Path:
     """A real MLflow store in `directory`/mlruns (created by MLflow itself)."""
-    from backprop_lab import tracking
+    from backprop_lab import store, tracking
 
-    uri, artifacts = tracking.default_store(directory)
+    uri, artifacts = store.default_store(directory)
     tracking.prepare_store(uri, "backprop-lab", artifacts)
     return directory / "mlruns" / "mlflow.db"
 

@@ -119,10 +119,10 @@ def wait_for_timing_stage(store_dir, proc, child=True, timeout=120):
 def test_interrupting_a_sweep_kills_child_and_parent(tmp_path, signum):
     import signal
 
-    from backprop_lab import tracking
+    from backprop_lab import store, tracking
 
     # the store exists before the job starts: a reader creating it at the same moment would race the job's migrations
-    uri, artifact_location = tracking.default_store(tmp_path)
+    uri, artifact_location = store.default_store(tmp_path)
     tracking.prepare_store(uri, "backprop-lab", artifact_location)
     args = [sys.executable, str(SCRIPT), "-m", "impl=functional,nn", *FAST, "timing.min_run_time=60"]
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -161,9 +161,9 @@ def test_sigterm_during_timing_kills_a_single_run(tmp_path):
     import signal
     import time
 
-    from backprop_lab import tracking
+    from backprop_lab import store, tracking
 
-    uri, artifact_location = tracking.default_store(tmp_path)
+    uri, artifact_location = store.default_store(tmp_path)
     tracking.prepare_store(uri, "backprop-lab", artifact_location)
     proc = subprocess.Popen([sys.executable, str(SCRIPT), *FAST, "timing.min_run_time=60"], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip

@@ -6,7 +6,7 @@ import pytest
 from conftest import ROOT
 from mlflow.tracking import MlflowClient
 
-from backprop_lab import report, tracking
+from backprop_lab import report, runs
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +27,7 @@ def test_report_of_the_latest_sweep(sweep_store, tmp_path, capsys):
     assert table[0].startswith("| impl | init | status | all close")
     assert len(table) == 1 + 4  # the header and one row per job
     assert all("| FINISHED | yes |" in row for row in table[1:])
-    parent_id = tracking.latest_sweep(uri, "backprop-lab")
+    parent_id = runs.latest_sweep(uri, "backprop-lab")
     logged = {f.path for f in MlflowClient(uri).list_artifacts(parent_id, "report")}
     assert {f"report/{n}" for n in names} <= logged
     assert "functional" in capsys.readouterr().out
@@ -35,7 +35,7 @@ def test_report_of_the_latest_sweep(sweep_store, tmp_path, capsys):
 
 def test_report_rows_carry_the_swept_choices(sweep_store):
     _, uri = sweep_store
-    parent, records = tracking.sweep_records(uri, tracking.latest_sweep(uri, "backprop-lab"))
+    parent, records = runs.sweep_records(uri, runs.latest_sweep(uri, "backprop-lab"))
     rows = report.to_rows(records)
     assert [tuple(r.choices.values()) for r in rows] == [
         ("functional", "kaiming_uniform"), ("functional", "xavier"), ("nn", "kaiming_uniform"), ("nn", "xavier"),

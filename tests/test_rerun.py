@@ -8,7 +8,7 @@ import pytest
 from conftest import composed
 from mlflow.tracking import MlflowClient
 
-from backprop_lab import pipeline, rerun, tracking
+from backprop_lab import pipeline, rerun, runs
 
 FAST = ["data=synthetic", "data.n_train=200", "data.n_valid=50", "timing.min_run_time=0.01"]
 
@@ -43,7 +43,7 @@ def test_a_changed_metric_is_exactly_the_difference(logged, tmp_path):
 def test_a_changed_seed_changes_what_the_seed_drives(logged, tmp_path):
     store, run_id = logged
     client = MlflowClient(store)
-    config_yaml = (tracking.logged_run(store, run_id).config_yaml or "").replace("seed: 0", "seed: 1")
+    config_yaml = (runs.logged_run(store, run_id).config_yaml or "").replace("seed: 0", "seed: 1")
     client.log_text(run_id, config_yaml, "config/config.yaml")
     (verdict,) = rerun.rerun(run_id, store, tmp_path, 1e-6, 1e-9, console=_quiet())
     changed = {c.key for c in verdict.differing}
@@ -53,8 +53,8 @@ def test_a_changed_seed_changes_what_the_seed_drives(logged, tmp_path):
 
 def test_environment_differences_are_said_and_judged_with_tolerance(logged, tmp_path):
     store, run_id = logged
-    original = tracking.logged_run(store, run_id)
-    again = tracking.logged_run(store, run_id)
+    original = runs.logged_run(store, run_id)
+    again = runs.logged_run(store, run_id)
     again.record.tags["torch.threads"] = "64"
     again.points[("loss", 0)] = original.points[("loss", 0)] * (1 + 1e-9)
     verdict = rerun.compare(original, again, rtol=1e-6, atol=0)
@@ -69,12 +69,12 @@ def test_rerun_of_a_sweep_reruns_every_child(tmp_path, capsys):
     done = cli(tmp_path, "-m", "impl=functional,nn", *FAST)
     assert done.returncode == 0, done.stderr
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
-    parent = tracking.latest_sweep(uri, "backprop-lab")
+    parent = runs.latest_sweep(uri, "backprop-lab")
     verdicts = rerun.rerun(parent, uri, tmp_path, 1e-6, 1e-9, console=_quiet())
     assert len(verdicts) == 2 and all(v.same for v in verdicts)
-    assert {v.original_id for v in verdicts} == set(tracking.sweep_child_statuses(uri, parent))
-    new_parent = tracking.latest_sweep(uri, "backprop-lab")
-    assert new_parent != parent and set(tracking.sweep_child_statuses(uri, new_parent).values()) == {"FINISHED"}
+    assert {v.original_id for v in verdicts} == set(runs.child_statuses(uri, parent))
+    new_parent = runs.latest_sweep(uri, "backprop-lab")
+    assert new_parent != parent and set(runs.child_statuses(uri, new_parent).values()) == {"FINISHED"}
 
 
 def test_bad_inputs_are_one_line_errors(logged, tmp_path, capsys):
@@ -83,7 +83,7 @@ def test_bad_inputs_are_one_line_errors(logged, tmp_path, capsys):
     foreign = client.create_run(client.get_run(run_id).info.experiment_id).info.run_id
     client.set_terminated(foreign)
     broken = pipeline.run(composed(*FAST, f"tracking.uri={store}"), [], launch_dir=tmp_path).run.run_id
-    text = tracking.logged_run(store, broken).config_yaml.replace("seed: 0", "seed: 0\nshiny_new_key: 1")
+    text = runs.logged_run(store, broken).config_yaml.replace("seed: 0", "seed: 0\nshiny_new_key: 1")
     client.log_text(broken, text, "config/config.yaml")
     cases = {
         "no-such-run": "error: run no-such-run: not found in",

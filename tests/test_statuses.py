@@ -15,7 +15,7 @@ import pytest
 from conftest import ROOT
 from mlflow.tracking import MlflowClient
 
-from backprop_lab import tracking
+from backprop_lab import store, tracking
 
 pytestmark = pytest.mark.slow
 FAST = ["data=synthetic", "data.n_train=128", "data.n_valid=32", "timing.min_run_time=0.01"]
@@ -33,13 +33,13 @@ def run(cwd: Path, *args: str, name: str = "run", timeout: float = 300) -> subpr
 
 
 def store_of(cwd: Path) -> str:
-    return tracking.default_store(cwd)[0]
+    return store.default_store(cwd)[0]
 
 
 def prepared(cwd: Path) -> str:
     """A store and experiment made before the process under test starts, so that a reader never races its
     schema migrations."""
-    uri, artifacts = tracking.default_store(cwd)
+    uri, artifacts = store.default_store(cwd)
     tracking.prepare_store(uri, "backprop-lab", artifacts)
     return uri
 

@@ -45,14 +45,14 @@ def job(cfg: DictConfig) -> None:
 
         from rich.console import Console
 
-        from backprop_lab import pipeline, summary, tracking
+        from backprop_lab import pipeline, summary, sweep
 
         result = pipeline.run(
             cfg,
             list(hydra_cfg.overrides.task),
             Path.cwd(),
             process_start=_STARTED if os.getpid() == _main_pid else None,
-            parent_run_id=tracking.sweep_parent_from_env() if in_sweep else None,
+            parent_run_id=sweep.parent_from_env() if in_sweep else None,
             job_tags={"hydra.job.num": str(hydra_cfg.job.num)} if in_sweep else None,
         )
         console = Console(width=None if sys.stdout.isatty() else 110)

@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from backprop_lab import backward, data, environment, figures, forward, impls, init, stop, timing, tracking
+from backprop_lab import backward, data, environment, figures, forward, impls, init, stop, store, timing, tracking
 from backprop_lab.config import validate
 from backprop_lab.impls import autograd
 
@@ -85,7 +85,7 @@ def run(
     stop.check()  # a sweep's next job does not start after a stop was asked for
     # bad input outside a sweep creates no run; inside one it must leave a FAILED child that says why
     device = None if parent_run_id else checked_device(cfg)
-    uri, artifact_location = tracking.resolve_store(cfg.tracking.uri, launch_dir)
+    uri, artifact_location = store.resolve_store(cfg.tracking.uri, launch_dir)
     name = run_name(cfg)
     tags = environment.git_state() | {"overrides": " ".join(overrides) or "(none)"} | (job_tags or {})
     t_start = time.perf_counter()
@@ -158,7 +158,7 @@ def run(
     return Result(
         ref,
         name,
-        tracking.ui_command(uri, launch_dir),
+        store.ui_command(uri, launch_dir),
         d.stats,
         d.normalized_ok,
         init_stats,

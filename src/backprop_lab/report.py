@@ -18,9 +18,9 @@ from typing import Optional
 from rich.console import Console
 from rich.table import Table
 
-from backprop_lab import redaction, tracking
+from backprop_lab import redaction, runs, store, tracking
 from backprop_lab.errors import UserError
-from backprop_lab.tracking import RunRecord
+from backprop_lab.runs import RunRecord
 
 CHOICE_KEYS = ("impl.name", "init.scheme", "model.name", "data.name")  # what a run name is made of
 
@@ -221,26 +221,25 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 def report(args: argparse.Namespace) -> int:
     from backprop_lab.config import TrackingConfig
-    from backprop_lab.store import check_store
 
-    uri, _ = tracking.resolve_store(args.tracking_uri, Path.cwd())
+    uri, _ = store.resolve_store(args.tracking_uri, Path.cwd())
     console = Console(width=None if sys.stdout.isatty() else 140)
     if args.out and args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out: {args.out} is a file; give a folder for report.md, report.html and the figures")
-    check_store(uri)
+    store.check_store(uri)
     experiment = args.experiment or TrackingConfig.experiment
     for run_id in tracking.end_dead_runs_in(uri, experiment):
         console.print(f"note: run {run_id} was left RUNNING by a process that died; it is now marked KILLED")
 
     parent_id = None
     if args.experiment and not args.run_id:
-        records = tracking.experiment_records(uri, args.experiment)
+        records = runs.experiment_records(uri, args.experiment)
         title = f"experiment {args.experiment}"
     else:
-        parent_id = args.run_id or tracking.latest_sweep(uri, experiment)
+        parent_id = args.run_id or runs.latest_sweep(uri, experiment)
         if parent_id is None:
             raise UserError("no sweep found in the store; run one with scripts/run.py -m ..., or name a run id")
-        parent, records = tracking.sweep_records(uri, parent_id)
+        parent, records = runs.sweep_records(uri, parent_id)
         title = f"sweep {parent_id}: {parent.tags.get('overrides', '')}"
         if parent.status != "FINISHED":
             why = parent.tags.get("error", "")

@@ -23,9 +23,9 @@ from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from backprop_lab import config, redaction, stop, tracking
+from backprop_lab import config, redaction, runs, stop, store, sweep, tracking
 from backprop_lab.errors import ConfigError, UserError
-from backprop_lab.tracking import LoggedRun
+from backprop_lab.runs import LoggedRun
 
 TIMING_PREFIXES = ("time/", "wall/", "mem/")  # measurements of the machine: reported, never judged
 
@@ -128,7 +128,7 @@ def rerun_one(uri: str, original: LoggedRun, launch_dir: Path, parent_run_id: Op
         job_tags={"rerun_of": run_id},
         console=Console(stderr=True, quiet=True),
     )
-    return tracking.logged_run(uri, result.run.run_id)
+    return runs.logged_run(uri, result.run.run_id)
 
 
 def _f(x: Optional[float]) -> str:
@@ -172,28 +172,26 @@ def print_verdict(v: Verdict, console: Console) -> None:
 
 
 def rerun(run_id: str, uri: str, launch_dir: Path, rtol: float, atol: float, console: Console) -> list[Verdict]:
-    from backprop_lab.store import check_store
-
-    check_store(uri)
-    original = tracking.logged_run(uri, run_id)
+    store.check_store(uri)
+    original = runs.logged_run(uri, run_id)
     if original.record.tags.get(tracking.SWEEP_TAG) != "parent":
         verdict = compare(original, rerun_one(uri, original, launch_dir), rtol, atol)
         print_verdict(verdict, console)
         return [verdict]
-    children = tracking.sweep_child_statuses(uri, run_id)
+    children = runs.child_statuses(uri, run_id)
     experiment_id = tracking.prepare_store(uri, original.experiment)
-    parent = tracking.start_sweep(uri, experiment_id, f"rerun of {original.record.name}"[:250], {"rerun_of": run_id})
+    parent = sweep.open_parent(uri, experiment_id, f"rerun of {original.record.name}"[:250], {"rerun_of": run_id})
     verdicts, not_rerun = [], []
     try:
         for child_id, status in sorted(children.items()):
-            child = tracking.logged_run(uri, child_id)
+            child = runs.logged_run(uri, child_id)
             if status != "FINISHED":  # nothing to reproduce: say so, and go on with the others
                 not_rerun.append((child_id, status, child.record.tags.get("error", "")))
                 continue
             console.print(f"rerunning {child.record.name} ({child_id})")
             verdicts.append(compare(child, rerun_one(uri, child, launch_dir, parent), rtol, atol))
     finally:
-        tracking.end_sweep(uri, parent)
+        sweep.close_parent(uri, parent)
     for verdict in verdicts:
         print_verdict(verdict, console)
     table = Table(title=f"rerun of sweep {run_id}: {len(verdicts)} of {len(children)} children rerun")
@@ -217,7 +215,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     redaction.protect_process()
     stop.install()
-    uri, _ = tracking.resolve_store(args.tracking_uri, Path.cwd())
+    uri, _ = store.resolve_store(args.tracking_uri, Path.cwd())
     console = Console(width=None if sys.stdout.isatty() else 140)
     try:
         verdicts = rerun(args.run_id, uri, Path.cwd(), args.rtol, args.atol, console)

@@ -14,6 +14,7 @@ import importlib.util
 import os
 import socket
 import sqlite3
+import sys
 import tempfile
 import threading
 import time
@@ -49,6 +50,37 @@ QUICK_CHECK_S = 0.5  # PRAGMA quick_check reads the whole file: a few ms for our
 API_PROBE = "/api/2.0/mlflow/experiments/get-by-name"  # answers JSON on any MLflow server, found or not
 
 
+
+
+# --- where the store is -----------------------------------------------------------------------------------------
+
+
+def default_store(launch_dir: Path) -> tuple[str, str]:
+    """(tracking URI, artifact location) of the project's default store."""
+    store = launch_dir.resolve() / "mlruns"
+    return f"sqlite:///{store / 'mlflow.db'}", (store / "artifacts").as_uri()
+
+
+def resolve_store(uri: Optional[str], launch_dir: Path) -> tuple[str, Optional[str]]:
+    """The configured store, or the default one; a new experiment's artifact location where we choose it."""
+    if uri:
+        return uri, None
+    return default_store(launch_dir)
+
+
+def ui_command(uri: str, launch_dir: Path) -> str:
+    """The command that serves this store's UI on the loopback interface, as typed from the launch directory."""
+    local_default, _ = default_store(launch_dir)
+    shown = "sqlite:///mlruns/mlflow.db" if uri == local_default else uri
+    cli = Path(sys.executable).parent / "mlflow"  # the environment's own mlflow, as a path one can paste
+    if not cli.exists():
+        cli = Path("mlflow")
+    elif cli.is_relative_to(launch_dir.resolve()):
+        cli = cli.relative_to(launch_dir.resolve())
+    return f"{cli} ui --backend-store-uri {redact(shown)} --host 127.0.0.1 --port 5000"
+
+
+# --- what it must be ------------------------------------------------------------------------------------------------
 
 
 def check_uri_syntax(uri: str) -> None:

@@ -20,8 +20,38 @@ from typing import Any, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from backprop_lab import redaction, tracking
+from backprop_lab import redaction, runs, store, tracking
 from backprop_lab.errors import UserError
+
+PARENT_ENV = "BACKPROP_LAB_SWEEP_RUN_ID"  # hands the parent's id to jobs, in this process or a launcher's workers
+
+
+def parent_from_env() -> Optional[str]:
+    return os.environ.get(PARENT_ENV) or None
+
+
+def open_parent(uri: str, experiment_id: str, run_name: str, tags: dict[str, str]) -> str:
+    """A sweep's parent run: the UI nests the jobs under it, the report finds it by its tag."""
+    _, run_id = tracking.start_run(uri, experiment_id, run_name, tags | {tracking.SWEEP_TAG: "parent"})
+    return run_id
+
+
+def close_parent(
+    uri: str, parent_run_id: str, status: Optional[str] = None, metrics: Optional[dict[str, float]] = None
+) -> dict[str, int]:
+    """Count the children by status, end KILLED any still RUNNING (the sweep is stopping early, or their process
+    died), and end the parent: FAILED when a job failed, unless a status is given."""
+    statuses = runs.child_statuses(uri, parent_run_id)
+    for run_id, status_now in statuses.items():
+        if status_now == "RUNNING":
+            tracking.end_run(uri, run_id, "KILLED", "the sweep ended before this job did")
+            statuses[run_id] = "KILLED"
+    counts = {s: list(statuses.values()).count(s) for s in ("FINISHED", "FAILED", "KILLED")}
+    failed = counts["FAILED"] + counts["KILLED"]
+    summary = {"sweep/jobs": len(statuses), "sweep/jobs_failed": failed, "sweep/jobs_finished": counts["FINISHED"]}
+    tracking.log_metrics_to(uri, parent_run_id, (metrics or {}) | summary)
+    tracking.end_run(uri, parent_run_id, status or ("FAILED" if failed else "FINISHED"))
+    return counts | {"jobs": len(statuses)}
 
 
 def redact_hydra_files(config: DictConfig, job: bool = True) -> None:
@@ -57,11 +87,11 @@ class MlflowSweep(Callback):
                 sweep_dir.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise SystemExit(f"error: hydra.sweep.dir: cannot create {sweep_dir} ({e.strerror})") from None
-            self.uri, artifact_location = tracking.resolve_store(config.tracking.uri, Path.cwd())
+            self.uri, artifact_location = store.resolve_store(config.tracking.uri, Path.cwd())
             experiment_id = tracking.prepare_store(self.uri, config.tracking.experiment, artifact_location)
             overrides = list(config.hydra.overrides.task)
             self.started = time.perf_counter()
-            self.parent_run_id = tracking.start_sweep(
+            self.parent_run_id = open_parent(
                 self.uri,
                 experiment_id,
                 run_name=f"sweep {' '.join(overrides) or '(defaults)'}"[:250],
@@ -71,14 +101,14 @@ class MlflowSweep(Callback):
             raise SystemExit(f"error: {e}") from None
         except Exception as e:
             raise SystemExit(f"error: the sweep's parent run cannot be created: {_first_line(e)}") from None
-        os.environ[tracking.SWEEP_ENV] = self.parent_run_id  # launchers' workers are started after this
+        os.environ[PARENT_ENV] = self.parent_run_id  # launchers' workers are started after this
         _active.add(self)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         redaction.protect_logging()  # Hydra has just configured the job's log file
         redact_hydra_files(config)
         if self.parent_run_id:  # in a worker, the callback arrives pickled with the parent's id
-            os.environ[tracking.SWEEP_ENV] = self.parent_run_id
+            os.environ[PARENT_ENV] = self.parent_run_id
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         # as at the start, an exception here would be a warning and the exit status 0: the verdict is a SystemExit
@@ -96,8 +126,8 @@ class MlflowSweep(Callback):
         if not self.parent_run_id:
             return {}
         wall = {"sweep/wall_s": time.perf_counter() - self.started}
-        counts = tracking.end_sweep(self.uri, self.parent_run_id, status, wall)
-        os.environ.pop(tracking.SWEEP_ENV, None)
+        counts = close_parent(self.uri, self.parent_run_id, status, wall)
+        os.environ.pop(PARENT_ENV, None)
         self.parent_run_id = None
         _active.discard(self)
         return counts

@@ -10,11 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Optional
 
@@ -44,31 +42,6 @@ class RunRef(NamedTuple):
     experiment_id: str
 
 
-def default_store(launch_dir: Path) -> tuple[str, str]:
-    """(tracking URI, artifact location) of the project's default store."""
-    store = launch_dir.resolve() / "mlruns"
-    return f"sqlite:///{store / 'mlflow.db'}", (store / "artifacts").as_uri()
-
-
-def resolve_store(uri: Optional[str], launch_dir: Path) -> tuple[str, Optional[str]]:
-    """The configured store, or the default one; a new experiment's artifact location where we choose it."""
-    if uri:
-        return uri, None
-    return default_store(launch_dir)
-
-
-def ui_command(uri: str, launch_dir: Path) -> str:
-    """The command that serves this store's UI on the loopback interface, as typed from the launch directory."""
-    local_default, _ = default_store(launch_dir)
-    shown = "sqlite:///mlruns/mlflow.db" if uri == local_default else uri
-    cli = Path(sys.executable).parent / "mlflow"  # the environment's own mlflow, as a path one can paste
-    if not cli.exists():
-        cli = Path("mlflow")
-    elif cli.is_relative_to(launch_dir.resolve()):
-        cli = cli.relative_to(launch_dir.resolve())
-    return f"{cli} ui --backend-store-uri {redact(shown)} --host 127.0.0.1 --port 5000"
-
-
 def flatten(config: dict, prefix: str = "") -> dict[str, str]:
     """Nested config to `a.b.c` params; lists as JSON; values cut to MLflow's length limit."""
     flat: dict[str, str] = {}
@@ -86,7 +59,7 @@ def flatten(config: dict, prefix: str = "") -> dict[str, str]:
 _CANNOT_WRITE = ("disk I/O error", "database or disk is full", "File too large", "No space left on device")
 
 
-def _retry_locked(fn: Callable, *args, attempts: int = 6, **kwargs):
+def retried(fn: Callable, *args, attempts: int = 6, **kwargs):
     """sqlite answers "database is locked" when parallel writers collide past its busy timeout: wait and retry."""
     for attempt in range(attempts):
         try:
@@ -102,7 +75,7 @@ def _retry_locked(fn: Callable, *args, attempts: int = 6, **kwargs):
             time.sleep(0.25 * 2**attempt)
 
 
-def _client(uri: str):
+def mlflow_client(uri: str):
     from mlflow.tracking import MlflowClient
 
     for key, value in HTTP_CLIENT_SETTINGS.items():
@@ -138,13 +111,13 @@ def prepare_store(uri: str, experiment: str, artifact_location: Optional[str] = 
 
 
 def _experiment_id(uri: str, experiment: str, artifact_location: Optional[str]) -> str:
-    client = _client(uri)
-    found = _retry_locked(client.get_experiment_by_name, experiment)
+    client = mlflow_client(uri)
+    found = retried(client.get_experiment_by_name, experiment)
     if found is None:
         try:
             # the UI opens a "custom_model_development" experiment on its training-runs view, not the GenAI one
             tags = {"mlflow.experimentKind": "custom_model_development"}
-            return _retry_locked(client.create_experiment, experiment, artifact_location=artifact_location, tags=tags)
+            return retried(client.create_experiment, experiment, artifact_location=artifact_location, tags=tags)
         except Exception:  # another process created it first
             found = client.get_experiment_by_name(experiment)
             if found is None:
@@ -160,8 +133,8 @@ def _experiment_id(uri: str, experiment: str, artifact_location: Optional[str]) 
 def end_dead_runs(uri: str, experiment_id: str) -> list[str]:
     """End KILLED the experiment's RUNNING runs whose process on this host is gone (a SIGKILL, the OOM killer):
     no process can end its own run then. Returns their ids."""
-    client = _client(uri)
-    running = _retry_locked(
+    client = mlflow_client(uri)
+    running = retried(
         client.search_runs, [experiment_id], "attributes.status = 'RUNNING'", max_results=MAX_METRICS_PER_BATCH
     )
     ended = []
@@ -169,15 +142,15 @@ def end_dead_runs(uri: str, experiment_id: str) -> list[str]:
         run_owner = run.data.tags.get(owner.OWNER_TAG)
         if run_owner and owner.is_dead(run_owner):
             note = f"its process ({owner.describe(run_owner)}) died without ending the run; ended KILLED later"
-            _retry_locked(client.set_tag, run.info.run_id, "error", note)
-            _retry_locked(client.set_terminated, run.info.run_id, "KILLED")
+            retried(client.set_tag, run.info.run_id, "error", note)
+            retried(client.set_terminated, run.info.run_id, "KILLED")
             ended.append(run.info.run_id)
     return ended
 
 
 def end_dead_runs_in(uri: str, experiment: str) -> list[str]:
     """`end_dead_runs` for an experiment given by name (none when it does not exist)."""
-    found = _client(uri).get_experiment_by_name(experiment)
+    found = mlflow_client(uri).get_experiment_by_name(experiment)
     return end_dead_runs(uri, found.experiment_id) if found else []
 
 
@@ -186,22 +159,23 @@ _open_runs: dict[str, str] = {}  # run id -> tracking URI
 _current: list[tuple[Any, str]] = []  # (client, run id) of the run the log_* functions write to
 
 
-def _start(uri: str, experiment_id: str, run_name: str, tags: dict[str, str]) -> tuple[Any, str]:
+def start_run(uri: str, experiment_id: str, run_name: str, tags: dict[str, str]) -> tuple[Any, str]:
+    """A new run, RUNNING and owned by this process, which must end it (`end_run`, or `end_open_runs`)."""
     from mlflow.tracking.context.registry import resolve_tags
 
-    client = _client(uri)
+    client = mlflow_client(uri)
     tags = resolve_tags(tags) | {owner.OWNER_TAG: owner.this_process()}  # MLflow's source, user and git tags too
     tags = {k: redact(str(v))[:MAX_PARAM_CHARS] for k, v in tags.items()}
-    run = _retry_locked(client.create_run, experiment_id, run_name=redact(run_name), tags=tags)
+    run = retried(client.create_run, experiment_id, run_name=redact(run_name), tags=tags)
     _open_runs[run.info.run_id] = uri
     return client, run.info.run_id
 
 
 def end_run(uri: str, run_id: str, status: str, error: Optional[str] = None, attempts: int = 6) -> None:
-    client = _client(uri)
+    client = mlflow_client(uri)
     if error:
-        _retry_locked(client.set_tag, run_id, "error", redact(error)[:MAX_PARAM_CHARS], attempts=attempts)
-    _retry_locked(client.set_terminated, run_id, status, attempts=attempts)
+        retried(client.set_tag, run_id, "error", redact(error)[:MAX_PARAM_CHARS], attempts=attempts)
+    retried(client.set_terminated, run_id, status, attempts=attempts)
     _open_runs.pop(run_id, None)
 
 
@@ -237,7 +211,8 @@ def tracked_run(
 ) -> Iterator[RunRef]:
     """Yield a new run; whatever happens inside, the run ends with an honest status and keeps its logs."""
     experiment_id = prepare_store(uri, experiment, artifact_location)
-    client, run_id = _start(uri, experiment_id, run_name, tags | ({PARENT_TAG: parent_run_id} if parent_run_id else {}))
+    parent = {PARENT_TAG: parent_run_id} if parent_run_id else {}
+    client, run_id = start_run(uri, experiment_id, run_name, tags | parent)
     _current.append((client, run_id))
     try:
         yield RunRef(run_id, experiment_id)
@@ -267,7 +242,7 @@ def _log_points(points: list[tuple[str, float, int]]) -> None:
     now = int(time.time() * 1000)
     metrics = [Metric(key, float(value), now, step) for key, value, step in points]
     for start in range(0, len(metrics), MAX_METRICS_PER_BATCH):
-        _retry_locked(client.log_batch, run_id, metrics=metrics[start : start + MAX_METRICS_PER_BATCH])
+        retried(client.log_batch, run_id, metrics=metrics[start : start + MAX_METRICS_PER_BATCH])
 
 
 def log_metrics(metrics: dict[str, float], step: int = 0) -> None:
@@ -285,19 +260,19 @@ def log_params(config: dict) -> None:
     client, run_id = _active()
     items = [Param(k, v) for k, v in flatten(config).items()]
     for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
-        _retry_locked(client.log_batch, run_id, params=items[start : start + MAX_PARAMS_PER_BATCH])
+        retried(client.log_batch, run_id, params=items[start : start + MAX_PARAMS_PER_BATCH])
 
 
 def set_tags(tags: dict[str, str]) -> None:
     from mlflow.entities import RunTag
 
     client, run_id = _active()
-    _retry_locked(client.log_batch, run_id, tags=[RunTag(k, redact(str(v))[:MAX_PARAM_CHARS]) for k, v in tags.items()])
+    retried(client.log_batch, run_id, tags=[RunTag(k, redact(str(v))[:MAX_PARAM_CHARS]) for k, v in tags.items()])
 
 
 def log_text(text: str, artifact_file: str) -> None:
     client, run_id = _active()
-    _retry_locked(client.log_text, run_id, redact(text), artifact_file)
+    retried(client.log_text, run_id, redact(text), artifact_file)
 
 
 def log_json(obj: Any, artifact_file: str) -> None:
@@ -309,162 +284,19 @@ def log_figure(fig, artifact_file: str) -> None:
 
     client, run_id = _active()
     try:
-        _retry_locked(client.log_figure, run_id, fig, artifact_file)
+        retried(client.log_figure, run_id, fig, artifact_file)
     finally:
         plt.close(fig)
 
 
-# --- sweeps: a parent run per multirun, created before the jobs and closed after them -----------------------------
-
-
-def start_sweep(uri: str, experiment_id: str, run_name: str, tags: dict[str, str]) -> str:
-    _, run_id = _start(uri, experiment_id, run_name, tags | {SWEEP_TAG: "parent"})
-    return run_id
-
-
-def _children(client, parent) -> list:
-    """Every job run of a sweep: the runs that name it as their parent."""
-    return client.search_runs(
-        [parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'", max_results=10000
-    )
-
-
-def sweep_child_statuses(uri: str, parent_run_id: str) -> dict[str, str]:
-    """{child run id: status} for every job of the sweep."""
-    client = _client(uri)
-    return {r.info.run_id: r.info.status for r in _children(client, client.get_run(parent_run_id))}
-
-
-def end_sweep(
-    uri: str, parent_run_id: str, status: Optional[str] = None, metrics: Optional[dict[str, float]] = None
-) -> dict[str, int]:
-    """Close the parent: count its children by status, end KILLED any still RUNNING (the sweep is stopping early,
-    or their process died), and end the parent FAILED when a job failed (unless a status is given)."""
+def log_metrics_to(uri: str, run_id: str, metrics: dict[str, float]) -> None:
+    """Metrics for a run other than the one being tracked (a sweep's parent), at step 0."""
     from mlflow.entities import Metric
 
-    client = _client(uri)
-    statuses = sweep_child_statuses(uri, parent_run_id)
-    for run_id, s in statuses.items():
-        if s == "RUNNING":
-            end_run(uri, run_id, "KILLED", "the sweep ended before this job did")
-            statuses[run_id] = "KILLED"
-    counts = {s: list(statuses.values()).count(s) for s in ("FINISHED", "FAILED", "KILLED")}
-    failed = counts["FAILED"] + counts["KILLED"]
     now = int(time.time() * 1000)
-    metrics = (metrics or {}) | {
-        "sweep/jobs": len(statuses),
-        "sweep/jobs_failed": failed,
-        "sweep/jobs_finished": counts["FINISHED"],
-    }
-    _retry_locked(client.log_batch, parent_run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
-    end_run(uri, parent_run_id, status or ("FAILED" if failed else "FINISHED"))
-    return counts | {"jobs": len(statuses)}
-
-
-# --- reading runs back, for the report --------------------------------------------------------------------------
-
-
-@dataclass
-class RunRecord:
-    run_id: str
-    name: str
-    status: str
-    params: dict[str, str]
-    metrics: dict[str, float]
-    tags: dict[str, str]
-    act_std: list[tuple[int, float]] = field(default_factory=list)  # (layer, std) from the act/std history
-
-
-def _record(client, run) -> RunRecord:
-    history = client.get_metric_history(run.info.run_id, "act/std")
-    return RunRecord(
-        run.info.run_id,
-        run.info.run_name,
-        run.info.status,
-        dict(run.data.params),
-        dict(run.data.metrics),
-        dict(run.data.tags),
-        sorted((m.step, m.value) for m in history),
-    )
-
-
-def latest_sweep(uri: str, experiment: str) -> Optional[str]:
-    client = _client(uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        return None
-    runs = client.search_runs(
-        [found.experiment_id], f"tags.`{SWEEP_TAG}` = 'parent'", max_results=1, order_by=["attributes.start_time DESC"]
-    )
-    return runs[0].info.run_id if runs else None
-
-
-def _get_run(client, uri: str, run_id: str):
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client.get_run(run_id)
-    except MlflowException as e:
-        detail = redact(str(e).splitlines()[0])
-        raise TrackingError(f"run {run_id}: not found in {redact(uri)} ({detail}); check the id") from None
-
-
-def sweep_records(uri: str, parent_run_id: str) -> tuple[RunRecord, list[RunRecord]]:
-    client = _client(uri)
-    parent = _get_run(client, uri, parent_run_id)
-    return _record(client, parent), [_record(client, r) for r in _children(client, parent)]
-
-
-def experiment_records(uri: str, experiment: str) -> list[RunRecord]:
-    """Every job run of the experiment (sweep parents left out)."""
-    client = _client(uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        return []
-    runs = client.search_runs([found.experiment_id], max_results=10000)
-    return [_record(client, r) for r in runs if r.data.tags.get(SWEEP_TAG) != "parent"]
+    batch = [Metric(key, float(value), now, 0) for key, value in metrics.items()]
+    retried(mlflow_client(uri).log_batch, run_id, metrics=batch)
 
 
 def log_artifacts_to(uri: str, run_id: str, local_dir: Path, artifact_path: str) -> None:
-    _client(uri).log_artifacts(run_id, str(local_dir), artifact_path)
-
-
-@dataclass
-class LoggedRun:
-    record: RunRecord
-    experiment: str
-    config_yaml: Optional[str]  # config/config.yaml, None for a run another program logged
-    device: dict  # device.json, {} when absent
-    points: dict[tuple[str, int], float]  # every metric at every step: the last value logged there
-
-
-def _artifact_text(client, run_id: str, path: str) -> Optional[str]:
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            return Path(client.download_artifacts(run_id, path, tmp)).read_text()
-        except Exception:  # absent: MLflow raises OSError or MlflowException depending on the store
-            return None
-
-
-def logged_run(uri: str, run_id: str) -> LoggedRun:
-    """Everything a rerun compares against: config, environment and every metric point of a run."""
-    client = _client(uri)
-    run = _get_run(client, uri, run_id)
-    points = {}
-    for key in run.data.metrics:
-        for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.timestamp):
-            points[(key, m.step)] = m.value
-    device = _artifact_text(client, run_id, "device.json")
-    return LoggedRun(
-        _record(client, run),
-        client.get_experiment(run.info.experiment_id).name,
-        _artifact_text(client, run_id, "config/config.yaml"),
-        json.loads(device) if device else {},
-        points,
-    )
-
-
-def sweep_parent_from_env() -> Optional[str]:
-    return os.environ.get(SWEEP_ENV) or None
+    retried(mlflow_client(uri).log_artifacts, run_id, str(local_dir), artifact_path)

@@ -1,0 +1,123 @@
+"""Reading runs back from MLflow: what the report and the rerun query (the writing is tracking.py's)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from backprop_lab.errors import TrackingError
+from backprop_lab.redaction import redact
+from backprop_lab.tracking import PARENT_TAG, SWEEP_TAG, mlflow_client
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    name: str
+    status: str
+    params: dict[str, str]
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    act_std: list[tuple[int, float]] = field(default_factory=list)  # (layer, std) from the act/std history
+
+
+def _record(client, run) -> RunRecord:
+    history = client.get_metric_history(run.info.run_id, "act/std")
+    return RunRecord(
+        run.info.run_id,
+        run.info.run_name,
+        run.info.status,
+        dict(run.data.params),
+        dict(run.data.metrics),
+        dict(run.data.tags),
+        sorted((m.step, m.value) for m in history),
+    )
+
+
+def latest_sweep(uri: str, experiment: str) -> Optional[str]:
+    client = mlflow_client(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    runs = client.search_runs(
+        [found.experiment_id], f"tags.`{SWEEP_TAG}` = 'parent'", max_results=1, order_by=["attributes.start_time DESC"]
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def _children(client, parent) -> list:
+    """Every job run of a sweep: the runs that name it as their parent."""
+    return client.search_runs(
+        [parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'", max_results=10000
+    )
+
+
+def child_statuses(uri: str, parent_run_id: str) -> dict[str, str]:
+    """{child run id: status} for every job of the sweep."""
+    client = mlflow_client(uri)
+    return {r.info.run_id: r.info.status for r in _children(client, _get_run(client, uri, parent_run_id))}
+
+
+def _get_run(client, uri: str, run_id: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id)
+    except MlflowException as e:
+        detail = redact(str(e).splitlines()[0])
+        raise TrackingError(f"run {run_id}: not found in {redact(uri)} ({detail}); check the id") from None
+
+
+def sweep_records(uri: str, parent_run_id: str) -> tuple[RunRecord, list[RunRecord]]:
+    client = mlflow_client(uri)
+    parent = _get_run(client, uri, parent_run_id)
+    return _record(client, parent), [_record(client, r) for r in _children(client, parent)]
+
+
+def experiment_records(uri: str, experiment: str) -> list[RunRecord]:
+    """Every job run of the experiment (sweep parents left out)."""
+    client = mlflow_client(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    runs = client.search_runs([found.experiment_id], max_results=10000)
+    return [_record(client, r) for r in runs if r.data.tags.get(SWEEP_TAG) != "parent"]
+
+
+@dataclass
+class LoggedRun:
+    record: RunRecord
+    experiment: str
+    config_yaml: Optional[str]  # config/config.yaml, None for a run another program logged
+    device: dict  # device.json, {} when absent
+    points: dict[tuple[str, int], float]  # every metric at every step: the last value logged there
+
+
+def _artifact_text(client, run_id: str, path: str) -> Optional[str]:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            return Path(client.download_artifacts(run_id, path, tmp)).read_text()
+        except Exception:  # absent: MLflow raises OSError or MlflowException depending on the store
+            return None
+
+
+def logged_run(uri: str, run_id: str) -> LoggedRun:
+    """Everything a rerun compares against: config, environment and every metric point of a run."""
+    client = mlflow_client(uri)
+    run = _get_run(client, uri, run_id)
+    points = {}
+    for key in run.data.metrics:
+        for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.timestamp):
+            points[(key, m.step)] = m.value
+    device = _artifact_text(client, run_id, "device.json")
+    return LoggedRun(
+        _record(client, run),
+        client.get_experiment(run.info.experiment_id).name,
+        _artifact_text(client, run_id, "config/config.yaml"),
+        json.loads(device) if device else {},
+        points,
+    )
