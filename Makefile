@@ -9,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: setup setup-dev run test lint clean
+.PHONY: setup setup-dev run test check lint clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,8 +32,11 @@ run: setup
 lint: setup-dev
 	$(PY) -m ruff check .
 
-test: lint
+test: lint  ## everything, as CI runs it
 	$(PY) -m pytest -q $(ARGS)
+
+check: lint  ## the edit loop: the tests not marked slow (under a minute)
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs multirun

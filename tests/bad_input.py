@@ -16,13 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from helpers import ROOT, fashion_dir, serve, tiny_mnist, write_idx, write_pkl_gz
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-from helpers import fashion_dir, serve, tiny_mnist, write_idx, write_pkl_gz  # noqa: E402
-
-FAST = ["data=synthetic", "data.n_train=128", "data.n_valid=32", "timing.min_run_time=0.01"]
 NO_RUN, FAILED = "none", "FAILED"
 
 

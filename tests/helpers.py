@@ -1,4 +1,5 @@
-"""What several test modules share."""
+"""What several test modules share: paths, the small problem every run test uses, the contract's metric names,
+the entry script in a subprocess, tiny data files, a stub HTTP server and a real MLflow server."""
 
 from __future__ import annotations
 
@@ -19,6 +20,74 @@ from typing import Optional
 import numpy as np
 import pytest
 import requests
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from mlflow.tracking import MlflowClient
+
+from backprop_lab.config import plain, store_schema
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+SCRIPT = ROOT / "scripts" / "run.py"
+FAST = ["data=synthetic", "data.n_train=128", "data.n_valid=32", "timing.min_run_time=0.01"]  # seconds, not minutes
+store_schema(ConfigStore.instance())
+
+CONTRACT = [
+    *(f"data/{s}_{k}" for s in ("train", "valid") for k in ("mean_raw", "std_raw", "mean", "std")),
+    "data/normalized_ok",
+    *(f"init/{p}_{k}" for p in ("w1", "b1", "w2", "b2") for k in ("mean", "std")),
+    "act/mean",
+    "act/std",
+    "loss",
+    *(f"grad/{p}/{k}" for p in ("w1", "b1", "w2", "b2") for k in ("max_abs_diff", "max_rel_diff")),
+    "grad/all_close",
+    "time/forward_ms",
+    "time/backward_ms",
+    "time/backward_autograd_ms",
+    "time/forward_iqr_ms",
+    "time/backward_iqr_ms",
+    "time/backward_autograd_iqr_ms",
+    "time/backward_vs_autograd",
+    "time/threads",
+]
+
+
+def composed(*overrides: str, plain_config: bool = True):
+    """The config the entry script would get for these overrides (Hydra's compose API)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        cfg = compose(config_name="config", overrides=list(overrides))
+    return plain(cfg) if plain_config else cfg
+
+
+def small_problem(widths, n=9, dtype=torch.float64, seed=0):
+    from backprop_lab.init import init_params
+
+    params = {k: v.to(dtype) for k, v in init_params(widths, "kaiming_normal", "fan_out", seed).items()}
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.randn(n, widths[0], generator=g, dtype=dtype)
+    y = torch.randint(0, 10, (n,), generator=g).to(dtype)
+    return params, x, y
+
+
+def cli(cwd, *args, timeout=300):
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def runs_in(store_dir):
+    client = MlflowClient(f"sqlite:///{store_dir / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("backprop-lab")
+    return client.search_runs([experiment.experiment_id]) if experiment else []
+
+
+def split_sweep(runs):
+    parents = [r for r in runs if r.data.tags.get("backprop_lab.sweep") == "parent"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, children
 
 
 def require(available: bool, what: str, install: str) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import composed, small_problem
+from helpers import composed, small_problem
 
 from backprop_lab import bench
 

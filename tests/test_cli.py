@@ -7,24 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from helpers import FAST, ROOT, SCRIPT, cli, runs_in, split_sweep
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
-SCRIPT = ROOT / "scripts" / "run.py"
-FAST = ["data=synthetic", "data.n_train=128", "data.n_valid=32", "timing.min_run_time=0.01"]
-
-
-def cli(cwd, *args, timeout=300):
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
-    )
-
-
-def runs_in(store_dir):
-    client = MlflowClient(f"sqlite:///{store_dir / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("backprop-lab")
-    return client.search_runs([experiment.experiment_id]) if experiment else []
 
 
 def test_default_store_is_mlruns_under_the_launch_dir(tmp_path):  # and a single run stays a plain run
@@ -36,12 +22,6 @@ def test_default_store_is_mlruns_under_the_launch_dir(tmp_path):  # and a single
     assert run.info.artifact_uri.startswith((tmp_path / "mlruns" / "artifacts").as_uri())
     assert run.info.run_id in done.stdout
     assert "mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1" in done.stdout
-
-
-def split_sweep(runs):
-    parents = [r for r in runs if r.data.tags.get("backprop_lab.sweep") == "parent"]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    return parents, children
 
 
 def test_multirun_over_every_implementation_is_one_parent_with_six_children(tmp_path):
@@ -81,7 +61,7 @@ def test_parallel_joblib_sweep_loses_nothing(tmp_path):
     assert "database is locked" not in done.stderr and "already exists" not in done.stderr
     (parent,), children = split_sweep(runs_in(tmp_path / "mlruns"))
     assert len(children) == 12 and parent.data.metrics["sweep/jobs_finished"] == 12
-    from test_pipeline import CONTRACT
+    from helpers import CONTRACT
 
     for child in children:
         assert child.info.status == "FINISHED"

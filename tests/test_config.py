@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import CONF, composed
-from helpers import fashion_dir
+from helpers import CONF, composed, fashion_dir
 from omegaconf.errors import ConfigAttributeError, ValidationError
 
 from backprop_lab.config import validate

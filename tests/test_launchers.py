@@ -4,15 +4,14 @@ submitit's local executor, which runs the same jobs as local processes."""
 from __future__ import annotations
 
 import pytest
-from conftest import composed
-from helpers import require
+from helpers import composed, require
 from omegaconf.errors import ValidationError
 
 SLURM_TARGET = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
 
 
 def hydra_node(*overrides):
-    from conftest import CONF
+    from helpers import CONF
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -44,7 +43,7 @@ def test_slurm_sweep_with_a_remote_store_validates():
 
 @pytest.mark.slow
 def test_submitit_local_executor_runs_the_sweep(tmp_path):
-    from test_cli import FAST, cli, runs_in, split_sweep
+    from helpers import FAST, cli, runs_in, split_sweep
 
     done = cli(tmp_path, "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5", "impl=functional,nn",
                *FAST)  # fmt: skip
@@ -60,7 +59,7 @@ def test_ray_launcher_against_a_local_ray_instance(tmp_path):
 
     require(importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is not None, "hydra-ray-launcher",
             "pip install -e '.[ray]'")  # fmt: skip
-    from test_cli import FAST, cli, runs_in, split_sweep
+    from helpers import FAST, cli, runs_in, split_sweep
 
     done = cli(tmp_path, "-m", "hydra/launcher=ray_local", "impl=functional,nn", *FAST)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -7,9 +7,7 @@ import os
 
 import pytest
 import requests
-from conftest import ROOT
-from helpers import MlflowServer, require
-from test_pipeline import CONTRACT
+from helpers import CONTRACT, ROOT, MlflowServer, require
 
 pytestmark = pytest.mark.slow
 CHROMIUM = "/usr/bin/chromium"

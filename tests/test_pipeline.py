@@ -8,31 +8,10 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import composed
+from helpers import CONTRACT, FAST, composed
 from mlflow.tracking import MlflowClient
 
 from backprop_lab import pipeline, timing
-
-FAST = ["data=synthetic", "data.n_train=256", "data.n_valid=64", "timing.min_run_time=0.01"]
-
-CONTRACT = [
-    *(f"data/{s}_{k}" for s in ("train", "valid") for k in ("mean_raw", "std_raw", "mean", "std")),
-    "data/normalized_ok",
-    *(f"init/{p}_{k}" for p in ("w1", "b1", "w2", "b2") for k in ("mean", "std")),
-    "act/mean",
-    "act/std",
-    "loss",
-    *(f"grad/{p}/{k}" for p in ("w1", "b1", "w2", "b2") for k in ("max_abs_diff", "max_rel_diff")),
-    "grad/all_close",
-    "time/forward_ms",
-    "time/backward_ms",
-    "time/backward_autograd_ms",
-    "time/forward_iqr_ms",
-    "time/backward_iqr_ms",
-    "time/backward_autograd_iqr_ms",
-    "time/backward_vs_autograd",
-    "time/threads",
-]
 
 
 def run(store, tmp_path, *overrides):
@@ -102,8 +81,7 @@ def test_params_tags_and_artifacts(one_run):
     assert [row["name"] for row in table] == ["w1", "b1", "w2", "b2", "x"]  # module computes x.g, as the notebook
     device = json.loads(Path(client.download_artifacts(result.run.run_id, "device.json")).read_text())
     assert {"versions", "cpu_model", "cpu_cores", "torch_threads", "blas"} <= set(device)
-
-
+@pytest.mark.slow  # a store of its own: a few seconds each
 def test_same_seed_same_results(tmp_path, store):
     a, b = run(store, tmp_path, "impl=functional"), run(store, tmp_path, "impl=functional")
     c = run(store, tmp_path, "impl=functional", "seed=1")
@@ -114,6 +92,7 @@ def test_same_seed_same_results(tmp_path, store):
     assert ma["init/w1_std"] != mc["init/w1_std"]
 
 
+@pytest.mark.slow  # a store of its own: a few seconds each
 @pytest.mark.parametrize("impl", ["functional", "layers", "module", "module_einsum", "autograd", "nn"])
 def test_every_implementation_agrees_with_input_grad(tmp_path, store, impl):
     result = run(
@@ -121,8 +100,7 @@ def test_every_implementation_agrees_with_input_grad(tmp_path, store, impl):
     )
     assert result.all_close
     assert [d.name for d in result.diffs] == ["w1", "b1", "w2", "b2", "w3", "b3", "w4", "b4", "x"]
-
-
+@pytest.mark.slow  # a store of its own: a few seconds each
 def test_failure_marks_run_failed_and_keeps_what_was_logged(tmp_path, store, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("timer broke")
@@ -136,8 +114,7 @@ def test_failure_marks_run_failed_and_keeps_what_was_logged(tmp_path, store, mon
     assert failed.data.tags["error"] == "RuntimeError: timer broke"
     assert failed.data.metrics["grad/all_close"] == 1.0  # logged before the failure, kept
     assert mlflow.active_run() is None
-
-
+@pytest.mark.slow  # a store of its own: a few seconds each
 def test_interrupt_marks_run_killed(tmp_path, store, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -148,8 +125,7 @@ def test_interrupt_marks_run_killed(tmp_path, store, monkeypatch):
     client = MlflowClient(store)
     (killed,) = client.search_runs([client.get_experiment_by_name("backprop-lab").experiment_id])
     assert killed.info.status == "KILLED"
-
-
+@pytest.mark.slow  # a store of its own: a few seconds each
 def test_credentials_never_reach_params_tags_artifacts_or_console(tmp_path, store, capsys, monkeypatch):
     """A password in a URI on the command line and in the overrides: logged everywhere redacted. (The run's own
     store must work, so the secret rides in the command line and the overrides, both logged.)"""
@@ -172,8 +148,7 @@ def test_credentials_never_reach_params_tags_artifacts_or_console(tmp_path, stor
     assert redaction.redact(secret) == "postgresql://alice:***@db.example:5432/mlflow"
     assert redaction.redact("https://ghp_token123@host/x") == "https://***@host/x"
     assert password not in capsys.readouterr().out
-
-
+@pytest.mark.slow  # a store of its own: a few seconds each
 def test_exploding_statistics_are_a_result_not_a_crash(tmp_path, store):
     widths = "[" + ",".join(["784"] + ["100"] * 25 + ["1"]) + "]"
     result = run(store, tmp_path, "init=normal", "model=deep", f"model.widths={widths}")
@@ -181,8 +156,7 @@ def test_exploding_statistics_are_a_result_not_a_crash(tmp_path, store):
     assert run_.info.status == "FINISHED"
     assert run_.data.metrics["act/all_finite"] == 0.0 and "non_finite" in run_.data.tags
     assert run_.data.metrics["act/std"] > 1e15  # the last layer's std, exploded
-
-
+@pytest.mark.slow  # a store of its own: a few seconds each
 def test_a_1001_layer_model_logs_every_layer_in_batches(tmp_path, store, monkeypatch):
     """Logging grows gently with depth: metrics go in batches (log_batch), the difference figure stays one panel."""
     from mlflow.tracking import MlflowClient as Client
@@ -197,6 +171,7 @@ def test_a_1001_layer_model_logs_every_layer_in_batches(tmp_path, store, monkeyp
     assert len(calls) < 30  # about 4,000 act/* values and 4,000 init/* and grad/* values
 
 
+@pytest.mark.slow  # a store of its own: a few seconds each
 @pytest.mark.parametrize("mode, cap, logged", [("patch", 10**6, True), ("hash", 10**6, False), ("patch", 10, False)])
 def test_the_git_diff_is_logged_as_asked(tmp_path, store, monkeypatch, mode, cap, logged):
     from backprop_lab import environment

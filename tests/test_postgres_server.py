@@ -16,11 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
-from helpers import MlflowServer, free_port, require
+from helpers import CONTRACT, ROOT, SCRIPT, MlflowServer, free_port, require, split_sweep
 from mlflow.tracking import MlflowClient
-from test_cli import SCRIPT, split_sweep
-from test_pipeline import CONTRACT
 
 pytestmark = pytest.mark.slow
 POSTGRES_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 from mlflow.tracking import MlflowClient
 
 from backprop_lab import report, runs

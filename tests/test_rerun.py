@@ -5,12 +5,15 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import composed
+from helpers import composed
 from mlflow.tracking import MlflowClient
 
 from backprop_lab import pipeline, rerun, runs
 
 FAST = ["data=synthetic", "data.n_train=200", "data.n_valid=50", "timing.min_run_time=0.01"]
+
+
+pytestmark = pytest.mark.slow  # each reruns the pipeline
 
 
 @pytest.fixture
@@ -64,7 +67,7 @@ def test_environment_differences_are_said_and_judged_with_tolerance(logged, tmp_
 
 
 def test_rerun_of_a_sweep_reruns_every_child(tmp_path, capsys):
-    from test_cli import cli
+    from helpers import cli
 
     done = cli(tmp_path, "-m", "impl=functional,nn", *FAST)
     assert done.returncode == 0, done.stderr

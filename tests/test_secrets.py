@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
-from helpers import MlflowServer
+from helpers import FAST, ROOT, MlflowServer
 from mlflow.tracking import MlflowClient
 
 from backprop_lab import redaction
@@ -19,7 +18,6 @@ from backprop_lab.errors import ConfigError
 
 pytestmark = pytest.mark.slow
 PASSWORD = "Pw" + "-s3cr3t-9"  # built here, so that a dirty tree's logged git diff does not hold it either
-FAST = ["data=synthetic", "data.n_train=128", "data.n_valid=32", "timing.min_run_time=0.01"]
 
 
 def script(name: str, cwd: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:

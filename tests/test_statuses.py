@@ -12,13 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from helpers import FAST, ROOT
 from mlflow.tracking import MlflowClient
 
 from backprop_lab import store, tracking
 
 pytestmark = pytest.mark.slow
-FAST = ["data=synthetic", "data.n_train=128", "data.n_valid=32", "timing.min_run_time=0.01"]
 SLOW_TIMING = [*FAST[:3], "timing.min_run_time=60"]
 
 

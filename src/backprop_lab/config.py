@@ -16,7 +16,11 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from backprop_lab.errors import ConfigError
 from backprop_lab.store import check_uri_syntax
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"  # the config groups, in the source checkout
+
+
+# The config groups: conf/ at the checkout's root, linked into the package (src/backprop_lab/conf), so that a
+# checkout, an editable install and an installed wheel all find them beside this file.
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 MNIST_FEATURES = 784  # 28x28, for MNIST and Fashion-MNIST alike
 MNIST_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"  # the course's mnist.pkl.gz
 
