@@ -16,8 +16,6 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from backprop_lab.errors import ConfigError
 from backprop_lab.store import check_uri_syntax
 
-
-
 # The config groups: conf/ at the checkout's root, linked into the package (src/backprop_lab/conf), so that a
 # checkout, an editable install and an installed wheel all find them beside this file.
 CONF_DIR = Path(__file__).resolve().parent / "conf"

@@ -126,6 +126,7 @@ def _end_runs_saying_so(status: str) -> bool:
 
 def _stopped(status: str, message: str) -> None:
     ended = _end_runs_saying_so(status)
+    stop.ignore_further()
     sys.exit(message if ended else f"{message.split(':')[0]}: some runs could not be ended (see above)")
 
 

@@ -224,6 +224,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     except KeyboardInterrupt:
         failed = [f"{run_id} ({why})" for run_id, why in tracking.end_open_runs("KILLED") if why]
+        stop.ignore_further()
         print("interrupted: " + (f"could not end {', '.join(failed)}" if failed else "the rerun is marked KILLED"),
               file=sys.stderr)  # fmt: skip
         return 130

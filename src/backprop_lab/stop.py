@@ -37,3 +37,9 @@ def install() -> None:
     signal.signal(signal.SIGTERM, _on_signal)
     if hasattr(signal, "SIGXFSZ"):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+def ignore_further() -> None:
+    """Once the runs are ended and the process is leaving: a late signal changes nothing, and says nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
