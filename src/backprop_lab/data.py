@@ -19,8 +19,7 @@ from backprop_lab.errors import DataError
 class Data:
     x_train: torch.Tensor  # normalized
     y_train: torch.Tensor  # digit labels as floats, (n,)
-    x_valid: torch.Tensor
-    y_valid: torch.Tensor
+    x_valid: torch.Tensor  # normalized with the training statistics; only its statistics are used
     stats: dict[str, float]  # the data/ metrics: raw and normalized mean/std of each split
     normalized_ok: bool
     sha256: Optional[str] = None  # of the file read, where there is one
@@ -61,11 +60,10 @@ def prepare(cfg: Any, seed: int, device: torch.device) -> Data:
     x_train = _take(torch.from_numpy(split.x_train), cfg.n_train, "data.n_train", cfg.name).float()
     y_train = _take(torch.from_numpy(split.y_train), cfg.n_train, "data.n_train", cfg.name).float()
     x_valid = _take(torch.from_numpy(split.x_valid), cfg.n_valid, "data.n_valid", cfg.name).float()
-    y_valid = _take(torch.from_numpy(split.y_valid), cfg.n_valid, "data.n_valid", cfg.name).float()
     for name, x in (("train", x_train), ("valid", x_valid)):
         if not torch.isfinite(x).all():
             raise DataError(f"data ({cfg.name}): the {name} inputs hold NaN or Inf")
-    x_train, y_train, x_valid, y_valid = (t.to(device) for t in (x_train, y_train, x_valid, y_valid))
+    x_train, y_train, x_valid = (t.to(device) for t in (x_train, y_train, x_valid))
 
     train_mean, train_std = x_train.mean(), x_train.std()
     stats = {
@@ -86,7 +84,7 @@ def prepare(cfg: Any, seed: int, device: torch.device) -> Data:
     ok = near_zero(stats["data/train_mean"], cfg.near_zero_tol) and near_zero(
         1 - stats["data/train_std"], cfg.near_zero_tol
     )
-    return Data(x_train, y_train, x_valid, y_valid, stats, ok, sha256)
+    return Data(x_train, y_train, x_valid, stats, ok, sha256)
 
 
 def prepare_once(cfg: Any, seed: int, device: torch.device) -> Data:

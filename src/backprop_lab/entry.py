@@ -10,27 +10,21 @@ honest status before it exits, and it says so only when that is true.
 
 from __future__ import annotations
 
-import time
+import os
+import sys
+from pathlib import Path
 
-_STARTED = time.perf_counter()  # the nearest we know to the process's start when this is the script's first import
+import hydra
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import MissingConfigException, OverrideParseException
+from hydra.types import RunMode
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
-import os  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import hydra  # noqa: E402
-from hydra.core.config_store import ConfigStore  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from hydra.errors import MissingConfigException, OverrideParseException  # noqa: E402
-from hydra.types import RunMode  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-from omegaconf.errors import OmegaConfBaseException  # noqa: E402
-
-from backprop_lab import redaction, stop  # noqa: E402
-from backprop_lab.config import CONF_DIR, describe, plain, store_schema, validate  # noqa: E402
-from backprop_lab.errors import UserError  # noqa: E402
-
-_main_pid: int | None = None  # the process that runs main(); a launcher's worker is another
+from backprop_lab import redaction, stop
+from backprop_lab.config import CONF_DIR, describe, plain, store_schema, validate
+from backprop_lab.errors import UserError
 
 
 def job(cfg: DictConfig) -> None:
@@ -51,7 +45,6 @@ def job(cfg: DictConfig) -> None:
             cfg,
             list(hydra_cfg.overrides.task),
             Path.cwd(),
-            process_start=_STARTED if os.getpid() == _main_pid else None,
             parent_run_id=sweep.parent_from_env() if in_sweep else None,
             job_tags={"hydra.job.num": str(hydra_cfg.job.num)} if in_sweep else None,
         )
@@ -106,14 +99,10 @@ def compose(overrides: list[str]) -> DictConfig:
 def end_runs(status: str) -> list[str]:
     """End, with `status`, what this process started and did not end: a sweep's parent (and its children still
     RUNNING) first, then any other run. Returns a line per run that could not be ended."""
-    from backprop_lab import sweep
+    from backprop_lab import sweep, tracking  # neither imports MLflow until it is used
 
     problems = sweep.abort_active(status)
-    if "backprop_lab.tracking" in sys.modules:  # no run can have started before tracking was imported
-        from backprop_lab import tracking
-
-        problems += [f"run {run_id}: {why}" for run_id, why in tracking.end_open_runs(status) if why]
-    return problems
+    return problems + [f"run {run_id}: {why}" for run_id, why in tracking.end_open_runs(status) if why]
 
 
 def _end_runs_saying_so(status: str) -> bool:
@@ -131,8 +120,6 @@ def _stopped(status: str, message: str) -> None:
 
 
 def main() -> None:
-    global _main_pid
-    _main_pid = os.getpid()
     redaction.protect_process()
     stop.install()
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us, to print them as one line

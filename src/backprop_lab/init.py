@@ -12,6 +12,8 @@ import math
 import torch
 from torch.nn import init
 
+from backprop_lab.errors import ConfigError
+
 Params = dict[str, torch.Tensor]  # w1, b1, w2, b2, ... numbered from the input
 
 
@@ -36,7 +38,7 @@ def layer_weight(
         bound = 1 / math.sqrt(n_in)
         init.uniform_(b, -bound, bound, generator=g)
     else:
-        raise ValueError(f"init.scheme: unknown scheme {scheme!r}")
+        raise ConfigError(f"init.scheme: unknown scheme {scheme!r}")
     return w, b
 
 

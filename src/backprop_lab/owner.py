@@ -32,6 +32,16 @@ def _start_ticks(pid: int) -> Optional[str]:
     return stat.rsplit(")", 1)[1].split()[19]  # after the command name, which may hold spaces
 
 
+def process_age_s() -> Optional[float]:
+    """Seconds since this process started (its interpreter's start-up included); None without /proc."""
+    ticks = _start_ticks(os.getpid())
+    try:
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None if ticks is None else max(0.0, uptime - int(ticks) / os.sysconf("SC_CLK_TCK"))
+
+
 def this_process() -> str:
     pid = os.getpid()
     return f"{socket.gethostname()}/{_boot_id()}/{pid}/{_start_ticks(pid) or 'unknown'}"

@@ -17,12 +17,24 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from backprop_lab import backward, data, environment, figures, forward, impls, init, stop, store, timing, tracking
+from backprop_lab import (
+    backward,
+    data,
+    environment,
+    figures,
+    forward,
+    impls,
+    init,
+    owner,
+    stop,
+    store,
+    timing,
+    tracking,
+)
 from backprop_lab.config import validate
 from backprop_lab.impls import autograd
 
-_IMPORTED = time.perf_counter()  # in a launcher's worker, the nearest we know to the process's start
-_previous_job_end: Optional[float] = None
+_previous_job_end: Optional[float] = None  # perf_counter() when this process's last job ended
 
 
 @dataclass
@@ -77,7 +89,6 @@ def run(
     overrides: list[str],
     launch_dir: Path,
     console: Optional[Console] = None,
-    process_start: Optional[float] = None,
     parent_run_id: Optional[str] = None,
     job_tags: Optional[dict[str, str]] = None,
 ) -> Result:
@@ -90,7 +101,7 @@ def run(
     tags = environment.git_state() | {"overrides": " ".join(overrides) or "(none)"} | (job_tags or {})
     t_start = time.perf_counter()
     # the overhead before this job: imports and setup for a process's first job, Hydra's work between jobs after
-    wall = {"startup_s": t_start - (_previous_job_end or process_start or _IMPORTED)}
+    wall = {"startup_s": t_start - _previous_job_end if _previous_job_end else owner.process_age_s() or 0.0}
 
     with (
         _job_clock(),
