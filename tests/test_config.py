@@ -8,8 +8,8 @@ import pytest
 from helpers import CONF, composed, fashion_dir
 from omegaconf.errors import ConfigAttributeError, ValidationError
 
-from backprop_lab.config import validate
 from backprop_lab.errors import ConfigError
+from backprop_lab.validation import validate
 
 GROUPS = {g: sorted(p.stem for p in (CONF / g).glob("*.yaml")) for g in ("data", "init", "model", "impl", "timing")}
 OPTIONS = [(group, option) for group, options in GROUPS.items() for option in options]

@@ -13,8 +13,8 @@ from helpers import FAST, ROOT, MlflowServer
 from mlflow.tracking import MlflowClient
 
 from backprop_lab import redaction
-from backprop_lab.config import from_logged
 from backprop_lab.errors import ConfigError
+from backprop_lab.validation import from_logged
 
 pytestmark = pytest.mark.slow
 PASSWORD = "Pw" + "-s3cr3t-9"  # built here, so that a dirty tree's logged git diff does not hold it either

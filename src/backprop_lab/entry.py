@@ -23,8 +23,9 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from backprop_lab import redaction, stop
-from backprop_lab.config import CONF_DIR, describe, plain, store_schema, validate
+from backprop_lab.config import CONF_DIR, plain, store_schema
 from backprop_lab.errors import UserError
+from backprop_lab.validation import describe, validate
 
 
 def job(cfg: DictConfig) -> None:

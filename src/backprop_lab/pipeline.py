@@ -31,8 +31,8 @@ from backprop_lab import (
     timing,
     tracking,
 )
-from backprop_lab.config import validate
 from backprop_lab.impls import autograd
+from backprop_lab.validation import validate
 
 _previous_job_end: Optional[float] = None  # perf_counter() when this process's last job ended
 

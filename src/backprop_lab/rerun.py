@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from backprop_lab import config, redaction, runs, stop, store, sweep, tracking
+from backprop_lab import redaction, runs, stop, store, sweep, tracking, validation
 from backprop_lab.errors import ConfigError, UserError
 from backprop_lab.runs import LoggedRun
 
@@ -112,7 +112,7 @@ def rerun_one(uri: str, original: LoggedRun, launch_dir: Path, parent_run_id: Op
     if not original.config_yaml:
         raise UserError(f"run {run_id} has no config/config.yaml artifact: another program logged it; nothing to rerun")
     try:
-        cfg = config.from_logged(original.config_yaml)
+        cfg = validation.from_logged(original.config_yaml)
     except ConfigError as e:
         commit = original.record.tags.get("git.commit", "unknown")
         raise UserError(

@@ -1,0 +1,179 @@
+"""The values the schema's types allow but the study cannot use, each refused in one line naming the key and what
+it allows; and a logged config read back as data (for a rerun). Nothing here imports torch or MLflow."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from backprop_lab.config import DATA_SCHEMAS, MNIST_FEATURES, Config, plain
+from backprop_lab.errors import ConfigError
+from backprop_lab.store import check_uri_syntax
+
+
+def n_features(data: Any) -> int:
+    return data.n_features if data.name == "synthetic" else MNIST_FEATURES
+
+
+def _require(ok: bool, key: str, allowed: str, got: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: must be {allowed}, got {got!r}")
+
+
+def _finite_in(value: float, low: float, high: float) -> bool:
+    return math.isfinite(value) and low < value < high
+
+
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed's range
+MAX_MIN_RUN_TIME = 600.0  # seconds per measurement; three are taken: more is a typo, not a study
+MAX_EXPERIMENT_NAME = 500  # MLflow's limit
+DATA_ROWS = {"mnist": (50_000, 10_000), "fashion_mnist": (60_000, 10_000)}  # (train, valid) when n_* is null
+
+
+def memory_needed(cfg: Any) -> int:
+    """Bytes the study holds at its peak, roughly: the data (raw and normalized), every layer's output and its
+    gradient for the hand-written net and for autograd's reference, and the weights with their gradients (float32)."""
+    rows = DATA_ROWS.get(cfg.data.name, (cfg.data.n_train, cfg.data.n_valid))
+    n_train, n_valid = cfg.data.n_train or rows[0], cfg.data.n_valid or rows[1]
+    widths = list(cfg.model.widths)
+    data = (n_train + n_valid) * widths[0] * 2
+    activations = n_train * sum(widths[1:]) * 2 * 2 * 2  # linear and ReLU outputs, their gradients, twice over
+    weights = sum(a * b for a, b in zip(widths[:-1], widths[1:])) * 5  # weights, copies and gradients
+    return 4 * (data + activations + weights)
+
+
+def memory_available() -> Optional[int]:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _check_memory(cfg: Any) -> None:
+    needed, available = memory_needed(cfg), memory_available()
+    if available is not None and needed > available:
+        raise ConfigError(
+            f"model.widths: {list(cfg.model.widths)} on {cfg.data.name} needs about {needed / 2**30:.1f} GiB "
+            f"(activations, gradients and autograd's copy, float32); {available / 2**30:.1f} GiB is available"
+        )
+
+
+def _check_data_path(data: Any) -> None:
+    from pathlib import Path
+
+    if data.name == "mnist" and data.path and not Path(data.path).is_file():
+        raise ConfigError(f"data.path: no file {data.path!r}; give a local mnist.pkl.gz, or null to fetch it")
+    if data.name == "fashion_mnist" and not Path(data.path).is_dir():
+        raise ConfigError(
+            f"data.path: no directory {data.path!r}; Fashion-MNIST's idx files come with Debian's package "
+            "(apt-get install dataset-fashion-mnist), or set data.path to a directory holding them"
+        )
+
+
+def validate(cfg: Any) -> None:
+    """Check values that the schema's types allow but the study cannot use; raise ConfigError on the first."""
+    _require(0 <= cfg.seed <= MAX_SEED, "seed", "an integer from 0 to 2**64 - 1", cfg.seed)
+    if cfg.data.name == "synthetic":
+        _require(cfg.data.n_features > 0, "data.n_features", "a positive integer", cfg.data.n_features)
+        _require(math.isfinite(cfg.data.mean), "data.mean", "a finite number", cfg.data.mean)
+        _require(_finite_in(cfg.data.std, 0, math.inf), "data.std", "a finite number > 0", cfg.data.std)
+    widths = list(cfg.model.widths)
+    _require(len(widths) >= 2, "model.widths", "a list of at least 2 widths (inputs ... 1)", widths)
+    _require(all(w > 0 for w in widths), "model.widths", "positive integers", widths)
+    features = n_features(cfg.data)
+    _require(widths[0] == features, "model.widths[0]", f"{features} (the features of data={cfg.data.name})", widths[0])
+    _require(widths[-1] == 1, "model.widths[-1]", "1 (MSE on the digit label as a float)", widths[-1])
+    for key in ("n_train", "n_valid"):
+        n = cfg.data[key]
+        _require(n is None or n > 0, f"data.{key}", "a positive integer or null", n)
+    _require(math.isfinite(cfg.model.relu_shift), "model.relu_shift", "a finite number", cfg.model.relu_shift)
+    _require(_finite_in(cfg.data.near_zero_tol, 0, 1), "data.near_zero_tol", "> 0 and < 1", cfg.data.near_zero_tol)
+    # a tolerance of 1 or more (atol is in units of each tensor's largest entry) passes any gradient: no check at all
+    _require(_finite_in(cfg.check.rtol, 0, 1), "check.rtol", "> 0 and < 1", cfg.check.rtol)
+    _require(_finite_in(cfg.check.atol, 0, 1), "check.atol", "> 0 and < 1", cfg.check.atol)
+    run_time = cfg.timing.min_run_time
+    _require(_finite_in(run_time, 0, MAX_MIN_RUN_TIME + 1e-9), "timing.min_run_time",
+             f"> 0 and at most {MAX_MIN_RUN_TIME:g} seconds", run_time)  # fmt: skip
+    threads = cfg.timing.num_threads
+    _require(threads is None or 0 < threads <= 1024, "timing.num_threads", "a positive integer or null", threads)
+    name = cfg.tracking.experiment
+    shown = name if len(name) <= 40 else f"{name[:40]}... ({len(name)} characters)"
+    allowed = f"a name of 1 to {MAX_EXPERIMENT_NAME} characters"
+    _require(bool(name.strip()) and len(name) <= MAX_EXPERIMENT_NAME, "tracking.experiment", allowed, shown)
+    cap = cfg.tracking.git_diff_max_bytes
+    _require(cap >= 0, "tracking.git_diff_max_bytes", ">= 0", cap)
+    if cfg.tracking.uri is not None:
+        check_uri_syntax(cfg.tracking.uri)
+    _check_data_path(cfg.data)
+    _check_memory(cfg)
+
+
+def describe(e: Exception) -> str:
+    """An OmegaConf error as one line: the key, and what it allows."""
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+    if isinstance(e.__cause__, OmegaConfBaseException):
+        e = e.__cause__  # "Error merging override ..." wraps the error that names the key
+    if isinstance(e, OmegaConfBaseException) and getattr(e, "full_key", None):
+        if isinstance(e, (ConfigAttributeError, ConfigKeyError)) and is_dataclass(e.object_type):
+            allowed = ", ".join(f.name for f in fields(e.object_type))
+            return f"{e.full_key}: unknown key; {e.object_type.__name__} allows {allowed}"
+        return f"{e.full_key}: {str(e.msg).splitlines()[0]}"
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return "; ".join(lines[:2]) or type(e).__name__
+
+
+def _first_interpolation(node: Any, key: str = "") -> Optional[tuple[str, str]]:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            found = _first_interpolation(v, f"{key}.{k}" if key else str(k))
+            if found:
+                return found
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            found = _first_interpolation(v, f"{key}[{i}]")
+            if found:
+                return found
+    elif isinstance(node, str) and "${" in node:
+        return key, node
+    return None
+
+
+def from_logged(text: str) -> DictConfig:
+    """A config as a run logged it (config/config.yaml), checked against today's schema and values.
+
+    A logged config is data: anyone who can write to the store can write it. It was logged resolved, so it holds
+    no interpolation; one that does (`${oc.env:SECRET}`, a custom resolver) is refused, never resolved, so that a
+    store cannot pull the rerunning process's environment into a new run.
+    """
+    import yaml
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        logged = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config/config.yaml: not valid YAML ({' '.join(str(e).split())[:200]})") from None
+    if not isinstance(logged, dict):
+        raise ConfigError(f"config/config.yaml: must be a mapping of the config's groups, got {type(logged).__name__}")
+    found = _first_interpolation(logged)
+    if found:
+        key, value = found
+        raise ConfigError(f"{key}: the logged config holds an interpolation ({value[:80]!r}); refused, not resolved")
+    try:
+        name = logged["data"].get("name") if isinstance(logged.get("data"), dict) else None
+        if name not in DATA_SCHEMAS:
+            raise ConfigError(f"data.name: must be one of {', '.join(DATA_SCHEMAS)}, got {name!r}")
+        schema = OmegaConf.structured(Config)
+        schema.data = OmegaConf.structured(DATA_SCHEMAS[name])
+        cfg = plain(OmegaConf.merge(schema, OmegaConf.create(logged)))
+    except OmegaConfBaseException as e:
+        raise ConfigError(describe(e)) from None
+    validate(cfg)
+    return cfg
