@@ -1,7 +1,8 @@
 """Layers as classes (the notebook's "Refactoring: layers as classes"): each keeps its input and output on
 `__call__`, and `backward` writes the `.g` gradients; `Model` calls the layers, then the loss, and walks them back.
 
-The notebook's `Model` took `w1, w2, b1, b2`; here it takes the params of any depth. The shift is `relu_shift`.
+The notebook's `Model` took `w1, w2, b1, b2`; here it takes the params of any depth, and the layer classes, so
+that the `Module` version (module.py) reuses it. The shift is `relu_shift`.
 """
 
 from backprop_lab.impls.common import NotebookNet, stack  # the lab's, for `Net` at the bottom
@@ -47,9 +48,9 @@ class Mse:
 
 
 class Model:
-    def __init__(self, params, shift=0.5):
-        self.layers = stack(params, Lin, lambda: Relu(shift))
-        self.loss = Mse()
+    def __init__(self, params, shift=0.5, lin=Lin, relu=Relu, loss=Mse):
+        self.layers = stack(params, lin, lambda: relu(shift))
+        self.loss = loss()
 
     def __call__(self, inp, out):
         for layer in self.layers:

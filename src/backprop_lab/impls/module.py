@@ -1,10 +1,11 @@
 """A `Module` base (the notebook's "Module.forward()"), so that each layer writes only its maths, `forward` and
 `bwd`; `Lin.bwd` as in its cell "without einsum".
 
-The notebook's `Model` took `w1, w2, b1, b2`; here it takes the params of any depth. The shift is `relu_shift`.
+The shift is `relu_shift`.
 """
 
-from backprop_lab.impls.common import NotebookNet, stack  # the lab's, for `Net` at the bottom
+from backprop_lab.impls import layers
+from backprop_lab.impls.common import NotebookNet  # the lab's, for `Net` at the bottom
 
 
 class Module:
@@ -52,20 +53,9 @@ class Mse(Module):
         inp.g = 2.0 * (inp.squeeze() - trg).unsqueeze(-1) / inp.shape[0]
 
 
-class Model:
-    def __init__(self, params, shift=0.5, lin=Lin):
-        self.layers = stack(params, lin, lambda: Relu(shift))
-        self.loss = Mse()
-
-    def __call__(self, inp, trg):
-        for layer in self.layers:
-            inp = layer(inp)
-        return self.loss(inp, trg)
-
-    def backward(self):
-        self.loss.backward()
-        for layer in reversed(self.layers):
-            layer.backward()
+def Model(params, shift=0.5, lin=Lin):
+    """The notebook writes `Model` again here, line for line as in "layers as classes": it is that one."""
+    return layers.Model(params, shift, lin=lin, relu=Relu, loss=Mse)
 
 
 def Net(params, shift):
