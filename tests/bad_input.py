@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from helpers import ROOT, fashion_dir, serve, tiny_mnist, write_idx, write_pkl_gz
+from helpers import FAST, ROOT, fashion_dir, serve, tiny_mnist, write_idx, write_pkl_gz
 
 NO_RUN, FAILED = "none", "FAILED"
 
@@ -141,9 +141,18 @@ CASES = [
     Case("a width that cannot be allocated", ["model.widths=[784,100000000,1]"],
          "error: model.widths: [784, 100000000, 1] on mnist needs about"),
     Case("zero rows", ["data.n_train=0"], "error: data.n_train: must be a positive integer or null, got 0"),
-    Case("negative tolerance", ["check.rtol=-1"], "error: check.rtol: must be > 0 and < 1, got -1.0"),
-    Case("zero tolerance", ["check.atol=0"], "error: check.atol: must be > 0 and < 1, got 0.0"),
-    Case("a tolerance that passes anything", ["check.rtol=inf"], "error: check.rtol: must be > 0 and < 1, got inf"),
+    Case("a check stricter than autograd", ["check.factor=0.5"],
+         "error: check.factor: must be from 1 to 1000, got 0.5"),
+    Case("a check that passes anything", ["check.factor=inf"], "error: check.factor: must be from 1 to 1000, got inf"),
+    Case("unknown dtype", ["dtype=float16"],
+         "error: dtype: Invalid value 'float16', expected one of [float32, float64"),
+    Case("a dtype the implementation cannot run", ["dtype=bfloat16", *FAST],
+         "error: dtype: impl=module cannot run in bfloat16 on cpu"),
+    Case("unknown bug", ["bug=nope"], "error: bug: no option 'nope'; choose one of bias_over_features"),
+    Case("a bug in another implementation", ["bug=relu_unmasked", "impl=lean", *FAST],
+         "error: bug.name: relu_unmasked is put into impl=functional's backward; got impl=lean"),
+    Case("a bug that needs a square layer", ["bug=weight_not_transposed", "impl=functional", *FAST],
+         "error: bug.name: weight_not_transposed needs a square layer"),
     Case("non-finite ReLU shift", ["model.relu_shift=nan"], "error: model.relu_shift: must be a finite number"),
     Case("endless timing", ["timing.min_run_time=inf"],
          "error: timing.min_run_time: must be > 0 and at most 600 seconds, got inf"),

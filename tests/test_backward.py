@@ -1,4 +1,6 @@
-"""The product's verdict: `backward.compare` shown wrong gradients of every kind must say not close."""
+"""The product's verdict: the check shown wrong gradients of every kind must say not close; its tolerance, on
+crafted tensors, follows autograd's own error; float64 agrees with the truth to float64 precision; and every bug of
+the bank is caught at the node it is put in."""
 
 from __future__ import annotations
 
@@ -6,25 +8,31 @@ import math
 
 import pytest
 import torch
+from helpers import small_problem
 
-from backprop_lab import backward
+from backprop_lab import backward, bugs
+from backprop_lab.config import options
+from backprop_lab.impls.common import backward_order
 
-RTOL, ATOL = 1e-4, 1e-5
-
-
-def reference() -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    return {"w1": torch.randn(6, 4, generator=g), "b1": torch.randn(4, generator=g)}
+FACTOR = 8.0
 
 
-def verdict(manual: dict[str, torch.Tensor]) -> dict[str, backward.GradDiff]:
-    return {d.name: d for d in backward.compare(manual, reference(), RTOL, ATOL)}
+def truth_and_reference(shape=(64, 16), noise=1e-6, seed=0):
+    """A float64 truth, and an 'autograd' at float32 that is off from it by about `noise`, relatively."""
+    g = torch.Generator().manual_seed(seed)
+    truth = torch.randn(*shape, generator=g, dtype=torch.float64)
+    ref = (truth * (1 + noise * torch.randn(*shape, generator=g, dtype=torch.float64))).float()
+    return truth, ref
 
 
-def test_identical_gradients_are_close():
-    diffs = verdict(reference())
-    assert all(d.close and d.finite and d.verdict == "ok" and d.max_abs_diff == 0 for d in diffs.values())
-    assert backward.metrics(list(diffs.values()))["grad/all_close"] == 1.0
+def judge(manual, ref, truth, reduction=64):
+    return backward.check_node("w1", manual, ref, truth, reduction, FACTOR)
+
+
+def test_the_same_gradient_as_autograd_is_close():
+    truth, ref = truth_and_reference()
+    c = judge(ref.clone(), ref, truth)
+    assert c.close and c.exact and c.verdict == "ok" and c.ratio == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize(
@@ -32,40 +40,90 @@ def test_identical_gradients_are_close():
     [
         lambda w: w * 2,  # a factor 2 too many
         lambda w: w / 50_000,  # a missing 1/N
-        lambda w: w.flip(0),  # rows swapped: a transposed product on a square layer looks like this
-        lambda w: w.index_put((torch.tensor([0]), torch.tensor([0])), w[0, 0] + 1e-2 * w.abs().max()),  # one entry off
+        lambda w: w.flip(0),  # rows swapped: what a transposed product looks like on a square layer
+        lambda w: w.index_put((torch.tensor([0]), torch.tensor([0])), w[0, 0] + 0.1 * w.abs().max()),  # one entry off
         torch.zeros_like,  # a layer's gradient silently zero
     ],
 )
 def test_a_wrong_gradient_is_not_close(wrong):
-    manual = reference()
-    manual["w1"] = wrong(manual["w1"])
-    diffs = verdict(manual)
-    assert not diffs["w1"].close and diffs["w1"].verdict == "differs" and diffs["b1"].close
-    assert backward.metrics(list(diffs.values()))["grad/all_close"] == 0.0
+    truth, ref = truth_and_reference()
+    c = judge(wrong(ref.clone()), ref, truth)
+    assert not c.close and c.verdict == "differs" and c.ratio > 1e3
+
+
+@pytest.mark.parametrize("k, close", [(1.0, True), (FACTOR / 2, True), (FACTOR * 4, False), (1e4, False)])
+def test_the_tolerance_is_a_factor_of_autograds_own_error(k, close):
+    """A manual gradient `k` times as far from the truth as autograd's: close up to the factor, not past it."""
+    truth, ref = truth_and_reference(noise=1e-5)
+    g = torch.Generator().manual_seed(7)
+    shuffled = (ref.double() - truth).flatten()[torch.randperm(truth.numel(), generator=g)].view_as(truth)
+    manual = (truth + k * shuffled).float()  # autograd's error, shuffled and scaled
+    c = judge(manual, ref, truth)
+    assert c.close is close, (c.ratio, c.autograd_error)
+    assert c.autograd_error == pytest.approx(1e-5, rel=0.2)
+
+
+def test_where_autograd_is_exact_the_dtypes_rounding_is_the_floor():
+    truth = torch.randn(32, 8, dtype=torch.float64)
+    ref = truth.clone()  # float64: autograd is the truth itself
+    eps = torch.finfo(torch.float64).eps
+    c = judge(truth * (1 + 3 * eps), ref, truth, reduction=100)
+    assert c.close and c.autograd_error == 0 and c.tolerance == pytest.approx(FACTOR * eps * 10)
+    assert not judge(truth * (1 + 1e-9), ref, truth, reduction=100).close
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_a_non_finite_gradient_is_never_close_not_even_to_itself(bad):
-    ref = reference()
-    ref["w1"][2, 1] = bad
-    manual = {k: v.clone() for k, v in ref.items()}
-    diffs = {d.name: d for d in backward.compare(manual, ref, RTOL, ATOL)}
-    assert not diffs["w1"].close and not diffs["w1"].finite and diffs["w1"].verdict == "non-finite"
-    metrics = backward.metrics(list(diffs.values()))
-    assert metrics["grad/all_close"] == 0.0 and metrics["grad/all_finite"] == 0.0
+    truth, ref = truth_and_reference()
+    ref[2, 1] = bad
+    c = judge(ref.clone(), ref, truth)
+    assert not c.close and not c.finite and c.verdict == "non-finite"
+    assert backward.metrics([c])["grad/all_close"] == 0.0 and backward.metrics([c])["grad/all_finite"] == 0.0
 
 
-def test_an_all_nan_gradient_against_an_all_nan_reference_is_not_ok():
-    ref = {"w1": torch.full((3, 2), float("nan"))}
-    (diff,) = backward.compare({"w1": torch.full((3, 2), float("nan"))}, ref, RTOL, ATOL)
-    assert diff.verdict == "non-finite" and not diff.close and math.isnan(diff.max_abs_diff)
+def test_a_wrong_shape_is_its_own_verdict():
+    truth, ref = truth_and_reference(shape=(8, 8))
+    c = judge(ref.t().clone()[:4], ref, truth)
+    assert c.verdict == "shape" and not c.close
 
 
-def test_a_missing_gradient_or_a_wrong_shape_is_an_error():
-    from backprop_lab.errors import ShapeError
+def test_the_first_divergent_node_is_the_first_not_close_in_backward_order():
+    truth, ref = truth_and_reference()
+    good, bad = judge(ref, ref, truth), judge(ref * 3, ref, truth)
+    assert backward.first_divergent([good, good]) == backward.NONE
+    named = [backward.check_node(n, *(ref * 3, ref, truth) if n in ("act1", "w1") else (ref, ref, truth), 64, FACTOR)
+             for n in ("lin2", "w2", "act1", "lin1", "w1")]  # fmt: skip
+    assert bad.verdict == "differs" and backward.first_divergent(named) == "act1"
 
-    with pytest.raises(ShapeError, match="no gradient for b1"):
-        backward.compare({"w1": reference()["w1"]}, reference(), RTOL, ATOL)
-    with pytest.raises(ShapeError, match=r"grad w1: manual gradient is \(4, 6\)"):
-        backward.compare({"w1": reference()["w1"].t(), "b1": reference()["b1"]}, reference(), RTOL, ATOL)
+
+@pytest.mark.parametrize("name", options("impl"))
+def test_float64_agrees_with_the_truth_to_float64_precision(name):
+    params, x, y = small_problem([20, 12, 12, 1], n=50)  # float64
+    checked = backward.run_check(name, params, x, y, 0.5, True, FACTOR)
+    assert checked.all_close
+    assert max(c.error for c in checked.checks) < 1e-13
+    assert [c.node for c in checked.checks] == backward_order(3, True)
+
+
+@pytest.mark.parametrize("bug", list(bugs.BUGS))
+def test_every_bug_of_the_bank_is_caught_where_it_is_put(bug):
+    widths = [30, 16, 16, 16, 1]  # square layers for the missing transpose
+    params, x, y = (t.float() if hasattr(t, "float") else t for t in small_problem(widths, n=400))
+    params = {k: v.float() for k, v in params.items()}
+    checked = backward.run_check("functional", params, x.float(), y.float(), 0.5, False, FACTOR, bug)
+    assert not checked.all_close
+    assert backward.first_divergent(checked.checks) == bugs.expected_node(bug, widths)
+
+
+def test_the_bank_and_its_config_options_are_the_same_list():
+    assert options("bug") == sorted(["none", *bugs.BUGS])
+
+
+def test_a_bug_that_needs_a_square_layer_on_a_model_without_one_is_refused():
+    from backprop_lab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="needs a square layer"):
+        bugs.check("weight_not_transposed", [784, 80, 1])
+    with pytest.raises(ConfigError, match="no bug 'nope'"):
+        bugs.check("nope", [784, 80, 1])
+    assert math.isfinite(FACTOR)

@@ -193,3 +193,21 @@ def test_every_net_refuses_targets_that_would_broadcast(name, targ_shape):
 def test_mse_never_builds_n_by_n():
     out, targ = torch.zeros(4, 1), torch.arange(4.0)
     assert functional.mse(out, targ).item() == pytest.approx((targ**2).mean().item())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_node_gradient_matches_autograd(name):
+    """Each implementation hands back the gradient at every intermediate node, in the names the check walks."""
+    from backprop_lab.impls.common import backward_order
+
+    params, x, y = small_problem([6, 4, 4, 3, 1])
+    net = impls.build(name, params, 0.5, True, keep_nodes=True)
+    net.forward(x, y)
+    net.backward()
+    ref = autograd.Net(params, 0.5, True)
+    ref.forward(x, y)
+    ref.backward()
+    nodes, expected = net.node_grads(), ref.node_grads()
+    assert set(nodes) == set(expected) == {n for n in backward_order(4, True) if n[0] in "la"}
+    for key in expected:
+        torch.testing.assert_close(nodes[key], expected[key], rtol=1e-10, atol=1e-12, msg=key)

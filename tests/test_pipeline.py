@@ -73,12 +73,14 @@ def test_params_tags_and_artifacts(one_run):
         "config/config.yaml",
         "config/overrides.json",
         "device.json",
-        "grad_diff.json",
+        "grad_check.json",
         "figures/activations.png",
         "figures/grad_diff.png",
     } <= files
-    table = json.loads(Path(client.download_artifacts(result.run.run_id, "grad_diff.json")).read_text())
-    assert [row["name"] for row in table] == ["w1", "b1", "w2", "b2", "x"]  # module computes x.g, as the notebook
+    table = json.loads(Path(client.download_artifacts(result.run.run_id, "grad_check.json")).read_text())
+    # every node in backward order; module computes x.g, as the notebook did
+    assert [row["node"] for row in table] == ["lin2", "w2", "b2", "act1", "lin1", "w1", "b1", "x"]
+    assert run_.data.tags["first_divergent"] == "none"
     device = json.loads(Path(client.download_artifacts(result.run.run_id, "device.json")).read_text())
     assert {"versions", "cpu_model", "cpu_cores", "torch_threads", "blas"} <= set(device)
 @pytest.mark.slow  # a store of its own: a few seconds each

@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
 POSTGRES_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
-ARTIFACTS = {"config/config.yaml", "config/overrides.json", "device.json", "grad_diff.json"}
+ARTIFACTS = {"config/config.yaml", "config/overrides.json", "device.json", "grad_check.json"}
 SUMMARY = ROOT / "ci-artifacts" / "parallel-sweeps.json"
 
 

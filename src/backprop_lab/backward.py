@@ -1,65 +1,224 @@
-"""Stage 4, backward: the chosen implementation's gradients against autograd's, on identical weights and inputs."""
+"""Stage 4, backward: the chosen implementation's gradient at every node, judged against the truth.
+
+The truth is autograd in float64 on the same inputs and weights (upcast). A gradient at the run's dtype always
+carries rounding error; what tells a correct backward from a wrong one is how that error compares with autograd's
+own at the same dtype: a correct backward only sums in another order, so its error against the truth stays within
+a small factor (`check.factor`) of autograd's; a wrong one is off by orders of magnitude. Where autograd happens to
+be exact (a float64 run, whose autograd is the truth), the same factor applies to the dtype's epsilon times the
+square root of the reduction length behind the node, the typical size of a sum's rounding. No tolerance is guessed
+per tensor.
+
+Nodes are walked in backward order, from the loss towards the input (`impls.common.backward_order`): the first one
+not close is where the backward first goes wrong, since every later node is computed from it.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
 
-from backprop_lab.errors import ShapeError
+NONE = "none"  # first_divergent when every node agrees
 
 
 @dataclass
-class GradDiff:
-    name: str  # w1, b1, ..., x
+class NodeCheck:
+    node: str  # lin{i}, act{i}, w{i}, b{i}, x
     shape: tuple[int, ...]
-    max_abs_diff: float  # max |manual - autograd|
-    max_rel_diff: float  # max |manual - autograd| / max |autograd|: comparable across tensors of any scale
-    ref_max_abs: float  # max |autograd|, the scale
-    close: bool  # never True when either gradient holds NaN or Inf
-    finite: bool = True  # both gradients free of NaN and Inf
+    ref_shape: tuple[int, ...]  # autograd's; a different shape is a verdict of its own
+    exact: bool  # bit-identical to autograd's at the run's dtype
+    max_abs_diff: float  # max |manual - autograd| at the run's dtype
+    max_rel_diff: float  # that over max |autograd|: comparable across tensors of any scale
+    error: float  # ||manual - truth|| / ||truth||
+    autograd_error: float  # ||autograd - truth|| / ||truth||, at the run's dtype
+    ratio: float  # error / max(autograd_error, eps x sqrt(reduction length)): about 1 for a correct backward
+    tolerance: float  # what `error` may be: factor x that baseline
+    finite: bool  # the manual gradient and autograd's are free of NaN and Inf
+    close: bool  # ratio <= factor, and finite
 
     @property
     def verdict(self) -> str:
+        if self.shape != self.ref_shape:
+            return "shape"
         return "non-finite" if not self.finite else "ok" if self.close else "differs"
 
     def row(self) -> dict:
-        return asdict(self) | {"shape": list(self.shape)}
+        return asdict(self) | {"shape": list(self.shape), "ref_shape": list(self.ref_shape), "verdict": self.verdict}
 
 
-def grad_diff(name: str, manual: torch.Tensor, ref: torch.Tensor, rtol: float, atol: float) -> GradDiff:
-    if manual.shape != ref.shape:
-        raise ShapeError(f"grad {name}: manual gradient is {tuple(manual.shape)}, autograd's is {tuple(ref.shape)}")
-    diff = (manual - ref).abs().max().item() if manual.numel() else 0.0
-    finite = ref[torch.isfinite(ref)].abs()  # exploded statistics are a result: judge the finite part's scale
-    scale = finite.max().item() if finite.numel() else 0.0
-    rel = diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))
+CHUNK_ROWS = 8192  # compared a block of rows at a time: a float64 copy of a 50,000 x 784 gradient is 314 MB
+
+
+@dataclass
+class _Sums:
+    """What the comparison of one node accumulates over its blocks of rows."""
+
+    max_abs_diff: float = 0.0  # manual against autograd
+    ref_max: float = 0.0  # max |autograd| over its finite entries
+    manual_err: float = 0.0  # sum of squares of manual - truth
+    autograd_err: float = 0.0  # of autograd - truth
+    truth: float = 0.0  # of truth
+    finite: bool = True
+    exact: bool = True
+
+
+def _rows(t, start: int, stop: int) -> torch.Tensor:
+    return t(start, stop) if callable(t) else t[start:stop]
+
+
+def _sums(manual: torch.Tensor, ref: torch.Tensor, truth) -> _Sums:
+    """`truth` is a tensor, or a function of a row range giving its rows (computed, not held whole)."""
+    acc = _Sums()
+    rows = manual.shape[0] if manual.ndim else 1
+    for start in range(0, rows, CHUNK_ROWS):
+        m, r = (_rows(t, start, start + CHUNK_ROWS) if t.ndim else t for t in (manual, ref))
+        t = _rows(truth, start, start + CHUNK_ROWS) if manual.ndim else truth
+        acc.exact &= torch.equal(m, r)
+        acc.finite &= bool(torch.isfinite(m).all() and torch.isfinite(r).all())
+        m64, r64, t64 = m.double(), r.double(), t.double()
+        if m.numel():
+            acc.max_abs_diff = max(acc.max_abs_diff, (m64 - r64).abs().max().item())
+            finite = r64[torch.isfinite(r64)].abs()  # exploded statistics are a result: judge the finite part's scale
+            acc.ref_max = max(acc.ref_max, finite.max().item() if finite.numel() else 0.0)
+        acc.manual_err += (m64 - t64).pow(2).sum().item()
+        acc.autograd_err += (r64 - t64).pow(2).sum().item()
+        acc.truth += t64.pow(2).sum().item()
+    return acc
+
+
+def _relative(err_sq: float, truth_sq: float) -> float:
+    """A norm-wise relative error, ||a - truth|| / ||truth||: a few entries off by rounding at a kink weigh little,
+    a wrong gradient weighs its whole size."""
+    if truth_sq > 0:
+        return math.sqrt(err_sq / truth_sq) if math.isfinite(err_sq) else math.inf
+    return 0.0 if err_sq == 0 else math.inf
+
+
+def check_node(node: str, manual: torch.Tensor, ref: torch.Tensor, truth, reduction: int, factor: float) -> NodeCheck:
+    shape, ref_shape = tuple(manual.shape), tuple(ref.shape)
+    if shape != ref_shape:
+        return NodeCheck(node, shape, ref_shape, False, math.inf, math.inf, math.inf, 0.0, math.inf, 0.0, True, False)
+    acc = _sums(manual, ref, truth)
+    error, autograd_error = _relative(acc.manual_err, acc.truth), _relative(acc.autograd_err, acc.truth)
+    rounding = torch.finfo(manual.dtype).eps * math.sqrt(max(reduction, 1))  # a sum's typical rounding
+    baseline = max(autograd_error, rounding)
+    ratio = error / baseline if math.isfinite(error) else math.inf
     # a NaN matching a NaN is not agreement: a non-finite gradient is its own verdict, never "close"
-    finite = bool(torch.isfinite(manual).all() and torch.isfinite(ref).all())
-    # atol is relative to the tensor's own scale: a fixed 1e-5 would pass any input gradient, whose entries are < 1e-4
-    close = finite and torch.allclose(manual, ref, rtol=rtol, atol=atol * scale)
-    return GradDiff(name, tuple(manual.shape), diff, rel, scale, close, finite)
+    close = acc.finite and ratio <= factor
+    if acc.ref_max > 0:
+        rel_diff = acc.max_abs_diff / acc.ref_max
+    else:
+        rel_diff = 0.0 if acc.max_abs_diff == 0 else math.inf
+    return NodeCheck(node, shape, ref_shape, acc.exact, acc.max_abs_diff, rel_diff, error, autograd_error, ratio,
+                     factor * baseline, acc.finite, close)  # fmt: skip
 
 
-def compare(
-    manual: dict[str, torch.Tensor], reference: dict[str, torch.Tensor], rtol: float, atol: float
-) -> list[GradDiff]:
-    missing = set(reference) - set(manual)
+def reduction_lengths(widths: list[int], rows: int) -> dict[str, int]:
+    """How many terms each node's gradient sums: the rows for a weight or bias, the next layer's width for an
+    activation (its gradient is `g @ w.t()`), one for the output, the first layer's width for the input."""
+    n = len(widths) - 1
+    lengths = {f"lin{n}": 1, "x": widths[1]}
+    for i in range(1, n + 1):
+        lengths |= {f"w{i}": rows, f"b{i}": rows}
+        if i < n:
+            lengths |= {f"act{i}": widths[i + 1], f"lin{i}": widths[i + 1]}
+    return lengths
+
+
+def check(
+    manual: dict[str, torch.Tensor],
+    reference: dict[str, torch.Tensor],
+    truth: dict[str, torch.Tensor],
+    order: list[str],
+    reductions: dict[str, int],
+    factor: float,
+) -> list[NodeCheck]:
+    """Every node of `order` the manual backward was asked for; one it does not give is a bug of the project."""
+    missing = [node for node in order if node not in manual]
     if missing:
-        raise ShapeError(f"backward returned no gradient for {', '.join(sorted(missing))}")
-    return [grad_diff(name, manual[name], reference[name], rtol, atol) for name in reference]
+        raise RuntimeError(f"the backward gave no gradient at {', '.join(missing)}")
+    return [check_node(n, manual[n], reference[n], truth[n], reductions[n], factor) for n in order]
+
+
+def first_divergent(checks: list[NodeCheck]) -> str:
+    return next((c.node for c in checks if not c.close), NONE)
 
 
 def elementwise_diffs(manual: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """|manual - autograd| for every entry, on the CPU, for the difference figure."""
-    return {name: (manual[name] - reference[name]).abs().flatten().cpu() for name in reference}
+    """|manual - autograd| for every entry of every parameter (and x), on the CPU, for the difference figure."""
+    return {
+        name: (manual[name].double() - reference[name].double()).abs().flatten().cpu()
+        for name in reference
+        if manual[name].shape == reference[name].shape
+    }
 
 
-def metrics(diffs: list[GradDiff]) -> dict[str, float]:
+def metrics(checks: list[NodeCheck]) -> dict[str, float]:
     out = {}
-    for d in diffs:
-        out[f"grad/{d.name}/max_abs_diff"] = d.max_abs_diff
-        out[f"grad/{d.name}/max_rel_diff"] = d.max_rel_diff
-    out["grad/all_close"] = float(all(d.close for d in diffs))
-    out["grad/all_finite"] = float(all(d.finite for d in diffs))
+    for c in checks:
+        if c.node[0] in "wbx":  # the parameters (and the input): the contract's names
+            out[f"grad/{c.node}/max_abs_diff"] = c.max_abs_diff
+            out[f"grad/{c.node}/max_rel_diff"] = c.max_rel_diff
+    out["grad/all_close"] = float(all(c.close for c in checks))
+    out["grad/all_finite"] = float(all(c.finite for c in checks))
+    out["grad/worst_error_ratio"] = max(c.ratio for c in checks)
     return out
+
+
+@dataclass
+class Checked:
+    loss: float  # the implementation's, at the run's dtype
+    checks: list[NodeCheck]  # every node, in backward order
+    elementwise: dict[str, torch.Tensor]  # |manual - autograd| of each parameter's every entry, for the figure
+    input_grad: bool  # whether the implementation computed the input's gradient (autograd was asked for it too)
+
+    @property
+    def all_close(self) -> bool:
+        return all(c.close for c in self.checks)
+
+
+def run_check(
+    name: str, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, shift: float, input_grad: bool,
+    factor: float, bug: str = "none",
+) -> Checked:  # fmt: skip
+    """The implementation's backward (with `bug` put in it, when one is named), run twice on one forward (the timing
+    repeats it, and a backward that accumulates into stale state must show), against autograd's at the same dtype
+    and the float64 truth."""
+    from backprop_lab import bugs, impls
+    from backprop_lab.impls import autograd
+    from backprop_lab.impls.common import backward_order
+
+    if bug == bugs.NONE:
+        net = impls.build(name, params, shift, input_grad, keep_nodes=True)
+    else:
+        net = bugs.Net(params, shift, bug)
+    loss = net.forward(x, y).item()
+    net.backward()
+    manual = net.backward() | net.node_grads()
+    computed_x = "x" in manual  # autograd is asked for what the implementation computed
+    reference = autograd.Net(params, shift, computed_x)
+    reference.forward(x, y)
+    ref = reference.backward() | reference.node_grads()
+    truth = _truth(params, x, y, shift, reference.masks)
+    if computed_x:  # x.g = lin1.g @ w1.t(), in float64 a block of rows at a time: never 314 MB whole
+        lin1, w1 = truth["lin1"], params["w1"].double()
+        truth["x"] = lambda start, stop: lin1[start:stop] @ w1.t()
+    del reference
+    widths = [params["w1"].shape[0]] + [params[f"w{i}"].shape[1] for i in range(1, len(params) // 2 + 1)]
+    order = backward_order(len(widths) - 1, computed_x)
+    checks = check(manual, ref, truth, order, reduction_lengths(widths, x.shape[0]), factor)
+    leaves = [k for k in ref if k[0] in "wb"]  # the parameters: the intermediate nodes and x are too large to draw
+    elementwise = elementwise_diffs({k: manual[k] for k in leaves}, {k: ref[k] for k in leaves})
+    return Checked(loss, checks, elementwise, computed_x)
+
+
+def _truth(params, x, y, shift, masks) -> dict[str, torch.Tensor]:
+    """Autograd in float64 on the same inputs and weights, its ReLUs taking the kink where the run's dtype took it
+    (`masks`): a pre-activation within rounding of 0 could flip sign in float64, and put a whole term's difference
+    into autograd's error and the hand-written one's alike, hiding a real mistake under it."""
+    from backprop_lab.impls import autograd
+
+    net = autograd.Net({k: p.double() for k, p in params.items()}, shift, input_grad=False, masks=masks)
+    net.forward(x.double(), y.double())
+    return net.backward() | net.node_grads()  # the net, its graph and the float64 input go with it

@@ -92,10 +92,22 @@ class ImplConfig:
     compute_input_grad: bool = False
 
 
+class DType(Enum):
+    float32 = "float32"
+    float64 = "float64"
+    bfloat16 = "bfloat16"  # where the device runs its matmul
+
+
+@dataclass
+class BugConfig:
+    name: str = "none"  # a mistake from the bank (bugs.py), put into impl=functional's backward; options: conf/bug/
+
+
 @dataclass
 class CheckConfig:
-    rtol: float = 1e-4
-    atol: float = 1e-5  # in units of max|autograd| of each tensor, so tiny input gradients are judged at their scale
+    # a node's gradient is close when its error against the float64 truth is at most this many times autograd's
+    # own at the same dtype (or the dtype's rounding, where autograd is exact): see backward.py
+    factor: float = 8.0
 
 
 @dataclass
@@ -123,8 +135,10 @@ class Config:
     init: InitConfig = MISSING
     model: ModelConfig = MISSING
     impl: ImplConfig = MISSING
+    bug: BugConfig = field(default_factory=BugConfig)
     seed: int = 0
     device: Device = Device.auto
+    dtype: DType = DType.float32
     check: CheckConfig = field(default_factory=CheckConfig)
     timing: TimingConfig = field(default_factory=TimingConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)

@@ -19,6 +19,7 @@ from rich.console import Console
 
 from backprop_lab import (
     backward,
+    bugs,
     data,
     environment,
     figures,
@@ -31,6 +32,7 @@ from backprop_lab import (
     timing,
     tracking,
 )
+from backprop_lab.errors import ConfigError
 from backprop_lab.impls import autograd
 from backprop_lab.validation import validate
 
@@ -47,8 +49,9 @@ class Result:
     init_stats: dict[str, float]
     layers: list[forward.LayerStats]
     loss: float
-    diffs: list[backward.GradDiff]
+    checks: list[backward.NodeCheck]  # every node, in backward order
     all_close: bool
+    first_divergent: str
     timing: timing.Timing
     wall: dict[str, float] = field(default_factory=dict)
 
@@ -79,9 +82,25 @@ def log_git_diff(cfg: DictConfig) -> dict[str, str]:
     return tags | {"git.diff": f"hash only ({why})"}
 
 
-def checked_device(cfg: DictConfig) -> torch.device:
+def checked_device(cfg: DictConfig) -> tuple[torch.device, torch.dtype]:
+    """The config's values checked, then the device, and the dtype tried on it with the chosen implementation (a
+    tiny net): some cannot run in some dtypes (the notebook's `.float()` masks promote a bfloat16 gradient)."""
     validate(cfg)
-    return environment.resolve_device(cfg.device)
+    bugs.check(cfg.bug.name, list(cfg.model.widths))
+    if cfg.bug.name != bugs.NONE and cfg.impl.name != "functional":
+        raise ConfigError(f"bug.name: {cfg.bug.name} is put into impl=functional's backward; got impl={cfg.impl.name}")
+    device, dtype = environment.resolve_device(cfg.device), getattr(torch, cfg.dtype)
+    widths = [3, 2, 1]
+    params = {k: p.to(device, dtype) for k, p in init.init_params(widths, "xavier", "fan_in", 0).items()}
+    x, y = torch.ones(4, 3, device=device, dtype=dtype), torch.ones(4, device=device, dtype=dtype)
+    try:
+        net = impls.build(cfg.impl.name, params, cfg.model.relu_shift, cfg.impl.compute_input_grad)
+        net.forward(x, y)
+        net.backward()
+    except RuntimeError as e:
+        why = str(e).splitlines()[0]
+        raise ConfigError(f"dtype: impl={cfg.impl.name} cannot run in {cfg.dtype} on {device} ({why})") from None
+    return device, dtype
 
 
 def run(
@@ -95,7 +114,7 @@ def run(
     console = console or Console(stderr=True)
     stop.check()  # a sweep's next job does not start after a stop was asked for
     # bad input outside a sweep creates no run; inside one it must leave a FAILED child that says why
-    device = None if parent_run_id else checked_device(cfg)
+    device, dtype = (None, None) if parent_run_id else checked_device(cfg)
     uri, artifact_location = store.resolve_store(cfg.tracking.uri, launch_dir)
     name = run_name(cfg)
     tags = environment.git_state() | {"overrides": " ".join(overrides) or "(none)"} | (job_tags or {})
@@ -111,7 +130,8 @@ def run(
         tracking.log_params(OmegaConf.to_container(cfg))
         tracking.log_text(OmegaConf.to_yaml(cfg), "config/config.yaml")
         tracking.log_json({"overrides": list(overrides)}, "config/overrides.json")
-        device = device or checked_device(cfg)
+        if device is None:
+            device, dtype = checked_device(cfg)
         threads = cfg.timing.num_threads or torch.get_num_threads()
         tracking.set_tags({"device": str(device)} | environment.reproducibility_tags(cfg.seed, threads))
         if tags.get("git.dirty") == "true":
@@ -129,35 +149,38 @@ def run(
             t = time.perf_counter()
             params = init.init_params(list(cfg.model.widths), cfg.init.scheme, cfg.init.mode, cfg.seed)
             init_stats = init.param_stats(params)
-            params = {k: p.to(device) for k, p in params.items()}
+            params = {k: p.to(device, dtype) for k, p in params.items()}
+            x, y = d.x_train.to(dtype), d.y_train.to(dtype)
             shift = cfg.model.relu_shift
-            layers = forward.activation_stats(d.x_train, params, shift)
+            layers = forward.activation_stats(x, params, shift)
 
-            net = impls.build(cfg.impl.name, params, shift, cfg.impl.compute_input_grad)
-            loss = net.forward(d.x_train, d.y_train).item()
-            grads = net.backward()
-            reference = autograd.Net(params, shift, input_grad="x" in grads)  # asked for what the net computed
-            reference.forward(d.x_train, d.y_train)
-            ref_grads = reference.backward()
-            diffs = backward.compare(grads, ref_grads, cfg.check.rtol, cfg.check.atol)
-            elementwise = backward.elementwise_diffs(grads, ref_grads)
+            checked = backward.run_check(cfg.impl.name, params, x, y, shift, cfg.impl.compute_input_grad,
+                                         cfg.check.factor, cfg.bug.name)  # fmt: skip
             wall["check_s"] = time.perf_counter() - t
 
         by_layer = {s.layer: s.metrics() for s in layers}
         by_layer[0] = init_stats
         tracking.log_steps(by_layer)
+        loss = checked.loss
         finite = forward.all_finite(layers) and math.isfinite(loss)
         if not finite:  # exploding or vanishing statistics are a result of the init, recorded, not a crash
             tracking.set_tags({"non_finite": "activations or loss overflowed; see act/* by step and loss"})
-        grad_metrics = backward.metrics(diffs)
+        grad_metrics = backward.metrics(checked.checks)
         tracking.log_metrics({"loss": loss, "act/all_finite": float(finite)} | grad_metrics)
-        tracking.log_json([diff.row() for diff in diffs], "grad_diff.json")
+        tracking.set_tags({"first_divergent": backward.first_divergent(checked.checks)})
+        if cfg.bug.name != bugs.NONE:
+            tracking.set_tags({"bug.expected_node": bugs.expected_node(cfg.bug.name, list(cfg.model.widths))})
+        tracking.log_json([c.row() for c in checked.checks], "grad_check.json")
         tracking.log_figure(figures.activation_figure(layers, name), "figures/activations.png")
-        tracking.log_figure(figures.grad_diff_figure(elementwise, name), "figures/grad_diff.png")
+        tracking.log_figure(figures.grad_diff_figure(checked.elementwise, name), "figures/grad_diff.png")
 
         with console.status(f"timing forward and backward ({cfg.timing.min_run_time:g} s each, {threads} threads)"):
             t = time.perf_counter()
-            timed = timing.time_passes(net, reference, d.x_train, d.y_train, cfg.timing.min_run_time, threads)
+            net = impls.build(cfg.impl.name, params, shift, cfg.impl.compute_input_grad)
+            reference = autograd.Net(params, shift, input_grad=checked.input_grad)
+            net.forward(x, y)
+            reference.forward(x, y)
+            timed = timing.time_passes(net, reference, x, y, cfg.timing.min_run_time, threads)
             wall["timing_s"] = time.perf_counter() - t
         tracking.log_metrics(timed.metrics())
 
@@ -175,8 +198,9 @@ def run(
         init_stats,
         layers,
         loss,
-        diffs,
-        bool(grad_metrics["grad/all_close"]),
+        checked.checks,
+        checked.all_close,
+        backward.first_divergent(checked.checks),
         timed,
         wall,
     )

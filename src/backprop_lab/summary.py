@@ -8,7 +8,7 @@ from rich.table import Table
 from backprop_lab.pipeline import Result
 
 OK, BAD = "[green]ok[/]", "[red]FAIL[/]"
-VERDICT = {"ok": OK, "differs": "[red]differs[/]", "non-finite": "[red]NON-FINITE[/]"}
+VERDICT = {"ok": OK, "differs": "[red]differs[/]", "non-finite": "[red]NON-FINITE[/]", "shape": "[red]SHAPE[/]"}
 
 
 def _g(x) -> str:
@@ -44,12 +44,17 @@ def activation_table(r: Result) -> Table:
 
 
 def grad_table(r: Result) -> Table:
+    """Every node in backward order, as Karpathy's `cmp` prints them and more: shape, bit-exact, the difference from
+    autograd, and the error against the float64 truth in units of autograd's own (the verdict's measure)."""
     rows = [
-        (d.name, "x".join(map(str, d.shape)), f"{d.max_abs_diff:.3g}", f"{d.max_rel_diff:.3g}", VERDICT[d.verdict])
-        for d in r.diffs
-    ]
-    title = f"backward: manual against autograd  ({OK if r.all_close else BAD})"
-    return _table(title, rows, "tensor", "shape", "max |diff|", "max |diff| / max |autograd|", "verdict")
+        (c.node, "x".join(map(str, c.shape)), "yes" if c.exact else "", f"{c.max_abs_diff:.3g}",
+         f"{c.max_rel_diff:.3g}", f"{c.error:.3g}", f"{c.autograd_error:.3g}", f"{c.ratio:.3g}", VERDICT[c.verdict])
+        for c in r.checks
+    ]  # fmt: skip
+    first = "" if r.first_divergent == "none" else f"; first divergent: [red]{r.first_divergent}[/]"
+    title = f"backward, from the loss to the input: manual against autograd and the float64 truth{first}"
+    columns = ("node", "shape", "exact", "max |diff|", "rel diff", "error vs truth", "autograd's", "ratio", "verdict")
+    return _table(title, rows, *columns)
 
 
 def timing_table(r: Result) -> Table:
@@ -78,7 +83,7 @@ def print_summary(r: Result, console: Console) -> None:
 
 def print_job_line(r: Result, console: Console) -> None:
     """One line per job of a sweep; the sweep's report has the tables."""
-    worst = max(d.max_rel_diff for d in r.diffs)
+    worst = max(c.max_rel_diff for c in r.checks)
     verdict = OK if r.all_close else BAD
     ratio = r.timing.backward_vs_autograd
     console.print(

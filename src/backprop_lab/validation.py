@@ -28,6 +28,7 @@ def _finite_in(value: float, low: float, high: float) -> bool:
     return math.isfinite(value) and low < value < high
 
 
+MAX_FACTOR = 1000.0
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed's range
 MAX_MIN_RUN_TIME = 600.0  # seconds per measurement; three are taken: more is a typo, not a study
 MAX_EXPERIMENT_NAME = 500  # MLflow's limit
@@ -95,9 +96,9 @@ def validate(cfg: Any) -> None:
         _require(n is None or n > 0, f"data.{key}", "a positive integer or null", n)
     _require(math.isfinite(cfg.model.relu_shift), "model.relu_shift", "a finite number", cfg.model.relu_shift)
     _require(_finite_in(cfg.data.near_zero_tol, 0, 1), "data.near_zero_tol", "> 0 and < 1", cfg.data.near_zero_tol)
-    # a tolerance of 1 or more (atol is in units of each tensor's largest entry) passes any gradient: no check at all
-    _require(_finite_in(cfg.check.rtol, 0, 1), "check.rtol", "> 0 and < 1", cfg.check.rtol)
-    _require(_finite_in(cfg.check.atol, 0, 1), "check.atol", "> 0 and < 1", cfg.check.atol)
+    # below 1, autograd itself would fail; far above, a wrong backward would pass (a bug is off by 1e3 and more)
+    _require(_finite_in(cfg.check.factor, 1 - 1e-9, MAX_FACTOR), "check.factor", f"from 1 to {MAX_FACTOR:g}",
+             cfg.check.factor)  # fmt: skip
     run_time = cfg.timing.min_run_time
     _require(_finite_in(run_time, 0, MAX_MIN_RUN_TIME + 1e-9), "timing.min_run_time",
              f"> 0 and at most {MAX_MIN_RUN_TIME:g} seconds", run_time)  # fmt: skip

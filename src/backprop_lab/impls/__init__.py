@@ -5,7 +5,9 @@ each naming its module here.
 
 Each module's `Net(params, shift)` has `forward(x, y) -> loss` and `backward() -> grads`, grads mapping `w1`, `b1`,
 ... to tensors shaped like the parameters ((in, out) weights) and `x` to the input's gradient: always for the
-notebook's four, which computed it, and when asked (`Net(params, shift, input_grad=True)`) for the others.
+notebook's four, which computed it, and when asked (`Net(params, shift, input_grad=True)`) for the others. After a
+backward, `node_grads()` maps each intermediate node (`lin{i}`, a linear layer's output; `act{i}`, the shifted
+ReLU's after it) to the gradient there, for the check that names the first node where a backward goes wrong.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ def input_grad_optional(name: str) -> bool:
     return "input_grad" in inspect.signature(load(name).Net).parameters
 
 
-def build(name: str, params: dict[str, torch.Tensor], shift: float, input_grad: bool = False):
-    """The implementation's Net; the notebook's four compute the input's gradient whatever `input_grad` says."""
-    if input_grad_optional(name):
-        return load(name).Net(params, shift, input_grad)
-    return load(name).Net(params, shift)
+def build(name: str, params: dict[str, torch.Tensor], shift: float, input_grad: bool = False, keep_nodes=False):
+    """The implementation's Net; the notebook's four compute the input's gradient whatever `input_grad` says.
+    `keep_nodes`: `node_grads()` will hold the gradient at every intermediate node (lean keeps them only if asked)."""
+    accepts = inspect.signature(load(name).Net).parameters
+    options = {"input_grad": input_grad, "keep_nodes": keep_nodes}
+    return load(name).Net(params, shift, **{k: v for k, v in options.items() if k in accepts})

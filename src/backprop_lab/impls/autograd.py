@@ -14,27 +14,49 @@ def relu(x: torch.Tensor, shift: float) -> torch.Tensor:
     return torch.relu(x) - shift
 
 
-def model(x: torch.Tensor, params: dict[str, torch.Tensor], shift: float) -> torch.Tensor:
-    """The forward pass alone: what autograd differentiates."""
+def model(x: torch.Tensor, params: dict[str, torch.Tensor], shift: float, nodes: dict | None = None,
+          masks: list | None = None) -> torch.Tensor:  # fmt: skip
+    """The forward pass alone: what autograd differentiates. With `nodes`, each linear output (lin{i}) and shifted
+    ReLU output (act{i}) is put there, its gradient retained. With `masks`, the ReLUs open where those say (a run in
+    another dtype's kinks) instead of where this forward's pre-activations are positive."""
     for i in range(1, n_layers(params) + 1):
         if i > 1:
-            x = relu(x, shift)
-        x = lin(x, params[f"w{i}"], params[f"b{i}"])
+            act = relu(x, shift) if masks is None else x * masks[i - 2].to(x.dtype) - shift
+            x = _node(nodes, f"act{i - 1}", act)
+        x = _node(nodes, f"lin{i}", lin(x, params[f"w{i}"], params[f"b{i}"]))
     return x
 
 
+def _node(nodes: dict | None, name: str, t: torch.Tensor) -> torch.Tensor:
+    if nodes is not None and t.requires_grad:
+        t.retain_grad()
+        nodes[name] = t
+    return t
+
+
 class Net:
-    def __init__(self, params: dict[str, torch.Tensor], shift: float, input_grad: bool = False):
+    def __init__(self, params: dict[str, torch.Tensor], shift: float, input_grad: bool = False, masks=None):
         # leaf copies: autograd's .grad must not land on (or be confused with) the shared weights
         self.leaves = {name: p.detach().clone().requires_grad_() for name, p in params.items()}
-        self.shift, self.input_grad = shift, input_grad
+        self.shift, self.input_grad, self.given_masks = shift, input_grad, masks
 
     def forward(self, x: torch.Tensor, targ: torch.Tensor) -> torch.Tensor:
         check_shapes(x, targ, self.leaves)
         self.inp = x.detach().requires_grad_(self.input_grad)
-        self.loss = mse(model(self.inp, self.leaves, self.shift), targ)
+        self.nodes: dict[str, torch.Tensor] = {}
+        self.loss = mse(model(self.inp, self.leaves, self.shift, self.nodes, self.given_masks), targ)
         return self.loss
 
+    @property
+    def masks(self) -> list[torch.Tensor]:
+        """Where each hidden ReLU of the last forward was open: its pre-activation > 0."""
+        return [t.detach() > 0 for name, t in self.nodes.items() if name.startswith("lin")][:-1]
+
     def backward(self) -> Grads:
+        for t in self.nodes.values():
+            t.grad = None
         leaves = self.leaves | ({"x": self.inp} if self.input_grad else {})
         return autograd_backward(self.loss, leaves)
+
+    def node_grads(self) -> Grads:
+        return {name: t.grad for name, t in self.nodes.items()}

@@ -28,6 +28,15 @@ def n_layers(params: dict[str, torch.Tensor]) -> int:
     return len(params) // 2
 
 
+def backward_order(n: int, input_grad: bool) -> list[str]:
+    """Every node the backward computes a gradient at, in the order it does, from the loss towards the input:
+    lin{L} (the output), w{L}, b{L}, act{L-1} (the shifted ReLU's output), lin{L-1}, w{L-1}, ..., b1, x."""
+    order = []
+    for i in range(n, 0, -1):
+        order += [f"lin{i}", f"w{i}", f"b{i}"] + ([f"act{i - 1}"] if i > 1 else [])
+    return order + (["x"] if input_grad else [])
+
+
 def take_g(params: dict[str, torch.Tensor], inp: torch.Tensor | None) -> Grads:
     """Collect and remove each `.g`, so that a stale gradient from an earlier backward can never pass a check."""
     tensors = dict(params) | ({"x": inp} if inp is not None else {})
@@ -65,6 +74,11 @@ class NotebookNet:
     def backward(self) -> Grads:
         self.model.backward()
         return take_g(self.params, self.x)
+
+    def node_grads(self) -> Grads:
+        """After a backward: the gradient at each linear output and shifted ReLU output, as the layers left it."""
+        names = [f"{'lin' if k % 2 == 0 else 'act'}{k // 2 + 1}" for k in range(len(self.model.layers))]
+        return {name: layer.out.g for name, layer in zip(names, self.model.layers)}
 
 
 def autograd_backward(loss: torch.Tensor, leaves: dict[str, torch.Tensor]) -> Grads:

@@ -75,3 +75,8 @@ class Net:
     def backward(self):
         backward(self.inps, self.lins, self.layers, self.trg)
         return take_g(self.params, self.x)
+
+    def node_grads(self):
+        """After a backward: the gradient at each linear output and shifted ReLU output."""
+        lins = {f"lin{i}": t.g for i, t in enumerate(self.lins, start=1)}
+        return lins | {f"act{i}": t.g for i, t in enumerate(self.inps[1:], start=1)}

@@ -7,7 +7,8 @@
   would be converted inside the multiply, and nothing reads the gradient it overwrites.
 - The weight gradient in nn.Linear's (out, in) orientation, `(g.t() @ inp).t()`, a free view back to (in, out):
   MKL runs that product faster than `inp.t() @ g` on these skinny shapes.
-The gradients are returned, not stored as `.g`: the `.g` convention is the lesson's, not needed here.
+The gradients are returned, not stored as `.g`: the `.g` convention is the lesson's, not needed here. The gradient
+at each intermediate node is kept only when asked (`keep_nodes`, for the check): the in-place masks overwrite it.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from backprop_lab.impls.common import Grads, check_shapes, n_layers
 
 
 class Net:
-    def __init__(self, params: dict[str, torch.Tensor], shift: float, input_grad: bool = False):
-        self.params, self.shift, self.input_grad = params, shift, input_grad
+    def __init__(self, params: dict[str, torch.Tensor], shift: float, input_grad: bool = False, keep_nodes=False):
+        self.params, self.shift, self.input_grad, self.keep_nodes = params, shift, input_grad, keep_nodes
+        self.nodes: Grads = {}
         self.ws = [params[f"w{i}"] for i in range(1, n_layers(params) + 1)]
         self.bs = [params[f"b{i}"] for i in range(1, n_layers(params) + 1)]
 
@@ -37,12 +39,21 @@ class Net:
         g = (out.squeeze(-1) - self.targ).unsqueeze(-1) * (2 / out.shape[0])  # d loss / d out
         grads: Grads = {}
         for i in reversed(range(len(self.ws))):
+            self._keep(f"lin{i + 1}", g)
             grads[f"w{i + 1}"] = (g.t() @ self.inps[i]).t()
             grads[f"b{i + 1}"] = g.sum(0)
             if i == 0 and not self.input_grad:
                 break
             g = g @ self.ws[i].t()
             if i > 0:  # through the ReLU before this layer: its mask, from the ReLU's input
+                self._keep(f"act{i}", g)
                 g.mul_(torch.gt(self.outs[i - 1], 0, out=torch.empty_like(g)))
         ordered = {name: grads[name] for name in self.params}
         return ordered | ({"x": g} if self.input_grad else {})
+
+    def _keep(self, node: str, g: torch.Tensor) -> None:
+        if self.keep_nodes:
+            self.nodes[node] = g.clone()
+
+    def node_grads(self) -> Grads:
+        return self.nodes

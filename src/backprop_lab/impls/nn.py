@@ -37,10 +37,22 @@ class Net:
     def forward(self, x: torch.Tensor, targ: torch.Tensor) -> torch.Tensor:
         check_shapes(x, targ, self.params)
         self.inp = x.detach().requires_grad_(self.input_grad)
-        self.loss = mse(self.model(self.inp), targ)
+        self.nodes = []
+        out = self.inp
+        for layer in self.model:  # nn.Sequential's loop, keeping each output for its gradient
+            out = layer(out)
+            out.retain_grad()
+            self.nodes.append(out)
+        self.loss = mse(out, targ)
         return self.loss
 
+    def node_grads(self) -> Grads:
+        names = [f"{'lin' if k % 2 == 0 else 'act'}{k // 2 + 1}" for k in range(len(self.nodes))]
+        return {name: t.grad for name, t in zip(names, self.nodes)}
+
     def backward(self) -> Grads:
+        for t in self.nodes:
+            t.grad = None
         leaves = {}
         for i, linear in enumerate(self.linears, start=1):
             leaves[f"w{i}"], leaves[f"b{i}"] = linear.weight, linear.bias
