@@ -172,6 +172,7 @@ class Checked:
     checks: list[NodeCheck]  # every node, in backward order
     elementwise: dict[str, torch.Tensor]  # |manual - autograd| of each parameter's every entry, for the figure
     input_grad: bool  # whether the implementation computed the input's gradient (autograd was asked for it too)
+    layer_stats: dict[int, dict[str, float]]  # the backward half by layer (step = layer), from autograd's gradients
 
     @property
     def all_close(self) -> bool:
@@ -200,6 +201,7 @@ def run_check(
     reference = autograd.Net(params, shift, computed_x)
     reference.forward(x, y)
     ref = reference.backward() | reference.node_grads()
+    stats = backward_stats(params, ref)
     truth = _truth(params, x, y, shift, reference.masks)
     if computed_x:  # x.g = lin1.g @ w1.t(), in float64 a block of rows at a time: never 314 MB whole
         lin1, w1 = truth["lin1"], params["w1"].double()
@@ -210,7 +212,19 @@ def run_check(
     checks = check(manual, ref, truth, order, reduction_lengths(widths, x.shape[0]), factor)
     leaves = [k for k in ref if k[0] in "wb"]  # the parameters: the intermediate nodes and x are too large to draw
     elementwise = elementwise_diffs({k: manual[k] for k in leaves}, {k: ref[k] for k in leaves})
-    return Checked(loss, checks, elementwise, computed_x)
+    return Checked(loss, checks, elementwise, computed_x, stats)
+
+
+def backward_stats(params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor]) -> dict[int, dict[str, float]]:
+    """By layer: the std of the loss's gradient at its output (the quantity fan-out scaling keeps), of its weight's
+    gradient, and that over the weight's std (how far one step of plain SGD would move it, relatively)."""
+    stats = {}
+    for i in range(1, len(params) // 2 + 1):
+        w, w_grad = params[f"w{i}"].double(), grads[f"w{i}"].double()
+        w_std = w.std().item() if w.numel() > 1 else abs(w).max().item()
+        stats[i] = {"back/std": grads[f"lin{i}"].double().std().item(), "back/w_grad_std": w_grad.std().item(),
+                    "back/w_grad_to_w_std": w_grad.std().item() / w_std if w_std > 0 else math.inf}  # fmt: skip
+    return stats
 
 
 def _truth(params, x, y, shift, masks) -> dict[str, torch.Tensor]:

@@ -13,19 +13,38 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from backprop_lab.forward import LayerStats  # noqa: E402
 
 
-def activation_figure(stats: list[LayerStats], title: str):
+def activation_figure(stats: list[LayerStats], predicted: list, title: str):
+    """The forward half by layer: measured (solid) and what the init's variance formula predicts (dashed)."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
     layers = [s.layer for s in stats]
-    ax.plot(layers, [s.mean for s in stats], "o-", label="linear output mean")
-    ax.plot(layers, [s.std for s in stats], "s-", label="linear output std")
+    ax.plot(layers, [s.mean for s in stats], "o-", color="C0", label="linear output mean")
+    ax.plot(layers, [s.std for s in stats], "s-", color="C1", label="linear output std")
+    ax.plot(layers, [p.act_std for p in predicted], "--", color="C1", label="its std, predicted")
     hidden = [s for s in stats if s.relu_std is not None]
     if hidden:
-        ax.plot([s.layer for s in hidden], [s.relu_std for s in hidden], "^--", label="shifted ReLU std")
+        ax.plot([s.layer for s in hidden], [s.relu_mean for s in hidden], "^-", color="C2", label="shifted ReLU mean")
+        ax.plot([p.layer for p in predicted if p.relu_mean is not None],
+                [p.relu_mean for p in predicted if p.relu_mean is not None], "--", color="C2",
+                label="its mean, predicted: σ/√(2π) − shift")  # fmt: skip
     ax.axhline(0, color="grey", lw=0.5)
     ax.axhline(1, color="grey", lw=0.5, ls=":")
     ax.set(xlabel="layer", ylabel="value", title=title)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # a tick per layer, up to a readable number
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def backward_figure(measured: dict[int, dict[str, float]], predicted: dict[int, float], title: str):
+    """The backward half by layer: the std of the loss's gradient at each layer's output, measured and predicted."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    layers = sorted(measured)
+    ax.plot(layers, [measured[i]["back/std"] for i in layers], "s-", color="C3", label="gradient std at the output")
+    ax.plot(layers, [predicted[i] for i in layers], "--", color="C3", label="predicted from the output's")
+    ax.set_yscale("log")  # vanishing and exploding both show as straight lines
+    ax.set(xlabel="layer", ylabel="std of d loss / d z", title=title)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 

@@ -29,6 +29,7 @@ from backprop_lab import (
     owner,
     stop,
     store,
+    theory,
     timing,
     tracking,
 )
@@ -158,9 +159,16 @@ def run(
                                          cfg.check.factor, cfg.bug.name)  # fmt: skip
             wall["check_s"] = time.perf_counter() - t
 
-        by_layer = {s.layer: s.metrics() for s in layers}
-        by_layer[0] = init_stats
-        tracking.log_steps(by_layer)
+        widths = list(cfg.model.widths)
+        second_moment = d.stats["data/train_mean"] ** 2 + d.stats["data/train_std"] ** 2
+        predicted = theory.forward(widths, cfg.init.scheme, cfg.init.mode, second_moment, shift)
+        output_grad_std = checked.layer_stats[len(widths) - 1]["back/std"]
+        predicted_back = theory.backward(widths, cfg.init.scheme, cfg.init.mode, output_grad_std)
+        by_layer = {
+            s.layer: s.metrics() | checked.layer_stats[s.layer] | p.metrics() | {"theory/back_std": back}
+            for s, p, back in zip(layers, predicted, predicted_back.values())
+        }
+        tracking.log_steps(by_layer | {0: init_stats})
         loss = checked.loss
         finite = forward.all_finite(layers) and math.isfinite(loss)
         if not finite:  # exploding or vanishing statistics are a result of the init, recorded, not a crash
@@ -171,7 +179,8 @@ def run(
         if cfg.bug.name != bugs.NONE:
             tracking.set_tags({"bug.expected_node": bugs.expected_node(cfg.bug.name, list(cfg.model.widths))})
         tracking.log_json([c.row() for c in checked.checks], "grad_check.json")
-        tracking.log_figure(figures.activation_figure(layers, name), "figures/activations.png")
+        tracking.log_figure(figures.activation_figure(layers, predicted, name), "figures/activations.png")
+        tracking.log_figure(figures.backward_figure(checked.layer_stats, predicted_back, name), "figures/backward.png")
         tracking.log_figure(figures.grad_diff_figure(checked.elementwise, name), "figures/grad_diff.png")
 
         with console.status(f"timing forward and backward ({cfg.timing.min_run_time:g} s each, {threads} threads)"):
