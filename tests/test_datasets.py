@@ -446,3 +446,36 @@ def test_fashion_mnist_from_debian():
     assert split.x_train.shape == (60000, 784) and split.x_valid.shape == (10000, 784)
     assert sorted(np.unique(split.y_train)) == list(range(10)) and len(digest) == 64
     assert 0.0 <= split.x_train.min() and split.x_train.max() <= 1.0
+
+
+def test_the_array_cache_is_read_once_then_loaded_and_a_changed_cache_is_read_again(tmp_path):
+    from backprop_lab import array_cache
+
+    content = tiny_mnist()
+    reads = []
+
+    def read():
+        reads.append(1)
+        return datasets.Split(content[0][0], content[0][1], content[1][0], content[1][1])
+
+    first = array_cache.cached(tmp_path, "ab" * 32, read)
+    second = array_cache.cached(tmp_path, "ab" * 32, read)
+    assert len(reads) == 1 and isinstance(second.x_train, np.memmap)
+    np.testing.assert_array_equal(second.x_train, first.x_train)
+    stored = tmp_path / f"arrays-{'ab' * 32}" / "x_train.npy"
+    data_bytes = bytearray(stored.read_bytes())
+    data_bytes[-1] ^= 0xFF  # one byte of the last pixel
+    stored.write_bytes(bytes(data_bytes))
+    third = array_cache.cached(tmp_path, "ab" * 32, read)
+    assert len(reads) == 2  # the changed cache failed its check: read from the source again
+    np.testing.assert_array_equal(third.x_train, content[0][0])
+    assert array_cache.cached(tmp_path, "ab" * 32, read) is not None and len(reads) == 2  # and stored again
+
+
+def test_an_unwritable_array_cache_costs_the_speed_only(tmp_path):
+    from backprop_lab import array_cache
+
+    (tmp_path / "afile").write_text("")
+    content = tiny_mnist()
+    split = array_cache.cached(tmp_path / "afile", "cd" * 32, lambda: datasets.Split(*content[0], *content[1]))
+    np.testing.assert_array_equal(split.y_valid, content[1][1])

@@ -11,7 +11,7 @@ from typing import Any, Optional
 import torch
 from omegaconf import OmegaConf
 
-from backprop_lab import datasets
+from backprop_lab import array_cache, datasets
 from backprop_lab.errors import DataError
 
 
@@ -36,10 +36,9 @@ def near_zero(value: float, tol: float) -> bool:
 def read_split(cfg: Any, seed: int) -> tuple[datasets.Split, Optional[str]]:
     """The raw split the data config names, and the SHA-256 of the files it came from (None: generated)."""
     if cfg.name == "mnist":
-        path = (
-            Path(cfg.path) if cfg.path else datasets.fetch_mnist(Path(cfg.cache_dir or datasets.default_cache_dir()))[0]
-        )
-        return datasets.read_mnist_pkl(path, cfg.sha256), cfg.sha256
+        cache = Path(cfg.cache_dir or datasets.default_cache_dir())
+        path = Path(cfg.path) if cfg.path else datasets.fetch_mnist(cache)[0]
+        return array_cache.cached(cache, cfg.sha256, lambda: datasets.read_mnist_pkl(path, cfg.sha256)), cfg.sha256
     if cfg.name == "fashion_mnist":
         return datasets.read_fashion_mnist(Path(cfg.path))
     if cfg.name == "synthetic":
