@@ -20,7 +20,3 @@ def _script(name: str) -> None:
 
 def run() -> None:
     _script("run")
-
-
-def bench() -> None:
-    _script("bench")

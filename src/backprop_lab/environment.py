@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -34,6 +35,27 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def _found(pattern: str, text: str, label: str) -> str | None:
+    m = re.search(pattern, text)
+    return f"{label} {m[1]}" if m else None
+
+
+def machine() -> dict[str, str]:
+    """What a timing depends on, in a line's worth: the CPU, the vector ISA torch dispatches to, and the BLAS and
+    oneDNN builds in torch (from torch.__config__.show(), whose wording differs between MKL and OpenBLAS builds)."""
+    config = torch.__config__.show()
+    blas = (_found(r"Math Kernel Library Version ([\d.]+)", config, "MKL")
+            or _found(r"OpenBLAS\D*([\d.]+)", config, "OpenBLAS")
+            or _found(r"BLAS_INFO=(\w+)", config, "BLAS"))  # fmt: skip
+    onednn = _found(r"(?:MKL-DNN|oneDNN) v?([\d.]+)", config, "oneDNN")
+    return {
+        "cpu": cpu_model(),
+        "isa": torch.backends.cpu.get_cpu_capability(),
+        "blas": blas or "unknown",
+        "onednn": onednn or "none",
+    }
 
 
 def versions() -> dict[str, str]:
