@@ -154,6 +154,16 @@ def test_tables_render_the_same_cells_to_rich_markdown_and_html():
     assert [str(cell.style) for cell in rich_table.columns[1]._cells] == ["", "red"]
 
 
+def test_the_machine_line_names_the_blas_and_onednn_builds():
+    from backprop_lab import environment
+
+    mkl = "- Intel(R) oneAPI Math Kernel Library Version 2024.2-Product Build 20240605\n- Intel(R) MKL-DNN v3.12.0 (Git"
+    assert environment.libraries(mkl) == {"blas": "MKL 2024.2", "onednn": "oneDNN 3.12.0"}
+    openblas = "  - Build settings: BLAS_INFO=open, LAPACK_INFO=open, USE_MKLDNN=OFF"
+    assert environment.libraries(openblas) == {"blas": "OpenBLAS", "onednn": "none"}
+    assert set(environment.machine()) == {"cpu", "isa", "blas", "onednn"}
+
+
 def test_the_bench_command_logs_a_run(tmp_path, monkeypatch):
     """The command end to end on a tiny problem, the subprocess measurements replaced: its run, tags and files."""
     import json
