@@ -10,6 +10,12 @@ from helpers import FAST, cli
 os.environ.setdefault("BACKPROP_LAB_SERVER_WAIT_S", "3")  # tests of an unreachable server need not wait 15 s
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _own_cache(tmp_path_factory):
+    """The tests' data caches (MNIST arrays) in a folder of their own, never the user's ~/.cache."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+
+
 @pytest.fixture
 def store(tmp_path):
     """A fresh sqlite tracking store of the test's own."""

@@ -1,11 +1,15 @@
-"""The bench's arithmetic and its table on a tiny problem (its speed targets are judged by scripts/bench.py only)."""
+"""The bench's arithmetic, variants, targets and tables on tiny or crafted problems (its speed targets are judged on
+the real problem by scripts/bench.py only)."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 from helpers import composed, small_problem
 
-from backprop_lab import bench
+from backprop_lab import bench, bench_cli, impls, tables, targets
+from backprop_lab.bench import GEMMS, Row, Variant
+from backprop_lab.config import options
 
 
 def test_pass_flops_count_the_products():
@@ -22,7 +26,6 @@ def test_pass_products_and_their_bare_times():
     assert products["backward"][2] == bench.Product("input grad", 50000, 80, 1)  # the hidden layer's, not x.g
     with_x = bench.pass_products([784, 80, 1], 50000, input_grad=True)["backward"]
     assert bench.Product("input grad", 50000, 784, 80) in with_x
-    torch = __import__("torch")
     for p in with_x:  # both orientations compute the same product (the second one's transpose)
         first, second = (f() for f in bench.Product(p.kind, 7, 5, 3).orientations("cpu"))
         assert first.shape == second.t().shape
@@ -30,38 +33,166 @@ def test_pass_products_and_their_bare_times():
     assert timed[True]["backward"].median_ms > timed[False]["backward"].median_ms > 0  # x.g adds a product
 
 
-def test_a_target_the_products_alone_miss_is_out_of_reach():
-    assert bench.Target("t", 1.3, 1.2, floor=1.25).out_of_reach
-    assert not bench.Target("t", 1.3, 1.2, floor=1.1).out_of_reach
-    assert not bench.Target("t", 1.3, 1.2).out_of_reach
-    assert bench.verdict(bench.Target("t", 1.3, 1.2, floor=1.25)) == "NO, out of reach"
-    assert bench.verdict(bench.Target("t", 1.1, 1.2, floor=1.0)) == "yes"
+# --- the variants: from conf/impl/ ----------------------------------------------------------------------------
 
 
-def test_variants_cover_every_implementation_and_mode():
-    names = {v.name for v in bench.variants()}
-    for impl in bench.HAND_WRITTEN:
-        assert {impl, f"{impl} +x.g", f"{impl} (notebook)"} <= names
-    assert {"autograd", "autograd +x.g", "nn"} <= names
-    assert bench.Variant("module", notebook=True).reference == bench.Variant("autograd", input_grad=True)
+def test_the_variants_follow_conf_impl():
+    variants = bench.variants()
+    assert {v.impl for v in variants} == set(options("impl"))
+    for impl in options("impl"):
+        names = {v.name for v in variants if v.impl == impl}
+        optional = impls.input_grad_optional(impl)
+        assert names == ({impl, f"{impl} +x.g"} if optional else {f"{impl} (notebook)"})
+    assert all(v.input_grad and v.reference == Variant("autograd", True) for v in variants if v.notebook)
+    assert [v.name for v in variants[-2:]] == ["autograd", "autograd +x.g"]  # the reference last
+
+
+def test_a_new_option_gets_its_rows(monkeypatch):
+    monkeypatch.setattr(bench, "options", lambda group: ["autograd", "lean", "module"])
+    assert [v.name for v in bench.variants()] == ["module (notebook)", "lean", "lean +x.g", "autograd", "autograd +x.g"]
 
 
 def test_run_bench_on_a_tiny_problem():
-    params, x, y = small_problem([12, 8, 1], n=64, dtype=__import__("torch").float32)
+    params, x, y = small_problem([12, 8, 1], n=64, dtype=torch.float32)
     result = bench.run_bench(params, x, y, 0.5, [12, 8, 1], min_run_time=0.001, check=composed().check)
-    gemms = {bench.GEMMS, f"{bench.GEMMS} +x.g"}
-    assert {r.variant for r in result.rows} == {v.name for v in bench.variants()} | gemms
+    assert {r.variant for r in result.rows} == {v.name for v in bench.variants()} | {GEMMS, f"{GEMMS} +x.g"}
     assert all(r.close is not False for r in result.rows)  # every variant's gradients agree with autograd
     assert all(r.median_ms > 0 and r.vs_roofline > 0 and r.vs_gemms > 0 for r in result.rows)
-    assert next(r for r in result.rows if r.variant == bench.GEMMS and r.pass_ == "backward").vs_gemms == 1.0
-    autograd_backward = next(r for r in result.rows if r.variant == "autograd" and r.pass_ == "backward")
-    assert 0.2 < autograd_backward.vs_autograd < 5  # autograd timed against itself: 1 up to the noise
-    names = [t.name for t in result.targets]
-    assert "fastest hand-written backward / autograd" in names and "fastest forward / roofline" in names
-    assert "| module (notebook) | backward |" in bench.markdown(result)
-    assert all(t.floor is not None for t in result.targets if "roofline" in t.name or "/ autograd" in t.name)
-    assert bench.metric_name(result.rows[0]) == "bench/GEMMs_alone/forward_ms"
-    assert bench.target_metric(result.targets[0]) == "target/fastest_hand_written_backward_autograd"
+    assert bench.find(result.rows, GEMMS, "backward").vs_gemms == 1.0
+    assert bench.find(result.rows, "module (notebook)", "forward") is not None  # its own forward code
+    assert bench.find(result.rows, "lean +x.g", "forward") is None  # the same forward as lean's
+    assert 0.2 < bench.find(result.rows, "autograd", "backward").vs_autograd < 5  # against itself: 1, up to noise
+    judged = targets.judge(result.rows, {})
+    md = bench_cli.markdown(result, judged, {}, {"cpu": "a CPU", "isa": "AVX2", "blas": "MKL 1", "onednn": "none"})
+    assert "| module (notebook) | backward |" in md and "a CPU (AVX2, MKL 1, none)" in md.splitlines()[0]
+    assert bench_cli.metric_name(result.rows[0]) == "bench/GEMMs_alone/forward_ms"
+    assert bench_cli.metric_name(bench.find(result.rows, "module (notebook)", "forward+backward")) == (
+        "bench/module_notebook/forward_and_backward_ms"
+    )
+    assert bench_cli.target_metric(judged[0]) == "target/lean_backward_autograd_backward"
+
+
+# --- the targets, judged on crafted rows --------------------------------------------------------------------------
+
+
+def crafted(lean=0.9, lean_x=0.95, gemms=0.8, gemms_x=0.85, speedup=4.0, wrong=False) -> list[Row]:
+    """Backward rows with the ratios the targets read: `lean` and `gemms` against autograd (10 ms), and so on."""
+
+    def row(variant, ms, vs_autograd, vs_gemms, close=True, input_grad=False):
+        return Row(variant, "backward", ms, 0.1, 1.0, close, vs_autograd, 2.0, vs_gemms, input_grad)
+
+    return [
+        row(GEMMS, 10 * gemms, gemms, 1.0, None),
+        row(f"{GEMMS} +x.g", 12 * gemms_x, gemms_x, 1.0, None, True),
+        row("lean", 10 * lean, lean, lean / gemms),
+        row("lean +x.g", 12 * lean_x, lean_x, lean_x / gemms_x, True, True),
+        row("module (notebook)", 10 * lean * speedup, lean * speedup / 1.2, 2.0, not wrong, True),
+        row("autograd", 10, 1.0, 1 / gemms),
+        row("autograd +x.g", 12, 1.0, 1 / gemms_x, True, True),
+    ]
+
+
+def verdicts(rows, extra=None) -> dict[str, str]:
+    return {t.name: t.verdict for t in targets.judge(rows, extra or {})}
+
+
+def test_targets_met():
+    judged = targets.judge(crafted(), {"default_run_peak_rss_gib": 1.0, "cfg_job_s": 0.4, "config_error_s": 0.4})
+    assert [t.verdict for t in judged] == ["yes"] * 8
+    assert [t.floor for t in judged[:2]] == [0.8, 1.0]  # the same ratio for the products alone
+    assert judged[2].measured == pytest.approx(4.0) and not judged[2].below
+    assert "per-job overhead in a sweep, median s" not in {t.name for t in judged}  # not measured: not judged
+
+
+def test_targets_not_met():
+    got = verdicts(crafted(lean=1.1, lean_x=1.2, speedup=2.0, wrong=True), {"default_run_peak_rss_gib": 2.0})
+    assert got["lean backward / autograd backward"] == "NO"  # the products alone reach 0.8: other code is slow
+    assert got["lean +x.g backward / autograd +x.g backward"] == "NO"
+    assert got["module (notebook) backward / lean backward"] == "NO"
+    assert got["lean backward / GEMMs alone backward"] == "NO"  # 1.1 / 0.8 > 1.15
+    assert got["variants whose gradients disagree with autograd"] == "NO"
+    assert got["default run's peak RSS, GiB"] == "NO"
+    wrong = targets.agreement_target(crafted(wrong=True))
+    assert (wrong.measured, wrong.detail) == (1, "module (notebook)")
+
+
+def test_a_target_the_products_alone_miss_is_out_of_reach():
+    got = verdicts(crafted(lean=1.1, gemms=1.05, lean_x=1.2, gemms_x=1.1))
+    assert got["lean backward / autograd backward"] == "NO, out of reach"
+    assert got["lean +x.g backward / autograd +x.g backward"] == "NO, out of reach"
+    assert targets.Target("t", 1.1, 1.2, floor=1.25).verdict == "yes"  # met is met, whatever the floor
+    assert not targets.Target("t", 1.3, 1.2).out_of_reach  # no floor, no excuse
+    assert targets.Target("t", 2.0, 3.0, below=False, floor=2.5).verdict == "NO, out of reach"
+
+
+def test_a_missing_row_is_named():
+    rows = [r for r in crafted() if r.variant != "lean +x.g"]
+    with pytest.raises(LookupError, match="no backward row for lean \\+x.g"):
+        targets.judge(rows, {})
+
+
+# --- the tables: one renderer for the bench and the report -------------------------------------------------------
+
+
+def test_tables_render_the_same_cells_to_rich_markdown_and_html():
+    from rich.console import Console
+
+    table = tables.Table("runs [FAILED]", ["name", "value"], [["a|b", "1.50"], ["<x>", "NO"]], styles={"NO": "red"})
+    assert tables.to_markdown(table, level=2).splitlines() == [
+        "## runs [FAILED]", "", "| name | value |", "|:---|---:|", "| a\\|b | 1.50 |", "| <x> | NO |",
+    ]  # fmt: skip
+    page = tables.html_page("t", tables.to_html(table))
+    assert "<h1>runs [FAILED]</h1>" in page
+    assert '<tr><td class="l">a|b</td><td>1.50</td></tr><tr><td class="l">&lt;x&gt;</td><td>NO</td></tr>' in page
+    rich_table = tables.to_rich(table)
+    assert [c.justify for c in rich_table.columns] == ["left", "right"]
+    console = Console(record=True, width=60)
+    console.print(rich_table)
+    text = console.export_text()
+    assert "runs [FAILED]" in text  # shown as written, not read as markup
+    assert all(cell in text for row in table.rows for cell in row)
+    assert [str(cell.style) for cell in rich_table.columns[1]._cells] == ["", "red"]
+
+
+def test_the_machine_line_names_the_blas_and_onednn_builds():
+    from backprop_lab import environment
+
+    mkl = "- Intel(R) oneAPI Math Kernel Library Version 2024.2-Product Build 20240605\n- Intel(R) MKL-DNN v3.12.0 (Git"
+    assert environment.libraries(mkl) == {"blas": "MKL 2024.2", "onednn": "oneDNN 3.12.0"}
+    openblas = "  - Build settings: BLAS_INFO=open, LAPACK_INFO=open, USE_MKLDNN=OFF"
+    assert environment.libraries(openblas) == {"blas": "OpenBLAS", "onednn": "none"}
+    assert set(environment.machine()) == {"cpu", "isa", "blas", "onednn"}
+
+
+def test_the_bench_command_logs_a_run(tmp_path, monkeypatch):
+    """The command end to end on a tiny problem, the subprocess measurements replaced: its run, tags and files."""
+    import json
+    from pathlib import Path
+
+    from mlflow.tracking import MlflowClient
+
+    extra = {"default_run_peak_rss_gib": 1.0, "help_s": 0.3, "cfg_job_s": 0.4, "config_error_s": 0.4}
+    monkeypatch.setattr(bench_cli, "around_the_compute", lambda *args: dict(extra))
+    monkeypatch.chdir(tmp_path)
+    args = ["data=synthetic", "data.n_features=12", "model.widths=[12,8,1]", "data.n_train=64", "data.n_valid=16"]
+    code = bench_cli.main([*args, "--min-run-time", "0.001"])
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("bench").experiment_id])
+    assert run.info.status == "FINISHED"
+    assert {"machine.cpu", "machine.isa", "machine.blas", "machine.onednn"} <= set(run.data.tags)
+    logged = json.loads(Path(client.download_artifacts(run.info.run_id, "bench.json")).read_text())
+    assert len(logged["targets"]) == 5 + 3  # the speed targets, the gradients' agreement, the process's (no sweep)
+    assert code == (0 if all(t["met"] for t in logged["targets"]) else 1)
+    metrics = {"bench/lean/backward_ms", "bench/module_notebook/backward_vs_autograd", "cfg_job_s"}
+    assert metrics <= set(run.data.metrics)
+    files = {f.path for f in client.list_artifacts(run.info.run_id)} | {
+        f.path for f in client.list_artifacts(run.info.run_id, "figures")}  # fmt: skip
+    assert {"bench.md", "bench.json", "device.json", "figures/backward.png"} <= files
+
+
+def test_a_config_error_is_one_line():
+    with pytest.raises(SystemExit, match="^error: impl: no option 'nope'; choose one of autograd, functional"):
+        bench_cli.main(["impl=nope"])
 
 
 def test_a_paired_ratio_is_the_ratio_of_the_two_times():

@@ -1,5 +1,6 @@
-"""The side-by-side benchmark: every implementation, lean and as the notebook wrote it, against autograd, torch.nn
-and the GEMM roofline, measured in one process with torch.utils.benchmark, and the project's targets as ratios.
+"""The side-by-side benchmark's measurements: every implementation against autograd, torch.nn and the GEMM roofline,
+in one process with torch.utils.benchmark, as rows of (variant, pass). The targets are judged in targets.py; the
+command, its tables and its logging are bench_cli.py.
 
 The roofline of a pass is the time its matrix products need at the best single-precision GEMM throughput measured
 in the same run (a few shapes, the best kept): FLOPs / peak. Elementwise work is not counted in the FLOPs.
@@ -12,33 +13,27 @@ the products does.
 
 from __future__ import annotations
 
-import re
-import resource
-import statistics
-import subprocess
-import sys
-import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Optional
 
 import torch
-from rich.table import Table
 
-from backprop_lab import backward
-from backprop_lab.impls import autograd, load
+from backprop_lab import backward, impls
+from backprop_lab.config import options
 from backprop_lab.timing import Timed, measure, measure_paired
 
-HAND_WRITTEN = ("functional", "layers", "module", "module_einsum")
+REFERENCE = "autograd"  # every variant's gradients are checked against it and its times divided by it
 GEMMS = "GEMMs alone"
+PASSES = ("forward", "backward", "forward+backward")
 
 
 @dataclass(frozen=True)
 class Variant:
     impl: str
     input_grad: bool = False
-    notebook: bool = False
+    notebook: bool = False  # one of the notebook's four, which always compute the input's gradient
 
     @property
     def name(self) -> str:
@@ -47,7 +42,19 @@ class Variant:
     @property
     def reference(self) -> Variant:
         """Autograd asked for the same gradients: what this variant's times are divided by."""
-        return Variant("autograd", self.input_grad or self.notebook)
+        return Variant(REFERENCE, self.input_grad)
+
+
+def variants() -> list[Variant]:
+    """The notebook's implementations as the notebook ran them (the input's gradient always), then every other
+    one without and with the input's gradient, the reference last. From conf/impl/: a new option gets its rows."""
+    notebook, optional = [], []
+    for impl in options("impl"):
+        if impls.input_grad_optional(impl):
+            optional += [Variant(impl), Variant(impl, input_grad=True)]
+        else:
+            notebook.append(Variant(impl, input_grad=True, notebook=True))
+    return notebook + sorted(optional, key=lambda v: v.impl == REFERENCE)
 
 
 @dataclass
@@ -57,32 +64,19 @@ class Row:
     median_ms: float
     iqr_ms: float
     gflop: float
-    close: Optional[bool]  # the variant's gradients against autograd's (None: forward only)
+    close: Optional[bool]  # the variant's gradients against autograd's (None: forward only, or the bare products)
     vs_autograd: Optional[float] = None
     vs_roofline: Optional[float] = None
     vs_gemms: Optional[float] = None  # over the same pass's products timed alone
+    input_grad: bool = False  # the pass computes the input's gradient
 
     @property
     def gflops(self) -> float:
         return self.gflop / self.median_ms * 1e3
 
 
-def metric_name(row: Row) -> str:
-    """`bench/module_notebook/forward_and_backward_ms`: what MLflow allows in a metric name."""
-    variant = row.variant.replace(" (notebook)", "_notebook").replace(" +x.g", "_input_grad").replace(" ", "_")
-    return f"bench/{variant}/{row.pass_.replace('+', '_and_')}_ms"
-
-
-def target_metric(target: Target) -> str:
-    """`target/fastest_hand_written_backward_autograd`: a target's measured ratio as an MLflow metric name."""
-    return "target/" + re.sub(r"[^a-z0-9]+", "_", target.name.lower()).strip("_")
-
-
-def variants() -> list[Variant]:
-    out = []
-    for name in HAND_WRITTEN:
-        out += [Variant(name), Variant(name, input_grad=True), Variant(name, notebook=True)]
-    return out + [Variant("autograd"), Variant("autograd", input_grad=True), Variant("nn")]
+def find(rows: list[Row], variant: str, pass_: str) -> Optional[Row]:
+    return next((r for r in rows if r.variant == variant and r.pass_ == pass_), None)
 
 
 @dataclass(frozen=True)
@@ -148,6 +142,22 @@ def gemms_alone(widths: list[int], n: int, min_run_time: float, threads: int, de
     return out
 
 
+def gemm_rows(widths: list[int], n: int, min_run_time: float, threads: int, device) -> list[Row]:
+    """The rows of "GEMMs alone" and "GEMMs alone +x.g"; the latter without a forward: its products are the same."""
+    rows = []
+    for input_grad, passes in gemms_alone(widths, n, min_run_time, threads, device).items():
+        flops = pass_flops(widths, n, input_grad)
+        name = Variant(GEMMS, input_grad).name
+        rows += [Row(name, pass_, timed.median_ms, timed.iqr_ms, flops[pass_], None, input_grad=input_grad)
+                 for pass_, timed in passes.items() if not (input_grad and pass_ == "forward")]  # fmt: skip
+    return rows
+
+
+def peak_shapes(n: int, widths: list[int]) -> list[tuple[int, int, int]]:
+    """Two square-ish GEMMs and the problem's own first-layer products: the roofline is the best of them."""
+    return [(2048, 2048, 2048), (4096, 1024, 1024), (n, widths[0], widths[1]), (widths[0], n, widths[1])]
+
+
 def gemm_peak(shapes: list[tuple[int, int, int]], min_run_time: float, threads: int, device) -> dict[str, float]:
     """GFLOP/s of `a @ b` for each (m, k, n); the best is the roofline's throughput."""
     out = {}
@@ -161,19 +171,16 @@ def gemm_peak(shapes: list[tuple[int, int, int]], min_run_time: float, threads: 
 def measure_variant(v: Variant, params, x, y, shift, min_run_time, threads, check) -> list[tuple]:
     """(pass, timed, ratio to autograd asked for the same gradients, gradients close) for each pass of `v`, every
     pass timed interleaved with autograd's."""
-    net = load(v.impl).Net(params, shift, v.input_grad, v.notebook)
-    ref = autograd.Net(params, shift, v.input_grad or v.notebook)
-    ref.forward(x, y)
-    net.forward(x, y)
-    diffs = backward.compare(net.backward(), ref.backward(), check.rtol, check.atol)
-    close = all(d.close for d in diffs)
+    net = impls.build(v.impl, params, shift, v.input_grad)
+    ref = impls.build(REFERENCE, params, shift, v.reference.input_grad)
+    close = backward.run_check(v.impl, params, x, y, shift, v.input_grad, check.factor).all_close
 
     def both(net):
         net.forward(x, y)
         return net.backward()
 
     passes = {}
-    if not (v.input_grad or v.notebook):  # the forward is the same code in every mode of an implementation
+    if v.notebook or not v.input_grad:  # asking for the input's gradient leaves the forward's code as it is
         passes["forward"] = (lambda: net.forward(x, y), lambda: ref.forward(x, y), None)
     passes["backward"] = (net.backward, ref.backward, close)
     passes["forward+backward"] = (lambda: both(net), lambda: both(ref), close)
@@ -186,223 +193,48 @@ def measure_variant(v: Variant, params, x, y, shift, min_run_time, threads, chec
     return out
 
 
-@dataclass
-class Target:
-    name: str
-    measured: float
-    limit: float
-    below: bool = True  # met when measured <= limit; else when measured >= limit
-    detail: str = ""
-    floor: Optional[float] = None  # the same ratio for the pass's products timed alone
+def variant_rows(v: Variant, params, x, y, shift, widths, min_run_time, threads, check) -> list[Row]:
+    flops = pass_flops(widths, x.shape[0], v.input_grad)
+    measured = measure_variant(v, params, x, y, shift, min_run_time, threads, check)
+    return [Row(v.name, pass_, timed.median_ms, timed.iqr_ms, flops[pass_], close, ratio, input_grad=v.input_grad)
+            for pass_, timed, ratio, close in measured]  # fmt: skip
 
-    @property
-    def out_of_reach(self) -> bool:
-        """The products alone already miss the limit: no code around them can meet it."""
-        return self.floor is not None and (self.floor > self.limit if self.below else self.floor < self.limit)
 
-    @property
-    def met(self) -> bool:
-        return self.measured <= self.limit if self.below else self.measured >= self.limit
+def relate(rows: list[Row], peak_gflops: float) -> None:
+    """Fill each row's ratios: to the roofline, to the same pass's products alone (with the input's gradient where
+    the variant computes it) and, for the bare products, to autograd's median (measured apart)."""
+    for row in rows:
+        gemms = find(rows, Variant(GEMMS, row.input_grad).name, row.pass_) or find(rows, GEMMS, row.pass_)
+        if row.vs_autograd is None:
+            ref = find(rows, Variant(REFERENCE, row.input_grad).name, row.pass_) or find(rows, REFERENCE, row.pass_)
+            row.vs_autograd = row.median_ms / ref.median_ms
+        row.vs_roofline = row.median_ms / (row.gflop / peak_gflops * 1e3)
+        row.vs_gemms = row.median_ms / gemms.median_ms
 
 
 @dataclass
 class BenchResult:
     rows: list[Row]
-    peak: dict[str, float]
+    peak: dict[str, float]  # GFLOP/s by GEMM shape
     problem: str
     threads: int
-    targets: list[Target]
-    extra: dict[str, float]
+
+    @property
+    def roofline_gflops(self) -> float:
+        return max(self.peak.values())
 
 
-def _find(rows: list[Row], variant: str, pass_: str) -> Optional[Row]:
-    return next((r for r in rows if r.variant == variant and r.pass_ == pass_), None)
-
-
-def run_bench(params, x, y, shift: float, widths: list[int], min_run_time: float, check, progress=None) -> BenchResult:
-    threads = torch.get_num_threads()
-    n = x.shape[0]
-    shapes = [(2048, 2048, 2048), (4096, 1024, 1024), (n, widths[0], widths[1]), (widths[0], n, widths[1])]
-    if progress:
-        progress("GEMM throughput")
-    peak = gemm_peak(shapes, min_run_time, threads, x.device)
-    best = max(peak.values())
-    rows: list[Row] = []
-    if progress:
-        progress(GEMMS)
-    for input_grad, passes in gemms_alone(widths, n, min_run_time, threads, x.device).items():
-        flops = pass_flops(widths, n, input_grad)
-        name = Variant(GEMMS, input_grad).name
-        for pass_, timed in passes.items():
-            if not (input_grad and pass_ == "forward"):  # the same products as without
-                rows.append(Row(name, pass_, timed.median_ms, timed.iqr_ms, flops[pass_], None))
+def run_bench(params, x, y, shift: float, widths: list[int], min_run_time: float, check,
+              progress: Optional[Callable[[str], None]] = None) -> BenchResult:  # fmt: skip
+    say = progress or (lambda _: None)
+    threads, n = torch.get_num_threads(), x.shape[0]
+    say("GEMM throughput")
+    peak = gemm_peak(peak_shapes(n, widths), min_run_time, threads, x.device)
+    say(GEMMS)
+    rows = gemm_rows(widths, n, min_run_time, threads, x.device)
     for v in variants():
-        if progress:
-            progress(v.name)
-        flops = pass_flops(widths, n, v.input_grad or v.notebook)
-        for pass_, timed, ratio, close in measure_variant(v, params, x, y, shift, min_run_time, threads, check):
-            rows.append(Row(v.name, pass_, timed.median_ms, timed.iqr_ms, flops[pass_], close, vs_autograd=ratio))
-    known = {v.name: v for v in variants() + [Variant(GEMMS), Variant(GEMMS, input_grad=True)]}
-    for row in rows:
-        variant = known[row.variant]
-        gemms = _find(rows, Variant(GEMMS, variant.input_grad or variant.notebook).name, row.pass_)
-        gemms = gemms or _find(rows, GEMMS, row.pass_)
-        if row.vs_autograd is None:  # the products alone: against autograd's median, measured apart
-            ref = _find(rows, variant.reference.name, row.pass_) or _find(rows, "autograd", row.pass_)
-            row.vs_autograd = row.median_ms / ref.median_ms
-        row.vs_roofline = row.median_ms / (row.gflop / best * 1e3)
-        row.vs_gemms = row.median_ms / gemms.median_ms
+        say(v.name)
+        rows += variant_rows(v, params, x, y, shift, widths, min_run_time, threads, check)
+    relate(rows, max(peak.values()))
     problem = f"{n}x{'-'.join(map(str, widths))}, {x.dtype}, {threads} threads, {x.device}"
-    return BenchResult(rows, peak, problem, threads, targets(rows), {})
-
-
-def targets(rows: list[Row]) -> list[Target]:
-    """Each speed target with what the products alone reach on the same ratio (`floor`): a target the floor
-    misses cannot be met by any implementation on this machine."""
-    lean = [_find(rows, name, "backward") for name in HAND_WRITTEN]
-    fastest = min(lean, key=lambda r: r.median_ms)
-    gemms_backward = _find(rows, GEMMS, "backward")
-    out = [
-        Target("fastest hand-written backward / autograd", fastest.vs_autograd, 0.9, detail=fastest.variant,
-               floor=gemms_backward.vs_autograd),
-        Target("fastest hand-written backward / roofline", fastest.vs_roofline, 1.2, detail=fastest.variant,
-               floor=gemms_backward.vs_roofline),
-    ]  # fmt: skip
-    for name in HAND_WRITTEN:
-        speedup = _find(rows, f"{name} (notebook)", "backward").median_ms / _find(rows, name, "backward").median_ms
-        out.append(Target(f"{name}: notebook backward / lean backward", speedup, 3.0, below=False))
-    gemms_input_grad = _find(rows, Variant(GEMMS, input_grad=True).name, "backward")
-    for name in HAND_WRITTEN:
-        row = _find(rows, f"{name} +x.g", "backward")
-        out.append(Target(f"{name} +x.g backward / autograd +x.g", row.vs_autograd, 1.0,
-                          floor=gemms_input_grad.vs_autograd))  # fmt: skip
-    forwards = [r for r in rows if r.pass_ == "forward" and r.variant in HAND_WRITTEN]
-    fastest_forward = min(forwards, key=lambda r: r.median_ms)
-    out.append(Target("fastest forward / roofline", fastest_forward.vs_roofline, 1.25, detail=fastest_forward.variant,
-                      floor=_find(rows, GEMMS, "forward").vs_roofline))  # fmt: skip
-    wrong = [f"{r.variant} {r.pass_}" for r in rows if r.close is False]
-    out.append(Target("variants whose gradients disagree with autograd", len(wrong), 0, detail=", ".join(wrong)))
-    return out
-
-
-COLUMNS = ("variant", "pass", "median ms", "IQR ms", "GFLOP/s", "× autograd", "× roofline", "× GEMMs")
-
-
-def cells(r: Row) -> list[str]:
-    return [r.variant, r.pass_, f"{r.median_ms:.2f}", f"{r.iqr_ms:.2f}", f"{r.gflops:.0f}", f"{r.vs_autograd:.2f}",
-            f"{r.vs_roofline:.2f}", f"{r.vs_gemms:.2f}"]  # fmt: skip
-
-
-def verdict(g: Target) -> str:
-    return "yes" if g.met else "NO, out of reach" if g.out_of_reach else "NO"
-
-
-def target_cells(g: Target) -> list[str]:
-    limit = ("≤ " if g.below else "≥ ") + f"{g.limit:g}"
-    floor = "" if g.floor is None else f"{g.floor:.3g}"
-    return [g.name, f"{g.measured:.3g}", limit, floor, verdict(g), g.detail]
-
-
-def table(result: BenchResult) -> Table:
-    best = max(result.peak.values())
-    t = Table(title=f"bench: {result.problem}; roofline {best:.0f} GFLOP/s (best GEMM of {len(result.peak)} shapes)")
-    for col in (*COLUMNS, "grads"):
-        t.add_column(col, justify="left" if col in ("variant", "pass") else "right")
-    for r in result.rows:
-        t.add_row(*cells(r), {True: "ok", False: "[red]WRONG[/]", None: ""}[r.close])
-    return t
-
-
-def targets_table(result: BenchResult) -> Table:
-    t = Table(title="targets, as measured in this run (GEMMs alone: the same ratio for the products timed bare)")
-    for col in ("target", "measured", "limit", "GEMMs alone", "met", "which"):
-        t.add_column(col, justify="left" if col in ("target", "which") else "right")
-    for g in result.targets:
-        row = target_cells(g)
-        row[4] = f"[green]{row[4]}[/]" if g.met else f"[red]{row[4]}[/]"
-        t.add_row(*row)
-    return t
-
-
-def figure(result: BenchResult):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [r for r in result.rows if r.pass_ == "backward"]
-    fig, ax = plt.subplots(figsize=(8, 0.35 * len(rows) + 1.5))
-    ax.barh([r.variant for r in rows], [r.median_ms for r in rows], xerr=[r.iqr_ms / 2 for r in rows], capsize=2)
-    gemms = _find(result.rows, GEMMS, "backward")
-    roofline_ms = gemms.gflop / max(result.peak.values()) * 1e3
-    ax.axvline(roofline_ms, color="k", ls=":", label=f"roofline, weight-only backward ({roofline_ms:.1f} ms)")
-    ax.axvline(gemms.median_ms, color="C2", ls="-.", label=f"its products timed alone ({gemms.median_ms:.1f} ms)")
-    autograd_row = _find(result.rows, "autograd", "backward")
-    ax.axvline(autograd_row.median_ms, color="C3", ls="--", label=f"autograd ({autograd_row.median_ms:.1f} ms)")
-    ax.invert_yaxis()
-    ax.set(xlabel="backward, median ms (bars: IQR)", title=result.problem)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def markdown(result: BenchResult) -> str:
-    best = max(result.peak.values())
-    peaks = ", ".join(f"{k} {v:.0f}" for k, v in result.peak.items())
-    lines = [f"# bench: {result.problem}", "", f"GEMM GFLOP/s: {peaks}; roofline {best:.0f}.", ""]
-    lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(cells(r)) + " |" for r in result.rows]
-    lines += ["", "| target | measured | limit | GEMMs alone | met | which |", "|---|---|---|---|---|---|"]
-    lines += ["| " + " | ".join(target_cells(g)) + " |" for g in result.targets]
-    return "\n".join(lines) + "\n"
-
-
-def as_json(result: BenchResult) -> dict:
-    return {
-        "problem": result.problem,
-        "peak_gflops": result.peak,
-        "rows": [asdict(r) for r in result.rows],
-        "targets": [asdict(g) | {"met": g.met, "out_of_reach": g.out_of_reach} for g in result.targets],
-        "extra": result.extra,
-    }
-
-
-# --- the pipeline around the compute: memory, start-up and sweep overhead, each in a subprocess ------------------
-
-
-def peak_rss_of(cmd: list[str], cwd: Path) -> tuple[float, int]:
-    """(peak RSS in GiB, exit code) of a child process. RUSAGE_CHILDREN keeps the largest child so far: call this
-    before starting any other."""
-    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20, done.returncode
-
-
-def seconds_of(cmd: list[str], cwd: Path, repeat: int = 3) -> float:
-    """The best of a few wall times: start-up is what is measured, not the machine's hiccups."""
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        subprocess.run(cmd, cwd=cwd, capture_output=True)
-        times.append(time.perf_counter() - started)
-    return min(times)
-
-
-def sweep_overhead(run_script: Path, workdir: Path, overrides: list[str]) -> dict[str, float]:
-    """Median per-job time outside the measured compute and timing over a 12-job sweep (basic launcher)."""
-    from backprop_lab import tracking
-
-    args = ["-m", "impl=functional,layers,module,module_einsum,autograd,nn", "init=xavier,kaiming_uniform",
-            "timing=fast", *overrides]  # fmt: skip
-    started = time.perf_counter()
-    done = subprocess.run([sys.executable, str(run_script), *args], cwd=workdir, capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"the sweep failed: {done.stderr.strip().splitlines()[-1:]}")
-    uri, _ = tracking.default_store(workdir)
-    _, children = tracking.sweep_records(uri, tracking.latest_sweep(uri, "backprop-lab"))
-    overhead = [
-        c.metrics["wall/startup_s"] + c.metrics["wall/run_s"] - c.metrics["wall/check_s"] - c.metrics["wall/timing_s"]
-        for c in children
-    ]
-    return {"sweep_jobs": len(children), "sweep_wall_s": wall, "overhead_median_s": statistics.median(overhead),
-            "overhead_max_s": max(overhead)}  # fmt: skip
+    return BenchResult(rows, peak, problem, threads)

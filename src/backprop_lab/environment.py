@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -34,6 +35,29 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def _found(pattern: str, text: str, label: str) -> str | None:
+    m = re.search(pattern, text)
+    return f"{label} {m[1]}" if m else None
+
+
+def libraries(config: str) -> dict[str, str]:
+    """The BLAS and oneDNN builds named in torch.__config__.show(), whose wording differs between MKL and OpenBLAS
+    builds."""
+    blas = (_found(r"Math Kernel Library Version ([\d.]+)", config, "MKL")
+            or _found(r"OpenBLAS[^\d\n]*([\d.]+)", config, "OpenBLAS")
+            or ("OpenBLAS" if "BLAS_INFO=open" in config else None)  # its version is not in the build's summary
+            or _found(r"BLAS_INFO=(\w+)", config, "BLAS"))  # fmt: skip
+    onednn = _found(r"(?:MKL-DNN|oneDNN) v?([\d.]+)", config, "oneDNN")
+    return {"blas": blas or "unknown", "onednn": onednn or "none"}
+
+
+def machine() -> dict[str, str]:
+    """What a timing depends on, in a line's worth: the CPU, the vector ISA torch dispatches to (AVX512, AVX2, ...),
+    and the BLAS and oneDNN builds in torch."""
+    isa = torch.backends.cpu.get_cpu_capability()
+    return {"cpu": cpu_model(), "isa": isa} | libraries(torch.__config__.show())
 
 
 def versions() -> dict[str, str]:

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Optional
 
 from rich.console import Console
-from rich.table import Table
 
-from backprop_lab import redaction, runs, store, tracking
+from backprop_lab import redaction, runs, store, tables, tracking
 from backprop_lab.errors import UserError
 from backprop_lab.runs import RunRecord
 
@@ -106,33 +105,19 @@ def cells(row: Row) -> list[str]:
     ]
 
 
-def rich_table(rows: list[Row], title: str) -> Table:
-    table = Table(title=title)
-    n_choices = len(rows[0].choices)
-    for i, header in enumerate(headers(rows)):
-        table.add_column(header, justify="left" if i < n_choices else "right")
-    for row in rows:
-        table.add_row(*cells(row))
-    return table
+def table(rows: list[Row], title: str) -> tables.Table:
+    """The swept choices left-aligned, the results right-aligned."""
+    return tables.Table(title, headers(rows), [cells(row) for row in rows], align="l" * len(rows[0].choices))
 
 
 def markdown(rows: list[Row], title: str, figures: list[str]) -> str:
-    lines = [f"# {title}", "", "| " + " | ".join(headers(rows)) + " |", "|" + "---|" * len(headers(rows))]
-    lines += ["| " + " | ".join(cells(row)) + " |" for row in rows]
-    lines += ["", *(f"![{Path(f).stem}]({f})" for f in figures), ""]
-    return "\n".join(lines)
+    images = [f"![{Path(f).stem}]({f})" for f in figures]
+    return "\n".join([tables.to_markdown(table(rows, title)), "", *images, ""])
 
 
 def html_page(rows: list[Row], title: str, figures: list[str]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers(rows))
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells(row)) + "</tr>" for row in rows)
     images = "".join(f'<p><img src="{html.escape(f)}" alt="{html.escape(Path(f).stem)}"></p>' for f in figures)
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        "<style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:right}td:first-child{text-align:left}"
-        "table{border-collapse:collapse}tr:nth-child(even){background:#f3f3f3}</style></head>"
-        f"<body><h1>{html.escape(title)}</h1><table><tr>{head}</tr>{body}</table>{images}</body></html>"
-    )
+    return tables.html_page(title, tables.to_html(table(rows, title)) + images)
 
 
 def figures(rows: list[Row]) -> dict[str, object]:
@@ -250,7 +235,7 @@ def report(args: argparse.Namespace) -> int:
         raise UserError(f"no job runs found for {title}")
 
     rows = to_rows(records)
-    console.print(rich_table(rows, title))
+    console.print(tables.to_rich(table(rows, title)))
     out_dir = args.out or Path("reports") / (parent_id or args.experiment)
     written = write(rows, title, out_dir)
     if parent_id:
