@@ -47,7 +47,7 @@ class NodeCheck:
         return asdict(self) | {"shape": list(self.shape), "ref_shape": list(self.ref_shape), "verdict": self.verdict}
 
 
-CHUNK_ROWS = 8192  # compared a block of rows at a time: a float64 copy of a 50,000 x 784 gradient is 314 MB
+CHUNK_ROWS = 2048  # compared a block of rows at a time: a float64 copy of a 50,000 x 784 gradient is 314 MB
 
 
 @dataclass
@@ -68,22 +68,24 @@ def _rows(t, start: int, stop: int) -> torch.Tensor:
 
 
 def _sums(manual: torch.Tensor, ref: torch.Tensor, truth) -> _Sums:
-    """`truth` is a tensor, or a function of a row range giving its rows (computed, not held whole)."""
+    """`truth` is a tensor, or a function of a row range giving its rows (computed, not held whole). A NaN or Inf
+    anywhere makes the sums non-finite, which is how `finite` is told without a pass of its own."""
     acc = _Sums()
     rows = manual.shape[0] if manual.ndim else 1
     for start in range(0, rows, CHUNK_ROWS):
-        m, r = (_rows(t, start, start + CHUNK_ROWS) if t.ndim else t for t in (manual, ref))
-        t = _rows(truth, start, start + CHUNK_ROWS) if manual.ndim else truth
+        m, r = (t[start : start + CHUNK_ROWS] if t.ndim else t for t in (manual, ref))
+        t64 = (_rows(truth, start, start + CHUNK_ROWS) if manual.ndim else truth).double()
         acc.exact &= torch.equal(m, r)
-        acc.finite &= bool(torch.isfinite(m).all() and torch.isfinite(r).all())
-        m64, r64, t64 = m.double(), r.double(), t.double()
         if m.numel():
-            acc.max_abs_diff = max(acc.max_abs_diff, (m64 - r64).abs().max().item())
-            finite = r64[torch.isfinite(r64)].abs()  # exploded statistics are a result: judge the finite part's scale
-            acc.ref_max = max(acc.ref_max, finite.max().item() if finite.numel() else 0.0)
-        acc.manual_err += (m64 - t64).pow(2).sum().item()
-        acc.autograd_err += (r64 - t64).pow(2).sum().item()
-        acc.truth += t64.pow(2).sum().item()
+            acc.max_abs_diff = max(acc.max_abs_diff, (m - r).abs().max().item())
+            acc.ref_max = max(acc.ref_max, r.abs().max().item())
+        acc.manual_err += (m.double() - t64).square_().sum().item()
+        acc.autograd_err += (r.double() - t64).square_().sum().item()
+        acc.truth += t64.square().sum().item()
+    acc.finite = all(math.isfinite(v) for v in (acc.manual_err, acc.autograd_err, acc.max_abs_diff, acc.ref_max))
+    if not acc.finite:  # the scale of the finite entries, for the max |diff| / max |autograd| shown beside
+        finite = ref[torch.isfinite(ref)].abs()
+        acc.ref_max = finite.max().item() if finite.numel() else 0.0
     return acc
 
 
@@ -228,11 +230,24 @@ def backward_stats(params: dict[str, torch.Tensor], grads: dict[str, torch.Tenso
 
 
 def _truth(params, x, y, shift, masks) -> dict[str, torch.Tensor]:
-    """Autograd in float64 on the same inputs and weights, its ReLUs taking the kink where the run's dtype took it
-    (`masks`): a pre-activation within rounding of 0 could flip sign in float64, and put a whole term's difference
-    into autograd's error and the hand-written one's alike, hiding a real mistake under it."""
-    from backprop_lab.impls import autograd
+    """The gradients in float64, from the same inputs and weights upcast: autograd from the first layer's output on,
+    its ReLUs opening where the run's dtype opened them (`masks`): a pre-activation within rounding of 0 could flip
+    sign in float64, and put a whole term's difference into autograd's error and the hand-written one's alike,
+    hiding a real mistake under it. The first layer's two products are done here, in float64, a block of rows at a
+    time: the input in float64 would be 314 MB whole (the input's own gradient is computed the same way, later)."""
+    from backprop_lab.impls.functional import mse
 
-    net = autograd.Net({k: p.double() for k, p in params.items()}, shift, input_grad=False, masks=masks)
-    net.forward(x.double(), y.double())
-    return net.backward() | net.node_grads()  # the net, its graph and the float64 input go with it
+    p64 = {k: v.double() for k, v in params.items()}
+    lin1 = torch.cat([rows.double() @ p64["w1"] for rows in x.split(CHUNK_ROWS)]) + p64["b1"]
+    nodes = {"lin1": lin1.requires_grad_()}
+    leaves = {k: v.requires_grad_() for k, v in p64.items() if k not in ("w1", "b1")}
+    z = lin1
+    for i in range(2, len(params) // 2 + 1):
+        nodes[f"act{i - 1}"] = z * masks[i - 2].double() - shift
+        z = nodes[f"lin{i}"] = nodes[f"act{i - 1}"] @ leaves[f"w{i}"] + leaves[f"b{i}"]
+    for t in nodes.values():
+        t.retain_grad()
+    mse(z, y.double()).backward()
+    g1 = lin1.grad
+    w1 = sum(rows.double().t() @ g for rows, g in zip(x.split(CHUNK_ROWS), g1.split(CHUNK_ROWS)))
+    return {"w1": w1, "b1": g1.sum(0)} | {k: v.grad for k, v in leaves.items()} | {k: t.grad for k, t in nodes.items()}

@@ -280,13 +280,8 @@ def log_json(obj: Any, artifact_file: str) -> None:
 
 
 def log_figure(fig, artifact_file: str) -> None:
-    import matplotlib.pyplot as plt
-
     client, run_id = _active()
-    try:
-        retried(client.log_figure, run_id, fig, artifact_file)
-    finally:
-        plt.close(fig)
+    retried(client.log_figure, run_id, fig, artifact_file)
 
 
 def log_metrics_to(uri: str, run_id: str, metrics: dict[str, float]) -> None:

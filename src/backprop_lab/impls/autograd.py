@@ -14,15 +14,12 @@ def relu(x: torch.Tensor, shift: float) -> torch.Tensor:
     return torch.relu(x) - shift
 
 
-def model(x: torch.Tensor, params: dict[str, torch.Tensor], shift: float, nodes: dict | None = None,
-          masks: list | None = None) -> torch.Tensor:  # fmt: skip
+def model(x: torch.Tensor, params: dict[str, torch.Tensor], shift: float, nodes: dict | None = None) -> torch.Tensor:
     """The forward pass alone: what autograd differentiates. With `nodes`, each linear output (lin{i}) and shifted
-    ReLU output (act{i}) is put there, its gradient retained. With `masks`, the ReLUs open where those say (a run in
-    another dtype's kinks) instead of where this forward's pre-activations are positive."""
+    ReLU output (act{i}) is put there, its gradient retained."""
     for i in range(1, n_layers(params) + 1):
         if i > 1:
-            act = relu(x, shift) if masks is None else x * masks[i - 2].to(x.dtype) - shift
-            x = _node(nodes, f"act{i - 1}", act)
+            x = _node(nodes, f"act{i - 1}", relu(x, shift))
         x = _node(nodes, f"lin{i}", lin(x, params[f"w{i}"], params[f"b{i}"]))
     return x
 
@@ -35,16 +32,16 @@ def _node(nodes: dict | None, name: str, t: torch.Tensor) -> torch.Tensor:
 
 
 class Net:
-    def __init__(self, params: dict[str, torch.Tensor], shift: float, input_grad: bool = False, masks=None):
+    def __init__(self, params: dict[str, torch.Tensor], shift: float, input_grad: bool = False):
         # leaf copies: autograd's .grad must not land on (or be confused with) the shared weights
         self.leaves = {name: p.detach().clone().requires_grad_() for name, p in params.items()}
-        self.shift, self.input_grad, self.given_masks = shift, input_grad, masks
+        self.shift, self.input_grad = shift, input_grad
 
     def forward(self, x: torch.Tensor, targ: torch.Tensor) -> torch.Tensor:
         check_shapes(x, targ, self.leaves)
         self.inp = x.detach().requires_grad_(self.input_grad)
         self.nodes: dict[str, torch.Tensor] = {}
-        self.loss = mse(model(self.inp, self.leaves, self.shift, self.nodes, self.given_masks), targ)
+        self.loss = mse(model(self.inp, self.leaves, self.shift, self.nodes), targ)
         return self.loss
 
     @property
