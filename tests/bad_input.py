@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from helpers import FAST, ROOT, fashion_dir, serve, tiny_mnist, write_idx, write_pkl_gz
 
+from backprop_lab.config import options
+
 NO_RUN, FAILED = "none", "FAILED"
 
 
@@ -128,7 +130,7 @@ LOCAL_PICKLE = ["data.path={dir}/mnist.pkl.gz", "data.sha256={sha256}", "timing.
 CASES = [
     # --- the config: the schema and validate(), before torch is imported -------------------------------------------
     Case("unknown group option", ["impl=foo"],
-         "error: impl: no option 'foo'; choose one of autograd, functional, layers, module, module_einsum, nn"),
+         f"error: impl: no option 'foo'; choose one of {', '.join(options('impl'))}"),
     Case("unknown key", ["data.n_trian=3"], "error: data.n_trian: unknown key; MnistConfig allows name, n_train"),
     Case("wrong type", ["seed=abc"], "error: seed: Value 'abc' of type 'str' could not be converted to Integer"),
     Case("non-positive width", ["model.widths=[784,0,1]"],
