@@ -20,8 +20,8 @@ def test_report_of_the_latest_sweep(sweep_store, tmp_path, capsys):
     cwd, uri = sweep_store
     out = tmp_path / "report"
     assert report.main(["--tracking-uri", uri, "--out", str(out)]) == 0
-    names = {"report.md", "report.html", "backward_time.png", "backward_vs_autograd.png", "grad_diff.png",
-             "activation_std.png"}  # fmt: skip
+    names = {"report.md", "report.html", "backward_time.png", "backward_vs_autograd.png", "grad_check.png",
+             "activation_std.png", "backward_std.png"}  # fmt: skip
     assert names <= {p.name for p in out.iterdir()}
     table = [line for line in (out / "report.md").read_text().splitlines() if line.startswith("| ")]
     assert table[0].startswith("| impl | init | status | all close")
@@ -40,8 +40,8 @@ def test_report_rows_carry_the_swept_choices(sweep_store):
     assert [tuple(r.choices.values()) for r in rows] == [
         ("functional", "kaiming_uniform"), ("functional", "xavier"), ("nn", "kaiming_uniform"), ("nn", "xavier"),
     ]  # fmt: skip
-    assert all(r.worst_rel_diff is not None and r.worst_rel_diff < 1e-5 for r in rows)
-    assert all(len(r.act_std) == 2 for r in rows)
+    assert all(r.m("grad/worst_error_ratio") < 8 and r.tags["first_divergent"] == "none" for r in rows)
+    assert all(len(r.series['act/std']) == 2 and len(r.series['back/std']) == 2 for r in rows)
 
 
 def test_report_by_experiment_and_bad_run_id(sweep_store, tmp_path, capsys):
@@ -63,3 +63,12 @@ def test_report_script_runs(sweep_store, tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "report.html").exists()
+
+
+def test_the_report_pages_carry_their_figures(sweep_store, tmp_path):
+    """Embedded, so that MLflow's artifact viewer shows them: no path relative to a folder it does not serve."""
+    _, uri = sweep_store
+    out = tmp_path / "report"
+    assert report.main(["--tracking-uri", uri, "--out", str(out)]) == 0
+    page, md = (out / "report.html").read_text(), (out / "report.md").read_text()
+    assert page.count('<img src="data:image/png;base64,') == md.count("](data:image/png;base64,") == 5

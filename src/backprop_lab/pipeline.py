@@ -19,6 +19,7 @@ from rich.console import Console
 
 from backprop_lab import (
     backward,
+    bench,
     bugs,
     data,
     environment,
@@ -191,7 +192,9 @@ def run(
             reference.forward(x, y)
             timed = timing.time_passes(net, reference, x, y, cfg.timing.min_run_time, threads)
             wall["timing_s"] = time.perf_counter() - t
-        tracking.log_metrics(timed.metrics())
+        gflop = bench.pass_flops(widths, x.shape[0], checked.input_grad)
+        work = {"time/forward_gflop": gflop["forward"], "time/backward_gflop": gflop["backward"]}
+        tracking.log_metrics(timed.metrics() | work)
 
         wall["run_s"] = time.perf_counter() - t_start
         wall["logging_s"] = wall["run_s"] - wall["data_s"] - wall["check_s"] - wall["timing_s"]

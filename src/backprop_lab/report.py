@@ -1,4 +1,4 @@
-"""The sweep report, from MLflow alone: one row per job, four figures, written to a folder and logged on the parent.
+"""The sweep report, from MLflow alone: one row per job, its figures, written to a folder and logged on the parent.
 
 python scripts/report.py                    # the latest sweep in the default store
 python scripts/report.py RUN_ID --out DIR   # a given sweep's parent run
@@ -8,8 +8,8 @@ python scripts/report.py --experiment NAME  # every job run of an experiment
 from __future__ import annotations
 
 import argparse
+import base64
 import html
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +17,12 @@ from typing import Optional
 
 from rich.console import Console
 
-from backprop_lab import redaction, runs, store, tables, tracking
+from backprop_lab import redaction, report_figures, runs, store, tables, tracking
 from backprop_lab.errors import UserError
 from backprop_lab.runs import RunRecord
 
 CHOICE_KEYS = ("impl.name", "init.scheme", "model.name", "data.name")  # what a run name is made of
+BUG_KEY = "bug.name"
 
 
 @dataclass
@@ -29,19 +30,18 @@ class Row:
     run_id: str
     choices: dict[str, str]  # the swept params, e.g. {"impl.name": "nn", "init.scheme": "xavier"}
     status: str
-    all_close: Optional[float]
-    worst_rel_diff: Optional[float]
-    forward_ms: Optional[float]
-    forward_iqr_ms: Optional[float]
-    backward_ms: Optional[float]
-    backward_iqr_ms: Optional[float]
-    autograd_ms: Optional[float]
-    ratio: Optional[float]
-    act_std: list[tuple[int, float]]
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    series: dict[str, list[tuple[int, float]]]  # by layer: act/std, back/std and their theory/ predictions
+    params: dict[str, str]
+    gflop: Optional[float] = None  # the backward pass's matrix products, for the scaling figure
 
     @property
     def label(self) -> str:
         return "·".join(self.choices.values()) or self.run_id[:8]
+
+    def m(self, key: str) -> Optional[float]:
+        return self.metrics.get(key)
 
 
 def swept_keys(records: list[RunRecord]) -> list[str]:
@@ -53,26 +53,8 @@ def swept_keys(records: list[RunRecord]) -> list[str]:
 
 def to_rows(records: list[RunRecord]) -> list[Row]:
     keys = swept_keys(records)
-    rows = []
-    for r in records:
-        m = r.metrics
-        rel = [v for k, v in m.items() if k.startswith("grad/") and k.endswith("/max_rel_diff")]
-        rows.append(
-            Row(
-                r.run_id,
-                {k: r.params.get(k, "-") for k in keys},
-                r.status,
-                m.get("grad/all_close"),
-                max(rel, key=lambda v: (math.isnan(v), v)) if rel else None,
-                m.get("time/forward_ms"),
-                m.get("time/forward_iqr_ms"),
-                m.get("time/backward_ms"),
-                m.get("time/backward_iqr_ms"),
-                m.get("time/backward_autograd_ms"),
-                m.get("time/backward_vs_autograd"),
-                r.act_std,
-            )
-        )
+    rows = [Row(r.run_id, {k: r.params.get(k, "-") for k in keys}, r.status, r.metrics, r.tags, r.series, r.params,
+                r.metrics.get("time/backward_gflop")) for r in records]  # fmt: skip
     return sorted(rows, key=lambda row: list(row.choices.values()))
 
 
@@ -80,111 +62,91 @@ def _f(x: Optional[float], fmt: str = ".3g") -> str:
     return "-" if x is None else format(x, fmt)
 
 
-def _ms(median: Optional[float], iqr: Optional[float]) -> str:
+def _ms(row: Row, name: str) -> str:
+    median, iqr = row.m(f"time/{name}_ms"), row.m(f"time/{name}_iqr_ms")
     return "-" if median is None else f"{median:.2f} ± {iqr or 0:.2f}"
 
 
-METRIC_HEADERS = ["status", "all close", "worst rel diff", "forward ms (IQR)", "backward ms (IQR)", "× autograd"]
+def _verdict(row: Row) -> str:
+    return {1.0: "yes", 0.0: "NO"}.get(row.m("grad/all_close"), "-")
 
 
-def headers(rows: list[Row]) -> list[str]:
-    """One column per swept choice (`impl`, `init`, ...), then the results."""
-    return [key.split(".")[0] for key in rows[0].choices] + METRIC_HEADERS
-
-
-def cells(row: Row) -> list[str]:
-    verdict = {1.0: "yes", 0.0: "NO"}.get(row.all_close, "-")
-    return [
-        *row.choices.values(),
-        row.status,
-        verdict,
-        _f(row.worst_rel_diff, ".2e"),
-        _ms(row.forward_ms, row.forward_iqr_ms),
-        _ms(row.backward_ms, row.backward_iqr_ms),
-        _f(row.ratio, ".2f"),
-    ]
+def is_bug_hunt(rows: list[Row]) -> bool:
+    return any(BUG_KEY in row.choices for row in rows)
 
 
 def table(rows: list[Row], title: str) -> tables.Table:
-    """The swept choices left-aligned, the results right-aligned."""
-    return tables.Table(title, headers(rows), [cells(row) for row in rows], align="l" * len(rows[0].choices))
+    """One column per swept choice (`impl`, `init`, ...), left-aligned, then the results. A sweep over the bug bank
+    says, for each bug, whether the check caught it and at which node, beside the node it was put in."""
+    choices = [key.split(".")[0] for key in rows[0].choices]
+    if is_bug_hunt(rows):
+        headers = [*choices, "status", "caught", "first divergent", "expected", "where expected", "worst ratio"]
+        cells = [[*r.choices.values(), r.status, {"NO": "yes", "yes": "NO, MISSED"}.get(_verdict(r), "-"),
+                  r.tags.get("first_divergent", "-"), r.tags.get("bug.expected_node", "-"),
+                  "yes" if r.tags.get("first_divergent") == r.tags.get("bug.expected_node") else "NO",
+                  _f(r.m("grad/worst_error_ratio"))] for r in rows]  # fmt: skip
+    else:
+        headers = [*choices, "status", "all close", "first divergent", "worst ratio", "forward ms (IQR)",
+                   "backward ms (IQR)", "× autograd"]  # fmt: skip
+        cells = [[*r.choices.values(), r.status, _verdict(r), r.tags.get("first_divergent", "-"),
+                  _f(r.m("grad/worst_error_ratio")), _ms(r, "forward"), _ms(r, "backward"),
+                  _f(r.m("time/backward_vs_autograd"), ".2f")] for r in rows]  # fmt: skip
+    return tables.Table(title, headers, cells, align="l" * len(choices))
 
 
-def markdown(rows: list[Row], title: str, figures: list[str]) -> str:
-    images = [f"![{Path(f).stem}]({f})" for f in figures]
-    return "\n".join([tables.to_markdown(table(rows, title)), "", *images, ""])
+def _embedded(path: Path) -> str:
+    """A PNG as a data URI: the page and the markdown show it wherever they are opened, MLflow's viewer included."""
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
 
 
-def html_page(rows: list[Row], title: str, figures: list[str]) -> str:
-    images = "".join(f'<p><img src="{html.escape(f)}" alt="{html.escape(Path(f).stem)}"></p>' for f in figures)
-    return tables.html_page(title, tables.to_html(table(rows, title)) + images)
+def markdown(rows: list[Row], title: str, figures: list[Path]) -> str:
+    images = [f"![{f.stem}]({_embedded(f)})" for f in figures]
+    notes = [f"- {line}" for line in scaling_lines(rows)]
+    return "\n".join([tables.to_markdown(table(rows, title)), "", *notes, "", *images, ""])
 
 
-def figures(rows: list[Row]) -> dict[str, object]:
-    """The four figures, by file name."""
-    import matplotlib
+def html_page(rows: list[Row], title: str, figures: list[Path]) -> str:
+    notes = "".join(f"<li>{html.escape(line)}</li>" for line in scaling_lines(rows))
+    images = "".join(f'<p><img src="{_embedded(f)}" alt="{html.escape(f.stem)}"></p>' for f in figures)
+    body = tables.to_html(table(rows, title)) + (f"<ul>{notes}</ul>" if notes else "") + images
+    return tables.html_page(title, body)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    done = [r for r in rows if r.backward_ms is not None]
-    labels = [r.label for r in done]
-    out = {}
+def scaling_lines(rows: list[Row]) -> list[str]:
+    """For a sweep over problem sizes: each implementation's fitted exponent, and where the hand-written backwards
+    are faster or slower than autograd's, smallest and largest problem."""
+    fits = report_figures.scaling_fits(rows)
+    if not fits:
+        return []
+    lines = [f"{impl}: backward ms grows as GFLOP^{slope:.2f}" for impl, (slope, _) in fits.items()]
+    for impl in (i for i in fits if i != "autograd"):
+        mine = sorted((r for r in rows if r.choices.get("impl.name") == impl and r.gflop), key=lambda r: r.gflop)
+        small, large = mine[0], mine[-1]
+        lines.append(f"{impl} against autograd: {small.m('time/backward_vs_autograd'):.2f}x on the smallest problem "
+                     f"({small.gflop:.3g} GFLOP), {large.m('time/backward_vs_autograd'):.2f}x on the largest "
+                     f"({large.gflop:.3g} GFLOP)")  # fmt: skip
+    return lines
 
-    fig, ax = plt.subplots(figsize=(max(5, 0.7 * len(done)), 3.8))
-    iqr = [(r.backward_iqr_ms or 0) / 2 for r in done]
-    ax.bar(labels, [r.backward_ms for r in done], yerr=iqr, capsize=3, label="backward")
-    ax.plot(labels, [r.autograd_ms for r in done], "k_", markersize=18, label="autograd's backward, same run")
-    ax.set(ylabel="median ms (bars: IQR)", title="backward time per implementation")
-    ax.legend(fontsize=8)
-    out["backward_time.png"] = fig
 
-    fig, ax = plt.subplots(figsize=(max(5, 0.7 * len(done)), 3.8))
-    ax.bar(labels, [r.ratio for r in done])
-    ax.axhline(1, color="k", lw=0.8)
-    ax.set(ylabel="backward / autograd backward", title="backward against autograd (below 1: faster)")
-    out["backward_vs_autograd.png"] = fig
+def gemm_peak_gflops() -> float:
+    """The best single-precision GEMM throughput of this machine, for the scaling figure's roofline."""
+    import torch
 
-    checked = [r for r in rows if r.worst_rel_diff is not None]
-    fig, ax = plt.subplots(figsize=(max(5, 0.7 * len(checked)), 3.8))
-    tiny = 1e-12  # an exact match has no logarithm: drawn at 1e-12
-    ax.bar([r.label for r in checked], [max(r.worst_rel_diff, tiny) for r in checked])
-    ax.set_yscale("log")
-    ax.set(ylabel="max |manual − autograd| / max |autograd|", title="worst gradient difference (log scale)")
-    out["grad_diff.png"] = fig
+    from backprop_lab import bench
 
-    fig, ax = plt.subplots(figsize=(6, 3.8))
-    by_init: dict[str, Row] = {}
-    for r in rows:
-        by_init.setdefault(r.choices.get("init.scheme") or r.label, r)
-    for name, r in by_init.items():
-        if r.act_std:
-            ax.plot(*zip(*r.act_std), "o-", label=name)
-    ax.axhline(1, color="grey", lw=0.6, ls=":")
-    ax.set_yscale("log")  # vanishing and exploding both show as straight lines
-    ax.set(xlabel="layer", ylabel="std of the linear output", title="activation std across layers")
-    ax.legend(fontsize=8)
-    out["activation_std.png"] = fig
-
-    for fig in out.values():
-        for ax in fig.axes:
-            ax.tick_params(axis="x", labelrotation=35, labelsize=7)
-        fig.tight_layout()
-    return out
+    return max(bench.gemm_peak([(2048, 2048, 2048)], 0.3, torch.get_num_threads(), torch.device("cpu")).values())
 
 
 def write(rows: list[Row], title: str, out_dir: Path) -> list[Path]:
-    import matplotlib.pyplot as plt
-
     out_dir.mkdir(parents=True, exist_ok=True)
     names = []
-    for name, fig in figures(rows).items():
+    peak = gemm_peak_gflops() if report_figures.scaling_fits(rows) else None
+    for name, fig in report_figures.figures(rows, peak).items():
         fig.savefig(out_dir / name, dpi=110)
-        plt.close(fig)
-        names.append(name)
+        names.append(out_dir / name)
     (out_dir / "report.md").write_text(markdown(rows, title, names))
     (out_dir / "report.html").write_text(html_page(rows, title, names))
-    return [out_dir / n for n in ("report.md", "report.html", *names)]
+    return [out_dir / "report.md", out_dir / "report.html", *names]
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -236,6 +198,8 @@ def report(args: argparse.Namespace) -> int:
 
     rows = to_rows(records)
     console.print(tables.to_rich(table(rows, title)))
+    for line in scaling_lines(rows):
+        console.print(line)
     out_dir = args.out or Path("reports") / (parent_id or args.experiment)
     written = write(rows, title, out_dir)
     if parent_id:

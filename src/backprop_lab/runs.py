@@ -11,6 +11,8 @@ from backprop_lab.errors import TrackingError
 from backprop_lab.redaction import redact
 from backprop_lab.tracking import PARENT_TAG, SWEEP_TAG, mlflow_client
 
+SERIES = ("act/std", "theory/act_std", "back/std", "theory/back_std")  # by layer (step), for the report's figures
+
 
 @dataclass
 class RunRecord:
@@ -20,11 +22,14 @@ class RunRecord:
     params: dict[str, str]
     metrics: dict[str, float]
     tags: dict[str, str]
-    act_std: list[tuple[int, float]] = field(default_factory=list)  # (layer, std) from the act/std history
+    series: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # SERIES: key -> [(layer, value)]
 
 
 def _record(client, run) -> RunRecord:
-    history = client.get_metric_history(run.info.run_id, "act/std")
+    series = {}
+    for key in SERIES:
+        if key in run.data.metrics:
+            series[key] = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
     return RunRecord(
         run.info.run_id,
         run.info.run_name,
@@ -32,7 +37,7 @@ def _record(client, run) -> RunRecord:
         dict(run.data.params),
         dict(run.data.metrics),
         dict(run.data.tags),
-        sorted((m.step, m.value) for m in history),
+        series,
     )
 
 

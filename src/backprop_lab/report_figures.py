@@ -1,0 +1,103 @@
+"""The report's figures, from its rows: times, the check's verdict, both halves of the init argument by layer (with
+what theory predicts, dashed), and time against work for a sweep over problem sizes."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+from matplotlib.figure import Figure
+
+FACTOR_PARAM = "check.factor"
+
+
+def _bars(rows, values, ylabel: str, title: str, log: bool = False, line: Optional[float] = None) -> Figure:
+    fig = Figure(figsize=(max(5, 0.75 * len(rows) + 1.5), 4.2))
+    fig.subplots_adjust(left=0.14, right=0.97, bottom=0.32, top=0.9)
+    ax = fig.subplots()
+    ax.bar([r.label for r in rows], values)
+    if line is not None:
+        ax.axhline(line, color="k", lw=0.8, ls="--")
+    if log:
+        ax.set_yscale("log")
+    ax.set(ylabel=ylabel, title=title, xlabel=" · ".join(k.split(".")[0] for k in rows[0].choices))
+    ax.tick_params(axis="x", labelrotation=35, labelsize=7)
+    return fig
+
+
+def _by_layer(rows, key: str, ylabel: str, title: str) -> Figure:
+    """One line per run, solid as measured, dashed as the init's variance formula predicts, in the same colour."""
+    fig = Figure(figsize=(6.5, 4))
+    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.13, top=0.9)
+    ax = fig.subplots()
+    for i, r in enumerate(rows):
+        if r.series.get(key):
+            ax.plot(*zip(*r.series[key]), "o-", color=f"C{i % 10}", label=r.label, ms=3)
+        if r.series.get(f"theory/{key}"):
+            ax.plot(*zip(*r.series[f"theory/{key}"]), "--", color=f"C{i % 10}", lw=0.9)
+    ax.axhline(1, color="grey", lw=0.6, ls=":")
+    ax.set_yscale("log")  # vanishing and exploding both show as straight lines
+    ax.set(xlabel="layer", ylabel=ylabel, title=f"{title} (dashed: predicted)")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def scaling_fits(rows) -> dict[str, tuple[float, float]]:
+    """Per implementation with at least three problem sizes: (exponent, log-intercept) of ms ~ GFLOP^exponent."""
+    import numpy as np
+
+    fits = {}
+    for impl in sorted({r.choices.get("impl.name", "") for r in rows}):
+        points = [(r.gflop, r.m("time/backward_ms")) for r in rows
+                  if r.choices.get("impl.name", "") == impl and r.gflop and r.m("time/backward_ms")]  # fmt: skip
+        if len({g for g, _ in points}) >= 3:
+            slope, intercept = np.polyfit(np.log10([g for g, _ in points]), np.log10([t for _, t in points]), 1)
+            fits[impl] = (float(slope), float(intercept))
+    return fits
+
+
+def _scaling(rows, peak_gflops: Optional[float]) -> Figure:
+    fig = Figure(figsize=(7, 4.5))
+    fig.subplots_adjust(left=0.12, right=0.97, bottom=0.12, top=0.9)
+    ax = fig.subplots()
+    fits = scaling_fits(rows)
+    gflops = sorted({r.gflop for r in rows if r.gflop})
+    for i, (impl, (slope, intercept)) in enumerate(fits.items()):
+        mine = [r for r in rows if r.choices.get("impl.name", "") == impl and r.gflop and r.m("time/backward_ms")]
+        ax.plot([r.gflop for r in mine], [r.m("time/backward_ms") for r in mine], "o", color=f"C{i}", ms=4)
+        ax.plot(gflops, [10 ** (intercept + slope * math.log10(g)) for g in gflops], "-", color=f"C{i}", lw=0.8,
+                label=f"{impl}: ms ∝ GFLOP^{slope:.2f}")  # fmt: skip
+    if peak_gflops:
+        ax.plot(gflops, [g / peak_gflops * 1e3 for g in gflops], "k--", lw=0.9,
+                label=f"roofline: the products at {peak_gflops:.0f} GFLOP/s")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set(xlabel="GFLOP of the backward's matrix products", ylabel="backward, median ms",
+           title="time against work, every problem size of the sweep")  # fmt: skip
+    ax.legend(fontsize=7)
+    return fig
+
+
+def figures(rows, peak_gflops: Optional[float] = None) -> dict[str, Figure]:
+    """The figures these rows can show, by file name."""
+    out = {}
+    timed = [r for r in rows if r.m("time/backward_ms") is not None]
+    if timed:
+        out["backward_time.png"] = _bars(timed, [r.m("time/backward_ms") for r in timed], "median ms",
+                                         "backward time per run")  # fmt: skip
+        out["backward_vs_autograd.png"] = _bars(timed, [r.m("time/backward_vs_autograd") for r in timed],
+                                                "backward / autograd's", "backward against autograd (below 1: faster)",
+                                                line=1.0)  # fmt: skip
+    checked = [r for r in rows if r.m("grad/worst_error_ratio") is not None]
+    if checked:
+        factor = float(checked[0].params.get(FACTOR_PARAM, "8.0"))
+        out["grad_check.png"] = _bars(checked, [max(r.m("grad/worst_error_ratio"), 1e-3) for r in checked],
+                                      "worst error, in units of autograd's", "the check (dashed: check.factor)",
+                                      log=True, line=factor)  # fmt: skip
+    if any(r.series.get("act/std") for r in rows):
+        out["activation_std.png"] = _by_layer(rows, "act/std", "std of the linear output", "forward half")
+    if any(r.series.get("back/std") for r in rows):
+        out["backward_std.png"] = _by_layer(rows, "back/std", "std of d loss / d output", "backward half")
+    if scaling_fits(rows):
+        out["scaling.png"] = _scaling(rows, peak_gflops)
+    return out
