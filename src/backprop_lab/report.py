@@ -23,6 +23,7 @@ from backprop_lab.runs import RunRecord
 
 CHOICE_KEYS = ("impl.name", "init.scheme", "model.name", "data.name")  # what a run name is made of
 BUG_KEY = "bug.name"
+INF_AS_STORED = 1.7e308  # MLflow stores an infinite metric as the largest double
 
 
 @dataclass
@@ -59,7 +60,9 @@ def to_rows(records: list[RunRecord]) -> list[Row]:
 
 
 def _f(x: Optional[float], fmt: str = ".3g") -> str:
-    return "-" if x is None else format(x, fmt)
+    if x is None:
+        return "-"
+    return "inf" if x >= INF_AS_STORED else format(x, fmt)
 
 
 def _ms(row: Row, name: str) -> str:

@@ -91,7 +91,8 @@ def figures(rows, peak_gflops: Optional[float] = None) -> dict[str, Figure]:
     checked = [r for r in rows if r.m("grad/worst_error_ratio") is not None]
     if checked:
         factor = float(checked[0].params.get(FACTOR_PARAM, "8.0"))
-        out["grad_check.png"] = _bars(checked, [max(r.m("grad/worst_error_ratio"), 1e-3) for r in checked],
+        shown = [min(max(r.m("grad/worst_error_ratio"), 1e-3), 1e15) for r in checked]  # inf drawn at the top
+        out["grad_check.png"] = _bars(checked, shown,
                                       "worst error, in units of autograd's", "the check (dashed: check.factor)",
                                       log=True, line=factor)  # fmt: skip
     if any(r.series.get("act/std") for r in rows):
