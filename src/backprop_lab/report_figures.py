@@ -9,6 +9,7 @@ from typing import Optional
 from matplotlib.figure import Figure
 
 FACTOR_PARAM = "check.factor"
+THEORY = {"act/std": "theory/act_std", "back/std": "theory/back_std"}  # a measured series -> what theory predicts
 
 
 def _bars(rows, values, ylabel: str, title: str, log: bool = False, line: Optional[float] = None) -> Figure:
@@ -33,8 +34,9 @@ def _by_layer(rows, key: str, ylabel: str, title: str) -> Figure:
     for i, r in enumerate(rows):
         if r.series.get(key):
             ax.plot(*zip(*r.series[key]), "o-", color=f"C{i % 10}", label=r.label, ms=3)
-        if r.series.get(f"theory/{key}"):
-            ax.plot(*zip(*r.series[f"theory/{key}"]), "--", color=f"C{i % 10}", lw=0.9)
+        predicted = r.series.get(THEORY[key])
+        if predicted:
+            ax.plot(*zip(*predicted), "--", color=f"C{i % 10}", lw=0.9)
     ax.axhline(1, color="grey", lw=0.6, ls=":")
     ax.set_yscale("log")  # vanishing and exploding both show as straight lines
     ax.set(xlabel="layer", ylabel=ylabel, title=f"{title} (dashed: predicted)")
