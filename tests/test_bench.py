@@ -54,7 +54,7 @@ def test_a_new_option_gets_its_rows(monkeypatch):
 
 def test_run_bench_on_a_tiny_problem():
     params, x, y = small_problem([12, 8, 1], n=64, dtype=torch.float32)
-    result = bench.run_bench(params, x, y, 0.5, [12, 8, 1], min_run_time=0.001, check=composed().check)
+    result = bench.run_bench(params, x, y, 0.5, [12, 8, 1], min_run_time=0.001, check=composed().check, compiled=False)
     assert {r.variant for r in result.rows} == {v.name for v in bench.variants()} | {GEMMS, f"{GEMMS} +x.g"}
     assert all(r.close is not False for r in result.rows)  # every variant's gradients agree with autograd
     assert all(r.median_ms > 0 and r.vs_roofline > 0 and r.vs_gemms > 0 for r in result.rows)
@@ -70,6 +70,15 @@ def test_run_bench_on_a_tiny_problem():
         "bench/module_notebook/forward_and_backward_ms"
     )
     assert bench_cli.target_metric(judged[0]) == "target/lean_backward_autograd_backward"
+
+
+@pytest.mark.slow  # torch.compile: about 10 s a variant, even for a tiny problem
+def test_compiled_rows_are_timed_after_compiling_and_checked():
+    params, x, y = small_problem([12, 8, 8, 1], n=64, dtype=torch.float32)
+    rows, seconds = bench.compiled_rows(params, x, y, 0.5, [12, 8, 8, 1], 0.01, 1, composed().check)
+    assert [r.variant for r in rows] == ["lean (compiled)", "autograd (compiled)"]
+    assert all(r.close and r.pass_ == "forward+backward" and r.median_ms > 0 for r in rows)
+    assert set(seconds) == {"compile_s_lean", "compile_s_autograd"} and min(seconds.values()) > 0
 
 
 # --- the targets, judged on crafted rows --------------------------------------------------------------------------

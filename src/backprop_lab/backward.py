@@ -217,6 +217,20 @@ def run_check(
     return Checked(loss, checks, elementwise, computed_x, stats)
 
 
+def params_agree(grads: dict[str, torch.Tensor], params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                 shift: float, factor: float) -> bool:  # fmt: skip
+    """Parameter gradients computed outside an implementation (a compiled pass), judged as the check judges them."""
+    from backprop_lab.impls import autograd
+
+    reference = autograd.Net(params, shift)
+    reference.forward(x, y)
+    ref = reference.backward()
+    truth = _truth(params, x, y, shift, reference.masks)
+    widths = [params["w1"].shape[0]] + [params[f"w{i}"].shape[1] for i in range(1, len(params) // 2 + 1)]
+    lengths = reduction_lengths(widths, x.shape[0])
+    return all(check_node(k, grads[k], ref[k], truth[k], lengths[k], factor).close for k in params)
+
+
 def backward_stats(params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor]) -> dict[int, dict[str, float]]:
     """By layer: the std of the loss's gradient at its output (the quantity fan-out scaling keeps), of its weight's
     gradient, and that over the weight's std (how far one step of plain SGD would move it, relatively)."""

@@ -14,7 +14,7 @@ the products does.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Optional
 
@@ -212,12 +212,42 @@ def relate(rows: list[Row], peak_gflops: float) -> None:
         row.vs_gemms = row.median_ms / gemms.median_ms
 
 
+def compiled_rows(params, x, y, shift, widths, min_run_time, threads, check) -> tuple[list[Row], dict[str, float]]:
+    """`torch.compile` of lean's forward+backward and of autograd's (impls/compiled.py), each timed after its
+    compile, interleaved with eager autograd's forward+backward, its gradients checked; and the compile times, which
+    the per-call times leave out."""
+    import time
+
+    from backprop_lab.impls import compiled
+
+    ref = impls.build(REFERENCE, params, shift)
+
+    def eager():
+        ref.forward(x, y)
+        return ref.backward()
+
+    rows, seconds = [], {}
+    gflop = pass_flops(widths, x.shape[0], False)["forward+backward"]
+    for impl, make in compiled.PASSES.items():
+        name = f"{impl} (compiled)"
+        started = time.perf_counter()
+        fn = torch.compile(make(params, shift))
+        grads = fn(x, y)  # the first call compiles
+        seconds[f"compile_s_{impl}"] = time.perf_counter() - started
+        close = backward.params_agree(grads, params, x, y, shift, check.factor)
+        paired = measure_paired(lambda fn=fn: fn(x, y), eager, f"{name} forward+backward", min_run_time, threads)
+        rows.append(Row(name, "forward+backward", paired.timed.median_ms, paired.timed.iqr_ms, gflop, close,
+                        paired.ratio))  # fmt: skip
+    return rows, seconds
+
+
 @dataclass
 class BenchResult:
     rows: list[Row]
     peak: dict[str, float]  # GFLOP/s by GEMM shape
     problem: str
     threads: int
+    compile_s: dict[str, float] = field(default_factory=dict)  # per compiled variant, left out of its per-call time
 
     @property
     def roofline_gflops(self) -> float:
@@ -225,7 +255,7 @@ class BenchResult:
 
 
 def run_bench(params, x, y, shift: float, widths: list[int], min_run_time: float, check,
-              progress: Optional[Callable[[str], None]] = None) -> BenchResult:  # fmt: skip
+              progress: Optional[Callable[[str], None]] = None, compiled: bool = True) -> BenchResult:  # fmt: skip
     say = progress or (lambda _: None)
     threads, n = torch.get_num_threads(), x.shape[0]
     say("GEMM throughput")
@@ -235,6 +265,11 @@ def run_bench(params, x, y, shift: float, widths: list[int], min_run_time: float
     for v in variants():
         say(v.name)
         rows += variant_rows(v, params, x, y, shift, widths, min_run_time, threads, check)
+    compile_s = {}
+    if compiled:
+        say("torch.compile: lean and autograd (tens of seconds to compile)")
+        more, compile_s = compiled_rows(params, x, y, shift, widths, min_run_time, threads, check)
+        rows += more
     relate(rows, max(peak.values()))
     problem = f"{n}x{'-'.join(map(str, widths))}, {x.dtype}, {threads} threads, {x.device}"
-    return BenchResult(rows, peak, problem, threads)
+    return BenchResult(rows, peak, problem, threads, compile_s)

@@ -46,6 +46,7 @@ def parse(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--min-run-time", type=float, default=0.5, help="seconds per measurement (default 0.5)")
     parser.add_argument("--sweep", action="store_true", help="also time a sweep's per-job overhead (~1 min)")
     parser.add_argument("--no-log", action="store_true", help="print only; log nothing to MLflow")
+    parser.add_argument("--no-compile", action="store_true", help="leave out the torch.compile rows (~1 min)")
     return parser.parse_args(argv)
 
 
@@ -125,7 +126,7 @@ def around_the_compute(overrides: list[str], with_sweep: bool, console) -> dict[
 # --- the compute ---------------------------------------------------------------------------------------------------
 
 
-def measure_problem(cfg, min_run_time: float, console):
+def measure_problem(cfg, min_run_time: float, console, compiled: bool = True):
     from backprop_lab import bench, data, environment, init
 
     device = environment.resolve_device(cfg.device)
@@ -133,8 +134,9 @@ def measure_problem(cfg, min_run_time: float, console):
     widths = list(cfg.model.widths)
     params = {k: p.to(device) for k, p in init.init_params(widths, cfg.init.scheme, cfg.init.mode, cfg.seed).items()}
     with console.status("measuring") as status:
+        say = lambda name: status.update(f"measuring {name}")  # noqa: E731
         result = bench.run_bench(params, d.x_train, d.y_train, cfg.model.relu_shift, widths, min_run_time, cfg.check,
-                                 progress=lambda name: status.update(f"measuring {name}"))  # fmt: skip
+                                 progress=say, compiled=compiled)  # fmt: skip
     return result, device
 
 
@@ -218,7 +220,8 @@ def figure(result: BenchResult):
 
 def metric_name(row: Row) -> str:
     """`bench/module_notebook/forward_and_backward_ms`: what MLflow allows in a metric name."""
-    variant = row.variant.replace(" (notebook)", "_notebook").replace(" +x.g", "_input_grad").replace(" ", "_")
+    variant = row.variant.replace(" +x.g", "_input_grad")
+    variant = re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9_]", "_", variant)).strip("_")  # "lean (compiled)": lean_compiled
     return f"bench/{variant}/{row.pass_.replace('+', '_and_')}_ms"
 
 
@@ -263,7 +266,8 @@ def bench(args: argparse.Namespace) -> int:
 
     console = Console(width=None if sys.stdout.isatty() else 150)
     extra = around_the_compute(args.overrides, args.sweep, console)
-    result, device = measure_problem(cfg, args.min_run_time, console)
+    result, device = measure_problem(cfg, args.min_run_time, console, compiled=not args.no_compile)
+    extra |= result.compile_s
     judged, machine = targets.judge(result.rows, extra), environment.machine()
     console.print(tables.to_rich(rows_table(result, machine)))
     console.print(tables.to_rich(targets_table(judged)))
