@@ -34,15 +34,21 @@ SCRIPT = ROOT / "scripts" / "run.py"
 FAST = ["data=synthetic", "data.n_train=128", "data.n_valid=32", "timing.min_run_time=0.01"]  # seconds, not minutes
 store_schema(ConfigStore.instance())
 
-CONTRACT = [
+CONTRACT = [  # the metric names every run logs: a contract with whoever reads the store
     *(f"data/{s}_{k}" for s in ("train", "valid") for k in ("mean_raw", "std_raw", "mean", "std")),
     "data/normalized_ok",
-    *(f"init/{p}_{k}" for p in ("w1", "b1", "w2", "b2") for k in ("mean", "std")),
+    *(f"init/{p}_{k}" for p in ("w", "b") for k in ("mean", "std")),  # at step = layer
     "act/mean",
     "act/std",
+    "act/last_hidden_std",
+    "act/std_log10_growth",
+    "back/std",
+    "back/std_log10_growth",
     "loss",
-    *(f"grad/{p}/{k}" for p in ("w1", "b1", "w2", "b2") for k in ("max_abs_diff", "max_rel_diff")),
     "grad/all_close",
+    "grad/all_finite",
+    "grad/worst_error_ratio",
+    "grad/worst_max_rel_diff",
     "time/forward_ms",
     "time/backward_ms",
     "time/backward_autograd_ms",

@@ -56,7 +56,8 @@ def test_torch_default_is_what_nn_linear_does():
     torch.testing.assert_close(ours["b1"], linear.bias.detach(), rtol=0, atol=0)
 
 
-def test_param_stats_names():
+def test_param_stats_by_layer():
     stats = param_stats(init_params([10, 4, 1], "xavier", "fan_out", seed=0))
-    assert set(stats) == {f"init/{p}_{s}" for p in ("w1", "b1", "w2", "b2") for s in ("mean", "std")}
-    assert stats["init/b2_std"] == 0.0  # a one-element bias has no spread, not NaN
+    assert set(stats) == {1, 2}  # step = layer, like act/*
+    assert all(set(layer) == {f"init/{p}_{s}" for p in "wb" for s in ("mean", "std")} for layer in stats.values())
+    assert stats[2]["init/b_std"] == 0.0  # a one-element bias has no spread, not NaN

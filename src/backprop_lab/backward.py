@@ -157,15 +157,20 @@ def elementwise_diffs(manual: dict[str, torch.Tensor], reference: dict[str, torc
 
 
 def metrics(checks: list[NodeCheck]) -> dict[str, float]:
-    out = {}
-    for c in checks:
-        if c.node[0] in "wbx":  # the parameters (and the input): the contract's names
-            out[f"grad/{c.node}/max_abs_diff"] = c.max_abs_diff
-            out[f"grad/{c.node}/max_rel_diff"] = c.max_rel_diff
-    out["grad/all_close"] = float(all(c.close for c in checks))
-    out["grad/all_finite"] = float(all(c.finite for c in checks))
-    out["grad/worst_error_ratio"] = max(c.ratio for c in checks)
-    return out
+    """The few scalars a runs table sorts by; every node's numbers are the run's table (`table`)."""
+    return {
+        "grad/all_close": float(all(c.close for c in checks)),
+        "grad/all_finite": float(all(c.finite for c in checks)),
+        "grad/worst_error_ratio": max(c.ratio for c in checks),
+        "grad/worst_max_rel_diff": max(c.max_rel_diff for c in checks),
+    }
+
+
+def table(checks: list[NodeCheck]) -> dict[str, list]:
+    """Every node's row, as columns: what MLflow's log_table takes and its UI sorts."""
+    rows = [c.row() | {"shape": "x".join(map(str, c.shape)), "ref_shape": "x".join(map(str, c.ref_shape))}
+            for c in checks]  # fmt: skip
+    return {key: [row[key] for row in rows] for key in rows[0]}
 
 
 @dataclass

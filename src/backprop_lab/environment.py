@@ -113,12 +113,11 @@ def git_diff(root: Path = PROJECT_ROOT) -> str:
         return ""
 
 
-def reproducibility_tags(seed: int, threads: int) -> dict[str, str]:
-    """What a rerun must match, or explain, to give the same numbers."""
+def reproducibility_tags(threads: int) -> dict[str, str]:
+    """What a rerun must match, or explain, to give the same numbers (the seed is a param)."""
     tags = {f"version.{name}": v for name, v in versions().items()}
     tags |= {
         "command": shlex.join([Path(sys.executable).name, *sys.argv]),
-        "seed": str(seed),
         "torch.deterministic_algorithms": str(torch.are_deterministic_algorithms_enabled()).lower(),
         "torch.threads": str(threads),
     }

@@ -51,10 +51,12 @@ def init_params(widths: list[int], scheme: str, mode: str, seed: int) -> Params:
     return params
 
 
-def param_stats(params: Params) -> dict[str, float]:
-    """The init/ metrics: mean and std of every parameter (a 1-element bias has std 0, not NaN)."""
-    stats = {}
+def param_stats(params: Params) -> dict[int, dict[str, float]]:
+    """The init/ metrics by layer (step = layer, like act/*): mean and std of its weight and of its bias (a 1-element
+    bias has std 0, not NaN)."""
+    stats: dict[int, dict[str, float]] = {}
     for name, p in params.items():
-        stats[f"init/{name}_mean"] = p.mean().item()
-        stats[f"init/{name}_std"] = p.std().item() if p.numel() > 1 else 0.0
+        layer = stats.setdefault(int(name[1:]), {})
+        layer[f"init/{name[0]}_mean"] = p.mean().item()
+        layer[f"init/{name[0]}_std"] = p.std().item() if p.numel() > 1 else 0.0
     return stats

@@ -27,6 +27,7 @@ from backprop_lab import (
     forward,
     impls,
     init,
+    labels,
     owner,
     stop,
     store,
@@ -48,7 +49,7 @@ class Result:
     ui_command: str
     data_stats: dict[str, float]
     normalized_ok: bool
-    init_stats: dict[str, float]
+    init_stats: dict[int, dict[str, float]]  # by layer
     layers: list[forward.LayerStats]
     loss: float
     checks: list[backward.NodeCheck]  # every node, in backward order
@@ -68,9 +69,21 @@ def _job_clock() -> Iterator[None]:
         _previous_job_end = time.perf_counter()
 
 
-def run_name(cfg: DictConfig) -> str:
-    parts = [cfg.impl.name, cfg.init.scheme, cfg.data.name] + ([cfg.model.name] if cfg.model.name != "seed" else [])
-    return "·".join(parts)
+def depth_summaries(layers: list[forward.LayerStats], back: dict[int, dict[str, float]]) -> dict[str, float]:
+    """One number each for a runs table to sort by (it shows a stepped metric's last step only, the 1-unit output
+    layer's): the last hidden layer's std, and how many decades the std grows across the hidden layers, forward
+    (first to last) and backward (last to first)."""
+    hidden = layers[:-1] or layers
+    first, last = hidden[0].layer, hidden[-1].layer
+
+    def decades(a: float, b: float) -> float:
+        return math.log10(b / a) if a > 0 and b > 0 and math.isfinite(a) and math.isfinite(b) else math.nan
+
+    return {
+        "act/last_hidden_std": hidden[-1].std,
+        "act/std_log10_growth": decades(hidden[0].std, hidden[-1].std),
+        "back/std_log10_growth": decades(back[last]["back/std"], back[first]["back/std"]),
+    }
 
 
 def log_git_diff(cfg: DictConfig) -> dict[str, str]:
@@ -118,7 +131,7 @@ def run(
     # bad input outside a sweep creates no run; inside one it must leave a FAILED child that says why
     device, dtype = (None, None) if parent_run_id else checked_device(cfg)
     uri, artifact_location = store.resolve_store(cfg.tracking.uri, launch_dir)
-    name = run_name(cfg)
+    name = labels.run_name(cfg, labels.swept_keys() if parent_run_id else None)
     tags = environment.git_state() | {"overrides": " ".join(overrides) or "(none)"} | (job_tags or {})
     t_start = time.perf_counter()
     # the overhead before this job: imports and setup for a process's first job, Hydra's work between jobs after
@@ -129,13 +142,14 @@ def run(
         tracking.tracked_run(uri, cfg.tracking.experiment, name, tags, artifact_location, parent_run_id) as ref,
     ):
         # what the run was asked to do comes first, so that a job failing its checks can still be read and rerun
-        tracking.log_params(OmegaConf.to_container(cfg))
+        tracking.log_params(labels.params(OmegaConf.to_container(cfg)))
         tracking.log_text(OmegaConf.to_yaml(cfg), "config/config.yaml")
         tracking.log_json({"overrides": list(overrides)}, "config/overrides.json")
         if device is None:
             device, dtype = checked_device(cfg)
         threads = cfg.timing.num_threads or torch.get_num_threads()
-        tracking.set_tags({"device": str(device)} | environment.reproducibility_tags(cfg.seed, threads))
+        tracking.log_params({"device": str(device)})  # resolved: the config's `auto` says nothing
+        tracking.set_tags(environment.reproducibility_tags(threads))
         if tags.get("git.dirty") == "true":
             tracking.set_tags(log_git_diff(cfg.tracking))
         tracking.log_json(environment.device_info(device), "device.json")
@@ -169,17 +183,20 @@ def run(
             s.layer: s.metrics() | checked.layer_stats[s.layer] | p.metrics() | {"theory/back_std": back}
             for s, p, back in zip(layers, predicted, predicted_back.values())
         }
-        tracking.log_steps(by_layer | {0: init_stats})
+        for layer, stats in init_stats.items():
+            by_layer[layer] |= stats
+        tracking.log_steps(by_layer)
         loss = checked.loss
         finite = forward.all_finite(layers) and math.isfinite(loss)
         if not finite:  # exploding or vanishing statistics are a result of the init, recorded, not a crash
             tracking.set_tags({"non_finite": "activations or loss overflowed; see act/* by step and loss"})
         grad_metrics = backward.metrics(checked.checks)
-        tracking.log_metrics({"loss": loss, "act/all_finite": float(finite)} | grad_metrics)
+        summaries = depth_summaries(layers, checked.layer_stats)
+        tracking.log_metrics({"loss": loss, "act/all_finite": float(finite)} | grad_metrics | summaries)
         tracking.set_tags({"first_divergent": backward.first_divergent(checked.checks)})
         if cfg.bug.name != bugs.NONE:
             tracking.set_tags({"bug.expected_node": bugs.expected_node(cfg.bug.name, list(cfg.model.widths))})
-        tracking.log_json([c.row() for c in checked.checks], "grad_check.json")
+        tracking.log_table(backward.table(checked.checks), "grad_check.json")
         tracking.log_figure(figures.activation_figure(layers, predicted, name), "figures/activations.png")
         tracking.log_figure(figures.backward_figure(checked.layer_stats, predicted_back, name), "figures/backward.png")
         tracking.log_figure(figures.grad_diff_figure(checked.elementwise, name), "figures/grad_diff.png")
@@ -200,6 +217,9 @@ def run(
         wall["logging_s"] = wall["run_s"] - wall["data_s"] - wall["check_s"] - wall["timing_s"]
         peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
         tracking.log_metrics({f"wall/{k}": v for k, v in wall.items()} | {"mem/peak_rss_mb": peak_rss_mb})
+        verdict = labels.description(name, checked.all_close, backward.first_divergent(checked.checks),
+                                     grad_metrics["grad/worst_error_ratio"], timed.backward_vs_autograd)  # fmt: skip
+        tracking.set_tags({tracking.NOTE_TAG: verdict})
 
     return Result(
         ref,

@@ -32,9 +32,9 @@ def data_table(r: Result) -> Table:
 
 
 def init_table(r: Result) -> Table:
-    names = [k.removeprefix("init/").removesuffix("_mean") for k in r.init_stats if k.endswith("_mean")]
-    rows = [(n, _g(r.init_stats[f"init/{n}_mean"]), _g(r.init_stats[f"init/{n}_std"])) for n in names]
-    return _table("init: parameters", rows, "param", "mean", "std")
+    rows = [(str(layer), *(_g(stats[f"init/{k}"]) for k in ("w_mean", "w_std", "b_mean", "b_std")))
+            for layer, stats in r.init_stats.items()]  # fmt: skip
+    return _table("init: parameters by layer", rows, "layer", "w mean", "w std", "b mean", "b std")
 
 
 def activation_table(r: Result) -> Table:

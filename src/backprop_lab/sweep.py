@@ -20,7 +20,7 @@ from typing import Any, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from backprop_lab import redaction, runs, store, tracking
+from backprop_lab import labels, redaction, runs, store, tracking
 from backprop_lab.errors import UserError
 
 PARENT_ENV = "BACKPROP_LAB_SWEEP_RUN_ID"  # hands the parent's id to jobs, in this process or a launcher's workers
@@ -30,10 +30,69 @@ def parent_from_env() -> Optional[str]:
     return os.environ.get(PARENT_ENV) or None
 
 
-def open_parent(uri: str, experiment_id: str, run_name: str, tags: dict[str, str]) -> str:
+def open_parent(uri: str, experiment_id: str, run_name: str, tags: dict[str, str],
+                params: Optional[dict] = None) -> str:  # fmt: skip
     """A sweep's parent run: the UI nests the jobs under it, the report finds it by its tag."""
     _, run_id = tracking.start_run(uri, experiment_id, run_name, tags | {tracking.SWEEP_TAG: "parent"})
+    if params:
+        tracking.log_params_to(uri, run_id, params)
     return run_id
+
+
+def aggregates(children: list) -> dict[str, float]:
+    """The sweep in four numbers a runs table can sort: the worst check among its jobs, the best and worst backward
+    against autograd's."""
+    def values(key: str) -> list[float]:
+        return [c.metrics[key] for c in children if key in c.metrics]
+
+    out = {}
+    for key, pick, name in (("grad/worst_error_ratio", max, "worst_error_ratio"),
+                            ("grad/worst_max_rel_diff", max, "worst_max_rel_diff"),
+                            ("time/backward_vs_autograd", min, "best_backward_vs_autograd"),
+                            ("time/backward_vs_autograd", max, "worst_backward_vs_autograd")):  # fmt: skip
+        found = values(key)
+        if found:
+            out[f"sweep/{name}"] = pick(found)
+    return out
+
+
+def description(parent, children: list) -> str:
+    """The report's table, as the parent run's description (markdown, rendered by the UI)."""
+    from backprop_lab import report, tables
+
+    rows = report.to_rows(children)
+    text = tables.to_markdown(report.table(rows, parent.name), level=3)
+    while len(text) > tracking.MAX_NOTE_CHARS and len(rows) > 1:  # a tag holds 8,000 characters
+        rows = rows[: len(rows) // 2]
+        text = tables.to_markdown(report.table(rows, f"{parent.name} (first {len(rows)} jobs)"), level=3)
+    return text
+
+
+def swept_keys(config: DictConfig) -> list[str]:
+    """The keys a multirun varies: its sweep overrides (`impl=a,b`, `glob(*)`, ranges) and its sweeper's params."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    sweeper = config.hydra.sweeper.get("params") or {}
+    given = list(config.hydra.overrides.task) + [f"{key}={value}" for key, value in sweeper.items()]
+    parsed = OverridesParser.create().parse_overrides(given)
+    return list(dict.fromkeys(o.key_or_group for o in parsed if o.is_sweep_override()))
+
+
+def shared_params(config: DictConfig, swept: list[str]) -> dict:
+    """The parent's params: what the sweep varies, and every value its jobs share."""
+    from omegaconf import OmegaConf
+
+    task = OmegaConf.to_container(config, resolve=False)
+    task.pop("hydra", None)
+    varying = {key.split(".")[0] for key in swept}
+    shared = {k: v for k, v in labels.params(task).items() if k not in varying}
+    return {"swept": ", ".join(swept)} | shared
+
+
+def environment_tags() -> dict[str, str]:
+    from backprop_lab.environment import git_state
+
+    return git_state()
 
 
 def close_parent(
@@ -49,7 +108,10 @@ def close_parent(
     counts = {s: list(statuses.values()).count(s) for s in ("FINISHED", "FAILED", "KILLED")}
     failed = counts["FAILED"] + counts["KILLED"]
     summary = {"sweep/jobs": len(statuses), "sweep/jobs_failed": failed, "sweep/jobs_finished": counts["FINISHED"]}
-    tracking.log_metrics_to(uri, parent_run_id, (metrics or {}) | summary)
+    parent, children = runs.sweep_records(uri, parent_run_id)
+    tracking.log_metrics_to(uri, parent_run_id, (metrics or {}) | summary | aggregates(children))
+    if children:
+        tracking.set_tags_to(uri, parent_run_id, {tracking.NOTE_TAG: description(parent, children)})
     tracking.end_run(uri, parent_run_id, status or ("FAILED" if failed else "FINISHED"))
     return counts | {"jobs": len(statuses)}
 
@@ -90,18 +152,17 @@ class MlflowSweep(Callback):
             self.uri, artifact_location = store.resolve_store(config.tracking.uri, Path.cwd())
             experiment_id = tracking.prepare_store(self.uri, config.tracking.experiment, artifact_location)
             overrides = list(config.hydra.overrides.task)
+            self.swept = swept_keys(config)
             self.started = time.perf_counter()
-            self.parent_run_id = open_parent(
-                self.uri,
-                experiment_id,
-                run_name=f"sweep {' '.join(overrides) or '(defaults)'}"[:250],
-                tags={"overrides": " ".join(overrides), "launcher": config.hydra.launcher._target_.rsplit(".", 1)[-1]},
-            )
+            tags = {"overrides": " ".join(overrides), "launcher": config.hydra.launcher._target_.rsplit(".", 1)[-1]}
+            self.parent_run_id = open_parent(self.uri, experiment_id, labels.parent_name(overrides, self.swept)[:250],
+                                             tags | environment_tags(), shared_params(config, self.swept))  # fmt: skip
         except UserError as e:  # the store's own one line
             raise SystemExit(f"error: {e}") from None
         except Exception as e:
             raise SystemExit(f"error: the sweep's parent run cannot be created: {_first_line(e)}") from None
         os.environ[PARENT_ENV] = self.parent_run_id  # launchers' workers are started after this
+        os.environ[labels.SWEPT_ENV] = ",".join(self.swept)
         _active.add(self)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -109,6 +170,7 @@ class MlflowSweep(Callback):
         redact_hydra_files(config)
         if self.parent_run_id:  # in a worker, the callback arrives pickled with the parent's id
             os.environ[PARENT_ENV] = self.parent_run_id
+            os.environ[labels.SWEPT_ENV] = ",".join(self.swept)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         # as at the start, an exception here would be a warning and the exit status 0: the verdict is a SystemExit
@@ -128,6 +190,7 @@ class MlflowSweep(Callback):
         wall = {"sweep/wall_s": time.perf_counter() - self.started}
         counts = close_parent(self.uri, self.parent_run_id, status, wall)
         os.environ.pop(PARENT_ENV, None)
+        os.environ.pop(labels.SWEPT_ENV, None)
         self.parent_run_id = None
         _active.discard(self)
         return counts

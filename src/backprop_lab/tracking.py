@@ -23,6 +23,8 @@ from backprop_lab.redaction import redact
 MAX_PARAMS_PER_BATCH = 100  # MLflow's limits
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAM_CHARS = 6000
+MAX_NOTE_CHARS = 8000  # a run's description may be long (a sweep's table): MLflow's longest tag value
+NOTE_TAG = "mlflow.note.content"  # the run's description, rendered as markdown in the UI
 PARENT_TAG = "mlflow.parentRunId"  # what MLflow's own nested runs set, so the UI nests children under the sweep
 SWEEP_TAG = "backprop_lab.sweep"  # "parent" on a sweep's run
 SWEEP_ENV = "BACKPROP_LAB_SWEEP_RUN_ID"  # hands the parent's id to jobs, in this process or a launcher's workers
@@ -267,12 +269,19 @@ def set_tags(tags: dict[str, str]) -> None:
     from mlflow.entities import RunTag
 
     client, run_id = _active()
-    retried(client.log_batch, run_id, tags=[RunTag(k, redact(str(v))[:MAX_PARAM_CHARS]) for k, v in tags.items()])
+    batch = [RunTag(k, redact(str(v))[:MAX_NOTE_CHARS if k == NOTE_TAG else MAX_PARAM_CHARS]) for k, v in tags.items()]
+    retried(client.log_batch, run_id, tags=batch)
 
 
 def log_text(text: str, artifact_file: str) -> None:
     client, run_id = _active()
     retried(client.log_text, run_id, redact(text), artifact_file)
+
+
+def log_table(columns: dict[str, list], artifact_file: str) -> None:
+    """A table the UI shows as one, sortable (MLflow's log_table)."""
+    client, run_id = _active()
+    retried(client.log_table, run_id, columns, artifact_file)
 
 
 def log_json(obj: Any, artifact_file: str) -> None:
@@ -282,6 +291,22 @@ def log_json(obj: Any, artifact_file: str) -> None:
 def log_figure(fig, artifact_file: str) -> None:
     client, run_id = _active()
     retried(client.log_figure, run_id, fig, artifact_file)
+
+
+def log_params_to(uri: str, run_id: str, config: dict) -> None:
+    """Params for a run other than the one being tracked (a sweep's parent)."""
+    from mlflow.entities import Param
+
+    items = [Param(k, v) for k, v in flatten(config).items()]
+    for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
+        retried(mlflow_client(uri).log_batch, run_id, params=items[start : start + MAX_PARAMS_PER_BATCH])
+
+
+def set_tags_to(uri: str, run_id: str, tags: dict[str, str]) -> None:
+    from mlflow.entities import RunTag
+
+    batch = [RunTag(k, redact(str(v))[:MAX_NOTE_CHARS if k == NOTE_TAG else MAX_PARAM_CHARS]) for k, v in tags.items()]
+    retried(mlflow_client(uri).log_batch, run_id, tags=batch)
 
 
 def log_metrics_to(uri: str, run_id: str, metrics: dict[str, float]) -> None:
