@@ -40,30 +40,93 @@ def test_rest_api_finds_the_parent_and_every_child(server):
     assert {m["key"]: m["value"] for m in parent["data"]["metrics"]}["sweep/jobs"] == 4
 
 
-def test_experiment_page_shows_the_child_runs(server):
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+NAMES = ["functional·xavier·synthetic", "functional·kaiming_uniform·synthetic", "nn·xavier·synthetic",
+         "nn·kaiming_uniform·synthetic"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def browser():
     require(os.path.exists(CHROMIUM) and _has_playwright(), "Debian's chromium and playwright",
             "apt-get install chromium; pip install -e '.[dev]'")  # fmt: skip
     from playwright.sync_api import sync_playwright
 
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def sweep_ids(server):
     experiment_id = requests.get(
         f"{server}/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": "backprop-lab"}, timeout=10
     ).json()["experiment"]["experiment_id"]
-    names = ["functional·xavier·synthetic", "functional·kaiming_uniform·synthetic", "nn·xavier·synthetic",
-             "nn·kaiming_uniform·synthetic"]  # fmt: skip
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=flags)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.goto(f"{server}/#/experiments/{experiment_id}/runs")
-        page.get_by_text("sweep impl=", exact=False).first.wait_for(timeout=60_000)
-        page.locator("[role=gridcell] button").first.click()  # the sweep's row folds its children: unfold it
-        for name in names:
-            page.get_by_text(name, exact=True).first.wait_for(timeout=30_000)
-        SCREENSHOT.parent.mkdir(exist_ok=True)
-        page.screenshot(path=str(SCREENSHOT))
-        browser.close()
-    assert SCREENSHOT.stat().st_size > 10_000
+    (parent,) = search(server, experiment_id, "tags.`backprop_lab.sweep` = 'parent'")
+    children = search(server, experiment_id, f"tags.`mlflow.parentRunId` = '{parent['info']['run_id']}'")
+    return experiment_id, parent["info"]["run_id"], [c["info"]["run_id"] for c in children]
+
+
+def shot(page, name: str) -> None:
+    path = ROOT / "ci-artifacts" / f"mlflow-ui-{name}.png"
+    path.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 10_000
+
+
+def test_the_runs_view_opens_on_the_sweep_and_its_children(server, browser, sweep_ids):
+    """The URL the summary prints opens the runs table (not MLflow's GenAI overview)."""
+    experiment_id, _, _ = sweep_ids
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(f"{server}/#/experiments/{experiment_id}/runs")
+    page.get_by_text("impl=functional,nn", exact=False).first.wait_for(timeout=60_000)
+    page.locator("[role=gridcell] button").first.click()  # the sweep's row folds its children: unfold it
+    for name in NAMES:
+        page.get_by_text(name, exact=True).first.wait_for(timeout=30_000)
+    assert page.get_by_text("No data", exact=False).count() == 0
+    shot(page, "runs")
+    page.screenshot(path=str(SCREENSHOT))
+    page.close()
+
+
+def test_the_parents_description_renders_the_sweeps_table(server, browser, sweep_ids):
+    experiment_id, parent_id, _ = sweep_ids
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.goto(f"{server}/#/experiments/{experiment_id}/runs/{parent_id}")
+    page.locator("table", has_text="first divergent").first.wait_for(timeout=60_000)  # markdown, rendered
+    assert page.locator("table", has_text="first divergent").first.get_by_text("kaiming_uniform").count() >= 1
+    shot(page, "parent-description")
+    page.close()
+
+
+def test_compare_shows_the_childrens_summaries(server, browser, sweep_ids):
+    experiment_id, _, children = sweep_ids
+    runs = ",".join(f'"{c}"' for c in children[:2])
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.goto(f"{server}/#/compare-runs?runs=[{runs}]&experiments=[\"{experiment_id}\"]")
+    page.get_by_text("act/last_hidden_std", exact=True).first.wait_for(timeout=60_000)
+    shot(page, "compare")
+    seen = set()  # the metrics table renders the rows in view: scroll through it
+    for _ in range(40):
+        lines = page.inner_text("body").splitlines()
+        seen |= {line.split()[0] for line in lines if line.startswith(("grad/", "time/"))}
+        page.mouse.move(700, 800)
+        page.mouse.wheel(0, 600)
+        page.wait_for_timeout(150)
+    assert {"grad/worst_error_ratio", "grad/all_close", "time/backward_vs_autograd"} <= seen, sorted(seen)
+    page.close()
+
+
+def test_a_figure_artifact_renders(server, browser, sweep_ids):
+    experiment_id, _, children = sweep_ids
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{server}/#/experiments/{experiment_id}/runs/{children[0]}/artifacts/figures/activations.png")
+    image = page.locator("img[src*='activations.png'], img[src^='blob:'], img[src^='data:']").first
+    image.wait_for(timeout=60_000)
+    page.wait_for_function("img => img.complete && img.naturalWidth > 100", arg=image.element_handle(), timeout=30_000)
+    shot(page, "figure")
+    page.close()
 
 
 def _has_playwright() -> bool:

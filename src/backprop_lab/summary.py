@@ -76,9 +76,8 @@ def print_summary(r: Result, console: Console) -> None:
     console.print(f"wall time: {wall}")
     console.print(f"MLflow run [bold]{r.run_name}[/] id [bold]{r.run.run_id}[/] (experiment {r.run.experiment_id})")
     console.print(f"open it:  {r.ui_command}")
-    console.print(
-        f"          then http://127.0.0.1:5000/#/experiments/{r.run.experiment_id}/runs/{r.run.run_id}", soft_wrap=True
-    )
+    page = f"http://127.0.0.1:5000/#/experiments/{r.run.experiment_id}/runs"
+    console.print(f"          then {page} (the runs table), {page}/{r.run.run_id} (this run)", soft_wrap=True)
 
 
 def print_job_line(r: Result, console: Console) -> None:

@@ -284,6 +284,17 @@ def log_table(columns: dict[str, list], artifact_file: str) -> None:
     retried(client.log_table, run_id, columns, artifact_file)
 
 
+def log_dataset(name: str, digest: str, source: str, schema: dict, profile: dict, context: str = "training") -> None:
+    """The data as an MLflow dataset input: the runs table's Dataset column and filter show it. MLflow keeps 36
+    characters of a digest; the whole SHA-256 is in the profile (and the `data.sha256` tag)."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    client, run_id = _active()
+    dataset = Dataset(name, digest[:36], "local", json.dumps({"source": source}), json.dumps(schema),
+                      json.dumps(profile))  # fmt: skip
+    retried(client.log_inputs, run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])])
+
+
 def log_json(obj: Any, artifact_file: str) -> None:
     log_text(json.dumps(obj, indent=2, default=str), artifact_file)
 
