@@ -50,8 +50,8 @@ def test_a_changed_seed_changes_what_the_seed_drives(logged, tmp_path):
     client.log_text(run_id, config_yaml, "config/config.yaml")
     (verdict,) = rerun.rerun(run_id, store, tmp_path, 1e-6, 1e-9, console=_quiet())
     changed = {c.key for c in verdict.differing}
-    assert {"init/w1_mean", "init/w1_std", "loss", "data/train_mean_raw"} <= changed  # synthetic data is seeded too
-    assert "init/b1_mean" not in changed  # biases are zero whatever the seed
+    assert {"init/w_mean", "init/w_std", "loss", "data/train_mean_raw"} <= changed  # synthetic data is seeded too
+    assert "init/b_mean" not in changed  # biases are zero whatever the seed
 
 
 def test_environment_differences_are_said_and_judged_with_tolerance(logged, tmp_path):
