@@ -130,6 +130,12 @@ class TrackingConfig:
 
 
 @dataclass
+class SweepConfig:
+    resume: bool = False  # a multirun reuses each job whose config already has a FINISHED run in the experiment
+    dry_run: bool = False  # a multirun lists what it would run and reuse, with an estimate, and runs nothing
+
+
+@dataclass
 class Config:
     data: Any = MISSING  # one of the DataConfig subclasses, picked by the data group
     init: InitConfig = MISSING
@@ -142,6 +148,7 @@ class Config:
     check: CheckConfig = field(default_factory=CheckConfig)
     timing: TimingConfig = field(default_factory=TimingConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 DATA_SCHEMAS = {"mnist": MnistConfig, "synthetic": SyntheticConfig, "fashion_mnist": FashionMnistConfig}

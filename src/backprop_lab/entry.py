@@ -40,8 +40,10 @@ def job(cfg: DictConfig) -> None:
 
         from rich.console import Console
 
-        from backprop_lab import pipeline, summary, sweep
+        from backprop_lab import pipeline, resume, summary, sweep
 
+        if in_sweep and resume.handle(cfg, sweep.parent_from_env(), hydra_cfg.job.num, Path(hydra_cfg.sweep.dir)):
+            return
         result = pipeline.run(
             cfg,
             list(hydra_cfg.overrides.task),

@@ -7,14 +7,16 @@ model's widths written short; the description is the run's verdict in a line.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import math
 import os
 from typing import Any, Optional
 
 SWEPT_ENV = "BACKPROP_LAB_SWEPT"  # the keys a sweep varies, comma-separated, handed to its jobs like the parent's id
 NAME_KEYS = {"impl": "impl.name", "init": "init.scheme", "data": "data.name", "model": "model.name", "bug": "bug.name"}
-NOT_PARAMS = ("tracking", "device")  # where the run is logged; the device is logged once resolved
+NOT_PARAMS = ("tracking", "device", "sweep")  # where and how it is logged; the device is logged once resolved
 
 
 def compact_widths(widths: list[int]) -> str:
@@ -60,6 +62,18 @@ def params(config: dict) -> dict:
     out = {k: v for k, v in config.items() if k not in NOT_PARAMS}
     out["model"] = dict(out["model"], widths=compact_widths(out["model"]["widths"]))
     return out
+
+
+def config_digest(config: dict) -> str:
+    """What makes two jobs the same job: their params (so not where they are logged), hashed."""
+    return hashlib.sha256(json.dumps(params(config), sort_keys=True, default=str).encode()).hexdigest()
+
+
+def shape_digest(config: dict) -> str:
+    """Jobs that take about as long: the same implementation, model, data size and timing budget."""
+    shape = [config["impl"], config["model"]["widths"], config["data"]["name"], config["data"].get("n_train"),
+             config["timing"], config.get("dtype")]  # fmt: skip
+    return hashlib.sha256(json.dumps(shape, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def description(name: str, all_close: bool, first_divergent: str, worst_ratio: float, ratio: Optional[float]) -> str:

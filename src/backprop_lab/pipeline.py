@@ -144,7 +144,9 @@ def run(
     device, dtype = (None, None) if parent_run_id else checked_device(cfg)
     uri, artifact_location = store.resolve_store(cfg.tracking.uri, launch_dir)
     name = labels.run_name(cfg, labels.swept_keys() if parent_run_id else None)
-    tags = environment.git_state() | {"overrides": " ".join(overrides) or "(none)"} | (job_tags or {})
+    config = OmegaConf.to_container(cfg)
+    identity = {"config.sha256": labels.config_digest(config), "config.shape": labels.shape_digest(config)}
+    tags = environment.git_state() | {"overrides": " ".join(overrides) or "(none)"} | identity | (job_tags or {})
     t_start = time.perf_counter()
     # the overhead before this job: imports and setup for a process's first job, Hydra's work between jobs after
     wall = {"startup_s": t_start - _previous_job_end if _previous_job_end else owner.process_age_s() or 0.0}
@@ -154,7 +156,7 @@ def run(
         tracking.tracked_run(uri, cfg.tracking.experiment, name, tags, artifact_location, parent_run_id) as ref,
     ):
         # what the run was asked to do comes first, so that a job failing its checks can still be read and rerun
-        tracking.log_params(labels.params(OmegaConf.to_container(cfg)))
+        tracking.log_params(labels.params(config))
         tracking.log_text(OmegaConf.to_yaml(cfg), "config/config.yaml")
         tracking.log_json({"overrides": list(overrides)}, "config/overrides.json")
         if device is None:

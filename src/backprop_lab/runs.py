@@ -9,7 +9,7 @@ from typing import Optional
 
 from backprop_lab.errors import TrackingError
 from backprop_lab.redaction import redact
-from backprop_lab.tracking import PARENT_TAG, SWEEP_TAG, mlflow_client
+from backprop_lab.tracking import ALSO_IN, PARENT_TAG, SWEEP_TAG, mlflow_client
 
 SERIES = ("act/std", "theory/act_std", "back/std", "theory/back_std")  # by layer (step), for the report's figures
 
@@ -53,10 +53,10 @@ def latest_sweep(uri: str, experiment: str) -> Optional[str]:
 
 
 def _children(client, parent) -> list:
-    """Every job run of a sweep: the runs that name it as their parent."""
-    return client.search_runs(
-        [parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'", max_results=10000
-    )
+    """Every job run of a sweep: the runs that name it as their parent, and those of earlier sweeps it reused."""
+    experiment, run_id = [parent.info.experiment_id], parent.info.run_id
+    own = client.search_runs(experiment, f"tags.`{PARENT_TAG}` = '{run_id}'", max_results=10000)
+    return own + client.search_runs(experiment, f"tags.`{ALSO_IN}{run_id}` = 'reused'", max_results=10000)
 
 
 def child_statuses(uri: str, parent_run_id: str) -> dict[str, str]:

@@ -150,9 +150,13 @@ class MlflowSweep(Callback):
             except OSError as e:
                 raise SystemExit(f"error: hydra.sweep.dir: cannot create {sweep_dir} ({e.strerror})") from None
             self.uri, artifact_location = store.resolve_store(config.tracking.uri, Path.cwd())
+            self.swept = swept_keys(config)
+            if config.sweep.dry_run:  # nothing is logged: the jobs only say what they would do
+                store.check_store(self.uri)
+                os.environ[labels.SWEPT_ENV] = ",".join(self.swept)
+                return
             experiment_id = tracking.prepare_store(self.uri, config.tracking.experiment, artifact_location)
             overrides = list(config.hydra.overrides.task)
-            self.swept = swept_keys(config)
             self.started = time.perf_counter()
             tags = {"overrides": " ".join(overrides), "launcher": config.hydra.launcher._target_.rsplit(".", 1)[-1]}
             self.parent_run_id = open_parent(self.uri, experiment_id, labels.parent_name(overrides, self.swept)[:250],
@@ -173,6 +177,11 @@ class MlflowSweep(Callback):
             os.environ[labels.SWEPT_ENV] = ",".join(self.swept)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.sweep.dry_run:
+            from backprop_lab import resume
+
+            print(resume.summary(Path(config.hydra.sweep.dir)))
+            return
         # as at the start, an exception here would be a warning and the exit status 0: the verdict is a SystemExit
         try:
             counts = self.finish(None)

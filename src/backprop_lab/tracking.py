@@ -27,6 +27,7 @@ MAX_NOTE_CHARS = 8000  # a run's description may be long (a sweep's table): MLfl
 NOTE_TAG = "mlflow.note.content"  # the run's description, rendered as markdown in the UI
 PARENT_TAG = "mlflow.parentRunId"  # what MLflow's own nested runs set, so the UI nests children under the sweep
 SWEEP_TAG = "backprop_lab.sweep"  # "parent" on a sweep's run
+ALSO_IN = "backprop_lab.also_in."  # + a parent's id, "reused": a run of an earlier sweep that a resumed one counts
 SWEEP_ENV = "BACKPROP_LAB_SWEEP_RUN_ID"  # hands the parent's id to jobs, in this process or a launcher's workers
 
 # MLflow's HTTP client retries for minutes by default; a server that is down should be said in seconds, and a
@@ -61,8 +62,14 @@ def flatten(config: dict, prefix: str = "") -> dict[str, str]:
 _CANNOT_WRITE = ("disk I/O error", "database or disk is full", "File too large", "No space left on device")
 
 
-def retried(fn: Callable, *args, attempts: int = 6, **kwargs):
-    """sqlite answers "database is locked" when parallel writers collide past its busy timeout: wait and retry."""
+# Parallel writers colliding: sqlite's lock past its busy timeout, or two jobs inserting the same row (MLflow's
+# log_inputs checks for the dataset, then inserts it; the retry finds it and only links it to the run)
+_LOCKED = ("database is locked",)
+_RACED_INSERT = ("duplicate key value violates unique constraint", "UNIQUE constraint failed")
+
+
+def retried(fn: Callable, *args, attempts: int = 6, transient: tuple[str, ...] = _LOCKED, **kwargs):
+    """Call `fn`, waiting and retrying while the store answers one of the `transient` reasons."""
     for attempt in range(attempts):
         try:
             return fn(*args, **kwargs)
@@ -72,7 +79,7 @@ def retried(fn: Callable, *args, attempts: int = 6, **kwargs):
                 reason = next((r for r in _CANNOT_WRITE if r in message), getattr(e, "strerror", None) or message)
                 raise TrackingError(f"the tracking store cannot be written ({reason}); free space or raise the "
                                     "file-size limit (ulimit -f), or set tracking.uri") from None  # fmt: skip
-            if "database is locked" not in message or attempt == attempts - 1:
+            if not any(reason in message for reason in transient) or attempt == attempts - 1:
                 raise
             time.sleep(0.25 * 2**attempt)
 
@@ -292,7 +299,8 @@ def log_dataset(name: str, digest: str, source: str, schema: dict, profile: dict
     client, run_id = _active()
     dataset = Dataset(name, digest[:36], "local", json.dumps({"source": source}), json.dumps(schema),
                       json.dumps(profile))  # fmt: skip
-    retried(client.log_inputs, run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])])
+    inputs = [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])]
+    retried(client.log_inputs, run_id, inputs, transient=_LOCKED + _RACED_INSERT)
 
 
 def log_json(obj: Any, artifact_file: str) -> None:

@@ -1,0 +1,73 @@
+"""Sweeps that resume, and sweeps that only say what they would do.
+
+Hydra cannot resume a multirun; a preempted SLURM or Ray sweep would recompute every job. With `sweep.resume=true`
+the same multirun command reuses each job whose config (its params, hashed: `config.sha256`) already has a FINISHED
+run in the experiment: the run is linked to the new parent (tag `backprop_lab.also_in.<parent>`, which the report
+and the parent's counts read) and nothing is computed again; a job with no such run, or only failed ones, runs.
+`sweep.dry_run=true` lists what would run and what would be reused, each job to run with an estimate: the median
+wall time of earlier FINISHED runs of the same shape (`config.shape`: implementation, model, data size, timing).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any, Optional
+
+from backprop_lab import labels, store, tracking
+
+DRY_RUN_FILE = "dry_run.jsonl"  # in the sweep's directory: one line per job, for the summary at the end
+
+
+def _search(uri: str, experiment: str, tag: str, value: str) -> list:
+    client = tracking.mlflow_client(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    query = f"tags.`{tag}` = '{value}' and attributes.status = 'FINISHED'"
+    return client.search_runs([found.experiment_id], query, max_results=1000, order_by=["attributes.start_time DESC"])
+
+
+def estimate_s(uri: str, experiment: str, shape: str) -> Optional[float]:
+    """The median wall time (start-up included) of earlier finished runs of this shape; None: none yet."""
+    walls = [r.data.metrics["wall/run_s"] + r.data.metrics.get("wall/startup_s", 0.0)
+             for r in _search(uri, experiment, "config.shape", shape) if "wall/run_s" in r.data.metrics]  # fmt: skip
+    return statistics.median(walls) if walls else None
+
+
+def handle(cfg: Any, parent_run_id: Optional[str], job: int, sweep_dir: Path) -> bool:
+    """For a job of a resumed or dry-run sweep: True when it is done without computing (reused, or only listed)."""
+    from omegaconf import OmegaConf
+
+    if not (cfg.sweep.resume or cfg.sweep.dry_run):
+        return False
+    config = OmegaConf.to_container(cfg)
+    uri, _ = store.resolve_store(cfg.tracking.uri, Path.cwd())
+    store.check_store(uri)
+    done = _search(uri, cfg.tracking.experiment, "config.sha256", labels.config_digest(config))
+    name = labels.run_name(cfg, labels.swept_keys())
+    if cfg.sweep.dry_run:
+        guess = None if done else estimate_s(uri, cfg.tracking.experiment, labels.shape_digest(config))
+        line = {"job": job, "name": name, "reuse": done[0].info.run_id if done else None, "estimate_s": guess}
+        with open(sweep_dir / DRY_RUN_FILE, "a") as f:
+            f.write(json.dumps(line) + "\n")
+        what = f"would reuse run {done[0].info.run_id}" if done else "would run" + (
+            f" (about {guess:.1f} s)" if guess is not None else " (no earlier run of its shape to estimate from)")
+        print(f"job {job} {name}: {what}")
+        return True
+    if done and parent_run_id:
+        tracking.set_tags_to(uri, done[0].info.run_id, {tracking.ALSO_IN + parent_run_id: "reused"})
+        print(f"job {job} {name}: reused run {done[0].info.run_id}, FINISHED in an earlier sweep")
+        return True
+    return False
+
+
+def summary(sweep_dir: Path) -> str:
+    """The dry run's last line: how many jobs would run, in about how long, and how many would be reused."""
+    lines = [json.loads(line) for line in (sweep_dir / DRY_RUN_FILE).read_text().splitlines() if line]
+    to_run = [line for line in lines if not line["reuse"]]
+    known = [line["estimate_s"] for line in to_run if line["estimate_s"] is not None]
+    total = f"about {sum(known):.0f} s" + (f" (+ {len(to_run) - len(known)} without an estimate)"
+                                            if len(known) < len(to_run) else "")  # fmt: skip
+    return f"dry run: {len(to_run)} jobs would run, {total}; {len(lines) - len(to_run)} would be reused"
