@@ -24,6 +24,16 @@ def test_shapes_names_and_seed(scheme):
         assert not a["b1"].any() and not a["b2"].any()
 
 
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_a_gain_scales_the_weights_and_only_them(scheme):
+    plain = init_params([784, 80, 1], scheme, "fan_out", 3)
+    scaled = init_params([784, 80, 1], scheme, "fan_out", 3, gain=1.7)
+    assert list(scaled) == list(plain)
+    for name in plain:
+        factor = 1.7 if name.startswith("w") else 1.0
+        torch.testing.assert_close(scaled[name], plain[name] * factor, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize(
     "scheme, expected_std",
     [

@@ -132,7 +132,8 @@ def measure_problem(cfg, min_run_time: float, console, compiled: bool = True):
     device = environment.resolve_device(cfg.device)
     d = data.prepare(cfg.data, cfg.seed, device)
     widths = list(cfg.model.widths)
-    params = {k: p.to(device) for k, p in init.init_params(widths, cfg.init.scheme, cfg.init.mode, cfg.seed).items()}
+    drawn = init.init_params(widths, cfg.init.scheme, cfg.init.mode, cfg.seed, cfg.init.gain)
+    params = {k: p.to(device) for k, p in drawn.items()}
     with console.status("measuring") as status:
         say = lambda name: status.update(f"measuring {name}")  # noqa: E731
         result = bench.run_bench(params, d.x_train, d.y_train, cfg.model.relu_shift, widths, min_run_time, cfg.check,

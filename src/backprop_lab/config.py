@@ -12,6 +12,8 @@ from typing import Any, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from backprop_lab import objectives
+
 # The config groups: conf/ at the checkout's root, linked into the package (src/backprop_lab/conf), so that a
 # checkout, an editable install and an installed wheel all find them beside this file.
 CONF_DIR = Path(__file__).resolve().parent / "conf"
@@ -75,6 +77,7 @@ class InitConfig:
     scheme: InitScheme = MISSING
     # torch.nn.init reads (out, in) weights; ours are (in, out) as in the notebook, so "fan_out" here means n_in.
     mode: FanMode = FanMode.fan_out
+    gain: float = 1.0  # every weight times this: 1 is the scheme as published; a search can tune it
 
 
 @dataclass
@@ -135,6 +138,10 @@ class SweepConfig:
     dry_run: bool = False  # a multirun lists what it would run and reuse, with an estimate, and runs nothing
 
 
+# What a job returns to a search (hydra/sweeper=search), always to minimize: the options are objectives.py's
+Objective = Enum("Objective", {name: name for name in (objectives.NONE, *objectives.OBJECTIVES)})
+
+
 @dataclass
 class Config:
     data: Any = MISSING  # one of the DataConfig subclasses, picked by the data group
@@ -149,6 +156,7 @@ class Config:
     timing: TimingConfig = field(default_factory=TimingConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    objective: Objective = Objective[objectives.NONE]
 
 
 DATA_SCHEMAS = {"mnist": MnistConfig, "synthetic": SyntheticConfig, "fashion_mnist": FashionMnistConfig}

@@ -42,12 +42,13 @@ def layer_weight(
     return w, b
 
 
-def init_params(widths: list[int], scheme: str, mode: str, seed: int) -> Params:
-    """Weights and biases for every layer, reproducible from the seed alone."""
+def init_params(widths: list[int], scheme: str, mode: str, seed: int, gain: float = 1.0) -> Params:
+    """Weights and biases for every layer, reproducible from the seed alone; every weight times `gain`."""
     g = torch.Generator().manual_seed(seed)
     params: Params = {}
     for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:]), start=1):
-        params[f"w{i}"], params[f"b{i}"] = layer_weight(scheme, n_in, n_out, mode, g)
+        w, b = layer_weight(scheme, n_in, n_out, mode, g)
+        params[f"w{i}"], params[f"b{i}"] = (w if gain == 1 else w.mul_(gain)), b
     return params
 
 

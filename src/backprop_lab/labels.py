@@ -32,7 +32,11 @@ def _value(cfg: Any, key: str) -> str:
     node = cfg
     for part in NAME_KEYS.get(key, key).split("."):
         node = node[part]
-    return compact_widths(list(node)) if key == "model.widths" else str(node)
+    if key == "model.widths":
+        return compact_widths(list(node))
+    if isinstance(node, (int, float)) and not isinstance(node, bool):  # a swept number says what it is, briefly
+        return f"{key.rsplit('.', 1)[-1]}={node:.3g}"
+    return str(node)
 
 
 def swept_keys() -> list[str]:

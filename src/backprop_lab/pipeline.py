@@ -29,6 +29,7 @@ from backprop_lab import (
     impls,
     init,
     labels,
+    objectives,
     owner,
     stop,
     store,
@@ -58,6 +59,7 @@ class Result:
     first_divergent: str
     timing: timing.Timing
     wall: dict[str, float] = field(default_factory=dict)
+    objective: Optional[float] = None  # what a search minimizes, when the config names an objective
 
 
 @contextmanager
@@ -178,7 +180,7 @@ def run(
 
         with console.status("init, forward, backward against autograd"):
             t = time.perf_counter()
-            params = init.init_params(list(cfg.model.widths), cfg.init.scheme, cfg.init.mode, cfg.seed)
+            params = init.init_params(list(cfg.model.widths), cfg.init.scheme, cfg.init.mode, cfg.seed, cfg.init.gain)
             init_stats = init.param_stats(params)
             params = {k: p.to(device, dtype) for k, p in params.items()}
             x, y = d.x_train.to(dtype), d.y_train.to(dtype)
@@ -191,9 +193,9 @@ def run(
 
         widths = list(cfg.model.widths)
         second_moment = d.stats["data/train_mean"] ** 2 + d.stats["data/train_std"] ** 2
-        predicted = theory.forward(widths, cfg.init.scheme, cfg.init.mode, second_moment, shift)
+        predicted = theory.forward(widths, cfg.init.scheme, cfg.init.mode, second_moment, shift, cfg.init.gain)
         output_grad_std = checked.layer_stats[len(widths) - 1]["back/std"]
-        predicted_back = theory.backward(widths, cfg.init.scheme, cfg.init.mode, output_grad_std)
+        predicted_back = theory.backward(widths, cfg.init.scheme, cfg.init.mode, output_grad_std, cfg.init.gain)
         by_layer = {
             s.layer: s.metrics() | checked.layer_stats[s.layer] | p.metrics() | {"theory/back_std": back}
             for s, p, back in zip(layers, predicted, predicted_back.values())
@@ -227,6 +229,10 @@ def run(
         gflop = bench.pass_flops(widths, x.shape[0], checked.input_grad)
         work = {"time/forward_gflop": gflop["forward"], "time/backward_gflop": gflop["backward"]}
         tracking.log_metrics(timed.metrics() | work)
+        objective = None
+        if cfg.objective != objectives.NONE:
+            objective = objectives.value(cfg.objective, grad_metrics | summaries | timed.metrics())
+            tracking.log_metrics({objectives.METRIC: objective})
 
         wall["run_s"] = time.perf_counter() - t_start
         wall["logging_s"] = wall["run_s"] - wall["data_s"] - wall["check_s"] - wall["timing_s"]
@@ -250,4 +256,5 @@ def run(
         backward.first_divergent(checked.checks),
         timed,
         wall,
+        objective,
     )

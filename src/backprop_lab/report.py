@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import base64
 import html
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +18,9 @@ from typing import Optional
 
 from rich.console import Console
 
-from backprop_lab import redaction, report_figures, runs, store, tables, tracking
+from backprop_lab import labels, redaction, report_figures, runs, store, tables, tracking
 from backprop_lab.errors import UserError
+from backprop_lab.objectives import METRIC as OBJECTIVE
 from backprop_lab.runs import RunRecord
 
 CHOICE_KEYS = ("impl.name", "init.scheme", "model.name", "data.name")  # what a run name is made of
@@ -65,6 +67,24 @@ def _f(x: Optional[float], fmt: str = ".3g") -> str:
     return "inf" if x >= INF_AS_STORED else format(x, fmt)
 
 
+def _header(key: str) -> str:
+    """A group's choice by the group (`impl`), any other swept value by its key (`init.gain`)."""
+    return key.split(".")[0] if key in labels.NAME_KEYS.values() else key
+
+
+def _best_first(row: Row) -> tuple[int, float]:
+    value = row.m(OBJECTIVE)
+    return (0, value) if value is not None and math.isfinite(value) else (1, 0.0)
+
+
+def _choice(value: str) -> str:
+    """A searched number as 4 significant digits (its param keeps every digit); anything else as it is."""
+    try:
+        return value if float(value).is_integer() else f"{float(value):.4g}"
+    except ValueError:
+        return value
+
+
 def _ms(row: Row, name: str) -> str:
     median, iqr = row.m(f"time/{name}_ms"), row.m(f"time/{name}_iqr_ms")
     return "-" if median is None else f"{median:.2f} ± {iqr or 0:.2f}"
@@ -81,7 +101,7 @@ def is_bug_hunt(rows: list[Row]) -> bool:
 def table(rows: list[Row], title: str) -> tables.Table:
     """One column per swept choice (`impl`, `init`, ...), left-aligned, then the results. A sweep over the bug bank
     says, for each bug, whether the check caught it and at which node, beside the node it was put in."""
-    choices = [key.split(".")[0] for key in rows[0].choices]
+    choices = [_header(key) for key in rows[0].choices]
     if is_bug_hunt(rows):
         headers = [*choices, "status", "caught", "first divergent", "expected", "where expected", "worst ratio"]
         cells = [[*r.choices.values(), r.status, {"NO": "yes", "yes": "NO, MISSED"}.get(_verdict(r), "-"),
@@ -89,11 +109,15 @@ def table(rows: list[Row], title: str) -> tables.Table:
                   "yes" if r.tags.get("first_divergent") == r.tags.get("bug.expected_node") else "NO",
                   _f(r.m("grad/worst_error_ratio"))] for r in rows]  # fmt: skip
     else:
-        headers = [*choices, "status", "all close", "first divergent", "worst ratio", "forward ms (IQR)",
-                   "backward ms (IQR)", "× autograd"]  # fmt: skip
-        cells = [[*r.choices.values(), r.status, _verdict(r), r.tags.get("first_divergent", "-"),
-                  _f(r.m("grad/worst_error_ratio")), _ms(r, "forward"), _ms(r, "backward"),
-                  _f(r.m("time/backward_vs_autograd"), ".2f")] for r in rows]  # fmt: skip
+        searched = any(r.m(OBJECTIVE) is not None for r in rows)
+        if searched:  # best trial first
+            rows = sorted(rows, key=_best_first)
+        headers = [*choices, "status", *(["objective"] if searched else []), "all close", "first divergent",
+                   "worst ratio", "forward ms (IQR)", "backward ms (IQR)", "× autograd"]  # fmt: skip
+        cells = [[*map(_choice, r.choices.values()), r.status, *([_f(r.m(OBJECTIVE), ".4g")] if searched else []),
+                  _verdict(r), r.tags.get("first_divergent", "-"), _f(r.m("grad/worst_error_ratio")),
+                  _ms(r, "forward"), _ms(r, "backward"), _f(r.m("time/backward_vs_autograd"), ".2f")]
+                 for r in rows]  # fmt: skip
     return tables.Table(title, headers, cells, align="l" * len(choices))
 
 

@@ -8,6 +8,8 @@ from typing import Optional
 
 from matplotlib.figure import Figure
 
+from backprop_lab.objectives import METRIC as OBJECTIVE
+
 FACTOR_PARAM = "check.factor"
 THEORY = {"act/std": "theory/act_std", "back/std": "theory/back_std"}  # a measured series -> what theory predicts
 
@@ -80,6 +82,36 @@ def _scaling(rows, peak_gflops: Optional[float]) -> Figure:
     return fig
 
 
+def _trials(rows) -> Figure:
+    """A search: each trial's objective in the order tried, with the best so far; and where the trials fell in the
+    first two searched values, coloured by objective, the best starred."""
+    trials = sorted(rows, key=lambda r: int(r.tags.get("hydra.job.num", 0)))
+    values = [r.m(OBJECTIVE) for r in trials]
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    best = [min(finite[: i + 1]) for i in range(len(finite))]
+    fig = Figure(figsize=(11, 4.2))
+    fig.subplots_adjust(left=0.07, right=0.97, bottom=0.13, top=0.88, wspace=0.28)
+    by_trial, space = fig.subplots(1, 2)
+    by_trial.plot(range(len(finite)), finite, "o", ms=4, label="trial")
+    by_trial.step(range(len(best)), best, where="post", color="k", lw=1, label="best so far")
+    by_trial.set(xlabel="trial", ylabel="objective (lower is better)", title="the search, trial by trial")
+    by_trial.legend(fontsize=7)
+    keys = list(trials[0].choices)[:2]
+    if len(keys) == 2:
+        scored = [r for r in trials if r.m(OBJECTIVE) is not None and math.isfinite(r.m(OBJECTIVE))]
+        xs, ys = ([float(r.params[k]) for r in scored] for k in keys)
+        dots = space.scatter(xs, ys, c=[r.m(OBJECTIVE) for r in scored], cmap="viridis_r", s=28)
+        top = min(scored, key=lambda r: r.m(OBJECTIVE))
+        space.plot(float(top.params[keys[0]]), float(top.params[keys[1]]), "r*", ms=16, label="best")
+        fig.colorbar(dots, ax=space, label="objective")
+        space.set(xlabel=keys[0], ylabel=keys[1], title="where the trials fell")
+        space.legend(fontsize=7)
+    else:
+        space.set_axis_off()
+    fig.suptitle(f"{len(trials)} trials, " + (f"best objective {best[-1]:.3g}" if best else "none scored"))
+    return fig
+
+
 def figures(rows, peak_gflops: Optional[float] = None) -> dict[str, Figure]:
     """The figures these rows can show, by file name."""
     out = {}
@@ -103,4 +135,6 @@ def figures(rows, peak_gflops: Optional[float] = None) -> dict[str, Figure]:
         out["backward_std.png"] = _by_layer(rows, "back/std", "std of d loss / d output", "backward half")
     if scaling_fits(rows):
         out["scaling.png"] = _scaling(rows, peak_gflops)
+    if any(r.m(OBJECTIVE) is not None for r in rows):
+        out["search_trials.png"] = _trials(rows)
     return out

@@ -36,12 +36,13 @@ def estimate_s(uri: str, experiment: str, shape: str) -> Optional[float]:
     return statistics.median(walls) if walls else None
 
 
-def handle(cfg: Any, parent_run_id: Optional[str], job: int, sweep_dir: Path) -> bool:
-    """For a job of a resumed or dry-run sweep: True when it is done without computing (reused, or only listed)."""
+def handle(cfg: Any, parent_run_id: Optional[str], job: int, sweep_dir: Path) -> Optional[dict[str, float]]:
+    """For a job of a resumed or dry-run sweep: None when it must run; when it is done without computing, the
+    metrics of the run it reuses ({} when only listed), so that a resumed search is told what the trial gave."""
     from omegaconf import OmegaConf
 
     if not (cfg.sweep.resume or cfg.sweep.dry_run):
-        return False
+        return None
     config = OmegaConf.to_container(cfg)
     uri, _ = store.resolve_store(cfg.tracking.uri, Path.cwd())
     store.check_store(uri)
@@ -55,12 +56,12 @@ def handle(cfg: Any, parent_run_id: Optional[str], job: int, sweep_dir: Path) ->
         what = f"would reuse run {done[0].info.run_id}" if done else "would run" + (
             f" (about {guess:.1f} s)" if guess is not None else " (no earlier run of its shape to estimate from)")
         print(f"job {job} {name}: {what}")
-        return True
+        return {}
     if done and parent_run_id:
         tracking.set_tags_to(uri, done[0].info.run_id, {tracking.ALSO_IN + parent_run_id: "reused"})
         print(f"job {job} {name}: reused run {done[0].info.run_id}, FINISHED in an earlier sweep")
-        return True
-    return False
+        return dict(done[0].data.metrics)
+    return None
 
 
 def summary(sweep_dir: Path) -> str:

@@ -87,6 +87,7 @@ def print_job_line(r: Result, console: Console) -> None:
     ratio = r.timing.backward_vs_autograd
     console.print(
         f"{r.run_name}: grads {verdict} (worst rel {worst:.2g}), backward {r.timing.backward.median_ms:.2f} ms "
-        f"= {ratio:.2f}x autograd, run {r.run.run_id}",
+        f"= {ratio:.2f}x autograd" + (f", objective {r.objective:.4g}" if r.objective is not None else "")
+        + f", run {r.run.run_id}",
         soft_wrap=True,
     )

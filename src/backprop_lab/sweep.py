@@ -56,6 +56,23 @@ def aggregates(children: list) -> dict[str, float]:
     return out
 
 
+def best_trial(parent, children: list) -> tuple[dict[str, float], dict[str, str], dict[str, str]]:
+    """A search's best trial, as the parent's (metrics, params, tags): its objective, its swept values as `best.*`
+    params, its run. Nothing for a grid, or a search whose trials all failed."""
+    import math
+
+    from backprop_lab.objectives import METRIC
+
+    scored = [c for c in children if c.status == "FINISHED" and math.isfinite(c.metrics.get(METRIC, math.nan))]
+    if not scored:
+        return {}, {}, {}
+    best = min(scored, key=lambda c: c.metrics[METRIC])
+    swept = [k.strip() for k in parent.params.get("swept", "").split(",") if k.strip()]
+    params = {f"best.{k}": best.params[k] for k in swept if k in best.params}
+    return {"search/best_objective": best.metrics[METRIC]}, params, {"search.best_run": best.run_id,
+                                                                      "search.best_name": best.name}  # fmt: skip
+
+
 def description(parent, children: list) -> str:
     """The report's table, as the parent run's description (markdown, rendered by the UI)."""
     from backprop_lab import report, tables
@@ -109,9 +126,12 @@ def close_parent(
     failed = counts["FAILED"] + counts["KILLED"]
     summary = {"sweep/jobs": len(statuses), "sweep/jobs_failed": failed, "sweep/jobs_finished": counts["FINISHED"]}
     parent, children = runs.sweep_records(uri, parent_run_id)
-    tracking.log_metrics_to(uri, parent_run_id, (metrics or {}) | summary | aggregates(children))
+    best_metrics, best_params, best_tags = best_trial(parent, children)
+    tracking.log_metrics_to(uri, parent_run_id, (metrics or {}) | summary | aggregates(children) | best_metrics)
+    if best_params:
+        tracking.log_params_to(uri, parent_run_id, best_params)
     if children:
-        tracking.set_tags_to(uri, parent_run_id, {tracking.NOTE_TAG: description(parent, children)})
+        tracking.set_tags_to(uri, parent_run_id, {tracking.NOTE_TAG: description(parent, children)} | best_tags)
     tracking.end_run(uri, parent_run_id, status or ("FAILED" if failed else "FINISHED"))
     return counts | {"jobs": len(statuses)}
 
@@ -135,6 +155,21 @@ def redact_hydra_files(config: DictConfig, job: bool = True) -> None:
             path.write_text(redacted)
 
 
+def check_search(config: DictConfig) -> None:
+    """A search (hydra/sweeper=search) needs an objective, and cannot say beforehand what it would run."""
+    import logging
+
+    from backprop_lab.objectives import NONE, OBJECTIVES
+
+    if "optuna" not in str(config.hydra.sweeper.get("_target_", "")):
+        return
+    if getattr(config.objective, "name", config.objective) == NONE:
+        raise UserError(f"objective: none; a search minimizes one of {', '.join(OBJECTIVES)}")
+    if config.sweep.dry_run:
+        raise UserError("sweep.dry_run: a search's trials depend on its results; run it, or use a grid sweeper")
+    logging.getLogger("optuna").setLevel(logging.WARNING)  # Hydra's log already says each trial and the best
+
+
 class MlflowSweep(Callback):
     def __init__(self) -> None:
         self.uri: Optional[str] = None
@@ -149,6 +184,7 @@ class MlflowSweep(Callback):
                 sweep_dir.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise SystemExit(f"error: hydra.sweep.dir: cannot create {sweep_dir} ({e.strerror})") from None
+            check_search(config)
             self.uri, artifact_location = store.resolve_store(config.tracking.uri, Path.cwd())
             self.swept = swept_keys(config)
             if config.sweep.dry_run:  # nothing is logged: the jobs only say what they would do

@@ -48,11 +48,13 @@ class Layer:
         return out
 
 
-def forward(widths: list[int], scheme: str, mode: str, input_second_moment: float, shift: float) -> list[Layer]:
+def forward(widths: list[int], scheme: str, mode: str, input_second_moment: float, shift: float,
+            gain: float = 1.0) -> list[Layer]:  # fmt: skip
     """The predicted statistics of every layer, from the input's E[x^2] (1 for normalized data)."""
     layers, second_moment = [], input_second_moment
     for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:]), start=1):
         v, bias_v = weight_variance(scheme, mode, n_in, n_out)
+        v *= gain**2
         std = math.sqrt(n_in * v * second_moment + bias_v)
         layer = Layer(i, std)
         if i < len(widths) - 1:
@@ -64,11 +66,11 @@ def forward(widths: list[int], scheme: str, mode: str, input_second_moment: floa
     return layers
 
 
-def backward(widths: list[int], scheme: str, mode: str, output_grad_std: float) -> dict[int, float]:
+def backward(widths: list[int], scheme: str, mode: str, output_grad_std: float, gain: float = 1.0) -> dict[int, float]:
     """The predicted std of the loss's gradient at every layer's output, from the measured one at the net's output."""
     n = len(widths) - 1
     stds = {n: output_grad_std}
     for i in range(n - 1, 0, -1):  # the gradient at z_i comes back through w_{i+1} (n_out = widths[i + 1]) and a mask
         v, _ = weight_variance(scheme, mode, widths[i], widths[i + 1])
-        stds[i] = math.sqrt(widths[i + 1] * v / 2) * stds[i + 1]
+        stds[i] = gain * math.sqrt(widths[i + 1] * v / 2) * stds[i + 1]
     return dict(sorted(stds.items()))

@@ -95,6 +95,7 @@ def validate(cfg: Any) -> None:
         n = cfg.data[key]
         _require(n is None or n > 0, f"data.{key}", "a positive integer or null", n)
     _require(math.isfinite(cfg.model.relu_shift), "model.relu_shift", "a finite number", cfg.model.relu_shift)
+    _require(_finite_in(cfg.init.gain, 0, math.inf), "init.gain", "a finite number > 0", cfg.init.gain)
     _require(_finite_in(cfg.data.near_zero_tol, 0, 1), "data.near_zero_tol", "> 0 and < 1", cfg.data.near_zero_tol)
     # below 1, autograd itself would fail; far above, a wrong backward would pass (a bug is off by 1e3 and more)
     _require(_finite_in(cfg.check.factor, 1 - 1e-9, MAX_FACTOR), "check.factor", f"from 1 to {MAX_FACTOR:g}",

@@ -1,0 +1,33 @@
+"""What a job returns to a search: one number to minimize, from the run's metrics, chosen by `objective`.
+
+Hydra's Optuna sweeper (`hydra/sweeper=search`) minimizes what each job returns. A failed job, or a value that is
+not finite, returns NaN: Optuna records that trial as failed, never as the best one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+NONE = "none"  # a plain run or grid sweep: the job returns nothing
+METRIC = "search/objective"  # each trial's value, logged on its run
+
+
+def _unit_std(std: float) -> float:
+    """|log10 std|: 0 at unit std, and as far from it at 10 times too big as at 10 times too small."""
+    return abs(math.log10(std)) if std > 0 else math.inf
+
+
+OBJECTIVES: dict[str, tuple[str, Callable[[float], float]]] = {  # name -> (the metric it reads, what of it)
+    "last_hidden_unit_std": ("act/last_hidden_std", _unit_std),
+    "backward_vs_autograd": ("time/backward_vs_autograd", float),
+    "worst_error_ratio": ("grad/worst_error_ratio", float),
+}
+
+
+def value(objective: str, metrics: dict[str, float]) -> float:
+    """The objective from a run's metrics; NaN when it cannot be had or is not finite."""
+    key, of = OBJECTIVES[objective]
+    measured = metrics.get(key, math.nan)
+    result = of(measured) if math.isfinite(measured) else math.nan
+    return result if math.isfinite(result) else math.nan

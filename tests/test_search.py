@@ -1,0 +1,64 @@
+"""A search, not only a grid: Hydra's Optuna sweeper minimizes the config's objective, each trial a child run, the
+parent recording the best; a resumed search reuses its trials and ends on the same best."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import pytest
+import yaml
+from helpers import FAST, ROOT, cli, runs_in, split_sweep
+
+from backprop_lab import objectives, theory
+
+pytestmark = pytest.mark.slow
+TRIALS = 6
+SEARCH = ["-m", "+experiment=shift_search", *FAST, f"hydra.sweeper.n_trials={TRIALS}", "hydra.sweep.dir=sweep"]
+
+
+def test_the_shift_search_finds_and_records_its_best_trial(tmp_path):
+    done = cli(tmp_path, *SEARCH)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (parent,), children = split_sweep(runs_in(tmp_path / "mlruns"))
+    assert len(children) == TRIALS and {c.info.status for c in children} == {"FINISHED"}
+    for child in children:  # each trial's value is the objective of what it measured
+        std = child.data.metrics["act/last_hidden_std"]
+        assert child.data.metrics[objectives.METRIC] == pytest.approx(abs(math.log10(std)))
+    best = min(children, key=lambda c: c.data.metrics[objectives.METRIC])
+    assert parent.data.tags["search.best_run"] == best.info.run_id
+    assert parent.data.metrics["search/best_objective"] == best.data.metrics[objectives.METRIC]
+    for key in ("model.relu_shift", "init.gain"):
+        assert parent.data.params[f"best.{key}"] == best.data.params[key]
+    optuna = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
+    assert optuna["best_value"] == pytest.approx(best.data.metrics[objectives.METRIC])
+    assert {float(best.data.params[k]) for k in optuna["best_params"]} == set(optuna["best_params"].values())
+
+    report = subprocess.run([sys.executable, str(ROOT / "scripts" / "report.py"), "--out", "report"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert (tmp_path / "report" / "search_trials.png").stat().st_size > 10_000
+    table = (tmp_path / "report" / "report.md").read_text().splitlines()
+    header = next(line for line in table if "objective" in line)
+    assert header.split("|")[1:4] == [" init.gain ", " model.relu_shift ", " status "]
+    first = table[table.index(header) + 2].split("|")  # best trial first, its values to 4 digits
+    assert float(first[4]) == pytest.approx(best.data.metrics[objectives.METRIC], rel=1e-3)
+
+    again = cli(tmp_path, *SEARCH, "sweep.resume=true", "hydra.sweep.dir=sweep2")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.count("reused run") == TRIALS  # the same seed proposes the same trials, told the same values
+    resumed = yaml.safe_load((tmp_path / "sweep2" / "optimization_results.yaml").read_text())
+    assert resumed == optuna
+    assert len(runs_in(tmp_path / "mlruns")) == TRIALS + 2  # two parents, the trials computed once
+
+
+def test_the_objective_follows_the_init_gain_as_theory_says(tmp_path):
+    """One trial's objective by hand: with no shift, each kaiming layer keeps the std of its input times gain."""
+    gain = 1.3
+    done = cli(tmp_path, *FAST, "model=deep", "init=kaiming_normal", "model.relu_shift=0", f"init.gain={gain}",
+               "objective=last_hidden_unit_std")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    (run,) = runs_in(tmp_path / "mlruns")
+    predicted = theory.forward([784, *[100] * 8, 1], "kaiming_normal", "fan_out", 1.0, 0.0, gain)[-2].act_std
+    assert run.data.metrics[objectives.METRIC] == pytest.approx(abs(math.log10(predicted)), abs=0.15)
