@@ -93,7 +93,9 @@ def flat_row(record: RunRecord) -> dict[str, object]:
     return row
 
 
-def runs_frame(sweep: Optional[str] = None, experiment: str = EXPERIMENT, uri: Optional[str] = None) -> pandas.DataFrame:
+def runs_frame(
+    sweep: Optional[str] = None, experiment: str = EXPERIMENT, uri: Optional[str] = None
+) -> pandas.DataFrame:
     """One row per job run, flat columns (see `flat_row`): of the sweep whose parent run id is `sweep`, of the
     latest sweep for "latest", or of the whole experiment (sweep parents left out) for None. The store is `uri`, or
     the default one under the current directory. Rows come newest first; a column a run lacks is NaN there."""
