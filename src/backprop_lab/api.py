@@ -32,7 +32,8 @@ FRAME_TAGS = ("overrides", "first_divergent", "bug.expected_node", "non_finite",
 
 def run(overrides: Sequence[str] = (), launch_dir: Union[str, Path, None] = None) -> Result:
     """One run of the study with these Hydra overrides, validated and logged to MLflow exactly as
-    `python scripts/run.py OVERRIDES` would; returns the pipeline's Result (nothing is printed but progress on stderr).
+    `python scripts/run.py OVERRIDES` would; returns the pipeline's Result. Nothing is printed but the CLI's progress
+    spinner at a terminal (`summary.print_summary(result, Console())` prints the CLI's tables).
 
     Bad input raises ConfigError (a one-line message naming the key) before any run is created. Whatever stops the run
     (an exception, KeyboardInterrupt), it ends FAILED or KILLED, and the exception is re-raised."""
@@ -47,8 +48,9 @@ def run(overrides: Sequence[str] = (), launch_dir: Union[str, Path, None] = None
     redaction.protect_logging()
     cfg = entry.compose(overrides)
     launch = Path(launch_dir) if launch_dir is not None else Path.cwd()
-    # a notebook's stderr is no terminal: rich draws no spinner there, rather than a widget per stage
-    console = Console(stderr=True, force_jupyter=False)
+    # in a notebook the CLI's spinner would be a line of output per frame: there, stages pass silently
+    in_notebook = Console().is_jupyter
+    console = Console(stderr=True, force_terminal=False if in_notebook else None, force_jupyter=False)
     try:
         return pipeline.run(cfg, overrides, launch, console=console)
     except KeyboardInterrupt:
