@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
-from helpers import FAST, runs_in
+from helpers import FAST, ROOT, runs_in
 
 from backprop_lab import api, run, runs_frame
 from backprop_lab.errors import ConfigError, TrackingError
@@ -18,6 +22,18 @@ def test_bad_input_is_one_line_naming_the_key_before_any_run(tmp_path):
         run([*FAST, "init=nope"], launch_dir=tmp_path)
     assert str(raised.value).startswith("init: no option 'nope'") and "\n" not in str(raised.value)
     assert not (tmp_path / "mlruns").exists()
+
+
+def test_importing_the_package_imports_neither_torch_nor_mlflow_nor_pandas():
+    code = "import sys, backprop_lab; backprop_lab.run; print(sorted({'torch', 'mlflow', 'pandas'} & set(sys.modules)))"
+    env = os.environ | {"PYTHONPATH": str(ROOT / "src")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_overrides_as_one_string_are_refused():
+    with pytest.raises(TypeError, match=r"\['init=xavier'\]"):
+        run("init=xavier")
 
 
 def test_a_run_record_becomes_flat_columns():

@@ -41,6 +41,8 @@ def run(overrides: Sequence[str] = (), launch_dir: Union[str, Path, None] = None
 
     from backprop_lab import entry, pipeline, redaction
 
+    if isinstance(overrides, str):  # list("init=xavier") would be eleven overrides of one character
+        raise TypeError(f"overrides: a list of strings, e.g. [{overrides!r}]")
     overrides = list(overrides)
     redaction.learn_environment()  # as the CLI does: secrets in the environment or overrides never reach MLflow
     for override in overrides:
@@ -100,7 +102,8 @@ def runs_frame(
 ) -> pandas.DataFrame:
     """One row per job run, flat columns (see `flat_row`): of the sweep whose parent run id is `sweep`, of the
     latest sweep for "latest", or of the whole experiment (sweep parents left out) for None. The store is `uri`, or
-    the default one under the current directory. Rows come newest first; a column a run lacks is NaN there."""
+    the default one under the current directory. Rows come newest first (a resumed sweep's reused runs after its
+    own); a column a run lacks (a layer of a deeper net) is NaN there."""
     import pandas as pd
 
     rows = [flat_row(r) for r in _records(sweep, experiment, uri)]
