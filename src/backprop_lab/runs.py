@@ -22,7 +22,7 @@ class RunRecord:
     params: dict[str, str]
     metrics: dict[str, float]
     tags: dict[str, str]
-    series: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # SERIES: key -> [(layer, value)]
+    series: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # key -> [(layer, value)]; see _record
 
 
 def _record(client, run, by_layer: bool = False) -> RunRecord:
