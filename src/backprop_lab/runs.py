@@ -22,14 +22,18 @@ class RunRecord:
     params: dict[str, str]
     metrics: dict[str, float]
     tags: dict[str, str]
-    series: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # SERIES: key -> [(layer, value)]
+    series: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # key -> [(layer, value)]; see _record
 
 
-def _record(client, run) -> RunRecord:
+def _record(client, run, by_layer: bool = False) -> RunRecord:
+    """`series` holds SERIES; with `by_layer`, every metric logged by layer (at a step >= 1) instead: a one-number
+    metric is logged at step 0 alone, so reading each history is the only way to tell them apart."""
     series = {}
-    for key in SERIES:
+    for key in run.data.metrics if by_layer else SERIES:
         if key in run.data.metrics:
-            series[key] = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
+            points = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
+            if not by_layer or any(step >= 1 for step, _ in points):
+                series[key] = points
     return RunRecord(
         run.info.run_id,
         run.info.run_name,
@@ -75,20 +79,20 @@ def _get_run(client, uri: str, run_id: str):
         raise TrackingError(f"run {run_id}: not found in {redact(uri)} ({detail}); check the id") from None
 
 
-def sweep_records(uri: str, parent_run_id: str) -> tuple[RunRecord, list[RunRecord]]:
+def sweep_records(uri: str, parent_run_id: str, by_layer: bool = False) -> tuple[RunRecord, list[RunRecord]]:
     client = mlflow_client(uri)
     parent = _get_run(client, uri, parent_run_id)
-    return _record(client, parent), [_record(client, r) for r in _children(client, parent)]
+    return _record(client, parent), [_record(client, r, by_layer) for r in _children(client, parent)]
 
 
-def experiment_records(uri: str, experiment: str) -> list[RunRecord]:
+def experiment_records(uri: str, experiment: str, by_layer: bool = False) -> list[RunRecord]:
     """Every job run of the experiment (sweep parents left out)."""
     client = mlflow_client(uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return []
     runs = client.search_runs([found.experiment_id], max_results=10000)
-    return [_record(client, r) for r in runs if r.data.tags.get(SWEEP_TAG) != "parent"]
+    return [_record(client, r, by_layer) for r in runs if r.data.tags.get(SWEEP_TAG) != "parent"]
 
 
 @dataclass

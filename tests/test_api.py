@@ -1,0 +1,108 @@
+"""The study from Python: `run` validates and logs as the CLI does and ends its run honestly whatever stops it;
+`runs_frame` gives one flat row per job run, per-layer metrics as columns."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from helpers import FAST, ROOT, runs_in
+
+from backprop_lab import api, run, runs_frame
+from backprop_lab.errors import ConfigError, TrackingError
+from backprop_lab.runs import RunRecord
+
+LAYERS = (1, 2)  # the notebook's 784-80-1: two linear layers
+
+
+def test_bad_input_is_one_line_naming_the_key_before_any_run(tmp_path):
+    with pytest.raises(ConfigError) as raised:
+        run([*FAST, "init=nope"], launch_dir=tmp_path)
+    assert str(raised.value).startswith("init: no option 'nope'") and "\n" not in str(raised.value)
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_importing_the_package_imports_neither_torch_nor_mlflow_nor_pandas():
+    code = "import sys, backprop_lab; backprop_lab.run; print(sorted({'torch', 'mlflow', 'pandas'} & set(sys.modules)))"
+    env = os.environ | {"PYTHONPATH": str(ROOT / "src")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_overrides_as_one_string_are_refused():
+    with pytest.raises(TypeError, match=r"\['init=xavier'\]"):
+        run("init=xavier")
+
+
+def test_a_run_record_becomes_flat_columns():
+    record = RunRecord("id1", "module·xavier", "FINISHED", {"init.scheme": "xavier"},
+                       {"loss": 1.5, "act/std": 0.6, "act/last_hidden_std": 0.9},
+                       {"first_divergent": "none", "mlflow.user": "me"},
+                       {"act/std": [(1, 0.9), (2, 0.6)]})  # fmt: skip
+    assert api.flat_row(record) == {
+        "run_id": "id1", "name": "module·xavier", "status": "FINISHED", "params.init.scheme": "xavier",
+        "metrics.loss": 1.5, "metrics.act/last_hidden_std": 0.9,  # act/std's last layer is act/std@2, not repeated
+        "metrics.act/std@1": 0.9, "metrics.act/std@2": 0.6, "tags.first_divergent": "none",
+    }  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_run_returns_its_result_logged_finished(tmp_path):
+    result = run([*FAST, "init=xavier"], launch_dir=tmp_path)
+    assert result.all_close and result.first_divergent == "none"
+    assert [s.layer for s in result.layers] == list(LAYERS)
+    (logged,) = runs_in(tmp_path / "mlruns")
+    assert logged.info.run_id == result.run.run_id and logged.info.status == "FINISHED"
+    assert logged.data.params["init.scheme"] == "xavier" and "act/std" in logged.data.metrics
+
+
+@pytest.mark.slow
+def test_a_bad_combination_found_by_the_pipeline_creates_no_run(tmp_path):
+    with pytest.raises(ConfigError, match=r"^bug\.name: .*impl=functional"):
+        run([*FAST, "bug=relu_unmasked", "impl=nn"], launch_dir=tmp_path)
+    assert runs_in(tmp_path / "mlruns") == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("raised, status", [(RuntimeError("boom"), "FAILED"), (KeyboardInterrupt(), "KILLED")])
+def test_a_stage_that_stops_leaves_the_run_ended_and_raises(tmp_path, monkeypatch, raised, status):
+    from backprop_lab import forward
+
+    def stopped(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(forward, "activation_stats", stopped)
+    with pytest.raises(type(raised)):
+        run(FAST, launch_dir=tmp_path)
+    (logged,) = runs_in(tmp_path / "mlruns")
+    assert logged.info.status == status
+    assert ("boom" if status == "FAILED" else "interrupted") in logged.data.tags["error"]
+    assert "data/train_mean" in logged.data.metrics  # what came before the failure is kept
+
+
+@pytest.mark.slow
+def test_a_sweep_as_a_frame(small_sweep):
+    launch_dir, uri = small_sweep
+    children = [r for r in runs_in(launch_dir / "mlruns") if "mlflow.parentRunId" in r.data.tags]
+    frame = runs_frame("latest", uri=uri)
+    assert len(frame) == len(children) == 4 and set(frame["run_id"]) == {r.info.run_id for r in children}
+    assert frame.equals(runs_frame(children[0].data.tags["mlflow.parentRunId"], uri=uri))
+    assert len(runs_frame(uri=uri)) == 4  # the experiment: the sweep's parent is no job
+    assert frame.map(lambda v: isinstance(v, (dict, list, tuple))).sum().sum() == 0
+    for key in ("act/std", "back/std", "init/w_std", "theory/act_std"):
+        assert {f"metrics.{key}@{layer}" for layer in LAYERS} <= set(frame.columns)
+        assert f"metrics.{key}" not in frame.columns
+    assert (frame["status"] == "FINISHED").all() and (frame["metrics.grad/all_close"] == 1.0).all()
+    assert sorted(frame["params.impl.name"] + " " + frame["params.init.scheme"]) == [
+        "functional kaiming_uniform", "functional xavier", "nn kaiming_uniform", "nn xavier"]  # fmt: skip
+    assert frame["metrics.init/w_std@1"].notna().all() and frame["tags.first_divergent"].eq("none").all()
+
+
+@pytest.mark.slow
+def test_a_store_without_runs(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert list(runs_frame(uri=uri).columns) == ["run_id", "name", "status"]
+    with pytest.raises(TrackingError, match="no sweep"):
+        runs_frame("latest", uri=uri)

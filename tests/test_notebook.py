@@ -1,0 +1,95 @@
+"""notebooks/lesson8.ipynb executed headless (nbclient) on small synthetic data in a temporary directory, its outputs
+read back: the normalized statistics, every node's verdict, the sweep's frame and the plot. Cells are found by
+their tags, not their position."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+
+import nbformat
+import pytest
+from helpers import FAST, ROOT
+
+NOTEBOOK = ROOT / "notebooks" / "lesson8.ipynb"
+TAGS = ("parameters", "setup", "normalize", "init", "forward", "check", "timing", "sweep", "plot")
+
+
+def tagged(nb, tag: str):
+    (cell,) = [c for c in nb.cells if tag in c.metadata.get("tags", [])]
+    return cell
+
+
+def text(cell, name: str = "stdout") -> str:
+    """A cell's stream output `name`, or for "plain" its displayed values as plain text."""
+    if name == "plain":
+        return "".join(o.get("data", {}).get("text/plain", "") for o in cell.outputs)
+    return "".join(o.text for o in cell.outputs if o.output_type == "stream" and o.name == name)
+
+
+def test_the_notebook_is_stored_clean_with_its_tags():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nbformat.validate(nb)
+    assert nb.metadata.kernelspec.name == "python3"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.outputs == [] and c.execution_count is None for c in code), "clear the outputs before committing"
+    for tag in TAGS:
+        tagged(nb, tag)
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory):
+    from nbclient import NotebookClient
+
+    tmp = tmp_path_factory.mktemp("notebook")
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    at = nb.cells.index(tagged(nb, "parameters")) + 1
+    nb.cells.insert(at, nbformat.v4.new_code_cell(f"BASE = {FAST!r}", metadata={"tags": ["injected-parameters"]}))
+    # the kernel inherits this environment: this checkout's code first, whatever is installed
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
+    env.pop("MPLBACKEND", None)  # the kernel's inline backend, whose figures are PNG outputs
+    client = NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp)}})
+    client.execute(env=env)
+    return nb, tmp
+
+
+@pytest.mark.slow
+def test_normalized_to_mean_zero_std_one(executed):
+    nb, _ = executed
+    found = re.search(r"train after normalizing: mean (\S+) std (\S+)", text(tagged(nb, "normalize")))
+    assert found, text(tagged(nb, "normalize"))
+    assert abs(float(found[1])) < 1e-3 and abs(float(found[2]) - 1) < 1e-3
+
+
+@pytest.mark.slow
+def test_every_node_of_the_check_is_ok(executed):
+    nb, _ = executed
+    cell = tagged(nb, "check")
+    assert text(cell).strip() == "every node ok"
+    rows = [line.split() for line in text(cell, "plain").splitlines()[2:]]  # after the header and the index name
+    verdicts = {row[0]: row[-1] for row in rows}
+    assert {"lin2", "w2", "b2", "lin1", "w1", "b1"} <= set(verdicts), verdicts
+    assert set(verdicts.values()) == {"ok"}
+
+
+@pytest.mark.slow
+def test_the_sweep_is_a_frame_of_four_finished_runs_and_a_plot(executed):
+    nb, tmp = executed
+    cell = tagged(nb, "sweep")
+    found = re.fullmatch(r"(\d+) runs, (\d+) flat columns", text(cell).strip())
+    assert found and int(found[1]) == 4 and int(found[2]) > 50, text(cell)
+    assert text(cell, "plain").count("FINISHED") == 4
+    assert (tmp / "mlruns" / "mlflow.db").is_file()  # the store is under the kernel's working directory
+    pngs = [o.data["image/png"] for o in tagged(nb, "plot").outputs if "image/png" in o.get("data", {})]
+    assert len(pngs) == 1 and base64.b64decode(pngs[0]).startswith(b"\x89PNG")
+
+
+@pytest.mark.slow
+def test_no_cell_writes_progress_or_warnings_to_stderr(executed):
+    """The CLI's spinner would be a line per frame in a notebook. MLflow imports tqdm.auto, which warns where
+    ipywidgets is not installed: the environment's, not ours."""
+    nb, _ = executed
+    said = {tag: text(tagged(nb, tag), "stderr") for tag in TAGS[1:]}
+    lines = [line for s in said.values() for line in s.splitlines() if line.strip()]
+    assert [line for line in lines if "tqdm" not in line] == [], said
