@@ -18,13 +18,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Union
 
+from backprop_lab.config import TrackingConfig
+
 if TYPE_CHECKING:
     import pandas
 
     from backprop_lab.pipeline import Result
     from backprop_lab.runs import RunRecord
 
-EXPERIMENT = "backprop-lab"  # the schema's default tracking.experiment
+EXPERIMENT = TrackingConfig.experiment
 # The tags a frame keeps (as tags.<key>): what a run was asked, what its check found, why it failed, its sweep.
 FRAME_TAGS = ("overrides", "first_divergent", "bug.expected_node", "non_finite", "error", "mlflow.parentRunId",
               "hydra.job.num", "git.commit", "config.sha256")  # fmt: skip

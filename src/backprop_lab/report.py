@@ -12,13 +12,13 @@ import base64
 import html
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from rich.console import Console
 
-from backprop_lab import labels, redaction, report_figures, runs, store, tables, tracking
+from backprop_lab import labels, redaction, repeats, report_figures, runs, store, tables, tracking
 from backprop_lab.errors import UserError
 from backprop_lab.objectives import METRIC as OBJECTIVE
 from backprop_lab.runs import RunRecord
@@ -38,6 +38,8 @@ class Row:
     series: dict[str, list[tuple[int, float]]]  # by layer: act/std, back/std and their theory/ predictions
     params: dict[str, str]
     gflop: Optional[float] = None  # the backward pass's matrix products, for the scaling figure
+    intervals: dict[str, repeats.Interval] = field(default_factory=dict)  # a row of repeats: each mean's interval
+    runs: int = 1  # the repeats this row stands for
 
     @property
     def label(self) -> str:
@@ -55,9 +57,12 @@ def swept_keys(records: list[RunRecord]) -> list[str]:
 
 
 def to_rows(records: list[RunRecord]) -> list[Row]:
+    """A row per run; for a sweep over seeds beside other choices, a row per non-seed choice (repeats.py)."""
     keys = swept_keys(records)
     rows = [Row(r.run_id, {k: r.params.get(k, "-") for k in keys}, r.status, r.metrics, r.tags, r.series, r.params,
                 r.metrics.get("time/backward_gflop")) for r in records]  # fmt: skip
+    if repeats.repeated(rows):
+        rows = repeats.grouped(rows)
     return sorted(rows, key=lambda row: list(row.choices.values()))
 
 
@@ -85,12 +90,22 @@ def _choice(value: str) -> str:
         return value
 
 
+def _number(row: Row, key: str, fmt: str = ".3g") -> str:
+    """A run's number, or a row of repeats' mean with its 95% interval."""
+    return row.intervals[key].format(fmt) if key in row.intervals else _f(row.m(key), fmt)
+
+
 def _ms(row: Row, name: str) -> str:
+    """A run's median ± IQR; a row of repeats' mean median with its interval."""
+    if f"time/{name}_ms" in row.intervals:
+        return _number(row, f"time/{name}_ms", ".2f")
     median, iqr = row.m(f"time/{name}_ms"), row.m(f"time/{name}_iqr_ms")
     return "-" if median is None else f"{median:.2f} ± {iqr or 0:.2f}"
 
 
 def _verdict(row: Row) -> str:
+    if row.runs > 1 and row.m("grad/all_close") is not None:
+        return f"{round(row.m('grad/all_close') * row.runs)}/{row.runs}"
     return {1.0: "yes", 0.0: "NO"}.get(row.m("grad/all_close"), "-")
 
 
@@ -112,12 +127,15 @@ def table(rows: list[Row], title: str) -> tables.Table:
         searched = any(r.m(OBJECTIVE) is not None for r in rows)
         if searched:  # best trial first
             rows = sorted(rows, key=_best_first)
-        headers = [*choices, "status", *(["objective"] if searched else []), "all close", "first divergent",
-                   "worst ratio", "forward ms (IQR)", "backward ms (IQR)", "× autograd"]  # fmt: skip
-        cells = [[*map(_choice, r.choices.values()), r.status, *([_f(r.m(OBJECTIVE), ".4g")] if searched else []),
-                  _verdict(r), r.tags.get("first_divergent", "-"), _f(r.m("grad/worst_error_ratio")),
-                  _ms(r, "forward"), _ms(r, "backward"), _f(r.m("time/backward_vs_autograd"), ".2f")]
-                 for r in rows]  # fmt: skip
+        repeated = any(r.runs > 1 for r in rows)
+        timing = "(mean [95% interval])" if repeated else "(IQR)"
+        headers = [*choices, *(["runs"] if repeated else []), "status", *(["objective"] if searched else []),
+                   "all close", "first divergent", "worst ratio", f"forward ms {timing}", f"backward ms {timing}",
+                   "× autograd"]  # fmt: skip
+        cells = [[*map(_choice, r.choices.values()), *([str(r.runs)] if repeated else []), r.status,
+                  *([_number(r, OBJECTIVE, ".4g")] if searched else []), _verdict(r),
+                  r.tags.get("first_divergent", "varies"), _number(r, "grad/worst_error_ratio"), _ms(r, "forward"),
+                  _ms(r, "backward"), _number(r, "time/backward_vs_autograd", ".2f")] for r in rows]  # fmt: skip
     return tables.Table(title, headers, cells, align="l" * len(choices))
 
 
@@ -128,15 +146,20 @@ def _embedded(path: Path) -> str:
 
 def markdown(rows: list[Row], title: str, figures: list[Path]) -> str:
     images = [f"![{f.stem}]({_embedded(f)})" for f in figures]
-    notes = [f"- {line}" for line in scaling_lines(rows)]
+    notes = [f"- {line}" for line in note_lines(rows)]
     return "\n".join([tables.to_markdown(table(rows, title)), "", *notes, "", *images, ""])
 
 
 def html_page(rows: list[Row], title: str, figures: list[Path]) -> str:
-    notes = "".join(f"<li>{html.escape(line)}</li>" for line in scaling_lines(rows))
+    notes = "".join(f"<li>{html.escape(line)}</li>" for line in note_lines(rows))
     images = "".join(f'<p><img src="{_embedded(f)}" alt="{html.escape(f.stem)}"></p>' for f in figures)
     body = tables.to_html(table(rows, title)) + (f"<ul>{notes}</ul>" if notes else "") + images
     return tables.html_page(title, body)
+
+
+def note_lines(rows: list[Row]) -> list[str]:
+    """The sentences under the table: fitted scaling exponents, and which rows of repeats cannot be told apart."""
+    return scaling_lines(rows) + repeats.indistinguishable(rows)
 
 
 def scaling_lines(rows: list[Row]) -> list[str]:
@@ -225,7 +248,7 @@ def report(args: argparse.Namespace) -> int:
 
     rows = to_rows(records)
     console.print(tables.to_rich(table(rows, title)))
-    for line in scaling_lines(rows):
+    for line in note_lines(rows):
         console.print(line)
     out_dir = args.out or Path("reports") / (parent_id or args.experiment)
     written = write(rows, title, out_dir)

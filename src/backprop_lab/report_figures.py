@@ -9,16 +9,31 @@ from typing import Optional
 from matplotlib.figure import Figure
 
 from backprop_lab.objectives import METRIC as OBJECTIVE
+from backprop_lab.repeats import at_step
 
 FACTOR_PARAM = "check.factor"
 THEORY = {"act/std": "theory/act_std", "back/std": "theory/back_std"}  # a measured series -> what theory predicts
 
 
-def _bars(rows, values, ylabel: str, title: str, log: bool = False, line: Optional[float] = None) -> Figure:
+def _errors(rows, key: str, values) -> Optional[list[list[float]]]:
+    """Rows of repeats: each bar's 95% interval as matplotlib's (below, above) error bars; None for single runs."""
+    if not any(key in r.intervals for r in rows):
+        return None
+    spans = [(v - r.intervals[key].lo, r.intervals[key].hi - v) if key in r.intervals else (0, 0)
+             for r, v in zip(rows, values)]  # fmt: skip
+    return [[max(lo, 0) for lo, _ in spans], [max(hi, 0) for _, hi in spans]]
+
+
+def _bars(rows, values, ylabel: str, title: str, log: bool = False, line: Optional[float] = None,
+          key: Optional[str] = None) -> Figure:  # fmt: skip
+    """A bar per row; with `key`, rows of repeats get their interval as an error bar."""
     fig = Figure(figsize=(max(5, 0.75 * len(rows) + 1.5), 4.2))
-    fig.subplots_adjust(left=0.14, right=0.97, bottom=0.32, top=0.9)
+    fig.subplots_adjust(left=0.14, right=0.97, bottom=0.32, top=0.86)
     ax = fig.subplots()
-    ax.bar([r.label for r in rows], values)
+    errors = _errors(rows, key, values) if key else None
+    ax.bar([r.label for r in rows], values, yerr=errors, capsize=3 if errors else 0)
+    if errors:
+        title += "\nbars: the 95% interval of the mean of the repeats"
     if line is not None:
         ax.axhline(line, color="k", lw=0.8, ls="--")
     if log:
@@ -36,6 +51,10 @@ def _by_layer(rows, key: str, ylabel: str, title: str) -> Figure:
     for i, r in enumerate(rows):
         if r.series.get(key):
             ax.plot(*zip(*r.series[key]), "o-", color=f"C{i % 10}", label=r.label, ms=3)
+            band = [(s, r.intervals[at_step(key, s)]) for s, _ in r.series[key] if at_step(key, s) in r.intervals]
+            if band:  # rows of repeats: the mean's 95% interval at each layer
+                ax.fill_between([s for s, _ in band], [max(ci.lo, 1e-300) for _, ci in band],
+                                [ci.hi for _, ci in band], color=f"C{i % 10}", alpha=0.2, lw=0)  # fmt: skip
         predicted = r.series.get(THEORY[key])
         if predicted:
             ax.plot(*zip(*predicted), "--", color=f"C{i % 10}", lw=0.9)
@@ -118,10 +137,10 @@ def figures(rows, peak_gflops: Optional[float] = None) -> dict[str, Figure]:
     timed = [r for r in rows if r.m("time/backward_ms") is not None]
     if timed:
         out["backward_time.png"] = _bars(timed, [r.m("time/backward_ms") for r in timed], "median ms",
-                                         "backward time per run")  # fmt: skip
+                                         "backward time per run", key="time/backward_ms")  # fmt: skip
         out["backward_vs_autograd.png"] = _bars(timed, [r.m("time/backward_vs_autograd") for r in timed],
                                                 "backward / autograd's", "backward against autograd (below 1: faster)",
-                                                line=1.0)  # fmt: skip
+                                                line=1.0, key="time/backward_vs_autograd")  # fmt: skip
     checked = [r for r in rows if r.m("grad/worst_error_ratio") is not None]
     if checked:
         factor = float(checked[0].params.get(FACTOR_PARAM, "8.0"))

@@ -1,0 +1,74 @@
+"""Repeats with confidence: a seed sweep read as one row per non-seed choice, means with 95% t intervals, and a
+statement where rows cannot be told apart; on made-up rows (fast) and on a real seed sweep (slow)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from helpers import FAST, cli
+
+from backprop_lab import repeats, report, runs
+from backprop_lab.report import Row
+
+
+def row(impl: str, seed: int, ratio: float, ms: float, close: float = 1.0, status: str = "FINISHED") -> Row:
+    metrics = {"time/backward_vs_autograd": ratio, "time/backward_ms": ms, "grad/all_close": close}
+    series = {"act/std": [(1, ms), (2, 2 * ms)]}
+    return Row(f"{impl}{seed}", {"impl.name": impl, "seed": str(seed)}, status, metrics,
+               {"first_divergent": "none"}, series, {"impl.name": impl, "seed": str(seed)})  # fmt: skip
+
+
+def test_the_interval_is_students_t_on_the_mean():
+    found = repeats.interval([1.0, 2.0, 3.0])
+    half = 4.302652729911275 / math.sqrt(3)  # t(0.975, 2) * s / sqrt(n), s = 1
+    assert (found.mean, found.n) == (2.0, 3)
+    assert found.lo == pytest.approx(2 - half) and found.hi == pytest.approx(2 + half)
+    assert repeats.interval([1.0]) is None and repeats.interval([1.0, math.nan]) is None  # one value: no interval
+
+
+def test_rows_of_repeats_are_grouped_by_their_other_choices():
+    rows = [row("lean", s, r, 1.0 + s / 10) for s, r in enumerate((0.90, 0.92, 0.91))]
+    rows += [row("module", s, r, 3.0, close=c) for s, (r, c) in enumerate(((2.9, 1.0), (3.1, 0.0), (3.0, 1.0)))]
+    assert repeats.repeated(rows) and not repeats.repeated(rows[::3])  # one seed per choice: nothing to group
+    lean, module = repeats.grouped(rows)
+    assert lean.choices == {"impl.name": "lean"} and lean.runs == 3
+    assert lean.m("time/backward_vs_autograd") == pytest.approx(0.91)
+    assert lean.intervals["time/backward_vs_autograd"] == repeats.interval([0.90, 0.92, 0.91])
+    assert lean.series["act/std"] == [(1, pytest.approx(1.1)), (2, pytest.approx(2.2))]
+    assert repeats.at_step("act/std", 2) in lean.intervals  # the figure's band
+    assert report._verdict(module) == "2/3"  # one repeat's check failed: said, not averaged away
+
+
+def test_overlapping_intervals_are_said_to_be_indistinguishable():
+    rows = [row("lean", s, r, 1.0 + s / 10) for s, r in enumerate((0.90, 0.92, 0.91))]
+    rows += [row("layers", s, r, 1.1 + s / 10) for s, r in enumerate((0.95, 0.85, 0.93))]
+    rows += [row("module", s, r, 9.0 + s / 10) for s, r in enumerate((2.9, 3.1, 3.0))]
+    lines = repeats.indistinguishable(repeats.grouped(rows))
+    assert any(line.startswith("backward × autograd:") and "lean" in line and "layers" in line
+               and line.endswith("not distinguishable at this noise") for line in lines)  # fmt: skip
+    assert not any("module" in line and "× autograd" in line for line in lines)  # 3x is 3x at this noise
+    assert any(line.startswith("backward ms: lean") and "layers" in line for line in lines)
+
+
+def test_a_status_that_differs_between_repeats_is_counted():
+    rows = [row("lean", 0, 0.9, 1.0), row("lean", 1, 0.9, 1.0, status="FAILED")]
+    (grouped,) = repeats.grouped(rows)
+    assert grouped.status == "1 FAILED, 1 FINISHED"
+
+
+@pytest.mark.slow
+def test_a_seed_sweep_reports_means_intervals_and_error_bars(tmp_path):
+    done = cli(tmp_path, "-m", "impl=lean,module", "seed=range(3)", *FAST)
+    assert done.returncode == 0, done.stderr[-2000:]
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    assert report.main(["--tracking-uri", uri, "--out", str(tmp_path / "report")]) == 0
+    table = [line for line in (tmp_path / "report" / "report.md").read_text().splitlines() if line.startswith("| ")]
+    assert table[0].startswith("| impl | runs | status | all close |") and "[95% interval]" in table[0]
+    assert len(table) == 1 + 2 and all("| 3 | FINISHED | 3/3 |" in line for line in table[1:])
+    _, records = runs.sweep_records(uri, runs.latest_sweep(uri, "backprop-lab"))
+    lean = [r.metrics["time/backward_vs_autograd"] for r in records if r.params["impl.name"] == "lean"]
+    expected = repeats.interval(lean).format(".2f")
+    assert any(line.startswith("| lean |") and line.rstrip(" |").endswith(expected) for line in table)
+    parent = runs.sweep_records(uri, runs.latest_sweep(uri, "backprop-lab"))[0]
+    assert "[95% interval]" in parent.tags["mlflow.note.content"]  # the parent's description: the same table
