@@ -8,7 +8,7 @@ import torch
 from helpers import composed, small_problem
 
 from backprop_lab import bench, bench_cli, impls, tables, targets
-from backprop_lab.bench import GEMMS, Row, Variant
+from backprop_lab.bench import FLOOR, GEMMS, Row, Variant
 from backprop_lab.config import options
 
 
@@ -55,7 +55,9 @@ def test_a_new_option_gets_its_rows(monkeypatch):
 def test_run_bench_on_a_tiny_problem():
     params, x, y = small_problem([12, 8, 1], n=64, dtype=torch.float32)
     result = bench.run_bench(params, x, y, 0.5, [12, 8, 1], min_run_time=0.001, check=composed().check, compiled=False)
-    assert {r.variant for r in result.rows} == {v.name for v in bench.variants()} | {GEMMS, f"{GEMMS} +x.g"}
+    assert {r.variant for r in result.rows} == {v.name for v in bench.variants()} | {GEMMS, f"{GEMMS} +x.g", FLOOR}
+    least, products = bench.find(result.rows, FLOOR, "backward"), bench.find(result.rows, GEMMS, "backward")
+    assert least.median_ms > products.median_ms  # the products, and the elementwise passes on top
     assert all(r.close is not False for r in result.rows)  # every variant's gradients agree with autograd
     assert all(r.median_ms > 0 and r.vs_roofline > 0 and r.vs_gemms > 0 for r in result.rows)
     assert bench.find(result.rows, GEMMS, "backward").vs_gemms == 1.0
@@ -132,6 +134,16 @@ def test_a_target_the_products_alone_miss_is_out_of_reach():
     assert targets.Target("t", 1.1, 1.2, floor=1.25).verdict == "yes"  # met is met, whatever the floor
     assert not targets.Target("t", 1.3, 1.2).out_of_reach  # no floor, no excuse
     assert targets.Target("t", 2.0, 3.0, below=False, floor=2.5).verdict == "NO, out of reach"
+
+
+def test_a_speed_up_the_least_backward_misses_is_out_of_reach():
+    rows = crafted(speedup=2.9)
+    notebook = bench.find(rows, "module (notebook)", "backward")
+    rows.append(Row(FLOOR, "backward", notebook.median_ms / 2.95, 0.1, 1.0, None))  # the least: 2.95x, under 3
+    (speedup,) = [t for t in targets.judge(rows, {}) if t.name.startswith("module (notebook)")]
+    assert speedup.floor == pytest.approx(2.95) and speedup.verdict == "NO, out of reach"
+    rows[-1].median_ms = notebook.median_ms / 3.2  # a floor that allows 3x: missing it is the code's
+    assert verdicts(rows)["module (notebook) backward / lean backward"] == "NO"
 
 
 def test_a_missing_row_is_named():

@@ -8,7 +8,9 @@ in the same run (a few shapes, the best kept): FLOPs / peak. Elementwise work is
 "GEMMs alone" is the other yardstick: the same products, each timed bare on tensors of the problem's shapes (in the
 faster of its two orientations), summed per pass. No implementation built on torch's matrix multiply runs a pass in
 less, so where that sum alone misses a target, the target is out of reach on this machine, whatever the code around
-the products does.
+the products does. "GEMMs + elementwise alone" adds the backward's elementwise work that no correct backward skips,
+each pass timed bare the fastest way torch has it: the MSE's gradient, each ReLU's mask (`threshold_backward`, in
+place) and each bias's sum. It is the least an eager backward can take here.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from backprop_lab.timing import Timed, measure, measure_paired
 
 REFERENCE = "autograd"  # every variant's gradients are checked against it and its times divided by it
 GEMMS = "GEMMs alone"
+FLOOR = "GEMMs + elementwise alone"  # the backward without x.g: its products and its unavoidable elementwise passes
 PASSES = ("forward", "backward", "forward+backward")
 
 
@@ -142,14 +145,36 @@ def gemms_alone(widths: list[int], n: int, min_run_time: float, threads: int, de
     return out
 
 
+def elementwise_alone(widths: list[int], n: int, min_run_time: float, threads: int, device) -> Timed:
+    """The backward's elementwise passes that every correct backward makes, each timed bare, summed: the MSE's
+    gradient at the output, each hidden layer's ReLU mask applied in place, each layer's bias sum."""
+    rand = partial(torch.randn, device=device)
+    out, targ = rand(n, 1), rand(n)
+    mask = torch.ops.aten.threshold_backward.grad_input  # in place: what lean and autograd run
+    passes = [("mse grad", lambda: (out.squeeze(-1) - targ).unsqueeze(-1) * (2 / n))]
+    for width in widths[1:-1]:
+        g, z = rand(n, width), rand(n, width)
+        passes.append((f"relu mask {n}x{width}", lambda g=g, z=z: mask(g, z, 0, grad_input=g)))
+    for width in widths[1:]:
+        g = rand(n, width)
+        passes.append((f"bias sum {n}x{width}", lambda g=g: g.sum(0)))
+    timed = [measure(fn, label, min_run_time, threads) for label, fn in passes]
+    return Timed(sum(t.median_ms for t in timed), sum(t.iqr_ms for t in timed), min(t.runs for t in timed))
+
+
 def gemm_rows(widths: list[int], n: int, min_run_time: float, threads: int, device) -> list[Row]:
-    """The rows of "GEMMs alone" and "GEMMs alone +x.g"; the latter without a forward: its products are the same."""
+    """The rows of "GEMMs alone" and "GEMMs alone +x.g" (the latter without a forward: its products are the same),
+    and the backward's "GEMMs + elementwise alone"."""
     rows = []
     for input_grad, passes in gemms_alone(widths, n, min_run_time, threads, device).items():
         flops = pass_flops(widths, n, input_grad)
         name = Variant(GEMMS, input_grad).name
         rows += [Row(name, pass_, timed.median_ms, timed.iqr_ms, flops[pass_], None, input_grad=input_grad)
                  for pass_, timed in passes.items() if not (input_grad and pass_ == "forward")]  # fmt: skip
+    products = find(rows, GEMMS, "backward")
+    extra = elementwise_alone(widths, n, min_run_time, threads, device)
+    rows.append(Row(FLOOR, "backward", products.median_ms + extra.median_ms, products.iqr_ms + extra.iqr_ms,
+                    products.gflop, None))  # fmt: skip
     return rows
 
 
