@@ -58,6 +58,17 @@ def measure(fn: Callable[[], object], label: str, min_run_time: float, threads: 
     return _timed([timer.blocked_autorange(callback=_between_blocks, min_run_time=min_run_time)])
 
 
+def measure_cold(fn: Callable[[], object], label: str, threads: int, sweep, calls: int = 25) -> Timed:
+    """`fn` timed one call at a time, each after `sweep` (a tensor larger than the caches) is written through: how a
+    memory-bound pass meets its tensors inside a backward, after the big product has streamed its input through."""
+    fn()
+    timer = benchmark.Timer(stmt="fn()", setup="sweep.fill_(1.0)", globals={"fn": fn, "sweep": sweep}, label=label,
+                            num_threads=threads)  # fmt: skip
+    times = [timer.timeit(1).median for _ in range(calls)]
+    quartiles = statistics.quantiles(times, n=4)
+    return Timed(statistics.median(times) * 1e3, (quartiles[2] - quartiles[0]) * 1e3, calls)
+
+
 @dataclass
 class Paired:
     timed: Timed
