@@ -168,12 +168,21 @@ _open_runs: dict[str, str] = {}  # run id -> tracking URI
 _current: list[tuple[Any, str]] = []  # (client, run id) of the run the log_* functions write to
 
 
+def source_tags(tags: dict[str, str]) -> dict[str, str]:
+    """MLflow's own source, user and git tags (the UI's Source and User columns), from its default context and the
+    commit `tags` already hold. Not MLflow's resolve_tags: its notebook and Databricks probes import IPython and
+    GitPython on every run (0.3 s), for contexts a run of this project is never in."""
+    from mlflow.tracking.context.default_context import DefaultRunContext
+    from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
+
+    commit = tags.get("git.commit", "unknown")
+    return DefaultRunContext().tags() | ({MLFLOW_GIT_COMMIT: commit} if commit != "unknown" else {})
+
+
 def start_run(uri: str, experiment_id: str, run_name: str, tags: dict[str, str]) -> tuple[Any, str]:
     """A new run, RUNNING and owned by this process, which must end it (`end_run`, or `end_open_runs`)."""
-    from mlflow.tracking.context.registry import resolve_tags
-
     client = mlflow_client(uri)
-    tags = resolve_tags(tags) | {owner.OWNER_TAG: owner.this_process()}  # MLflow's source, user and git tags too
+    tags = source_tags(tags) | tags | {owner.OWNER_TAG: owner.this_process()}
     tags = {k: redact(str(v))[:MAX_PARAM_CHARS] for k, v in tags.items()}
     run = retried(client.create_run, experiment_id, run_name=redact(run_name), tags=tags)
     _open_runs[run.info.run_id] = uri
