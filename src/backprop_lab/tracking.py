@@ -32,11 +32,14 @@ SWEEP_ENV = "BACKPROP_LAB_SWEEP_RUN_ID"  # hands the parent's id to jobs, in thi
 
 # MLflow's HTTP client retries for minutes by default; a server that is down should be said in seconds, and a
 # server restarted between two jobs of a sweep gets about 30 s (5 retries, backoff 1) to come back.
-HTTP_CLIENT_SETTINGS = {
+CLIENT_SETTINGS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # the summary prints the run's page itself
+    # with tqdm installed, every artifact read (a rerun's config) would draw a progress bar on stderr, before the
+    # one line an error must be
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
 
 
@@ -87,7 +90,7 @@ def retried(fn: Callable, *args, attempts: int = 6, transient: tuple[str, ...] =
 def mlflow_client(uri: str):
     from mlflow.tracking import MlflowClient
 
-    for key, value in HTTP_CLIENT_SETTINGS.items():
+    for key, value in CLIENT_SETTINGS.items():
         os.environ.setdefault(key, value)
     logging.getLogger("alembic").setLevel(logging.WARNING)  # a fresh store's schema migrations are not news
     # it logs a database error's traceback, then raises it: the error is reported once, by whoever catches it
