@@ -14,11 +14,13 @@ import statistics
 from dataclasses import dataclass, replace
 from typing import Optional
 
+from backprop_lab import objectives
+
 SEED = "seed"
 CONFIDENCE = 0.95
 # the numbers a row shows and what they are called in a sentence
 COMPARED = {"time/backward_vs_autograd": "backward × autograd", "time/backward_ms": "backward ms",
-            "search/objective": "objective"}  # fmt: skip
+            objectives.METRIC: "objective"}  # fmt: skip
 
 
 @dataclass(frozen=True)

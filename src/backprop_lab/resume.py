@@ -15,24 +15,16 @@ import statistics
 from pathlib import Path
 from typing import Any, Optional
 
-from backprop_lab import labels, store, tracking
+from backprop_lab import labels, runs, store, tracking
 
 DRY_RUN_FILE = "dry_run.jsonl"  # in the sweep's directory: one line per job, for the summary at the end
 
 
-def _search(uri: str, experiment: str, tag: str, value: str) -> list:
-    client = tracking.mlflow_client(uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        return []
-    query = f"tags.`{tag}` = '{value}' and attributes.status = 'FINISHED'"
-    return client.search_runs([found.experiment_id], query, max_results=1000, order_by=["attributes.start_time DESC"])
-
-
 def estimate_s(uri: str, experiment: str, shape: str) -> Optional[float]:
     """The median wall time (start-up included) of earlier finished runs of this shape; None: none yet."""
-    walls = [r.data.metrics["wall/run_s"] + r.data.metrics.get("wall/startup_s", 0.0)
-             for r in _search(uri, experiment, "config.shape", shape) if "wall/run_s" in r.data.metrics]  # fmt: skip
+    earlier = runs.finished_with_tag(uri, experiment, "config.shape", shape)
+    walls = [r.metrics["wall/run_s"] + r.metrics.get("wall/startup_s", 0.0)
+             for r in earlier if "wall/run_s" in r.metrics]  # fmt: skip
     return statistics.median(walls) if walls else None
 
 
@@ -46,21 +38,21 @@ def handle(cfg: Any, parent_run_id: Optional[str], job: int, sweep_dir: Path) ->
     config = OmegaConf.to_container(cfg)
     uri, _ = store.resolve_store(cfg.tracking.uri, Path.cwd())
     store.check_store(uri)
-    done = _search(uri, cfg.tracking.experiment, "config.sha256", labels.config_digest(config))
+    done = runs.finished_with_tag(uri, cfg.tracking.experiment, "config.sha256", labels.config_digest(config))
     name = labels.run_name(cfg, labels.swept_keys())
     if cfg.sweep.dry_run:
         guess = None if done else estimate_s(uri, cfg.tracking.experiment, labels.shape_digest(config))
-        line = {"job": job, "name": name, "reuse": done[0].info.run_id if done else None, "estimate_s": guess}
+        line = {"job": job, "name": name, "reuse": done[0].run_id if done else None, "estimate_s": guess}
         with open(sweep_dir / DRY_RUN_FILE, "a") as f:
             f.write(json.dumps(line) + "\n")
-        what = f"would reuse run {done[0].info.run_id}" if done else "would run" + (
+        what = f"would reuse run {done[0].run_id}" if done else "would run" + (
             f" (about {guess:.1f} s)" if guess is not None else " (no earlier run of its shape to estimate from)")
         print(f"job {job} {name}: {what}")
         return {}
     if done and parent_run_id:
-        tracking.set_tags_to(uri, done[0].info.run_id, {tracking.ALSO_IN + parent_run_id: "reused"})
-        print(f"job {job} {name}: reused run {done[0].info.run_id}, FINISHED in an earlier sweep")
-        return dict(done[0].data.metrics)
+        tracking.set_tags_to(uri, done[0].run_id, {tracking.ALSO_IN + parent_run_id: "reused"})
+        print(f"job {job} {name}: reused run {done[0].run_id}, FINISHED in an earlier sweep")
+        return dict(done[0].metrics)
     return None
 
 

@@ -85,6 +85,19 @@ def sweep_records(uri: str, parent_run_id: str, by_layer: bool = False) -> tuple
     return _record(client, parent), [_record(client, r, by_layer) for r in _children(client, parent)]
 
 
+def finished_with_tag(uri: str, experiment: str, tag: str, value: str) -> list[RunRecord]:
+    """The experiment's FINISHED runs whose `tag` is `value`, newest first (no by-layer series: not needed)."""
+    client = mlflow_client(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    query = f"tags.`{tag}` = '{value}' and attributes.status = 'FINISHED'"
+    found_runs = client.search_runs([found.experiment_id], query, max_results=1000,
+                                    order_by=["attributes.start_time DESC"])  # fmt: skip
+    return [RunRecord(r.info.run_id, r.info.run_name, r.info.status, dict(r.data.params), dict(r.data.metrics),
+                      dict(r.data.tags)) for r in found_runs]  # fmt: skip
+
+
 def experiment_records(uri: str, experiment: str, by_layer: bool = False) -> list[RunRecord]:
     """Every job run of the experiment (sweep parents left out)."""
     client = mlflow_client(uri)
