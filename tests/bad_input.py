@@ -160,7 +160,7 @@ CASES = [
     Case("unknown objective", ["objective=speed"],
          "error: objective: Invalid value 'speed', expected one of [none, last_hidden_unit_std"),
     Case("a dry run outside a multirun", ["sweep.dry_run=true"],
-         "error: sweep.dry_run: only for a multirun (-m); a single run has nothing to list or reuse"),
+         "error: sweep.dry_run: must be false outside a multirun (-m): one run has nothing to list or reuse, got True"),
     Case("a search without an objective", ["-m", "hydra/sweeper=search", *FAST],
          "error: objective: none; a search minimizes one of last_hidden_unit_std"),
     Case("a search's dry run", ["-m", "+experiment=shift_search", "sweep.dry_run=true", *FAST],

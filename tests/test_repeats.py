@@ -55,6 +55,20 @@ def test_a_status_that_differs_between_repeats_is_counted():
     rows = [row("lean", 0, 0.9, 1.0), row("lean", 1, 0.9, 1.0, status="FAILED")]
     (grouped,) = repeats.grouped(rows)
     assert grouped.status == "1 FAILED, 1 FINISHED"
+    assert report._verdict(grouped) == "1/2"  # a FAILED repeat is not a close one
+
+
+def test_a_repeat_that_is_not_finite_is_not_averaged_away():
+    rows = [row("lean", 0, 0.9, 1.0), row("lean", 1, 0.91, 1.0), row("lean", 2, math.nan, 1.0)]
+    (grouped,) = repeats.grouped(rows)
+    assert "time/backward_vs_autograd" not in grouped.intervals
+    assert report._number(grouped, "time/backward_vs_autograd") == "nan"
+
+
+def test_one_run_without_a_divergent_tag_shows_a_dash():
+    single = row("lean", 0, 0.9, 1.0)
+    single.tags = {}
+    assert report._divergent(single) == "-"
 
 
 @pytest.mark.slow

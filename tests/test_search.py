@@ -62,3 +62,21 @@ def test_the_objective_follows_the_init_gain_as_theory_says(tmp_path):
     (run,) = runs_in(tmp_path / "mlruns")
     predicted = theory.forward([784, *[100] * 8, 1], "kaiming_normal", "fan_out", 1.0, 0.0, gain)[-2].act_std
     assert run.data.metrics[objectives.METRIC] == pytest.approx(abs(math.log10(predicted)), abs=0.15)
+
+
+def test_a_failed_trial_is_recorded_and_the_search_goes_on(tmp_path):
+    done = cli(tmp_path, "-m", "hydra/sweeper=search", "objective=last_hidden_unit_std", *FAST,
+               "init.gain=choice(-1.0,1.0)", "model.relu_shift=interval(0,1)", "hydra.sweeper.n_trials=4")  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "error: 1 of 4 jobs failed"  # the trial with gain -1, seed 0
+    (parent,), children = split_sweep(runs_in(tmp_path / "mlruns"))
+    assert sorted(c.info.status for c in children) == ["FAILED", "FINISHED", "FINISHED", "FINISHED"]
+    finished = [c for c in children if c.info.status == "FINISHED"]
+    best = min(finished, key=lambda c: c.data.metrics[objectives.METRIC])
+    assert parent.data.tags["search.best_run"] == best.info.run_id and parent.data.params["best.init.gain"] == "1.0"
+
+
+def test_a_search_that_maximizes_is_refused(tmp_path):
+    done = cli(tmp_path, "-m", "+experiment=shift_search", *FAST, "hydra.sweeper.direction=maximize")
+    assert done.returncode == 1 and done.stderr.strip().startswith("error: hydra.sweeper.direction: maximize;")
+    assert not (tmp_path / "mlruns").exists()

@@ -41,7 +41,7 @@ def run(overrides: Sequence[str] = (), launch_dir: Union[str, Path, None] = None
     (an exception, KeyboardInterrupt), it ends FAILED or KILLED, and the exception is re-raised."""
     from rich.console import Console
 
-    from backprop_lab import entry, pipeline, redaction
+    from backprop_lab import entry, pipeline, redaction, validation
 
     if isinstance(overrides, str):  # list("init=xavier") would be eleven overrides of one character
         raise TypeError(f"overrides: a list of strings, e.g. [{overrides!r}]")
@@ -51,6 +51,7 @@ def run(overrides: Sequence[str] = (), launch_dir: Union[str, Path, None] = None
         redaction.redact(override)
     redaction.protect_logging()
     cfg = entry.compose(overrides)
+    validation.single_run(cfg)
     launch = Path(launch_dir) if launch_dir is not None else Path.cwd()
     # in a notebook the CLI's spinner would be a line of output per frame: there, stages pass silently
     in_notebook = Console().is_jupyter

@@ -10,7 +10,6 @@ honest status before it exits, and it says so only when that is true.
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 from pathlib import Path
@@ -27,23 +26,21 @@ from omegaconf.errors import OmegaConfBaseException
 from backprop_lab import objectives, redaction, stop
 from backprop_lab.config import CONF_DIR, plain, store_schema
 from backprop_lab.errors import UserError
-from backprop_lab.validation import describe, validate
+from backprop_lab.validation import describe, single_run, validate
 
 
 def job(cfg: DictConfig) -> Optional[float]:
     """Hydra's task function: one job, a single run or one job of a sweep. It returns the config's objective, for
-    a search (NaN for a job that failed); nothing when there is none."""
+    a search; nothing when there is none, or the job failed (objectives.py)."""
     hydra_cfg = HydraConfig.get()
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
-    searching = getattr(cfg.objective, "name", cfg.objective) != objectives.NONE
+    searching = objectives.chosen(cfg.objective) != objectives.NONE
     redaction.protect_process()  # again in a launcher's worker, which did not run main()
     try:
         cfg = plain(cfg)
         if not in_sweep:
             validate(cfg)  # before torch is imported: bad values cost nothing
-            for key in ("resume", "dry_run"):
-                if cfg.sweep[key]:
-                    raise UserError(f"sweep.{key}: only for a multirun (-m); a single run has nothing to list or reuse")
+            single_run(cfg)
 
         from rich.console import Console
 
@@ -52,7 +49,7 @@ def job(cfg: DictConfig) -> Optional[float]:
         sweep_dir = Path(hydra_cfg.sweep.dir)
         reused = resume.handle(cfg, sweep.parent_from_env(), hydra_cfg.job.num, sweep_dir) if in_sweep else None
         if reused is not None:  # a resumed search is told what the reused trial gave
-            return reused.get(objectives.METRIC, math.nan) if searching else None
+            return objectives.for_search(reused.get(objectives.METRIC)) if searching else None
         result = pipeline.run(
             cfg,
             list(hydra_cfg.overrides.task),
@@ -65,7 +62,7 @@ def job(cfg: DictConfig) -> Optional[float]:
             summary.print_job_line(result, console)
         else:
             summary.print_summary(result, console)
-        return result.objective
+        return objectives.for_search(result.objective) if searching else None
     except UserError as e:
         if not in_sweep:
             raise SystemExit(f"error: {e}") from None  # SystemExit passes Hydra's job wrapper untouched: one line
@@ -75,7 +72,7 @@ def job(cfg: DictConfig) -> Optional[float]:
             raise
         # the child run is FAILED with the error as a tag; the sweep goes on and its parent counts the failure
         print(f"error: job {hydra_cfg.job.num} failed: {type(e).__name__}: {e}", file=sys.stderr)
-    return math.nan if searching else None  # a failed trial, to a search
+    return None  # to a search: a failed trial
 
 
 def one_line(e: BaseException) -> str:

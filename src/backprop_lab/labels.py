@@ -34,8 +34,8 @@ def _value(cfg: Any, key: str) -> str:
         node = node[part]
     if key == "model.widths":
         return compact_widths(list(node))
-    if isinstance(node, (int, float)) and not isinstance(node, bool):  # a swept number says what it is, briefly
-        return f"{key.rsplit('.', 1)[-1]}={node:.3g}"
+    if isinstance(node, (int, float)) and not isinstance(node, bool):  # a swept number says what it is
+        return f"{key.rsplit('.', 1)[-1]}={node if isinstance(node, int) else format(node, '.4g')}"
     return str(node)
 
 

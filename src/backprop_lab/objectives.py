@@ -1,7 +1,8 @@
 """What a job returns to a search: one number to minimize, from the run's metrics, chosen by `objective`.
 
-Hydra's Optuna sweeper (`hydra/sweeper=search`) minimizes what each job returns. A failed job, or a value that is
-not finite, returns NaN: Optuna records that trial as failed, never as the best one.
+Hydra's Optuna sweeper (`hydra/sweeper=search`) minimizes what each job returns. A failed job, a check that found
+the gradients wrong, or a value that is not finite returns nothing: the sweeper records that trial as failed, never
+as the best one, and goes on (the run itself logs NaN as `search/objective`). Every objective is minimized.
 """
 
 from __future__ import annotations
@@ -23,6 +24,16 @@ OBJECTIVES: dict[str, tuple[str, Callable[[float], float]]] = {  # name -> (the 
     "backward_vs_autograd": ("time/backward_vs_autograd", float),
     "worst_error_ratio": ("grad/worst_error_ratio", float),
 }
+
+
+def chosen(objective) -> str:
+    """The objective's name, from a config (an enum) or a plain one (its name)."""
+    return getattr(objective, "name", objective)
+
+
+def for_search(value: float | None):
+    """What a job hands the sweeper: the value when finite, else nothing (a failed trial)."""
+    return value if value is not None and math.isfinite(value) else None
 
 
 def value(objective: str, metrics: dict[str, float]) -> float:

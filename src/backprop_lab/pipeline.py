@@ -230,8 +230,9 @@ def run(
         work = {"time/forward_gflop": gflop["forward"], "time/backward_gflop": gflop["backward"]}
         tracking.log_metrics(timed.metrics() | work)
         objective = None
-        if cfg.objective != objectives.NONE:
-            objective = objectives.value(cfg.objective, grad_metrics | summaries | timed.metrics())
+        if cfg.objective != objectives.NONE:  # a trial whose gradients are wrong answers nothing
+            measured = objectives.value(cfg.objective, grad_metrics | summaries | timed.metrics())
+            objective = measured if checked.all_close else math.nan
             tracking.log_metrics({objectives.METRIC: objective})
 
         wall["run_s"] = time.perf_counter() - t_start

@@ -38,11 +38,12 @@ class Interval:
 
 
 def interval(values: list[float]) -> Optional[Interval]:
-    """The mean of the finite values and its t interval; None with fewer than two."""
+    """The mean and its t interval; None with fewer than two values, or any that is not finite (the row then shows
+    the mean as it is, nan or inf: a repeat that overflowed is not averaged away)."""
     from scipy import stats
 
     finite = [v for v in values if math.isfinite(v)]
-    if len(finite) < 2:
+    if len(finite) < 2 or len(finite) < len(values):
         return None
     mean = statistics.fmean(finite)
     half = stats.t.ppf((1 + CONFIDENCE) / 2, len(finite) - 1) * statistics.stdev(finite) / math.sqrt(len(finite))
@@ -76,7 +77,8 @@ def at_step(key: str, step: int) -> str:
 
 def grouped(rows: list) -> list:
     """One row per non-seed choice: its metrics the means over its FINISHED repeats, with their intervals in
-    `intervals`, its series the mean by layer, its status the count of each status, its tags those all agree on."""
+    `intervals`, its series the mean by layer, its status the count of each status, its tags those all agree on;
+    `grad/all_close` the share of all its repeats (FAILED ones included) whose check found every node close."""
     groups: dict[tuple, list] = {}
     for row in rows:
         groups.setdefault(_others(row), []).append(row)
@@ -86,6 +88,8 @@ def grouped(rows: list) -> list:
         names = sorted({k for r in finished for k in r.metrics})
         metrics = {k: statistics.fmean([r.metrics[k] for r in finished if k in r.metrics]) for k in names}
         intervals = {k: i for k in names if (i := interval([r.metrics[k] for r in finished if k in r.metrics]))}
+        closes = [r.status == "FINISHED" and r.metrics.get("grad/all_close") == 1.0 for r in members]
+        metrics["grad/all_close"] = sum(closes) / len(members)
         statuses = [r.status for r in members]
         status = statuses[0] if len(set(statuses)) == 1 else ", ".join(
             f"{statuses.count(s)} {s}" for s in sorted(set(statuses)))  # fmt: skip

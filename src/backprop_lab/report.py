@@ -103,6 +103,11 @@ def _ms(row: Row, name: str) -> str:
     return "-" if median is None else f"{median:.2f} ± {iqr or 0:.2f}"
 
 
+def _divergent(row: Row) -> str:
+    """The first node not close; a row of repeats whose runs disagree on it says so."""
+    return row.tags.get("first_divergent", "varies" if row.runs > 1 else "-")
+
+
 def _verdict(row: Row) -> str:
     if row.runs > 1 and row.m("grad/all_close") is not None:
         return f"{round(row.m('grad/all_close') * row.runs)}/{row.runs}"
@@ -134,8 +139,8 @@ def table(rows: list[Row], title: str) -> tables.Table:
                    "× autograd"]  # fmt: skip
         cells = [[*map(_choice, r.choices.values()), *([str(r.runs)] if repeated else []), r.status,
                   *([_number(r, OBJECTIVE, ".4g")] if searched else []), _verdict(r),
-                  r.tags.get("first_divergent", "varies"), _number(r, "grad/worst_error_ratio"), _ms(r, "forward"),
-                  _ms(r, "backward"), _number(r, "time/backward_vs_autograd", ".2f")] for r in rows]  # fmt: skip
+                  _divergent(r), _number(r, "grad/worst_error_ratio"), _ms(r, "forward"), _ms(r, "backward"),
+                  _number(r, "time/backward_vs_autograd", ".2f")] for r in rows]  # fmt: skip
     return tables.Table(title, headers, cells, align="l" * len(choices))
 
 

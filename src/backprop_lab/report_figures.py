@@ -101,23 +101,31 @@ def _scaling(rows, peak_gflops: Optional[float]) -> Figure:
     return fig
 
 
+def _is_number(text: Optional[str]) -> bool:
+    try:
+        float(text)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
 def _trials(rows) -> Figure:
     """A search: each trial's objective in the order tried, with the best so far; and where the trials fell in the
-    first two searched values, coloured by objective, the best starred."""
+    first two searched numbers (a categorical choice is not drawn), coloured by objective, the best starred."""
     trials = sorted(rows, key=lambda r: int(r.tags.get("hydra.job.num", 0)))
-    values = [r.m(OBJECTIVE) for r in trials]
-    finite = [v for v in values if v is not None and math.isfinite(v)]
+    scored = [(i, r) for i, r in enumerate(trials) if r.m(OBJECTIVE) is not None and math.isfinite(r.m(OBJECTIVE))]
+    finite = [r.m(OBJECTIVE) for _, r in scored]
     best = [min(finite[: i + 1]) for i in range(len(finite))]
     fig = Figure(figsize=(11, 4.2))
     fig.subplots_adjust(left=0.07, right=0.97, bottom=0.13, top=0.88, wspace=0.28)
     by_trial, space = fig.subplots(1, 2)
-    by_trial.plot(range(len(finite)), finite, "o", ms=4, label="trial")
-    by_trial.step(range(len(best)), best, where="post", color="k", lw=1, label="best so far")
+    by_trial.plot([i for i, _ in scored], finite, "o", ms=4, label="trial (failed ones left out)")
+    by_trial.step([i for i, _ in scored], best, where="post", color="k", lw=1, label="best so far")
     by_trial.set(xlabel="trial", ylabel="objective (lower is better)", title="the search, trial by trial")
     by_trial.legend(fontsize=7)
-    keys = list(trials[0].choices)[:2]
-    if len(keys) == 2:
-        scored = [r for r in trials if r.m(OBJECTIVE) is not None and math.isfinite(r.m(OBJECTIVE))]
+    numeric = [k for k in trials[0].choices if all(_is_number(r.params.get(k)) for r in trials)]
+    keys, scored = numeric[:2], [r for _, r in scored]
+    if len(keys) == 2 and scored:
         xs, ys = ([float(r.params[k]) for r in scored] for k in keys)
         dots = space.scatter(xs, ys, c=[r.m(OBJECTIVE) for r in scored], cmap="viridis_r", s=28)
         top = min(scored, key=lambda r: r.m(OBJECTIVE))

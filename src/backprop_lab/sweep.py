@@ -57,8 +57,8 @@ def aggregates(children: list) -> dict[str, float]:
 
 
 def best_trial(parent, children: list) -> tuple[dict[str, float], dict[str, str], dict[str, str]]:
-    """A search's best trial, as the parent's (metrics, params, tags): its objective, its swept values as `best.*`
-    params, its run. Nothing for a grid, or a search whose trials all failed."""
+    """The best trial, as the parent's (metrics, params, tags): its objective, its swept values as `best.*` params, its
+    run. Nothing when no job logged a finite objective (a sweep without one, or a search whose trials all failed)."""
     import math
 
     from backprop_lab.objectives import METRIC
@@ -156,18 +156,22 @@ def redact_hydra_files(config: DictConfig, job: bool = True) -> None:
 
 
 def check_search(config: DictConfig) -> None:
-    """A search (hydra/sweeper=search) needs an objective, and cannot say beforehand what it would run."""
-    import logging
-
-    from backprop_lab.objectives import NONE, OBJECTIVES
+    """A search (hydra/sweeper=search) needs an objective, minimizes it, and cannot say beforehand what it would
+    run."""
+    from backprop_lab.objectives import NONE, OBJECTIVES, chosen
 
     if "optuna" not in str(config.hydra.sweeper.get("_target_", "")):
         return
-    if getattr(config.objective, "name", config.objective) == NONE:
+    if chosen(config.objective) == NONE:
         raise UserError(f"objective: none; a search minimizes one of {', '.join(OBJECTIVES)}")
+    if chosen(config.hydra.sweeper.get("direction", "minimize")) != "minimize":
+        raise UserError(f"hydra.sweeper.direction: {config.hydra.sweeper.direction}; every objective is a cost, "
+                        "so a search minimizes (the only value allowed)")  # fmt: skip
     if config.sweep.dry_run:
         raise UserError("sweep.dry_run: a search's trials depend on its results; run it, or use a grid sweeper")
-    logging.getLogger("optuna").setLevel(logging.WARNING)  # Hydra's log already says each trial and the best
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # Hydra's log already says each trial and the best
 
 
 class MlflowSweep(Callback):

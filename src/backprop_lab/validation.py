@@ -78,6 +78,13 @@ def _check_data_path(data: Any) -> None:
         )
 
 
+def single_run(cfg: Any) -> None:
+    """What only a multirun can do, refused for one run (the CLI without -m, or Python's `run`)."""
+    for key in ("resume", "dry_run"):
+        _require(not cfg.sweep[key], f"sweep.{key}", "false outside a multirun (-m): one run has nothing to list or "
+                 "reuse", cfg.sweep[key])  # fmt: skip
+
+
 def validate(cfg: Any) -> None:
     """Check values that the schema's types allow but the study cannot use; raise ConfigError on the first."""
     _require(0 <= cfg.seed <= MAX_SEED, "seed", "an integer from 0 to 2**64 - 1", cfg.seed)
