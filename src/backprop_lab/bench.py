@@ -31,6 +31,7 @@ from backprop_lab.timing import Timed, measure, measure_cold, measure_paired
 REFERENCE = "autograd"  # every variant's gradients are checked against it and its times divided by it
 GEMMS = "GEMMs alone"
 COLD_BYTES = 256 * 2**20  # written through before each cold call: more than any of these machines' caches
+COLD_CALLS_PER_S = 50  # cold calls per pass for each second of --min-run-time (25 at the default 0.5 s)
 FLOOR = "GEMMs + elementwise alone"  # the backward without x.g: its products and its unavoidable elementwise passes
 PASSES = ("forward", "backward", "forward+backward")
 
@@ -150,15 +151,16 @@ def gemms_alone(widths: list[int], n: int, min_run_time: float, threads: int, de
     return out
 
 
-def least_backward(widths: list[int], n: int, threads: int, device) -> Timed:
+def least_backward(widths: list[int], n: int, min_run_time: float, threads: int, device) -> Timed:
     """The backward's products (the faster orientation of each) and the elementwise passes every correct backward
     makes (the MSE's gradient, each hidden layer's ReLU mask applied in place, each layer's bias sum), each timed
-    bare on cold tensors, summed."""
+    bare on cold tensors, summed. Each cold call costs a sweep through memory: their number follows the budget."""
     sweep = torch.empty(COLD_BYTES // 4, device=device)
+    cold = partial(measure_cold, threads=threads, sweep=sweep, calls=max(5, round(COLD_CALLS_PER_S * min_run_time)))
     timed = []
     for p in pass_products(widths, n, False)["backward"]:
         label = f"{p.kind} {p.rows}x{p.a}x{p.b}"
-        both = [measure_cold(f, label, threads, sweep) for f in p.orientations(device)]
+        both = [cold(f, label) for f in p.orientations(device)]
         timed.append(min(both, key=lambda t: t.median_ms))
     rand = partial(torch.randn, device=device)
     out, targ = rand(n, 1), rand(n)
@@ -170,7 +172,7 @@ def least_backward(widths: list[int], n: int, threads: int, device) -> Timed:
     for width in widths[1:]:
         g = rand(n, width)
         passes.append((f"bias sum {n}x{width}", lambda g=g: g.sum(0)))
-    timed += [measure_cold(fn, label, threads, sweep) for label, fn in passes]
+    timed += [cold(fn, label) for label, fn in passes]
     return Timed(sum(t.median_ms for t in timed), sum(t.iqr_ms for t in timed), min(t.runs for t in timed))
 
 
@@ -183,7 +185,7 @@ def gemm_rows(widths: list[int], n: int, min_run_time: float, threads: int, devi
         name = Variant(GEMMS, input_grad).name
         rows += [Row(name, pass_, timed.median_ms, timed.iqr_ms, flops[pass_], None, input_grad=input_grad)
                  for pass_, timed in passes.items() if not (input_grad and pass_ == "forward")]  # fmt: skip
-    least = least_backward(widths, n, threads, device)
+    least = least_backward(widths, n, min_run_time, threads, device)
     rows.append(Row(FLOOR, "backward", least.median_ms, least.iqr_ms, find(rows, GEMMS, "backward").gflop, None))
     return rows
 

@@ -58,7 +58,7 @@ def measure(fn: Callable[[], object], label: str, min_run_time: float, threads: 
     return _timed([timer.blocked_autorange(callback=_between_blocks, min_run_time=min_run_time)])
 
 
-def measure_cold(fn: Callable[[], object], label: str, threads: int, sweep, calls: int = 25) -> Timed:
+def measure_cold(fn: Callable[[], object], label: str, threads: int, sweep, calls: int) -> Timed:
     """`fn` timed one call at a time, each after `sweep` (a tensor larger than the caches) is written through: how a
     memory-bound pass meets its tensors inside a backward, after the big product has streamed its input through."""
     fn()
