@@ -89,7 +89,8 @@ def grouped(rows: list) -> list:
         metrics = {k: statistics.fmean([r.metrics[k] for r in finished if k in r.metrics]) for k in names}
         intervals = {k: i for k in names if (i := interval([r.metrics[k] for r in finished if k in r.metrics]))}
         closes = [r.status == "FINISHED" and r.metrics.get("grad/all_close") == 1.0 for r in members]
-        metrics["grad/all_close"] = sum(closes) / len(members)
+        metrics["grad/all_close"] = sum(closes) / len(members)  # a share, counted: no interval of FINISHED ones
+        intervals.pop("grad/all_close", None)
         statuses = [r.status for r in members]
         status = statuses[0] if len(set(statuses)) == 1 else ", ".join(
             f"{statuses.count(s)} {s}" for s in sorted(set(statuses)))  # fmt: skip

@@ -36,8 +36,7 @@ def handle(cfg: Any, parent_run_id: Optional[str], job: int, sweep_dir: Path) ->
     if not (cfg.sweep.resume or cfg.sweep.dry_run):
         return None
     config = OmegaConf.to_container(cfg)
-    uri, _ = store.resolve_store(cfg.tracking.uri, Path.cwd())
-    store.check_store(uri)
+    uri, _ = store.resolve_store(cfg.tracking.uri, Path.cwd())  # checked once, by the sweep's callback
     done = runs.finished_with_tag(uri, cfg.tracking.experiment, "config.sha256", labels.config_digest(config))
     name = labels.run_name(cfg, labels.swept_keys())
     if cfg.sweep.dry_run:
