@@ -162,3 +162,19 @@ def test_rerun_refuses_a_tampered_config_and_reads_no_environment(tmp_path):
     ]
     assert len(client.search_runs([run.info.experiment_id])) == 1  # nothing ran
     assert_no_leak(rerun.stdout, rerun.stderr, tmp_path)
+
+
+def test_a_search_its_resume_and_a_dry_run_against_a_server(server, tmp_path):
+    """The newer sweep paths (Optuna's sweeper, its optimization_results.yaml, reused runs, a dry run's listing)
+    with the password in the URI."""
+    uri = f"tracking.uri={authenticated(server)}"
+    search = ["-m", "+experiment=shift_search", *FAST, "hydra.sweeper.n_trials=2", uri]
+    done = script("run", tmp_path, *search)
+    assert done.returncode == 0, done.stderr[-2000:]
+    resumed = script("run", tmp_path, *search, "sweep.resume=true")
+    assert resumed.returncode == 0 and resumed.stdout.count("reused run") == 2, resumed.stderr[-2000:]
+    dry = script("run", tmp_path, "-m", "impl=functional,nn", *FAST, uri, "sweep.dry_run=true")
+    assert dry.returncode == 0 and "dry run: 2 jobs would run" in dry.stdout, dry.stderr[-2000:]
+    assert list(tmp_path.glob("multirun/*/*/optimization_results.yaml"))
+    assert_no_leak(done.stdout, done.stderr, resumed.stdout, resumed.stderr, dry.stdout, dry.stderr, tmp_path,
+                   server.store)  # fmt: skip
