@@ -173,7 +173,8 @@ def test_a_search_its_resume_and_a_dry_run_against_a_server(server, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     resumed = script("run", tmp_path, *search, "sweep.resume=true")
     assert resumed.returncode == 0 and resumed.stdout.count("reused run") == 2, resumed.stderr[-2000:]
-    dry = script("run", tmp_path, "-m", "impl=functional,nn", *FAST, uri, "sweep.dry_run=true")
+    dry = script("run", tmp_path, "-m", "impl=functional,nn", *FAST, uri, "sweep.dry_run=true",
+                 "tracking.experiment=dry")  # the server's other tests ran these configs in backprop-lab
     assert dry.returncode == 0 and "dry run: 2 jobs would run" in dry.stdout, dry.stderr[-2000:]
     assert list(tmp_path.glob("multirun/*/*/optimization_results.yaml"))
     assert_no_leak(done.stdout, done.stderr, resumed.stdout, resumed.stderr, dry.stdout, dry.stderr, tmp_path,

@@ -75,7 +75,7 @@ def print_summary(r: Result, console: Console) -> None:
     wall = "  ".join(f"{k.removesuffix('_s')} {v:.2f}s" for k, v in r.wall.items())
     console.print(f"wall time: {wall}")
     console.print(f"MLflow run [bold]{r.run_name}[/] id [bold]{r.run.run_id}[/] (experiment {r.run.experiment_id})")
-    console.print(f"open it:  {r.ui_command}")
+    console.print(f"open it:  {r.ui_command}", soft_wrap=True)  # a command to copy: never broken by a wrap
     page = f"http://127.0.0.1:5000/#/experiments/{r.run.experiment_id}/runs"
     console.print(f"          then {page} (the runs table), {page}/{r.run.run_id} (this run)", soft_wrap=True)
 
