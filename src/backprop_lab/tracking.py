@@ -242,6 +242,9 @@ def tracked_run(
         _end_quietly(uri, run_id, "KILLED", "interrupted", attempts=2)
         raise
     except BaseException as e:
+        if stop.requested.is_set():  # a Ctrl-C that surfaced as another error (an extension's import it cut short)
+            _end_quietly(uri, run_id, "KILLED", "interrupted", attempts=2)
+            raise KeyboardInterrupt from e
         _end_quietly(uri, run_id, "FAILED", f"{type(e).__name__}: {e}")
         raise
     else:
