@@ -129,6 +129,20 @@ def test_prepare_rejects_non_finite_inputs(tmp_path):
         data.prepare(cfg, seed=0, device=torch.device("cpu"))
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_any_single_non_finite_value_is_found(bad):
+    x = torch.rand(1000, 7)
+    assert data.all_finite(x)
+    x[413, 2] = bad
+    assert not data.all_finite(x)
+
+
+def test_finite_values_whose_sum_overflows_are_finite():
+    x = torch.full((4, 3), 3e38)
+    assert not torch.isfinite(x.sum())
+    assert data.all_finite(x)
+
+
 def test_prepare_rejects_subset_larger_than_split(tmp_path):
     from helpers import composed
 

@@ -26,6 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 from backprop_lab import objectives, redaction, stop
 from backprop_lab.config import CONF_DIR, plain, store_schema
 from backprop_lab.errors import UserError
+from backprop_lab.loading import collector_paused
 from backprop_lab.validation import describe, single_run, validate
 
 
@@ -42,9 +43,10 @@ def job(cfg: DictConfig) -> Optional[float]:
             validate(cfg)  # before torch is imported: bad values cost nothing
             single_run(cfg)
 
-        from rich.console import Console
+        with collector_paused("the pipeline"):
+            from rich.console import Console
 
-        from backprop_lab import pipeline, resume, summary, sweep
+            from backprop_lab import pipeline, resume, summary, sweep
 
         sweep_dir = Path(hydra_cfg.sweep.dir)
         reused = resume.handle(cfg, sweep.parent_from_env(), hydra_cfg.job.num, sweep_dir) if in_sweep else None

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple, Optional
 
 from backprop_lab import owner, stop
 from backprop_lab.errors import TrackingError
+from backprop_lab.loading import collector_paused
 from backprop_lab.redaction import redact
 
 MAX_PARAMS_PER_BATCH = 100  # MLflow's limits
@@ -88,14 +89,15 @@ def retried(fn: Callable, *args, attempts: int = 6, transient: tuple[str, ...] =
 
 
 def mlflow_client(uri: str):
-    from mlflow.tracking import MlflowClient
+    with collector_paused("MLflow"):  # its first client imports MLflow and its store's modules
+        from mlflow.tracking import MlflowClient
 
-    for key, value in CLIENT_SETTINGS.items():
-        os.environ.setdefault(key, value)
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # a fresh store's schema migrations are not news
-    # it logs a database error's traceback, then raises it: the error is reported once, by whoever catches it
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
-    return MlflowClient(uri)
+        for key, value in CLIENT_SETTINGS.items():
+            os.environ.setdefault(key, value)
+        logging.getLogger("alembic").setLevel(logging.WARNING)  # a fresh store's schema migrations are not news
+        # it logs a database error's traceback, then raises it: the error is reported once, by whoever catches it
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+        return MlflowClient(uri)
 
 
 def prepare_store(uri: str, experiment: str, artifact_location: Optional[str] = None) -> str:
