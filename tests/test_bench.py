@@ -108,21 +108,25 @@ def verdicts(rows, extra=None) -> dict[str, str]:
 
 
 def test_targets_met():
-    judged = targets.judge(crafted(), {"default_run_peak_rss_gib": 1.0, "cfg_job_s": 0.4, "config_error_s": 0.4})
-    assert [t.verdict for t in judged] == ["yes"] * 8
+    extra = {"default_run_peak_rss_gib": 1.0, "default_run_outside_timing_s": 3.5, "cfg_job_s": 0.4,
+             "config_error_s": 0.4}  # fmt: skip
+    judged = targets.judge(crafted(), extra)
+    assert [t.verdict for t in judged] == ["yes"] * 9
     assert [t.floor for t in judged[:2]] == [0.8, 1.0]  # the same ratio for the products alone
     assert judged[2].measured == pytest.approx(4.0) and not judged[2].below
     assert "per-job overhead in a sweep, median s" not in {t.name for t in judged}  # not measured: not judged
 
 
 def test_targets_not_met():
-    got = verdicts(crafted(lean=1.1, lean_x=1.2, speedup=2.0, wrong=True), {"default_run_peak_rss_gib": 2.0})
+    extra = {"default_run_peak_rss_gib": 2.0, "default_run_outside_timing_s": 4.5}
+    got = verdicts(crafted(lean=1.1, lean_x=1.2, speedup=2.0, wrong=True), extra)
     assert got["lean backward / autograd backward"] == "NO"  # the products alone reach 0.8: other code is slow
     assert got["lean +x.g backward / autograd +x.g backward"] == "NO"
     assert got["module (notebook) backward / lean backward"] == "NO"
     assert got["lean backward / GEMMs alone backward"] == "NO"  # 1.1 / 0.8 > 1.15
     assert got["variants whose gradients disagree with autograd"] == "NO"
     assert got["default run's peak RSS, GiB"] == "NO"
+    assert got["default run outside its timing stage, warm store, s"] == "NO"
     wrong = targets.agreement_target(crafted(wrong=True))
     assert (wrong.measured, wrong.detail) == (1, "module (notebook)")
 
@@ -209,6 +213,15 @@ def test_the_bench_command_logs_a_run(tmp_path, monkeypatch):
     files = {f.path for f in client.list_artifacts(run.info.run_id)} | {
         f.path for f in client.list_artifacts(run.info.run_id, "figures")}  # fmt: skip
     assert {"bench.md", "bench.json", "device.json", "figures/backward.png"} <= files
+
+
+@pytest.mark.slow
+def test_the_default_run_twice_gives_its_memory_and_time_on_an_empty_then_a_warm_store(tmp_path):
+    tiny = ("data=synthetic", "data.n_features=12", "model.widths=[12,8,1]", "data.n_train=64", "timing=fast")
+    got = bench_cli.default_runs(tmp_path, tiny)
+    assert 0.1 < got["default_run_peak_rss_gib"] < 4
+    assert 0 < got["default_run_outside_timing_s"] < got["default_run_first_outside_timing_s"]  # creating the store
+    assert len(list((tmp_path / "mlruns" / "artifacts").iterdir())) >= 2  # two runs, in the launch directory's store
 
 
 def test_a_config_error_is_one_line():

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 EXPERIMENT = "bench"  # the default, before the user's overrides: `tracking.experiment=` after it wins
 SWEEP_INITS = ("xavier", "kaiming_uniform")  # with every implementation: the sweep whose per-job overhead is timed
 SWEEP_EXPERIMENT = "bench-sweep"  # in a store of its own, in a temporary directory
+DEFAULT_RUN_EXPERIMENT = "bench-default-run"  # the same
 STARTUPS = {"help": ["--help"], "cfg_job": ["--cfg", "job"], "config_error": ["impl=nope"]}
 FAILS = {"config_error"}  # the start-ups that must end in an error
 STYLES = {"yes": "green", "NO": "red", "NO, out of reach": "red", "WRONG": "red"}
@@ -92,6 +93,26 @@ def startup_s(args: list[str], cwd: Path, fails: bool, repeat: int = 3) -> float
     return min(times)
 
 
+def outside_timing_s(metrics: dict[str, float]) -> float:
+    """A run's wall time outside its timing stage: start-up, data, check and logging (its `wall/*` metrics)."""
+    return metrics["wall/startup_s"] + metrics["wall/run_s"] - metrics["wall/timing_s"]
+
+
+def default_runs(cwd: Path, overrides: tuple[str, ...] = ("timing=fast",)) -> dict[str, float]:
+    """The default run twice in one launch directory, as a user's first and second: the larger peak RSS, and the
+    time outside the timing stage on an empty store (the first) and on a warm one (the second); the data cache is
+    the user's, warm from this bench."""
+    uri, _ = store.resolve_store(None, cwd)
+    rss, outside, seen = [], [], set()
+    for _ in range(2):
+        rss.append(peak_rss_gib([*overrides, f"tracking.experiment={DEFAULT_RUN_EXPERIMENT}"], cwd))
+        (new,) = [r for r in runs.experiment_records(uri, DEFAULT_RUN_EXPERIMENT) if r.run_id not in seen]
+        seen.add(new.run_id)
+        outside.append(outside_timing_s(new.metrics))
+    return {"default_run_peak_rss_gib": max(rss), "default_run_first_outside_timing_s": outside[0],
+            "default_run_outside_timing_s": outside[1]}  # fmt: skip
+
+
 def sweep_overhead(cwd: Path, overrides: list[str]) -> dict[str, float]:
     """Median per-job time outside the checked compute and its timing, over a sweep of every implementation."""
     from backprop_lab.config import options
@@ -105,17 +126,15 @@ def sweep_overhead(cwd: Path, overrides: list[str]) -> dict[str, float]:
         raise ChildFailed(f"the sweep: exit {done.returncode}: {_last_line(done.stderr)}")
     uri, _ = store.resolve_store(None, cwd)
     _, children = runs.sweep_records(uri, runs.latest_sweep(uri, SWEEP_EXPERIMENT))
-    overhead = [
-        c.metrics["wall/startup_s"] + c.metrics["wall/run_s"] - c.metrics["wall/check_s"] - c.metrics["wall/timing_s"]
-        for c in children
-    ]
+    overhead = [outside_timing_s(c.metrics) - c.metrics["wall/check_s"] for c in children]
     return {"sweep_jobs": len(children), "sweep_wall_s": wall, "overhead_median_s": statistics.median(overhead),
             "overhead_max_s": max(overhead)}  # fmt: skip
 
 
 def around_the_compute(overrides: list[str], with_sweep: bool, console) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
-        extra = {"default_run_peak_rss_gib": peak_rss_gib(["timing=fast"], Path(tmp))}
+        with console.status("the default run, twice: its memory and its time outside the timing stage"):
+            extra = default_runs(Path(tmp))
         extra |= {f"{name}_s": startup_s(args, Path(tmp), name in FAILS) for name, args in STARTUPS.items()}
         if with_sweep:
             with console.status("a sweep of every implementation, for the per-job overhead"):
