@@ -48,7 +48,7 @@ def init_params(widths: list[int], scheme: str, mode: str, seed: int, gain: floa
     params: Params = {}
     for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:]), start=1):
         w, b = layer_weight(scheme, n_in, n_out, mode, g)
-        params[f"w{i}"], params[f"b{i}"] = (w if gain == 1 else w.mul_(gain)), b
+        params[f"w{i}"], params[f"b{i}"] = w.mul_(gain), b  # times 1.0 is exact: the scheme as published
     return params
 
 

@@ -39,6 +39,5 @@ def for_search(value: float | None):
 def value(objective: str, metrics: dict[str, float]) -> float:
     """The objective from a run's metrics; NaN when it cannot be had or is not finite."""
     key, of = OBJECTIVES[objective]
-    measured = metrics.get(key, math.nan)
-    result = of(measured) if math.isfinite(measured) else math.nan
+    result = of(metrics.get(key, math.nan))  # a NaN or Inf read gives NaN or Inf
     return result if math.isfinite(result) else math.nan

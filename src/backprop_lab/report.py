@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import base64
 import html
-import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from rich.console import Console
 from backprop_lab import labels, redaction, repeats, report_figures, runs, store, tables, tracking
 from backprop_lab.errors import UserError
 from backprop_lab.objectives import METRIC as OBJECTIVE
+from backprop_lab.objectives import for_search
 from backprop_lab.runs import RunRecord
 
 CHOICE_KEYS = ("impl.name", "init.scheme", "model.name", "data.name")  # what a run name is made of
@@ -78,8 +78,8 @@ def _header(key: str) -> str:
 
 
 def _best_first(row: Row) -> tuple[int, float]:
-    value = row.m(OBJECTIVE)
-    return (0, value) if value is not None and math.isfinite(value) else (1, 0.0)
+    value = for_search(row.m(OBJECTIVE))
+    return (0, value) if value is not None else (1, 0.0)
 
 
 def _choice(value: str) -> str:

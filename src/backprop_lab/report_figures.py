@@ -9,6 +9,7 @@ from typing import Optional
 from matplotlib.figure import Figure
 
 from backprop_lab.objectives import METRIC as OBJECTIVE
+from backprop_lab.objectives import for_search
 from backprop_lab.repeats import at_step
 
 FACTOR_PARAM = "check.factor"
@@ -113,7 +114,7 @@ def _trials(rows) -> Figure:
     """A search: each trial's objective in the order tried, with the best so far; and where the trials fell in the
     first two searched numbers (a categorical choice is not drawn), coloured by objective, the best starred."""
     trials = sorted(rows, key=lambda r: int(r.tags.get("hydra.job.num", 0)))
-    scored = [(i, r) for i, r in enumerate(trials) if r.m(OBJECTIVE) is not None and math.isfinite(r.m(OBJECTIVE))]
+    scored = [(i, r) for i, r in enumerate(trials) if for_search(r.m(OBJECTIVE)) is not None]
     finite = [r.m(OBJECTIVE) for _, r in scored]
     best = [min(finite[: i + 1]) for i in range(len(finite))]
     fig = Figure(figsize=(11, 4.2))

@@ -59,11 +59,9 @@ def aggregates(children: list) -> dict[str, float]:
 def best_trial(parent, children: list) -> tuple[dict[str, float], dict[str, str], dict[str, str]]:
     """The best trial, as the parent's (metrics, params, tags): its objective, its swept values as `best.*` params, its
     run. Nothing when no job logged a finite objective (a sweep without one, or a search whose trials all failed)."""
-    import math
+    from backprop_lab.objectives import METRIC, for_search
 
-    from backprop_lab.objectives import METRIC
-
-    scored = [c for c in children if c.status == "FINISHED" and math.isfinite(c.metrics.get(METRIC, math.nan))]
+    scored = [c for c in children if c.status == "FINISHED" and for_search(c.metrics.get(METRIC)) is not None]
     if not scored:
         return {}, {}, {}
     best = min(scored, key=lambda c: c.metrics[METRIC])
