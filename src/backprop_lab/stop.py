@@ -5,17 +5,21 @@
   loop checks the flag between blocks, and a run that reaches its end with the flag set ends KILLED, not FINISHED.
 - A second signal while the first is being handled (a fast double Ctrl-C) must not interrupt the handler that is
   recording the KILLED status: it is noted, not raised.
+- A stop takes a second or two. A process still alive STUCK_AFTER_S after the first signal prints where each of
+  its threads is (faulthandler: code locations only, no values), so that a stop that hangs says where.
 - SIGXFSZ (a file-size limit, `ulimit -f`) would kill the process outright, leaving the run RUNNING: ignored, the
   write fails with an OSError instead and the run ends FAILED.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import signal
 import sys
 import threading
 
 requested = threading.Event()
+STUCK_AFTER_S = 20
 
 
 def check() -> None:
@@ -28,6 +32,7 @@ def _on_signal(signum, frame) -> None:
         sys.stderr.write(f"{signal.Signals(signum).name} again: still ending the run as KILLED, please wait\n")
         return
     requested.set()
+    faulthandler.dump_traceback_later(STUCK_AFTER_S, exit=False)
     raise KeyboardInterrupt
 
 
