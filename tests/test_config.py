@@ -8,8 +8,19 @@ import pytest
 from helpers import CONF, composed, fashion_dir
 from omegaconf.errors import ConfigAttributeError, ValidationError
 
+from backprop_lab import labels
 from backprop_lab.errors import ConfigError
-from backprop_lab.validation import validate
+from backprop_lab.validation import (
+    MAX_FACTOR,
+    MAX_LOGGED_CONFIG_BYTES,
+    MAX_LOGGED_CONFIG_DEPTH,
+    MAX_MIN_RUN_TIME,
+    MAX_SEED,
+    MAX_THREADS,
+    from_logged,
+    read_logged,
+    validate,
+)
 
 GROUPS = {g: sorted(p.stem for p in (CONF / g).glob("*.yaml")) for g in ("data", "init", "model", "impl", "timing")}
 OPTIONS = [(group, option) for group, options in GROUPS.items() for option in options]
@@ -120,3 +131,71 @@ def test_values_that_make_a_run_meaningless_or_endless_are_refused(override, key
     with pytest.raises(ConfigError, match=f"^{re.escape(key)}") as info:
         validate(composed(override))
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "key, edges, past, message",
+    [
+        ("check.factor", (1.0, MAX_FACTOR), (0.999, MAX_FACTOR + 0.001), "must be from 1 to 1000"),
+        ("timing.min_run_time", (1e-6, MAX_MIN_RUN_TIME), (0.0, MAX_MIN_RUN_TIME + 0.001),
+         "must be > 0 and at most 600 seconds"),
+        ("timing.num_threads", (1, MAX_THREADS), (0, MAX_THREADS + 1), "must be an integer from 1 to 1024, or null"),
+        ("seed", (0, MAX_SEED), (-1, MAX_SEED + 1), "must be an integer from 0 to 2**64 - 1"),
+    ],
+)  # fmt: skip
+def test_each_bound_is_what_its_message_says(key, edges, past, message):
+    """The edges the message names are allowed; one step past either is refused with that message."""
+    for value in edges:
+        validate(composed(f"{key}={value}"))
+    for value in past:
+        with pytest.raises(ConfigError, match=f"^{re.escape(f'{key}: {message}, got ')}"):
+            validate(composed(f"{key}={value}"))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [[], ["data=synthetic", "init.gain=2", "model.relu_shift=0"], ["+experiment=init_study"], ["model=deep"],
+     ["+experiment=bug_hunt", "bug=relu_unmasked", "impl=functional"], ["check.factor=1000", "timing.num_threads=3"]],
+)  # fmt: skip
+def test_a_logged_config_reads_back_to_the_digest_its_run_was_tagged_with(overrides):
+    """The rerun checks a logged config against its `config.sha256` tag: the YAML the pipeline logs must read back
+    to the very params it hashed, and hold nothing the bounds refuse."""
+    from omegaconf import OmegaConf
+
+    cfg = composed(*overrides)
+    logged = read_logged(OmegaConf.to_yaml(cfg))
+    assert labels.config_digest(logged) == labels.config_digest(OmegaConf.to_container(cfg))
+    assert labels.config_digest(logged) != labels.config_digest(logged | {"check": {"factor": 999}})
+
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi")
+)  # 9**9 nodes from some 400 bytes
+
+
+@pytest.mark.parametrize(
+    "text, error",
+    [
+        (BOMB, "config/config.yaml: a YAML anchor or alias at line 1; a logged config never holds one"),
+        ("data: &d {name: synthetic}\n", "config/config.yaml: a YAML anchor or alias at line 1"),
+        ("[" * 5000 + "]" * 5000, f"config/config.yaml: nested deeper than {MAX_LOGGED_CONFIG_DEPTH} levels at line 1"),
+        ("a:\n" + "".join(" " * i + f"k{i}:\n" for i in range(1, 40)), "config/config.yaml: nested deeper than"),
+        ("seed: 0\n# " + "x" * MAX_LOGGED_CONFIG_BYTES, "config/config.yaml: 1,048,586 bytes; a logged config is"),
+        ("data: [unclosed\n", "config/config.yaml: not valid YAML (while parsing a flow sequence"),
+    ],
+)
+def test_a_logged_config_is_bounded_before_it_is_built(text, error):
+    import signal
+
+    def too_slow(signum, frame):
+        raise TimeoutError("the logged config was parsed, not refused")
+
+    previous = signal.signal(signal.SIGALRM, too_slow)
+    signal.alarm(10)
+    try:
+        with pytest.raises(ConfigError) as info:
+            from_logged(text)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert str(info.value).startswith(error) and "\n" not in str(info.value), str(info.value)
