@@ -127,3 +127,76 @@ def test_a_bug_that_needs_a_square_layer_on_a_model_without_one_is_refused():
     with pytest.raises(ConfigError, match="no bug 'nope'"):
         bugs.check("nope", [784, 80, 1])
     assert math.isfinite(FACTOR)
+
+
+def test_a_node_whose_tolerance_cannot_tell_is_inconclusive_never_ok():
+    """Autograd itself half wrong (underflow): a factor of it allows a zero gradient, so the check cannot know."""
+    truth, _ = truth_and_reference()
+    ref = (truth * 0.5).float()  # autograd's own error against the truth: 0.5
+    c = judge(torch.zeros_like(ref), ref, truth)  # a layer's gradient silently zero: error 1, within 8 x 0.5
+    assert c.within and not c.close and not c.conclusive and c.verdict == "inconclusive"
+    assert backward.metrics([c])["grad/all_close"] == 0.0 and backward.metrics([c])["grad/inconclusive_nodes"] == 1.0
+    assert backward.first_divergent([c]) == backward.NONE and backward.overall([c]) == "inconclusive"
+    assert judge(ref * 1e3, ref, truth).verdict == "differs"  # far past even that tolerance: known wrong
+
+
+def test_a_verdict_of_ok_always_allows_less_than_the_conclusive_tolerance():
+    for noise in (1e-7, 1e-4, 1e-2, 0.3):
+        truth, ref = truth_and_reference(noise=noise)
+        c = judge(ref.clone(), ref, truth)
+        assert (c.verdict == "ok") == (c.tolerance <= backward.CONCLUSIVE_TOLERANCE), (noise, c.tolerance)
+        assert c.verdict in ("ok", "inconclusive")
+
+
+def _deep_float32(gain: float, n: int = 400):
+    from backprop_lab.init import init_params
+
+    widths = [30, *[16] * 8, 1]  # the deep model's depth, narrower
+    params = {k: v.float() for k, v in init_params(widths, "kaiming_uniform", "fan_in", 0, gain).items()}
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(n, 30, generator=g), torch.randint(0, 10, (n,), generator=g).float()
+    return widths, params, x, y
+
+
+@pytest.mark.parametrize("gain", [3e-6, 1e-20])
+def test_a_known_bug_at_an_underflowing_init_is_inconclusive_and_float64_catches_it(gain):
+    """The issue's case: a gradient stopped at layer 1 (zeros where the truth is not) under a gain so small that
+    float32's own gradients underflow there; every node it touches must say inconclusive, none ok."""
+    widths, params, x, y = _deep_float32(gain)  # layer 1's gradient about gain ** 8: float32's subnormals, or 0
+    checked = backward.run_check("functional", params, x, y, 0.5, False, FACTOR, "layer_passes_zero")
+    wrong_at = backward_order(len(widths) - 1, False)
+    wrong_at = wrong_at[wrong_at.index(bugs.expected_node("layer_passes_zero", widths)):]
+    verdicts = {c.node: c.verdict for c in checked.checks}
+    assert all(verdicts[node] != "ok" for node in wrong_at), verdicts
+    assert "inconclusive" in verdicts.values() and not checked.all_close
+    assert backward.overall(checked.checks) == "inconclusive"
+    line = backward.verdict_line(checked.checks, FACTOR, torch.float32)
+    assert line.startswith("gradients INCONCLUSIVE at ") and "dtype=float64" in line and "init.gain" in line
+    p64 = {k: v.double() for k, v in params.items()}
+    exact = backward.run_check("functional", p64, x.double(), y.double(), 0.5, False, FACTOR, "layer_passes_zero")
+    assert backward.first_divergent(exact.checks) == bugs.expected_node("layer_passes_zero", widths)
+    assert backward.overall(exact.checks) == "wrong"
+
+
+def test_bfloat16_weight_gradients_are_inconclusive_and_the_note_says_what_decides():
+    widths, params, x, y = _deep_float32(gain=1.0, n=2000)
+    bf = {k: v.bfloat16() for k, v in params.items()}
+    checked = backward.run_check("lean", bf, x.bfloat16(), y.bfloat16(), 0.5, False, FACTOR)
+    assert all(c.verdict != "ok" or c.tolerance <= backward.CONCLUSIVE_TOLERANCE for c in checked.checks)
+    weights = [c for c in checked.checks if c.node[0] == "w"]
+    assert all(c.verdict == "inconclusive" for c in weights), [(c.node, c.tolerance) for c in weights]
+    note = backward.inconclusive_note(checked.checks, FACTOR, torch.bfloat16)
+    assert "dtype=float32 or float64" in note and "check.factor=8 allows" in note
+
+
+def test_the_note_offers_a_factor_only_where_one_of_at_least_1_would_decide():
+    truth, _ = truth_and_reference()
+    ref = (truth * (1 + 0.02 * torch.randn_like(truth))).float()  # autograd 2 % off: 8 x that is 0.16
+    c = judge(ref.clone(), ref, truth)
+    assert c.verdict == "inconclusive"
+    note = backward.inconclusive_note([c], FACTOR, torch.float32)
+    limit = float(note.split("check.factor at most ")[1].split(";")[0].split()[0])
+    assert limit >= 1 and backward.check_node("w1", ref.clone(), ref, truth, 64, limit).verdict == "ok"
+    far = (truth * 0.5).float()
+    assert "check.factor at most" not in backward.inconclusive_note([judge(far.clone(), far, truth)], FACTOR,
+                                                                   torch.float32)

@@ -8,6 +8,11 @@ be exact (a float64 run, whose autograd is the truth), the same factor applies t
 square root of the reduction length behind the node, the typical size of a sum's rounding. No tolerance is guessed
 per tensor.
 
+That measure has a limit: where autograd's own error is large (gradients underflowing at a tiny init, a bfloat16
+run), factor x that error allows so much that a wrong gradient passes too (zero where the truth is not has an error
+of 1). A node whose tolerance is above `CONCLUSIVE_TOLERANCE` cannot be told right from wrong at the run's precision:
+its verdict is "inconclusive", never "ok", and the run says what would make it conclusive (`inconclusive_note`).
+
 Nodes are walked in backward order, from the loss towards the input (`impls.common.backward_order`): the first one
 not close is where the backward first goes wrong, since every later node is computed from it.
 """
@@ -19,7 +24,11 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-NONE = "none"  # first_divergent when every node agrees
+NONE = "none"  # first_divergent when no node is conclusively wrong
+# The most error a verdict of "ok" may allow, relative to the gradient's norm. The bank's smallest mistake (the
+# square's 2 forgotten) moves a gradient by 50 %: a tolerance of 10 % still tells it, with five times to spare.
+CONCLUSIVE_TOLERANCE = 0.1
+WRONG = ("differs", "non-finite", "shape")  # the verdicts that say the gradient is wrong
 
 
 @dataclass
@@ -35,16 +44,27 @@ class NodeCheck:
     ratio: float  # error / max(autograd_error, eps x sqrt(reduction length)): about 1 for a correct backward
     tolerance: float  # what `error` may be: factor x that baseline
     finite: bool  # the manual gradient and autograd's are free of NaN and Inf
-    close: bool  # ratio <= factor, and finite
+    within: bool  # ratio <= factor, and finite: as close as the tolerance asks
+    conclusive: bool  # tolerance <= CONCLUSIVE_TOLERANCE: a wrong gradient could not pass as within
+
+    @property
+    def close(self) -> bool:
+        """Close, and known to be: within a tolerance tight enough to tell a wrong gradient."""
+        return self.within and self.conclusive
 
     @property
     def verdict(self) -> str:
         if self.shape != self.ref_shape:
             return "shape"
-        return "non-finite" if not self.finite else "ok" if self.close else "differs"
+        if not self.finite:
+            return "non-finite"
+        if not self.within:
+            return "differs"
+        return "ok" if self.conclusive else "inconclusive"
 
     def row(self) -> dict:
-        return asdict(self) | {"shape": list(self.shape), "ref_shape": list(self.ref_shape), "verdict": self.verdict}
+        return asdict(self) | {"shape": list(self.shape), "ref_shape": list(self.ref_shape), "close": self.close,
+                               "verdict": self.verdict}  # fmt: skip
 
 
 CHUNK_ROWS = 2048  # compared a block of rows at a time: a float64 copy of a 50,000 x 784 gradient is 314 MB
@@ -100,20 +120,22 @@ def _relative(err_sq: float, truth_sq: float) -> float:
 def check_node(node: str, manual: torch.Tensor, ref: torch.Tensor, truth, reduction: int, factor: float) -> NodeCheck:
     shape, ref_shape = tuple(manual.shape), tuple(ref.shape)
     if shape != ref_shape:
-        return NodeCheck(node, shape, ref_shape, False, math.inf, math.inf, math.inf, 0.0, math.inf, 0.0, True, False)
+        return NodeCheck(node, shape, ref_shape, False, math.inf, math.inf, math.inf, 0.0, math.inf, 0.0, True, False,
+                         True)  # fmt: skip
     acc = _sums(manual, ref, truth)
     error, autograd_error = _relative(acc.manual_err, acc.truth), _relative(acc.autograd_err, acc.truth)
     rounding = torch.finfo(manual.dtype).eps * math.sqrt(max(reduction, 1))  # a sum's typical rounding
     baseline = max(autograd_error, rounding)
     ratio = error / baseline if math.isfinite(error) else math.inf
     # a NaN matching a NaN is not agreement: a non-finite gradient is its own verdict, never "close"
-    close = acc.finite and ratio <= factor
+    within = acc.finite and ratio <= factor
+    tolerance = factor * baseline
     if acc.ref_max > 0:
         rel_diff = acc.max_abs_diff / acc.ref_max
     else:
         rel_diff = 0.0 if acc.max_abs_diff == 0 else math.inf
     return NodeCheck(node, shape, ref_shape, acc.exact, acc.max_abs_diff, rel_diff, error, autograd_error, ratio,
-                     factor * baseline, acc.finite, close)  # fmt: skip
+                     tolerance, acc.finite, within, tolerance <= CONCLUSIVE_TOLERANCE)  # fmt: skip
 
 
 def reduction_lengths(widths: list[int], rows: int) -> dict[str, int]:
@@ -144,7 +166,59 @@ def check(
 
 
 def first_divergent(checks: list[NodeCheck]) -> str:
-    return next((c.node for c in checks if not c.close), NONE)
+    """The first node, in backward order, whose gradient is known to be wrong (an inconclusive one is not)."""
+    return next((c.node for c in checks if c.verdict in WRONG), NONE)
+
+
+def overall(checks: list[NodeCheck]) -> str:
+    """The run's verdict: "wrong" when a node is, else "inconclusive" when a node cannot be told, else "ok"."""
+    if any(c.verdict in WRONG for c in checks):
+        return "wrong"
+    return "inconclusive" if any(c.verdict == "inconclusive" for c in checks) else "ok"
+
+
+def _span(values: list[float]) -> str:
+    low, high = min(values), max(values)
+    return f"{low:.2g}" if f"{low:.2g}" == f"{high:.2g}" else f"{low:.2g}-{high:.2g}"
+
+
+def inconclusive_note(checks: list[NodeCheck], factor: float, dtype: torch.dtype) -> str:
+    """Where a run's precision cannot tell, and what would make it conclusive, in one line; "" where it can."""
+    nodes = [c for c in checks if c.verdict == "inconclusive"]
+    if not nodes:
+        return ""
+    baselines = [c.tolerance / factor for c in nodes]
+    dtype_name = str(dtype).removeprefix("torch.")
+    remedies = []
+    if dtype != torch.float64:
+        wider = "float32 or float64" if torch.finfo(dtype).eps > torch.finfo(torch.float32).eps else "float64"
+        remedies.append(f"dtype={wider}")
+    loosest = CONCLUSIVE_TOLERANCE / max(baselines)  # the factor that would do
+    if loosest >= 1:
+        remedies.append(f"check.factor at most {math.floor(loosest * 100) / 100:g}")
+    if dtype != torch.float64 and any(c.autograd_error >= b for c, b in zip(nodes, baselines)):
+        remedies.append(f"an init.gain that keeps the gradients well above {dtype_name}'s underflow")
+    if not remedies:  # float64 at a factor of 1 already: the truth itself is zero or out of range there
+        remedies.append("none at this config (the truth there is zero or beyond float64)")
+    names = [c.node for c in nodes[:6]] + ([f"{len(nodes) - 6} more"] if len(nodes) > 6 else [])
+    return (
+        f"at {', '.join(names)} (none known wrong): the error a correct backward may have there (autograd's own "
+        f"against the float64 truth, or {dtype_name}'s rounding over the node's sum where larger) is "
+        f"{_span(baselines)}, so check.factor={factor:g} allows {_span([c.tolerance for c in nodes])} and a wrong "
+        f"gradient could pass (a verdict needs at most {CONCLUSIVE_TOLERANCE:g}); to decide: {'; or '.join(remedies)}"
+    )
+
+
+def verdict_line(checks: list[NodeCheck], factor: float, dtype: torch.dtype) -> str:
+    """The check's answer in a line: ok, wrong from which node, or inconclusive where and what would make it not."""
+    worst = max(c.ratio for c in checks)
+    worst_text = f"worst {'inf' if math.isinf(worst) else f'{worst:.2g}'} × autograd's own error"
+    verdict = overall(checks)
+    if verdict == "ok":
+        return f"gradients ok at every node ({worst_text})"
+    if verdict == "wrong":
+        return f"gradients WRONG from node {first_divergent(checks)} ({worst_text})"
+    return f"gradients INCONCLUSIVE {inconclusive_note(checks, factor, dtype)}"
 
 
 def elementwise_diffs(manual: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -160,6 +234,7 @@ def metrics(checks: list[NodeCheck]) -> dict[str, float]:
     """The few scalars a runs table sorts by; every node's numbers are the run's table (`table`)."""
     return {
         "grad/all_close": float(all(c.close for c in checks)),
+        "grad/inconclusive_nodes": float(sum(c.verdict == "inconclusive" for c in checks)),
         "grad/all_finite": float(all(c.finite for c in checks)),
         "grad/worst_error_ratio": max(c.ratio for c in checks),
         "grad/worst_max_rel_diff": max(c.max_rel_diff for c in checks),

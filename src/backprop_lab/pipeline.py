@@ -55,8 +55,9 @@ class Result:
     layers: list[forward.LayerStats]
     loss: float
     checks: list[backward.NodeCheck]  # every node, in backward order
-    all_close: bool
+    all_close: bool  # every node conclusively close
     first_divergent: str
+    verdict: str  # the check's answer in a line (backward.verdict_line)
     timing: timing.Timing
     wall: dict[str, float] = field(default_factory=dict)
     objective: Optional[float] = None  # what a search minimizes, when the config names an objective
@@ -210,7 +211,12 @@ def run(
         grad_metrics = backward.metrics(checked.checks)
         summaries = depth_summaries(layers, checked.layer_stats)
         tracking.log_metrics({"loss": loss, "act/all_finite": float(finite)} | grad_metrics | summaries)
-        tracking.set_tags({"first_divergent": backward.first_divergent(checked.checks)})
+        verdict = backward.verdict_line(checked.checks, cfg.check.factor, dtype)
+        overall = backward.overall(checked.checks)
+        tracking.set_tags({"first_divergent": backward.first_divergent(checked.checks), "grad.verdict": overall})
+        if overall == "inconclusive":
+            note = backward.inconclusive_note(checked.checks, cfg.check.factor, dtype)
+            tracking.set_tags({"grad.inconclusive": note})
         if cfg.bug.name != bugs.NONE:
             tracking.set_tags({"bug.expected_node": bugs.expected_node(cfg.bug.name, list(cfg.model.widths))})
         tracking.log_table(backward.table(checked.checks), "grad_check.json")
@@ -239,9 +245,7 @@ def run(
         wall["logging_s"] = wall["run_s"] - wall["data_s"] - wall["check_s"] - wall["timing_s"]
         peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
         tracking.log_metrics({f"wall/{k}": v for k, v in wall.items()} | {"mem/peak_rss_mb": peak_rss_mb})
-        verdict = labels.description(name, checked.all_close, backward.first_divergent(checked.checks),
-                                     grad_metrics["grad/worst_error_ratio"], timed.backward_vs_autograd)  # fmt: skip
-        tracking.set_tags({tracking.NOTE_TAG: verdict})
+        tracking.set_tags({tracking.NOTE_TAG: labels.description(name, verdict, timed.backward_vs_autograd)})
 
     return Result(
         ref,
@@ -255,6 +259,7 @@ def run(
         checked.checks,
         checked.all_close,
         backward.first_divergent(checked.checks),
+        verdict,
         timed,
         wall,
         objective,

@@ -8,7 +8,8 @@ from rich.table import Table
 from backprop_lab.pipeline import Result
 
 OK, BAD = "[green]ok[/]", "[red]FAIL[/]"
-VERDICT = {"ok": OK, "differs": "[red]differs[/]", "non-finite": "[red]NON-FINITE[/]", "shape": "[red]SHAPE[/]"}
+VERDICT = {"ok": OK, "differs": "[red]differs[/]", "non-finite": "[red]NON-FINITE[/]", "shape": "[red]SHAPE[/]",
+           "inconclusive": "[yellow]inconclusive[/]"}  # fmt: skip
 
 
 def _g(x) -> str:
@@ -47,7 +48,7 @@ def grad_table(r: Result) -> Table:
     """Every node in backward order, as Karpathy's `cmp` prints them and more: shape, bit-exact, the difference from
     autograd, and the error against the float64 truth in units of autograd's own (the verdict's measure)."""
     rows = [
-        (c.node, "x".join(map(str, c.shape)), "yes" if c.exact else "", f"{c.max_abs_diff:.3g}",
+        (c.node, "x".join(map(str, c.shape)), "yes" if c.exact else "no", f"{c.max_abs_diff:.3g}",
          f"{c.max_rel_diff:.3g}", f"{c.error:.3g}", f"{c.autograd_error:.3g}", f"{c.ratio:.3g}", VERDICT[c.verdict])
         for c in r.checks
     ]  # fmt: skip
@@ -70,8 +71,10 @@ def timing_table(r: Result) -> Table:
 
 
 def print_summary(r: Result, console: Console) -> None:
-    for table in (data_table(r), init_table(r), activation_table(r), grad_table(r), timing_table(r)):
+    for table in (data_table(r), init_table(r), activation_table(r), grad_table(r)):
         console.print(table)
+    console.print(f"verdict: {r.verdict}", soft_wrap=True)
+    console.print(timing_table(r))
     wall = "  ".join(f"{k.removesuffix('_s')} {v:.2f}s" for k, v in r.wall.items())
     console.print(f"wall time: {wall}")
     console.print(f"MLflow run [bold]{r.run_name}[/] id [bold]{r.run.run_id}[/] (experiment {r.run.experiment_id})")
@@ -83,7 +86,7 @@ def print_summary(r: Result, console: Console) -> None:
 def print_job_line(r: Result, console: Console) -> None:
     """One line per job of a sweep; the sweep's report has the tables."""
     worst = max(c.max_rel_diff for c in r.checks)
-    verdict = OK if r.all_close else BAD
+    verdict = OK if r.all_close else "[yellow]INCONCLUSIVE[/]" if r.first_divergent == "none" else BAD
     ratio = r.timing.backward_vs_autograd
     console.print(
         f"{r.run_name}: grads {verdict} (worst rel {worst:.2g}), backward {r.timing.backward.median_ms:.2f} ms "
