@@ -255,6 +255,116 @@ def test_an_empty_sqlite_file_is_a_new_store(tmp_path):
     store.check_store(f"sqlite:///{db}", wait_s=WAIT_S)
 
 
+
+def test_a_missing_store_is_refused_to_a_reader_and_not_created(tmp_path):
+    db = tmp_path / "typo" / "mlflow.db"
+    expected = f"{db}: no tracking store there; check the path (a run creates the store)"
+    assert refusal_existing(f"sqlite:///{db}") == expected
+    assert os.listdir(tmp_path) == []
+
+
+def refusal_existing(uri: str) -> str:
+    with pytest.raises(TrackingError) as caught:
+        store.check_store(uri, wait_s=WAIT_S, existing=True)
+    return str(caught.value)
+
+
+def half_made(mlflow_db: Path, db: Path, revision) -> None:
+    """What another process's MLflow leaves mid-creation: every table, alembic_version at an earlier migration (or
+    empty: None)."""
+    copy_of(mlflow_db, db.parent, db.name)
+    with sqlite3.connect(db) as conn:
+        if revision is None:
+            conn.execute("DELETE FROM alembic_version")
+        else:
+            conn.execute("UPDATE alembic_version SET version_num = ?", (revision,))
+    conn.close()
+
+
+@pytest.mark.parametrize("revision", ["older", None])
+def test_a_store_another_process_is_creating_is_waited_for(mlflow_db, tmp_path, revision):
+    """The check must not race a creation: a half-made store under its creation lock is judged once the lock is
+    released (the creator finishing), not called older than MLflow."""
+    db = tmp_path / "mlruns" / "mlflow.db"
+    half_made(mlflow_db, db, installed_head()[1] if revision == "older" else None)
+    locked, release = threading.Event(), threading.Event()
+
+    def creator():
+        with store.creation_lock(db):  # a separate lock: flock excludes another descriptor, in one process too
+            locked.set()
+            release.wait(10)
+            copy_of(mlflow_db, db.parent)  # its migrations done
+
+    thread = threading.Thread(target=creator)
+    thread.start()
+    locked.wait(10)
+    threading.Timer(1.0, release.set).start()
+    start = time.monotonic()
+    store.check_store(f"sqlite:///{db}", wait_s=WAIT_S)
+    assert time.monotonic() - start >= 0.9  # it waited for the creator instead of judging the half-made file
+    thread.join()
+
+
+def test_a_half_made_store_whose_creator_is_gone_is_judged_as_it_is(mlflow_db, tmp_path):
+    db = tmp_path / "mlflow.db"
+    head, older = installed_head()
+    half_made(mlflow_db, db, older)
+    store.creation_lock(db).acquire()
+    store.creation_lock(db).release()  # the lock file stays, no one holds it: a creator that died mid-way
+    assert refusal(f"sqlite:///{db}").startswith(f"{db}: schema {older} is older than mlflow")
+
+
+def test_a_creation_that_never_ends_is_one_line(mlflow_db, tmp_path, monkeypatch):
+    monkeypatch.setattr(store, "CREATION_WAIT_S", 0.5)
+    db = tmp_path / "mlflow.db"
+    half_made(mlflow_db, db, None)
+    held = threading.Event()
+    done = threading.Event()
+
+    def creator():
+        with store.creation_lock(db):
+            held.set()
+            done.wait(10)
+
+    thread = threading.Thread(target=creator)
+    thread.start()
+    held.wait(10)
+    try:
+        assert refusal(f"sqlite:///{db}") == (
+            f"{db}: another process has been creating this store for 0.5 s (it holds {db}.lock); "
+            "wait for it, or stop it"
+        )
+    finally:
+        done.set()
+        thread.join()
+
+
+OPEN_AS_A_RUN_DOES = """
+import sys, time
+import mlflow.store.tracking.sqlalchemy_store  # imported before the start, as a run has by the time it logs
+from backprop_lab import tracking
+from backprop_lab.errors import UserError
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+try:
+    tracking.prepare_store(sys.argv[1], "backprop-lab")
+except UserError as e:
+    print(e)
+"""
+
+
+@pytest.mark.slow
+def test_processes_starting_together_on_a_fresh_store_all_open_it(tmp_path):
+    """8 processes 50-100 ms apart on one fresh store: before the check waited for the creation lock, 5 of 8 were
+    told the store was "older ... run mlflow db upgrade" (MLflow's migrations seen half done)."""
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    at = time.time() + 15  # every process has imported MLflow by then
+    procs = []
+    for i in range(8):
+        procs.append(subprocess.Popen([sys.executable, "-c", OPEN_AS_A_RUN_DOES, uri, str(at + 0.075 * i)],
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))  # fmt: skip
+    outputs = [p.communicate(timeout=180)[0].strip() for p in procs]
+    assert outputs == [""] * 8
+
 # --- 7: databases -----------------------------------------------------------------------------------------------
 
 

@@ -49,8 +49,9 @@ DRIVERS = {
 MLFLOW_TABLES = {"alembic_version", "experiments"}  # what every MLflow store has, whatever its schema version
 QUICK_CHECK_S = 0.5  # PRAGMA quick_check reads the whole file: a few ms for our stores, cut short for huge ones
 API_PROBE = "/api/2.0/mlflow/experiments/get-by-name"  # answers JSON on any MLflow server, found or not
-
-
+# MLflow creates a sqlite store in a few seconds of schema migrations; a check that finds one half made waits for
+# the process making it this long (a slow disk, a busy host) before it judges the file as it is
+CREATION_WAIT_S = 60.0
 
 
 # --- where the store is -----------------------------------------------------------------------------------------
@@ -109,10 +110,11 @@ def check_uri_syntax(uri: str) -> None:
             )
 
 
-def check_store(uri: str, wait_s: Optional[float] = None) -> None:
+def check_store(uri: str, wait_s: Optional[float] = None, existing: bool = False) -> None:
     """Raise TrackingError with one line when the store at `uri` cannot hold runs; return quietly when it can.
     A server or database that is down gets `wait_s` (SERVER_WAIT_S, or $BACKPROP_LAB_SERVER_WAIT_S) to come back,
-    so a restart between the jobs of a sweep is not a failure."""
+    so a restart between the jobs of a sweep is not a failure. With `existing` (a reader's check), a sqlite file
+    that is not there is an error: opening it would create an empty store where a path was mistyped."""
     if wait_s is None:
         wait_s = float(os.environ.get("BACKPROP_LAB_SERVER_WAIT_S", SERVER_WAIT_S))
     try:
@@ -121,7 +123,7 @@ def check_store(uri: str, wait_s: Optional[float] = None) -> None:
         raise TrackingError(str(e)) from None
     scheme = urlsplit(uri).scheme
     if scheme == "sqlite":
-        _check_sqlite(uri)
+        _check_sqlite(uri, existing)
     elif scheme in ("http", "https"):
         _check_server(uri, wait_s)
     elif scheme.split("+")[0] in DEFAULT_PORTS:
@@ -132,17 +134,51 @@ def check_store(uri: str, wait_s: Optional[float] = None) -> None:
 # --- sqlite: a file we can read, write, and that MLflow wrote ---------------------------------------------------
 
 
-def _check_sqlite(uri: str) -> None:
-    db = Path(unquote(uri.removeprefix("sqlite:///").split("?")[0]))  # the file SQLAlchemy opens
+def sqlite_file(uri: str) -> Optional[Path]:
+    """The file SQLAlchemy opens for a sqlite URI; None for any other store."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(unquote(uri.removeprefix("sqlite:///").split("?")[0]))
+
+
+def creation_lock(db: Path, timeout: float = -1):
+    """The file lock held while a process creates the sqlite store `db` (MLflow's schema migrations, which two
+    processes must not run at once), and waited for by a check that finds the store half made."""
+    from filelock import FileLock
+
+    return FileLock(f"{db}.lock", timeout=timeout)
+
+
+class _MaybeUnfinished(Exception):
+    """The file looks like a store another process is still creating: judge it again once that process is done."""
+
+
+def _check_sqlite(uri: str, existing: bool = False) -> None:
+    db = sqlite_file(uri)
     if db.is_dir():
         raise TrackingError(f"{db}: is a directory, not an sqlite file; use sqlite:///{db}/mlflow.db")
-    if not db.exists():  # a new store: MLflow creates its directories and the file
-        ancestor = next(p for p in db.parents if p.exists())
+    if not db.exists():
+        if existing:
+            raise TrackingError(f"{db}: no tracking store there; check the path (a run creates the store)")
+        ancestor = next(p for p in db.parents if p.exists())  # a new store: MLflow creates its directories and the file
         if not ancestor.is_dir():
             raise TrackingError(f"{ancestor}: is a file, not a directory; choose another sqlite:///PATH/mlflow.db")
         _check_writable_dir(ancestor, shown=db.parent)
         return
+    try:
+        _check_sqlite_file(db, uri, settled=False)
+    except _MaybeUnfinished:
+        _wait_for_creation(db)
+        _check_sqlite_file(db, uri, settled=True)
+
+
+def _check_sqlite_file(db: Path, uri: str, settled: bool) -> None:
+    """Judge an existing file. Until `settled`, a file that another process may still be creating (busy, no
+    tables yet, some of MLflow's, an older schema) raises _MaybeUnfinished instead of a verdict."""
     read = _read_sqlite(db)
+    unfinished = read is None or not read[0] or not MLFLOW_TABLES <= read[0] or read[1] != [_migrations()[0]]
+    if unfinished and not settled and Path(f"{db}.lock").exists():  # a store made here: by a lock holder, maybe now
+        raise _MaybeUnfinished
     if read is None:  # a writer holds it right now: a store in use, so a working one
         return
     tables, revisions = read
@@ -155,6 +191,22 @@ def _check_sqlite(uri: str) -> None:
     _check_writable_file(db)
     if tables:
         _check_schema(db, uri, revisions)
+
+
+def _wait_for_creation(db: Path) -> None:
+    """Until no process holds the store's creation lock: what it leaves is then a finished store, or not one."""
+    from filelock import Timeout
+
+    try:
+        with creation_lock(db, timeout=CREATION_WAIT_S):
+            pass
+    except Timeout:
+        raise TrackingError(
+            f"{db}: another process has been creating this store for {CREATION_WAIT_S:g} s (it holds {db}.lock); "
+            "wait for it, or stop it"
+        ) from None
+    except OSError:  # a lock we cannot open (a read-only directory): judge the file as it is
+        pass
 
 
 def _read_sqlite(db: Path) -> Optional[tuple[set[str], list[str]]]:

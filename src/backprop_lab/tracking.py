@@ -104,18 +104,17 @@ def prepare_store(uri: str, experiment: str, artifact_location: Optional[str] = 
     """Check the store, create it and the experiment if missing, end the runs of dead processes, and return the
     experiment's id. Processes that each create a fresh sqlite store at the same moment race inside MLflow's schema
     migrations, so creation holds a file lock (and a sweep calls this before its jobs start)."""
-    from filelock import FileLock
+    from backprop_lab.store import check_store, creation_lock, sqlite_file
 
-    from backprop_lab.store import check_store
-
+    # not under the lock: a check that finds the store half made waits for that lock itself
     check_store(uri)
-    if not uri.startswith("sqlite:///"):
+    db = sqlite_file(uri)
+    if db is None:
         experiment_id = _experiment_id(uri, experiment, artifact_location)
     else:
-        db = Path(uri.removeprefix("sqlite:///"))
         try:
             db.parent.mkdir(parents=True, exist_ok=True)
-            with FileLock(f"{db}.lock"):
+            with creation_lock(db):
                 experiment_id = _experiment_id(uri, experiment, artifact_location)
         except OSError as e:
             why = f"cannot write the tracking store ({e.strerror})"
