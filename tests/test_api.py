@@ -102,7 +102,43 @@ def test_a_sweep_as_a_frame(small_sweep):
 
 @pytest.mark.slow
 def test_a_store_without_runs(tmp_path):
+    from backprop_lab import tracking
+
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracking.prepare_store(uri, "backprop-lab")
     assert list(runs_frame(uri=uri).columns) == ["run_id", "name", "status"]
     with pytest.raises(TrackingError, match="no sweep"):
         runs_frame("latest", uri=uri)
+
+
+def frame_refusal(uri: str) -> str:
+    with pytest.raises(TrackingError) as raised:
+        runs_frame(uri=uri)
+    assert "\n" not in str(raised.value)
+    return str(raised.value)
+
+
+def test_another_programs_sqlite_file_is_refused_and_left_as_it_was(tmp_path):
+    import sqlite3
+
+    db = tmp_path / "app.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE users (id INTEGER)")
+    conn.close()
+    before = db.read_bytes()
+    assert frame_refusal(f"sqlite:///{db}").startswith(f"{db}: not an MLflow tracking store (it holds tables users)")
+    assert db.read_bytes() == before  # MLflow's tables were not added to it
+
+
+def test_a_file_that_is_not_a_database_is_one_line(tmp_path):
+    db = tmp_path / "mlflow.db"
+    db.write_bytes(os.urandom(4096))
+    assert frame_refusal(f"sqlite:///{db}").startswith(f"{db}: not a readable sqlite database")
+
+
+def test_a_store_that_is_not_there_is_not_created(tmp_path):
+    db = tmp_path / "mlruns" / "mlflow.db"
+    assert frame_refusal(f"sqlite:///{db}") == (
+        f"{db}: no tracking store there; check the path (a run creates the store)"
+    )
+    assert os.listdir(tmp_path) == []

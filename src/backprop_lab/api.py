@@ -66,24 +66,30 @@ def run(overrides: Sequence[str] = (), launch_dir: Union[str, Path, None] = None
         raise
 
 
-def _store_uri(uri: Optional[str]) -> str:
+def _existing_store(uri: Optional[str]) -> str:
+    """The store to read, checked as the CLI checks it: a file of another program, a damaged or foreign schema, or
+    a store that is not there is a TrackingError with one line, before MLflow opens (and would create or migrate)
+    it."""
     from backprop_lab import store
 
-    return store.resolve_store(uri, Path.cwd())[0]
+    uri = store.resolve_store(uri, Path.cwd())[0]
+    store.check_store(uri, existing=True)
+    return uri
 
 
 def _records(sweep: Optional[str] = None, experiment: str = EXPERIMENT, uri: Optional[str] = None) -> list[RunRecord]:
     """The job runs `runs_frame` tabulates, with every per-layer metric read by layer."""
     from backprop_lab import runs
     from backprop_lab.errors import TrackingError
+    from backprop_lab.redaction import redact
 
-    uri = _store_uri(uri)
+    uri = _existing_store(uri)
     if sweep is None:
         return runs.experiment_records(uri, experiment, by_layer=True)
     if sweep == "latest":
         found = runs.latest_sweep(uri, experiment)
         if found is None:
-            raise TrackingError(f"no sweep in experiment {experiment!r} of {uri}; run one with -m")
+            raise TrackingError(f"no sweep in experiment {experiment!r} of {redact(uri)}; run one with -m")
         sweep = found
     return runs.sweep_records(uri, sweep, by_layer=True)[1]
 
@@ -105,7 +111,8 @@ def runs_frame(
 ) -> pandas.DataFrame:
     """One row per job run, flat columns (see `flat_row`): of the sweep whose parent run id is `sweep`, of the
     latest sweep for "latest", or of the whole experiment (sweep parents left out) for None. The store is `uri`, or
-    the default one under the current directory. Rows come newest first (a resumed sweep's reused runs after its
+    the default one under the current directory; one that is not an MLflow store, or not there, raises TrackingError
+    with one line. Rows come newest first (a resumed sweep's reused runs after its
     own); a column a run lacks (a layer of a deeper net) is NaN there."""
     import pandas as pd
 
