@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
+import yaml
 from helpers import composed
 from mlflow.tracking import MlflowClient
 
-from backprop_lab import pipeline, rerun, runs
+from backprop_lab import labels, pipeline, rerun, runs
 
 FAST = ["data=synthetic", "data.n_train=200", "data.n_valid=50", "timing.min_run_time=0.01"]
 
@@ -48,7 +50,9 @@ def test_a_changed_seed_changes_what_the_seed_drives(logged, tmp_path):
     client = MlflowClient(store)
     config_yaml = (runs.logged_run(store, run_id).config_yaml or "").replace("seed: 0", "seed: 1")
     client.log_text(run_id, config_yaml, "config/config.yaml")
-    (verdict,) = rerun.rerun(run_id, store, tmp_path, 1e-6, 1e-9, console=_quiet())
+    (verdict,) = rerun.rerun(run_id, store, tmp_path, 1e-6, 1e-9, console=_quiet(), accept_edited=True)
+    said = client.get_run(verdict.rerun_id).data.tags[rerun.EDITED_TAG]
+    assert said.endswith("edited after the run, at seed (0 -> 1)")
     changed = {c.key for c in verdict.differing}
     assert {"init/w_mean", "init/w_std", "loss", "data/train_mean_raw"} <= changed  # synthetic data is seeded too
     assert "init/b_mean" not in changed  # biases are zero whatever the seed
@@ -87,7 +91,8 @@ def test_bad_inputs_are_one_line_errors(logged, tmp_path, capsys):
     client.set_terminated(foreign)
     broken = pipeline.run(composed(*FAST, f"tracking.uri={store}"), [], launch_dir=tmp_path).run.run_id
     text = runs.logged_run(store, broken).config_yaml.replace("seed: 0", "seed: 0\nshiny_new_key: 1")
-    client.log_text(broken, text, "config/config.yaml")
+    client.log_text(broken, text, "config/config.yaml")  # as another version of the project would have logged it:
+    client.set_tag(broken, "config.sha256", labels.config_digest(yaml.safe_load(text)))  # its tag agrees
     cases = {
         "no-such-run": "error: run no-such-run: not found in",
         foreign: f"error: run {foreign} has no config/config.yaml artifact",
@@ -98,6 +103,69 @@ def test_bad_inputs_are_one_line_errors(logged, tmp_path, capsys):
         assert rerun.main([bad, "--tracking-uri", store]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(expected), err
+
+
+def test_a_config_edited_in_the_store_is_refused_before_anything_runs(logged, capsys):
+    store, run_id = logged
+    client = MlflowClient(store)
+    text = runs.logged_run(store, run_id).config_yaml
+    client.log_text(run_id, text.replace("factor: 8.0", "factor: 999"), "config/config.yaml")
+    before = len(client.search_runs([client.get_run(run_id).info.experiment_id]))
+    assert rerun.main([run_id, "--tracking-uri", store]) == 2
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    tag = client.get_run(run_id).data.tags["config.sha256"]
+    assert err == (f"error: run {run_id}: its config/config.yaml does not hash to its config.sha256 tag "
+                   f"({tag[:12]}...): edited after the run, at check.factor (8.0 -> 999); refused "
+                   "(--accept-edited-config reruns it as it is now)")  # fmt: skip
+    assert len(client.search_runs([client.get_run(run_id).info.experiment_id])) == before  # nothing ran
+    client.delete_tag(run_id, "config.sha256")
+    assert rerun.main([run_id, "--tracking-uri", store]) == 2
+    assert "it has no config.sha256 tag to check its config/config.yaml against" in capsys.readouterr().err
+    assert rerun.main([run_id, "--tracking-uri", store, "--accept-edited-config"]) == 0  # said, then rerun
+    assert "note: run " in capsys.readouterr().out
+
+
+def test_a_sweep_with_one_edited_child_reruns_none(tmp_path, capsys):
+    from helpers import cli
+
+    done = cli(tmp_path, "-m", "impl=functional,nn", *FAST)
+    assert done.returncode == 0, done.stderr
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    parent = runs.latest_sweep(uri, "backprop-lab")
+    client = MlflowClient(uri)
+    last = sorted(runs.child_statuses(uri, parent))[-1]
+    client.log_text(last, runs.logged_run(uri, last).config_yaml.replace("seed: 0", "seed: 3"), "config/config.yaml")
+    before = len(client.search_runs([client.get_run(parent).info.experiment_id]))
+    assert rerun.main([parent, "--tracking-uri", uri]) == 2
+    assert f"error: run {last}: its config/config.yaml does not hash" in capsys.readouterr().err
+    assert len(client.search_runs([client.get_run(parent).info.experiment_id])) == before  # not even a parent
+
+
+@pytest.mark.parametrize(
+    "text, error",
+    [
+        ("a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n"
+                                                          for a, b in zip("abcdefgh", "bcdefghi")),
+         "config/config.yaml: a YAML anchor or alias at line 1"),
+        ("[" * 5000 + "]" * 5000, "config/config.yaml: nested deeper than 16 levels at line 1"),
+    ],
+)  # fmt: skip
+def test_a_logged_config_bomb_is_refused_in_a_line(logged, tmp_path, text, error):
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    store, run_id = logged
+    client = MlflowClient(store)
+    artifacts = client.get_run(run_id).info.artifact_uri.removeprefix("file://")
+    (Path(artifacts) / "config" / "config.yaml").write_text(text)
+    started = time.time()
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "rerun.py"), run_id, "--tracking-uri", store],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert time.time() - started < 20
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.stderr.startswith(f"error: run {run_id}: {error}")
 
 
 def test_unreachable_server_fails_fast(capsys):

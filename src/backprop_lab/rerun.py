@@ -19,15 +19,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from backprop_lab import redaction, runs, stop, store, sweep, tracking, validation
+from backprop_lab import labels, redaction, runs, stop, store, sweep, tracking, validation
 from backprop_lab.errors import ConfigError, UserError
 from backprop_lab.runs import LoggedRun
 
 TIMING_PREFIXES = ("time/", "wall/", "mem/")  # measurements of the machine: reported, never judged
+CONFIG_TAG = "config.sha256"  # labels.config_digest of the config the run ran, set when it started
+EDITED_TAG = "rerun.config_edited"  # on a rerun of a config accepted though it was edited: what was found
 
 
 @dataclass
@@ -104,31 +106,85 @@ def compare(original: LoggedRun, rerun: LoggedRun, rtol: float, atol: float) -> 
     return Verdict(original.record.run_id, rerun.record.run_id, environment, checks, timings, tolerance)
 
 
-def rerun_one(uri: str, original: LoggedRun, launch_dir: Path, parent_run_id: Optional[str] = None):
+def _changed_params(original: LoggedRun, logged: dict) -> list[str]:
+    """The params the logged config no longer gives, as `key (logged value -> value now)`: the edit, where cheap."""
+    try:
+        now = tracking.flatten(labels.params(logged))
+    except (KeyError, TypeError, AttributeError, ValueError):  # not even the shape of a config: no params to compare
+        return []
+    then = {k: v for k, v in original.record.params.items() if k.split(".")[0] not in labels.NOT_PARAMS}
+    return [f"{k} ({then.get(k, 'absent')[:40]} -> {now.get(k, 'absent')[:40]})"
+            for k in sorted(now.keys() | then.keys()) if now.get(k) != then.get(k)]  # fmt: skip
+
+
+def edited(original: LoggedRun, logged: dict) -> Optional[str]:
+    """Why the logged config is not the one the run ran (its `config.sha256` tag, labels.config_digest of its
+    params, no longer matches), or None when it is."""
+    tag = original.record.tags.get(CONFIG_TAG)
+    if not tag:
+        return f"it has no {CONFIG_TAG} tag to check its {validation.LOGGED_CONFIG} against"
+    try:
+        if labels.config_digest(logged) == tag:
+            return None
+    except (KeyError, TypeError, AttributeError, ValueError):
+        pass  # not even the shape of a config: edited, whatever it was
+    changed = _changed_params(original, logged)
+    where = f", at {', '.join(changed[:4])}{' ...' if len(changed) > 4 else ''}" if changed else ""
+    mismatch = f"its {validation.LOGGED_CONFIG} does not hash to its {CONFIG_TAG} tag ({tag[:12]}...)"
+    return f"{mismatch}: edited after the run{where}"
+
+
+@dataclass
+class Prepared:
+    original: LoggedRun
+    cfg: DictConfig  # the logged config, checked, pointed at this store
+    edited: Optional[str]  # why it is not the config the run ran, when --accept-edited-config let it through
+
+
+def prepare(uri: str, original: LoggedRun, accept_edited: bool) -> Prepared:
+    """The run's own config, bounded, verified against its tag and checked, before anything runs."""
+    run_id = original.record.run_id
+    if not original.config_yaml:
+        raise UserError(f"run {run_id} has no {validation.LOGGED_CONFIG} artifact: another program logged it; "
+                        "nothing to rerun")  # fmt: skip
+    commit = original.record.tags.get("git.commit", "unknown")
+    try:
+        validation.check_logged_bounds(original.config_yaml)
+    except ConfigError as e:
+        raise UserError(f"run {run_id}: {e}") from None
+    try:
+        logged = validation.read_logged(original.config_yaml)
+        why = edited(original, logged)
+        if why and not accept_edited:
+            raise UserError(f"run {run_id}: {why}; refused (--accept-edited-config reruns it as it is now)")
+        cfg = validation.checked_logged(logged)
+    except ConfigError as e:
+        raise UserError(f"run {run_id}: its config no longer validates ({e}); check out commit {commit} to rerun it"
+                        ) from None  # fmt: skip
+    cfg = OmegaConf.merge(cfg, {"tracking": {"uri": uri, "experiment": original.experiment}})
+    return Prepared(original, cfg, why)
+
+
+def rerun_one(prepared: Prepared, launch_dir: Path, console: Console, parent_run_id: Optional[str] = None):
     """Execute the pipeline again with the run's own config; return the new run, read back from the store."""
     from backprop_lab import pipeline
 
-    run_id = original.record.run_id
-    if not original.config_yaml:
-        raise UserError(f"run {run_id} has no config/config.yaml artifact: another program logged it; nothing to rerun")
-    try:
-        cfg = validation.from_logged(original.config_yaml)
-    except ConfigError as e:
-        commit = original.record.tags.get("git.commit", "unknown")
-        raise UserError(
-            f"run {run_id}: its config no longer validates ({e}); check out commit {commit} to rerun it"
-        ) from None
-    cfg = OmegaConf.merge(cfg, {"tracking": {"uri": uri, "experiment": original.experiment}})
+    original, run_id = prepared.original, prepared.original.record.run_id
+    job_tags = {"rerun_of": run_id}
+    if prepared.edited:
+        console.print(f"note: run {run_id}: {prepared.edited}; rerunning it as it is now (--accept-edited-config)",
+                      markup=False, highlight=False, soft_wrap=True)  # fmt: skip
+        job_tags[EDITED_TAG] = prepared.edited
     overrides = original.record.tags.get("overrides", "").split()
     result = pipeline.run(
-        cfg,
+        prepared.cfg,
         [o for o in overrides if o != "(none)"],
         launch_dir,
         parent_run_id=parent_run_id,
-        job_tags={"rerun_of": run_id},
+        job_tags=job_tags,
         console=Console(stderr=True, quiet=True),
     )
-    return runs.logged_run(uri, result.run.run_id)
+    return runs.logged_run(prepared.cfg.tracking.uri, result.run.run_id)
 
 
 def _f(x: Optional[float]) -> str:
@@ -171,25 +227,30 @@ def print_verdict(v: Verdict, console: Console) -> None:
     console.print(f"verdict: [bold]{word}[/] ({len(v.differing)} of {len(v.checks)} metric values differ)")
 
 
-def rerun(run_id: str, uri: str, launch_dir: Path, rtol: float, atol: float, console: Console) -> list[Verdict]:
+def rerun(run_id: str, uri: str, launch_dir: Path, rtol: float, atol: float, console: Console,
+          accept_edited: bool = False) -> list[Verdict]:  # fmt: skip
     store.check_store(uri)
     original = runs.logged_run(uri, run_id)
     if original.record.tags.get(tracking.SWEEP_TAG) != "parent":
-        verdict = compare(original, rerun_one(uri, original, launch_dir), rtol, atol)
+        verdict = compare(original, rerun_one(prepare(uri, original, accept_edited), launch_dir, console), rtol, atol)
         print_verdict(verdict, console)
         return [verdict]
     children = runs.child_statuses(uri, run_id)
+    todo, not_rerun = [], []
+    for child_id, status in sorted(children.items()):  # every child checked before any runs
+        child = runs.logged_run(uri, child_id)
+        if status != "FINISHED":  # nothing to reproduce: say so, and go on with the others
+            not_rerun.append((child_id, status, child.record.tags.get("error", "")))
+        else:
+            todo.append(prepare(uri, child, accept_edited))
     experiment_id = tracking.prepare_store(uri, original.experiment)
     parent = sweep.open_parent(uri, experiment_id, f"rerun of {original.record.name}"[:250], {"rerun_of": run_id})
-    verdicts, not_rerun = [], []
+    verdicts = []
     try:
-        for child_id, status in sorted(children.items()):
-            child = runs.logged_run(uri, child_id)
-            if status != "FINISHED":  # nothing to reproduce: say so, and go on with the others
-                not_rerun.append((child_id, status, child.record.tags.get("error", "")))
-                continue
-            console.print(f"rerunning {child.record.name} ({child_id})")
-            verdicts.append(compare(child, rerun_one(uri, child, launch_dir, parent), rtol, atol))
+        for prepared in todo:
+            child = prepared.original
+            console.print(f"rerunning {child.record.name} ({child.record.run_id})")
+            verdicts.append(compare(child, rerun_one(prepared, launch_dir, console, parent), rtol, atol))
     finally:
         sweep.close_parent(uri, parent)
     for verdict in verdicts:
@@ -212,13 +273,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--tracking-uri", help="default: sqlite:///mlruns/mlflow.db under the current directory")
     parser.add_argument("--rtol", type=float, default=1e-6, help="relative tolerance when the environment differs")
     parser.add_argument("--atol", type=float, default=1e-9, help="absolute tolerance when the environment differs")
+    parser.add_argument("--accept-edited-config", action="store_true",
+                        help=f"rerun a run whose {validation.LOGGED_CONFIG} no longer matches its {CONFIG_TAG} tag "
+                        "(edited in the store, or logged without the tag), as it is now")  # fmt: skip
     args = parser.parse_args(argv)
     redaction.protect_process()
     stop.install()
     uri, _ = store.resolve_store(args.tracking_uri, Path.cwd())
     console = Console(width=None if sys.stdout.isatty() else 140)
     try:
-        verdicts = rerun(args.run_id, uri, Path.cwd(), args.rtol, args.atol, console)
+        verdicts = rerun(args.run_id, uri, Path.cwd(), args.rtol, args.atol, console, args.accept_edited_config)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
