@@ -177,6 +177,38 @@ def test_a_joblib_worker_killed_by_sigkill_ends_its_sweep(tmp_path):
     assert found["parent"] == ["FAILED"] and "RUNNING" not in found["child"] and "KILLED" in found["child"], found
 
 
+def _children(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def test_the_joblib_workers_of_a_sweep_killed_by_sigkill_end_with_it(tmp_path):
+    """A SIGKILLed sweep cannot stop its loky workers: each notices it was orphaned and stops as on SIGTERM, its run
+    KILLED, within seconds (they used to run on for minutes)."""
+    uri = prepared(tmp_path)
+    proc = start(tmp_path, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "impl=functional,nn",
+                 *SLOW_TIMING)  # fmt: skip
+    wait_until(lambda: sum(r.info.status == "RUNNING" and "grad/all_close" in r.data.metrics for r in runs(uri)) == 2,
+               proc)  # fmt: skip
+    workers = {int(r.data.tags["backprop_lab.owner"].split("/")[2]) for r in runs(uri) if r.info.status == "RUNNING"
+               and "grad/all_close" in r.data.metrics}  # fmt: skip
+    assert workers <= _children(proc.pid)
+    proc.kill()
+    proc.communicate()
+    deadline = time.time() + 60  # PARENT_POLL_S, then the stop (or stop.STUCK_AFTER_S at the most)
+    while time.time() < deadline and any(Path(f"/proc/{pid}").exists() for pid in workers):
+        time.sleep(0.5)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+    assert statuses(uri)["child"] == ["KILLED", "KILLED"]
+
+
 def test_sigterm_to_a_rerun_ends_it_killed(tmp_path):
     done = run(tmp_path, *FAST)
     assert done.returncode == 0, done.stderr

@@ -29,6 +29,8 @@ from backprop_lab.errors import UserError
 from backprop_lab.loading import collector_paused
 from backprop_lab.validation import describe, single_run, validate
 
+_main_pid: Optional[int] = None  # the process that ran main(); a job elsewhere is a launcher's worker
+
 
 def job(cfg: DictConfig) -> Optional[float]:
     """Hydra's task function: one job, a single run or one job of a sweep. It returns the config's objective, for
@@ -37,6 +39,9 @@ def job(cfg: DictConfig) -> Optional[float]:
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     searching = objectives.chosen(cfg.objective) != objectives.NONE
     redaction.protect_process()  # again in a launcher's worker, which did not run main()
+    if os.getpid() != _main_pid:  # a worker: stop honestly on a signal, and with the sweep that started it
+        stop.install()
+        stop.end_with_parent()
     try:
         cfg = plain(cfg)
         if not in_sweep:
@@ -133,6 +138,8 @@ def _stopped(status: str, message: str) -> None:
 
 
 def main() -> None:
+    global _main_pid
+    _main_pid = os.getpid()
     redaction.protect_process()
     stop.install()
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us, to print them as one line

@@ -7,6 +7,8 @@
   recording the KILLED status: it is noted, not raised.
 - A stop takes a second or two. A process still alive STUCK_AFTER_S after the first signal prints where each of
   its threads is (faulthandler: code locations only, no values), so that a stop that hangs says where.
+- A launcher's worker (joblib's loky processes) outlives a sweep killed by SIGKILL: it is re-parented and would go
+  on for minutes. `end_with_parent` watches for that and stops the worker as SIGTERM would, its run ending KILLED.
 - SIGXFSZ (a file-size limit, `ulimit -f`) would kill the process outright, leaving the run RUNNING: ignored, the
   write fails with an OSError instead and the run ends FAILED.
 """
@@ -14,12 +16,16 @@
 from __future__ import annotations
 
 import faulthandler
+import os
 import signal
 import sys
 import threading
+import time
 
 requested = threading.Event()
 STUCK_AFTER_S = 20
+PARENT_POLL_S = 1.0  # how soon a worker notices that the process that started it is gone
+_watching = threading.Event()
 
 
 def check() -> None:
@@ -37,7 +43,9 @@ def _on_signal(signum, frame) -> None:
 
 
 def install() -> None:
-    """For an entry point's main thread."""
+    """For an entry point's main thread, and a launcher's worker's (where it is a no-op elsewhere)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
     if hasattr(signal, "SIGXFSZ"):
@@ -48,3 +56,21 @@ def ignore_further() -> None:
     """Once the runs are ended and the process is leaving: a late signal changes nothing, and says nothing."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def end_with_parent(grace_s: float = STUCK_AFTER_S) -> None:
+    """For a launcher's worker: once the process that started it is gone (killed, crashed), stop as on SIGTERM, and
+    leave for good `grace_s` later if that stop did not end the process. Started once per process."""
+    if _watching.is_set():
+        return
+    _watching.set()
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="end-with-parent", daemon=True).start()
