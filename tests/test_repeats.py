@@ -86,3 +86,25 @@ def test_a_seed_sweep_reports_means_intervals_and_error_bars(tmp_path):
     assert any(line.startswith("| lean |") and line.rstrip(" |").endswith(expected) for line in table)
     parent = runs.sweep_records(uri, runs.latest_sweep(uri, "backprop-lab"))[0]
     assert "[95% interval]" in parent.tags["mlflow.note.content"]  # the parent's description: the same table
+
+
+def test_repeats_lacking_a_number_are_shown_with_it_marked():
+    """A choice whose repeats never logged the ratio (another version of the project) reads n/a in the table and
+    its note, and its bar is left out of that figure; one repeat lacking it leaves the mean of the others."""
+    from backprop_lab import report_figures
+
+    rows = [row("lean", s, r, 1.0) for s, r in enumerate((0.90, 0.92, 0.91))]
+    rows += [row("module", s, 3.0, 2.0) for s in range(3)]
+    for r in rows:
+        r.metrics |= {"grad/worst_error_ratio": 1.0, "time/forward_ms": 1.0}
+    for r in rows[3:]:
+        del r.metrics["time/backward_vs_autograd"]
+    del rows[0].metrics["time/backward_vs_autograd"]
+    lean, module = repeats.grouped(rows)
+    assert lean.intervals["time/backward_vs_autograd"].n == 2 and "time/backward_vs_autograd" not in module.metrics
+    (cells,) = [c for c in report.table([lean, module], "t").rows if c[0] == "module"]
+    assert cells[-1] == "n/a"
+    assert report.missing_lines([lean, module]) == [
+        "n/a: module logged no time/backward_vs_autograd (another version of the project?)"]
+    figure = report_figures.figures([lean, module])["backward_vs_autograd.png"]
+    assert len(figure.axes[0].patches) == 1 and "\nleft out, n/a: module\n" in figure.axes[0].get_title()

@@ -6,7 +6,7 @@ import pytest
 from helpers import ROOT
 from mlflow.tracking import MlflowClient
 
-from backprop_lab import report, runs
+from backprop_lab import report, report_figures, runs
 
 pytestmark = pytest.mark.slow
 
@@ -72,3 +72,97 @@ def test_the_report_pages_carry_their_figures(sweep_store, tmp_path):
     assert report.main(["--tracking-uri", uri, "--out", str(out)]) == 0
     page, md = (out / "report.html").read_text(), (out / "report.md").read_text()
     assert page.count('<img src="data:image/png;base64,') == md.count("](data:image/png;base64,") == 5
+
+
+def _made_up_sweep(uri: str, children: list[tuple[dict, dict]]) -> str:
+    """A sweep written straight into a store, as another version of the project might have: its parent's id. Each
+    child is (params, metrics at step 0); every one also logs the by-layer series the figures draw."""
+    from backprop_lab import tracking
+
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("backprop-lab")
+    parent = client.create_run(experiment, tags={tracking.SWEEP_TAG: "parent", "overrides": "made up"}).info.run_id
+    for i, (params, metrics) in enumerate(children):
+        run = client.create_run(experiment, tags={tracking.PARENT_TAG: parent, "hydra.job.num": str(i),
+                                                  "first_divergent": "none"}).info.run_id  # fmt: skip
+        for key, value in params.items():
+            client.log_param(run, key, value)
+        for key, value in metrics.items():
+            client.log_metric(run, key, value, step=0)
+        for key in runs.SERIES:
+            for layer in (1, 2):
+                client.log_metric(run, key, 0.5 * layer, step=layer)
+        client.set_terminated(run)
+    client.set_terminated(parent)
+    return parent
+
+
+COMPLETE = {"grad/all_close": 1.0, "grad/worst_error_ratio": 2.0, "time/forward_ms": 1.0, "time/forward_iqr_ms": 0.1,
+            "time/backward_ms": 2.0, "time/backward_iqr_ms": 0.2, "time/backward_vs_autograd": 1.1,
+            "time/backward_gflop": 0.01}  # fmt: skip
+
+
+def test_a_run_lacking_any_shown_number_is_reported_with_it_marked(tmp_path, store):
+    """One child lacking each number the report reads, beside a complete one: every table cell, figure and note is
+    made, the missing ones read n/a, and the figures name the runs they leave out."""
+    lacking = [k for k in COMPLETE if k != "time/backward_gflop"]
+    children = [({"impl.name": "complete", "check.factor": "8.0"}, COMPLETE)]
+    children += [({"impl.name": f"no-{key}", "check.factor": "8.0"}, {k: v for k, v in COMPLETE.items() if k != key})
+                 for key in lacking]  # fmt: skip
+    parent = _made_up_sweep(store, children)
+    out = tmp_path / "report"
+    assert report.main([parent, "--tracking-uri", store, "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in md.splitlines() if line.startswith("| ")}
+    assert "n/a" not in rows["complete"]
+    assert rows["no-time/backward_vs_autograd"].endswith("| n/a |")
+    assert "| n/a | none |" in rows["no-grad/all_close"] and "1.00 ± n/a" in rows["no-time/forward_iqr_ms"]
+    for key in ("grad/all_close", "grad/worst_error_ratio", "time/forward_ms", "time/backward_ms",
+                "time/backward_vs_autograd"):  # fmt: skip
+        assert f"- n/a: no-{key} logged no {key} (another version of the project?)" in md
+    assert {"backward_time.png", "backward_vs_autograd.png", "grad_check.png"} <= {p.name for p in out.iterdir()}
+    figures = report_figures.figures(report.to_rows(runs.sweep_records(store, parent)[1]))
+    title = figures["backward_vs_autograd.png"].axes[0].get_title()
+    assert title.endswith("left out, n/a: no-time/backward_vs_autograd")
+    assert len(figures["backward_vs_autograd.png"].axes[0].patches) == len(children) - 1
+
+
+def test_a_scaling_sweep_lacking_a_ratio_still_fits_and_says_so(tmp_path, store):
+    children = [({"impl.name": impl, "data.n_train": str(n)},
+                 {**COMPLETE, "time/backward_gflop": 0.01 * n, "time/backward_ms": 2.0 * n})
+                for impl in ("autograd", "lean") for n in (1, 2, 4)]  # fmt: skip
+    del children[3][1]["time/backward_vs_autograd"]  # lean's smallest problem
+    parent = _made_up_sweep(store, children)
+    assert report.main([parent, "--tracking-uri", store, "--out", str(tmp_path)]) == 0
+    md = (tmp_path / "report.md").read_text()
+    assert "- lean against autograd: n/a × on the smallest problem (0.01 GFLOP), 1.10 × on the largest" in md
+    assert "scaling.png" in {p.name for p in tmp_path.iterdir()}
+
+
+def test_factors_that_differ_draw_no_single_line():
+    rows = [report.Row(str(i), {"check.factor": f}, "FINISHED", {"grad/worst_error_ratio": 2.0}, {}, {},
+                       {"check.factor": f}) for i, f in enumerate(("8.0", "100.0"))]  # fmt: skip
+    figure = report_figures.figures(rows)["grad_check.png"]
+    assert "check.factor differs or is not logged: not drawn" in figure.axes[0].get_title()
+    assert not figure.axes[0].lines
+
+
+def test_ctrl_c_during_the_report_is_one_line(sweep_store, tmp_path):
+    """A real SIGINT while the report works (its figures take a second or more): one line, exit 130."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cwd, _ = sweep_store
+    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "report.py"), "--out", str(tmp_path)], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    for _ in range(600):  # its first output is the table: past the imports, into the work
+        if proc.stdout.readline().strip().startswith("sweep"):
+            break
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert err.splitlines() == ["interrupted: the report is not finished; what it wrote or logged so far may be "
+                                "partial"]

@@ -17,7 +17,7 @@ from typing import Optional
 
 from rich.console import Console
 
-from backprop_lab import labels, redaction, repeats, report_figures, runs, store, tables, tracking
+from backprop_lab import labels, redaction, repeats, report_figures, runs, stop, store, tables, tracking
 from backprop_lab.errors import UserError
 from backprop_lab.objectives import METRIC as OBJECTIVE
 from backprop_lab.objectives import for_search
@@ -26,6 +26,9 @@ from backprop_lab.runs import RunRecord
 CHOICE_KEYS = ("impl.name", "init.scheme", "model.name", "data.name")  # what a run name is made of
 BUG_KEY = "bug.name"
 INF_AS_STORED = 1.7e308  # MLflow stores an infinite metric as the largest double
+MISSING = "n/a"  # a number the run did not log (a run of another version of the project, or one that stopped early)
+# the numbers every row shows: a FINISHED run lacking one is named under the table
+SHOWN = ("grad/all_close", "grad/worst_error_ratio", "time/forward_ms", "time/backward_ms", "time/backward_vs_autograd")
 
 
 @dataclass
@@ -68,7 +71,7 @@ def to_rows(records: list[RunRecord]) -> list[Row]:
 
 def _f(x: Optional[float], fmt: str = ".3g") -> str:
     if x is None:
-        return "-"
+        return MISSING
     return "inf" if x >= INF_AS_STORED else format(x, fmt)
 
 
@@ -100,7 +103,7 @@ def _ms(row: Row, name: str) -> str:
     if f"time/{name}_ms" in row.intervals:
         return _number(row, f"time/{name}_ms", ".2f")
     median, iqr = row.m(f"time/{name}_ms"), row.m(f"time/{name}_iqr_ms")
-    return "-" if median is None else f"{median:.2f} ± {iqr or 0:.2f}"
+    return MISSING if median is None else f"{median:.2f} ± {_f(iqr, '.2f')}"
 
 
 def _divergent(row: Row) -> str:
@@ -111,7 +114,7 @@ def _divergent(row: Row) -> str:
 def _verdict(row: Row) -> str:
     if row.runs > 1 and row.m("grad/all_close") is not None:
         return f"{round(row.m('grad/all_close') * row.runs)}/{row.runs}"
-    return {1.0: "yes", 0.0: "NO"}.get(row.m("grad/all_close"), "-")
+    return {1.0: "yes", 0.0: "NO"}.get(row.m("grad/all_close"), MISSING)
 
 
 def is_bug_hunt(rows: list[Row]) -> bool:
@@ -124,7 +127,7 @@ def table(rows: list[Row], title: str) -> tables.Table:
     choices = [_header(key) for key in rows[0].choices]
     if is_bug_hunt(rows):
         headers = [*choices, "status", "caught", "first divergent", "expected", "where expected", "worst ratio"]
-        cells = [[*r.choices.values(), r.status, {"NO": "yes", "yes": "NO, MISSED"}.get(_verdict(r), "-"),
+        cells = [[*r.choices.values(), r.status, {"NO": "yes", "yes": "NO, MISSED"}.get(_verdict(r), MISSING),
                   r.tags.get("first_divergent", "-"), r.tags.get("bug.expected_node", "-"),
                   "yes" if r.tags.get("first_divergent") == r.tags.get("bug.expected_node") else "NO",
                   _f(r.m("grad/worst_error_ratio"))] for r in rows]  # fmt: skip
@@ -163,8 +166,20 @@ def html_page(rows: list[Row], title: str, figures: list[Path]) -> str:
 
 
 def note_lines(rows: list[Row]) -> list[str]:
-    """The sentences under the table: fitted scaling exponents, and which rows of repeats cannot be told apart."""
-    return scaling_lines(rows) + repeats.indistinguishable(rows)
+    """The sentences under the table: what finished runs did not log, fitted scaling exponents, and which rows of
+    repeats cannot be told apart."""
+    return missing_lines(rows) + scaling_lines(rows) + repeats.indistinguishable(rows)
+
+
+def missing_lines(rows: list[Row]) -> list[str]:
+    """Each FINISHED row lacking a number the report shows (its table cell reads n/a; its figures leave it out). A run
+    that failed lacks them for the reason its status gives."""
+    lines = []
+    for row in rows:
+        lacking = [key for key in SHOWN if row.status == "FINISHED" and row.m(key) is None]
+        if lacking:
+            lines.append(f"{MISSING}: {row.label} logged no {', '.join(lacking)} (another version of the project?)")
+    return lines
 
 
 def scaling_lines(rows: list[Row]) -> list[str]:
@@ -177,9 +192,9 @@ def scaling_lines(rows: list[Row]) -> list[str]:
     for impl in (i for i in fits if i != "autograd"):
         mine = sorted((r for r in rows if r.choices.get("impl.name") == impl and r.gflop), key=lambda r: r.gflop)
         small, large = mine[0], mine[-1]
-        lines.append(f"{impl} against autograd: {small.m('time/backward_vs_autograd'):.2f}x on the smallest problem "
-                     f"({small.gflop:.3g} GFLOP), {large.m('time/backward_vs_autograd'):.2f}x on the largest "
-                     f"({large.gflop:.3g} GFLOP)")  # fmt: skip
+        small_x, large_x = (_f(r.m("time/backward_vs_autograd"), ".2f") for r in (small, large))
+        lines.append(f"{impl} against autograd: {small_x} × on the smallest problem ({small.gflop:.3g} GFLOP), "
+                     f"{large_x} × on the largest ({large.gflop:.3g} GFLOP)")  # fmt: skip
     return lines
 
 
@@ -214,11 +229,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--out", type=Path, help="folder for report.md, report.html and the figures")
     args = parser.parse_args(argv)
     redaction.protect_process()
+    stop.install()
     try:
         return report(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the report starts no run: nothing to end, only to say what is left
+        stop.ignore_further()
+        print("interrupted: the report is not finished; what it wrote or logged so far may be partial",
+              file=sys.stderr)  # fmt: skip
+        return 130
 
 
 def report(args: argparse.Namespace) -> int:

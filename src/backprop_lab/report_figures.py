@@ -16,6 +16,16 @@ FACTOR_PARAM = "check.factor"
 THEORY = {"act/std": "theory/act_std", "back/std": "theory/back_std"}  # a measured series -> what theory predicts
 
 
+def _logged(rows, key: str) -> tuple[list, str]:
+    """The rows that logged `key`, and a line naming those left out (n/a), for the figure's title."""
+    have = [r for r in rows if r.m(key) is not None]
+    lacking = [r.label for r in rows if r.m(key) is None]
+    if not lacking:
+        return have, ""
+    more = f" and {len(lacking) - 4} more" if len(lacking) > 4 else ""
+    return have, f"\nleft out, n/a: {', '.join(lacking[:4])}{more}"
+
+
 def _errors(rows, key: str, values) -> Optional[list[list[float]]]:
     """Rows of repeats: each bar's 95% interval as matplotlib's (below, above) error bars; None for single runs."""
     if not any(key in r.intervals for r in rows):
@@ -113,7 +123,8 @@ def _is_number(text: Optional[str]) -> bool:
 def _trials(rows) -> Figure:
     """A search: each trial's objective in the order tried, with the best so far; and where the trials fell in the
     first two searched numbers (a categorical choice is not drawn), coloured by objective, the best starred."""
-    trials = sorted(rows, key=lambda r: int(r.tags.get("hydra.job.num", 0)))
+    trials = sorted(rows, key=lambda r: float(r.tags["hydra.job.num"]) if _is_number(r.tags.get("hydra.job.num"))
+                    else math.inf)  # a trial without its number (not a search's) last  # fmt: skip
     scored = [(i, r) for i, r in enumerate(trials) if for_search(r.m(OBJECTIVE)) is not None]
     finite = [r.m(OBJECTIVE) for _, r in scored]
     best = [min(finite[: i + 1]) for i in range(len(finite))]
@@ -143,20 +154,25 @@ def _trials(rows) -> Figure:
 def figures(rows, peak_gflops: Optional[float] = None) -> dict[str, Figure]:
     """The figures these rows can show, by file name."""
     out = {}
-    timed = [r for r in rows if r.m("time/backward_ms") is not None]
+    timed, left_out = _logged(rows, "time/backward_ms")
     if timed:
         out["backward_time.png"] = _bars(timed, [r.m("time/backward_ms") for r in timed], "median ms",
-                                         "backward time per run", key="time/backward_ms")  # fmt: skip
-        out["backward_vs_autograd.png"] = _bars(timed, [r.m("time/backward_vs_autograd") for r in timed],
-                                                "backward / autograd's", "backward against autograd (below 1: faster)",
+                                         "backward time per run" + left_out, key="time/backward_ms")  # fmt: skip
+    ratios, left_out = _logged(rows, "time/backward_vs_autograd")
+    if ratios:
+        out["backward_vs_autograd.png"] = _bars(ratios, [r.m("time/backward_vs_autograd") for r in ratios],
+                                                "backward / autograd's",
+                                                "backward against autograd (below 1: faster)" + left_out,
                                                 line=1.0, key="time/backward_vs_autograd")  # fmt: skip
-    checked = [r for r in rows if r.m("grad/worst_error_ratio") is not None]
+    checked, left_out = _logged(rows, "grad/worst_error_ratio")
     if checked:
-        factor = float(checked[0].params.get(FACTOR_PARAM, "8.0"))
+        factors = {r.params.get(FACTOR_PARAM) for r in checked}
+        (only,) = factors if len(factors) == 1 else (None,)
+        factor = float(only) if _is_number(only) and math.isfinite(float(only)) else None
         shown = [min(max(r.m("grad/worst_error_ratio"), 1e-3), 1e15) for r in checked]  # inf drawn at the top
-        out["grad_check.png"] = _bars(checked, shown,
-                                      "worst error, in units of autograd's", "the check (dashed: check.factor)",
-                                      log=True, line=factor)  # fmt: skip
+        dashed = "dashed: check.factor" if factor is not None else "check.factor differs or is not logged: not drawn"
+        out["grad_check.png"] = _bars(checked, shown, "worst error, in units of autograd's",
+                                      f"the check ({dashed})" + left_out, log=True, line=factor)  # fmt: skip
     if any(r.series.get("act/std") for r in rows):
         out["activation_std.png"] = _by_layer(rows, "act/std", "std of the linear output", "forward half")
     if any(r.series.get("back/std") for r in rows):
