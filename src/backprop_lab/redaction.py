@@ -1,10 +1,13 @@
 """Credentials never leave the process in clear: every text the project prints, logs or writes goes through `redact`.
 
 Three nets, because a secret reaches text by more than one road:
-- a pattern for URIs with credentials, `scheme://user:secret@` and `scheme://token@`, also as Hydra escapes them in a
-  sweep (`http\\://alice\\:secret@`) and as Python's repr doubles those backslashes;
-- the secrets themselves, learnt from every URI seen and from the environment (`*PASSWORD`, `*TOKEN`, `*SECRET`,
-  `*_KEY`), replaced wherever they appear, so that a password printed outside its URI is caught too;
+- the secrets themselves, learnt exactly from the command line and the environment (a URI's password, `*PASSWORD`,
+  `*TOKEN`, `*SECRET`, `*_KEY`) and from every URI seen since, replaced first wherever they appear, in every spelling
+  a text can give them here: percent-encoded or decoded, escaped as Hydra escapes a sweep's override, quoted as YAML
+  and Python's repr quote them;
+- a pattern for URIs with credentials, `scheme://user:secret@` and `scheme://token@`, read as urllib.parse reads them
+  (the userinfo ends at the last `@` before `/`, `?` or `#`), also as Hydra escapes them (`http\\://alice\\:secret@`)
+  and as repr doubles those backslashes;
 - the process's stdout and stderr, and its logging handlers, wrapped so that text written by MLflow, Hydra or a
   traceback passes through the first two nets (`protect_process`).
 """
@@ -15,31 +18,87 @@ import logging
 import os
 import re
 import sys
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Optional
+from urllib.parse import quote, unquote
 
 MASK = "***"
 _MIN_SECRET = 4  # shorter values are too likely to be ordinary words to be replaced wherever they appear
 
-# a scheme, then `://` (its colon maybe backslash-escaped), then userinfo up to `@`
-_CREDENTIALS = re.compile(
-    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*\\*://)(?P<user>[^/@\s:\\'\"]+)(?:(?P<sep>\\*:)(?P<secret>[^/@\s'\"]*))?@"
-)
-_SECRET_QUERY = re.compile(r"(?i)([?&](?:password|passwd|pwd|token|secret|access_token|api_key)=)[^&\s'\"]*")
+_SCHEME = r"[A-Za-z][A-Za-z0-9+.-]*\\*://"  # its colon maybe backslash-escaped, once by Hydra, twice in a repr
+# in running text a URI also ends at white space; an escaped character (`\ `, `\,`, `\\`) is part of it
+_CREDENTIALS = re.compile(rf"(?P<scheme>{_SCHEME})(?P<userinfo>(?:\\.|[^/?#\s\\])*)@")
+_AUTHORITY = re.compile(rf"{_SCHEME}(?P<authority>[^/?#]*)", re.DOTALL)  # a whole value: white space is its own
+_USER_SEP = re.compile(r"(?P<user>[^:]*?)(?P<sep>\\*:)(?P<secret>.*)", re.DOTALL)
+_SECRET_QUERY = re.compile(r"(?i)([?&](?:password|passwd|pwd|token|secret|access_token|api_key)=)([^&\s'\"]*)")
+_FOLD = re.compile(r"\\\n[ \t]*(?:\\(?= ))?|(?P<space>\n[ \t]*)")  # YAML's folding: escaped in double quotes
 _SECRET_ENV = re.compile(r"(?i)(PASSWORD|PASSWD|TOKEN|SECRET|_KEY)$")
+_HYDRA_SPECIAL = re.compile(r"([\\()\[\]{}:=, \t])")  # hydra._internal.grammar.utils._ESC
+_URL_SAFE = ("", "/", "!#$%&'()*+,/:;=?@[]~")  # quote's defaults, nothing kept, and the set requests leaves as is
 
 _known: set[str] = set()
 
 
-def _unescape(text: str) -> str:
-    return re.sub(r"\\+(.)", r"\1", text)
+def _unescaped(seen: str) -> set[str]:
+    """What a text may hold: as seen, with one or two levels of backslash escapes (Hydra's, then a repr's) undone,
+    with a YAML single-quoted string's doubled quote undone."""
+    once = re.sub(r"\\(.)", r"\1", seen, flags=re.DOTALL)
+    return {seen, once, re.sub(r"\\(.)", r"\1", once, flags=re.DOTALL), seen.replace("''", "'")}
 
 
-def learn(secret: str) -> None:
-    """Remember a secret, as written and as Hydra escapes it, to replace it wherever it appears."""
-    secret = _unescape(secret)
-    if len(secret) >= _MIN_SECRET:
-        _known.add(secret)
-        _known.add(re.sub(r"([\\()\[\]{}:=, ])", r"\\\1", secret))  # Hydra's escape_special_characters
+def spellings(secret: str) -> set[str]:
+    """Every way `secret` can be written in a text here: percent-encoded or not, escaped as Hydra escapes an
+    override's value, and inside a YAML single-quoted string, a repr, a JSON or YAML double-quoted string, or a
+    Hydra quoted string."""
+    encoded = {secret} | {quote(secret, safe=safe) for safe in _URL_SAFE}
+    escaped = encoded | {_HYDRA_SPECIAL.sub(r"\\\1", s) for s in encoded}
+    quoted = set()
+    for s in escaped:
+        backslashes = s.replace("\\", "\\\\")
+        quoted |= {s, s.replace("'", "''"), backslashes, backslashes.replace("'", "\\'").replace('"', '\\"'),
+                   s.replace("'", "\\'"), s.replace('"', '\\"')}  # fmt: skip
+    return quoted
+
+
+def learn(seen: str) -> None:
+    """Remember a secret, however it was seen, to replace it in any of its spellings wherever it appears."""
+    for secret in (r for u in _unescaped(seen) for r in (u, unquote(u))):
+        if len(secret) >= _MIN_SECRET and MASK not in secret and secret not in _known:  # known: its spellings too
+            _known.update(s for s in spellings(secret) if len(s) >= _MIN_SECRET)
+
+
+def _secret_of(userinfo: str, scheme: str) -> Optional[str]:
+    """A URI's secret to learn, as urllib.parse reads it: what follows the userinfo's first `:`; without one, for
+    HTTP, the userinfo is a token (a database URI's lone user name, masked in its URI, is too common a word)."""
+    m = _USER_SEP.fullmatch(userinfo)
+    if m:
+        return m.group("secret")
+    return userinfo if "http" in scheme.lower() else None
+
+
+def _uri_secret(value: str) -> Optional[str]:
+    m = _AUTHORITY.match(value)
+    userinfo, at, _ = m.group("authority").rpartition("@") if m else ("", "", "")
+    return _secret_of(userinfo, value[: m.start("authority")]) if at else None
+
+
+def learn_argument(argument: str) -> None:
+    """Learn the secret of a URI given as a value: a command-line argument, an override `key=value` (its value
+    maybe in Hydra's quotes or escapes), `--option=value`, or an environment variable's value."""
+    values = {argument, argument.partition("=")[2]}
+    for value in list(values):
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":  # Hydra's quoted string
+            values |= {value[1:-1], re.sub(rf"\\(\\*{value[0]})", r"\1", value[1:-1])}
+    for value in values:
+        for reading in _unescaped(value.strip()):
+            secret = _uri_secret(reading)
+            if secret:
+                learn(secret)
+
+
+def learn_arguments(arguments: Iterable[str]) -> None:
+    for argument in arguments:
+        learn_argument(argument)
 
 
 def learn_environment(environ: dict[str, str] | None = None) -> None:
@@ -47,42 +106,103 @@ def learn_environment(environ: dict[str, str] | None = None) -> None:
     for name, value in (os.environ if environ is None else environ).items():
         if _SECRET_ENV.search(name):
             learn(value)
-        redact(value)  # learns the secret of a URI such as MLFLOW_TRACKING_URI's
+        learn_argument(value)  # such as MLFLOW_TRACKING_URI's
+
+
+def _unfolded(text: str) -> tuple[str, list[int]]:
+    """`text` with YAML's line folding undone, and where each of its characters came from in `text`. YAML breaks a
+    long string's line at a space (a line break and an indentation instead), and a double-quoted string's anywhere
+    (an escaped line break): a secret in Hydra's saved files can be cut in two."""
+    view, origin, last = [], [], 0
+    for m in _FOLD.finditer(text):
+        view.append(text[last : m.start()])
+        origin.extend(range(last, m.start()))
+        if m.group("space"):
+            view.append(" ")
+            origin.append(m.start())
+        last = m.end()
+    view.append(text[last:])
+    origin.extend(range(last, len(text) + 1))
+    return "".join(view), origin
 
 
 def redact(text: Any) -> Any:
     """`text` with credentials replaced by ***; anything that is not a string is returned as it is."""
     if not isinstance(text, str):
         return text
+    view, origin = _unfolded(text) if "\n" in text else (text, None)
+    spans = []  # of `view`, to mask
+    for m in _CREDENTIALS.finditer(view):
+        scheme, info = m.group("scheme"), m.group("userinfo")
+        secret = _secret_of(info, scheme)
+        if secret is not None:
+            learn(secret)
+        user = _USER_SEP.fullmatch(info)
+        spans.append((m.start("userinfo") + user.start("secret"), m.end("userinfo")) if user else m.span("userinfo"))
+    spans += [m.span(2) for m in _SECRET_QUERY.finditer(view)]
+    for secret in _known:  # after the pattern, which may have learnt one here; a known secret also where the
+        at = view.find(secret)  # pattern cuts it short (a space) or sees no URI
+        while at >= 0:
+            spans.append((at, at + len(secret)))
+            at = view.find(secret, at + 1)
+    if origin is not None:
+        spans = [(origin[start], origin[end - 1] + 1) for start, end in spans if end > start]
+    merged: list[list[int]] = []
+    for start, end in sorted(span for span in spans if span[1] > span[0]):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    shown, last = [], 0
+    for start, end in merged:
+        shown += [text[last:start], MASK]
+        last = end
+    return "".join(shown) + text[last:]
 
-    def userinfo(m: re.Match) -> str:
-        if m.group("secret") is None:
-            if m.group("scheme").lower().startswith("http"):  # a token; a database URI's lone user name is not secret
-                learn(m.group("user"))
-            return f"{m.group('scheme')}{MASK}@"
-        learn(m.group("secret"))
-        return f"{m.group('scheme')}{m.group('user')}{m.group('sep')}{MASK}@"
 
-    text = _SECRET_QUERY.sub(lambda m: m.group(1) + MASK, _CREDENTIALS.sub(userinfo, text))
-    for secret in sorted(_known, key=len, reverse=True):
-        if secret in text:
-            text = text.replace(secret, MASK)
-    return text
+def _null_stream(fd: int):
+    """A stream for one the process was started without (`>&-`): Python sets sys.stdout to None. Its descriptor is
+    held open on the null device, so that no file opened later takes its number and gets what a child process or a
+    C library writes there."""
+    try:
+        os.fstat(fd)
+    except OSError:
+        null = os.open(os.devnull, os.O_WRONLY)
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+    return open(os.devnull, "w")
 
 
 class RedactingStream:
     """A text stream that redacts what is written to it, and is otherwise the stream it wraps (isatty, fileno,
-    encoding, ... are the wrapped stream's: not a TextIOBase subclass, whose defaults would hide them)."""
+    encoding, ... are the wrapped stream's: not a TextIOBase subclass, whose defaults would hide them). A reader
+    that went away (a closed pipe) costs the output, not the run: what follows goes to the null device."""
 
     def __init__(self, stream):
         self._stream = stream
 
     def write(self, text: str) -> int:
-        self._stream.write(redact(text))
+        try:
+            self._stream.write(redact(text))
+        except BrokenPipeError:
+            self._reader_gone()
         return len(text)
 
     def flush(self) -> None:
-        self._stream.flush()
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._reader_gone()
+
+    def _reader_gone(self) -> None:
+        null = os.open(os.devnull, os.O_WRONLY)  # the descriptor too: Python flushes it again at exit
+        try:
+            os.dup2(null, self._stream.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        os.close(null)
+        self._stream = open(os.devnull, "w")
 
     def __getattr__(self, name: str):  # fileno, isatty, encoding, buffer, ...
         return getattr(self._stream, name)
@@ -105,10 +225,9 @@ def protect_logging() -> None:
 def protect_process(argv: list[str] | None = None) -> None:
     """For an entry point: learn the secrets of the command line and environment, and redact stdout and stderr."""
     learn_environment()
-    for arg in sys.argv if argv is None else argv:
-        redact(arg)
+    learn_arguments(sys.argv if argv is None else argv)
     if not isinstance(sys.stdout, RedactingStream):
-        sys.stdout = RedactingStream(sys.stdout)
+        sys.stdout = RedactingStream(sys.stdout if sys.stdout is not None else _null_stream(1))
     if not isinstance(sys.stderr, RedactingStream):
-        sys.stderr = RedactingStream(sys.stderr)
+        sys.stderr = RedactingStream(sys.stderr if sys.stderr is not None else _null_stream(2))
     protect_logging()
