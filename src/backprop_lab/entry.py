@@ -23,7 +23,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from backprop_lab import objectives, redaction, stop
+from backprop_lab import objectives, redaction, stop, streams
 from backprop_lab.config import CONF_DIR, plain, store_schema
 from backprop_lab.errors import UserError
 from backprop_lab.loading import collector_paused
@@ -39,6 +39,7 @@ def job(cfg: DictConfig) -> Optional[float]:
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     searching = objectives.chosen(cfg.objective) != objectives.NONE
     redaction.protect_process()  # again in a launcher's worker, which did not run main()
+    streams.tolerate_any_encoding()
     if os.getpid() != _main_pid:  # a worker: stop honestly on a signal, and with the sweep that started it
         stop.install()
         stop.end_with_parent()
@@ -53,22 +54,29 @@ def job(cfg: DictConfig) -> Optional[float]:
 
             from backprop_lab import pipeline, resume, summary, sweep
 
-        sweep_dir = Path(hydra_cfg.sweep.dir)
+        # the launch directory, whatever hydra.job.chdir made the working one: the default store lives there
+        launch_dir = Path(hydra_cfg.runtime.cwd)
+        sweep_dir = launch_dir / hydra_cfg.sweep.dir
         reused = resume.handle(cfg, sweep.parent_from_env(), hydra_cfg.job.num, sweep_dir) if in_sweep else None
         if reused is not None:  # a resumed search is told what the reused trial gave
             return objectives.for_search(reused.get(objectives.METRIC)) if searching else None
         result = pipeline.run(
             cfg,
             list(hydra_cfg.overrides.task),
-            Path.cwd(),
+            launch_dir,
             parent_run_id=sweep.parent_from_env() if in_sweep else None,
             job_tags={"hydra.job.num": str(hydra_cfg.job.num)} if in_sweep else None,
         )
-        console = Console(width=None if sys.stdout.isatty() else 110)
-        if in_sweep:
-            summary.print_job_line(result, console)
-        else:
-            summary.print_summary(result, console)
+        try:
+            console = Console(width=None if sys.stdout.isatty() else 110)
+            if in_sweep:
+                summary.print_job_line(result, console)
+            else:
+                summary.print_summary(result, console)
+        except OSError as e:  # stdout on a full device, or gone: the run is logged whole all the same
+            streams.give_up_stdout()
+            raise UserError(f"stdout: cannot print the summary ({e.strerror or e}); run {result.run.run_id} is "
+                            f"logged in full, open it: {result.ui_command}") from None  # fmt: skip
         return objectives.for_search(result.objective) if searching else None
     except UserError as e:
         if not in_sweep:

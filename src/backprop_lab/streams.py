@@ -1,0 +1,25 @@
+"""The process's standard output, which a user may point anywhere: a terminal, a pipe that closes, a full device,
+an ASCII-only locale. What the project prints must never be what fails a run that has been logged whole."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+
+def tolerate_any_encoding() -> None:
+    """A character stdout's encoding cannot hold (`×`, `·` under PYTHONIOENCODING=ascii) is written escaped, as
+    Python already does on stderr, instead of raising UnicodeEncodeError in the middle of a summary."""
+    stream = getattr(sys.stdout, "_stream", sys.stdout)  # under redaction's wrapper
+    with contextlib.suppress(AttributeError, ValueError, OSError):
+        stream.reconfigure(errors="backslashreplace")
+
+
+def give_up_stdout() -> None:
+    """After a write to stdout failed (no space left, a closed pipe): point it at /dev/null, so that what is still
+    buffered does not fail again when Python flushes it on exit (exit status 120 and a traceback)."""
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
