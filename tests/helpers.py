@@ -46,6 +46,7 @@ CONTRACT = [  # the metric names every run logs: a contract with whoever reads t
     "back/std_log10_growth",
     "loss",
     "grad/all_close",
+    "grad/inconclusive_nodes",
     "grad/all_finite",
     "grad/worst_error_ratio",
     "grad/worst_max_rel_diff",

@@ -201,3 +201,17 @@ def test_the_git_diff_is_logged_as_asked(tmp_path, store, monkeypatch, mode, cap
         assert "hunter2-pw" not in patch and "u:***@db" in patch
     else:
         assert tags["git.diff"].startswith("hash only")
+
+
+@pytest.mark.slow  # a store of its own: a few seconds
+def test_a_run_whose_precision_cannot_tell_says_inconclusive_everywhere(tmp_path, store):
+    """The issue's case on synthetic data: a gradient stopped at layer 1, at a gain whose gradients underflow
+    there: never "ok", all_close 0, no first divergent node, and the one line that says what would decide."""
+    result = run(store, tmp_path, "model=deep", "init.gain=3e-6", "impl=functional", "bug=layer_passes_zero")
+    assert not result.all_close and result.first_divergent == "none"
+    assert {c.node: c.verdict for c in result.checks}["w1"] == "inconclusive"
+    assert result.verdict.startswith("gradients INCONCLUSIVE at ") and "dtype=float64" in result.verdict
+    logged = MlflowClient(store).get_run(result.run.run_id).data
+    assert logged.metrics["grad/all_close"] == 0.0 and logged.metrics["grad/inconclusive_nodes"] >= 4
+    assert logged.tags["grad.verdict"] == "inconclusive" and logged.tags["first_divergent"] == "none"
+    assert logged.tags["grad.inconclusive"] in logged.tags["mlflow.note.content"]
