@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 from collections import Counter
 
 import pytest
-from helpers import FAST, SCRIPT, cli
+from helpers import FAST, ROOT, SCRIPT, cli, runs_in, split_sweep
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
@@ -54,3 +55,86 @@ def test_a_killed_sweep_resumes_computing_only_what_is_missing(tmp_path):
 
     estimate = cli(tmp_path, *SWEEP, "seed=1", "sweep.dry_run=true")  # new configs, shapes seen before
     assert "dry run: 3 jobs would run, about" in estimate.stdout and "without an estimate" not in estimate.stdout
+
+
+ONE_JOB = ["-m", "init=xavier", *FAST, "hydra.sweep.dir=sweep"]
+
+
+def test_each_dry_run_counts_its_own_jobs_and_creates_no_store(tmp_path):
+    for _ in range(3):  # one sweep dir: the list is this dry run's, not appended to the last one's
+        dry = cli(tmp_path, *ONE_JOB, "sweep.dry_run=true")
+        assert dry.returncode == 0, dry.stderr[-2000:]
+        assert dry.stdout.strip().splitlines()[-1] == (
+            "dry run: 1 jobs would run, about 0 s (+ 1 without an estimate); 0 would be reused")
+    assert not (tmp_path / "mlruns").exists()  # nothing to reuse or estimate from, and nothing written
+
+
+@pytest.mark.parametrize("dry_run", ["false", "true"])
+def test_an_empty_sweep_is_refused_dry_or_not(tmp_path, dry_run):
+    done = cli(tmp_path, "-m", "seed=range(0)", *FAST, f"sweep.dry_run={dry_run}")
+    assert (done.returncode, done.stderr.strip()) == (
+        1, "error: the sweep has no jobs (seed=range(0): sweeps no value; give it at least one)")
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_a_search_of_no_trials_is_refused(tmp_path):
+    done = cli(tmp_path, "-m", "+experiment=shift_search", *FAST, "hydra.sweeper.n_trials=0")
+    assert (done.returncode, done.stderr.strip()) == (
+        1, "error: the sweep has no jobs (hydra.sweeper.n_trials: 0; a search needs at least 1 trial)")
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_a_dry_run_refuses_a_deleted_experiment_as_the_sweep_does(tmp_path):
+    from backprop_lab import tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    client.delete_experiment(tracking.prepare_store(uri, "backprop-lab"))
+    sweep = cli(tmp_path, *ONE_JOB)
+    dry = cli(tmp_path, *ONE_JOB, "sweep.dry_run=true")
+    assert sweep.returncode == dry.returncode == 1
+    assert dry.stderr.strip() == sweep.stderr.strip()
+    assert dry.stderr.strip().startswith("error: tracking.experiment: 'backprop-lab' was deleted in sqlite:///")
+    assert "would run" not in dry.stdout
+
+
+def test_a_job_the_dry_run_finds_bad_fails_it_as_it_would_fail_the_sweep(tmp_path):
+    bad = ["-m", "data.n_train=-1,128", *FAST[:1], *FAST[2:]]
+    dry = cli(tmp_path, *bad, "sweep.dry_run=true")
+    assert dry.returncode == 1 and "Traceback" not in dry.stderr, dry.stderr[-2000:]
+    assert dry.stdout.strip().splitlines()[-1].endswith("; 0 would be reused; 1 failed")
+    assert dry.stderr.strip().splitlines()[-1] == "error: 1 of 2 jobs failed in the dry run; they would in the sweep"
+    sweep = cli(tmp_path, *bad)
+    assert sweep.returncode == 1 and sweep.stderr.strip().splitlines()[-1] == "error: 1 of 2 jobs failed"
+
+
+FAIL_AFTER_LOGGING = """
+import sys
+from backprop_lab import summary
+from backprop_lab.entry import main
+
+printed = []
+
+def print_job_line(result, console):  # the first job's line cannot be printed: its run has ended FINISHED
+    printed.append(result)
+    if len(printed) == 1:
+        raise OSError("stdout is gone")
+
+summary.print_job_line = print_job_line
+sys.argv[0] = "run.py"
+main()
+"""
+
+
+def test_a_job_that_fails_after_its_run_ended_fails_the_sweep(tmp_path):
+    done = subprocess.run([sys.executable, "-c", FAIL_AFTER_LOGGING, "-m", "init=xavier,normal", *FAST],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env=os.environ | {"PYTHONPATH": str(ROOT / "src")})  # fmt: skip
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1] == "error: 1 of 2 jobs failed"
+    (parent,), children = split_sweep(runs_in(tmp_path / "mlruns"))
+    assert sorted(c.info.status for c in children) == ["FINISHED", "FINISHED"]  # what they logged is whole
+    (failed,) = [c for c in children if any(k.startswith("backprop_lab.job_failed.") for k in c.data.tags)]
+    assert failed.data.tags[f"backprop_lab.job_failed.{parent.info.run_id}"] == "OSError: stdout is gone"
+    assert parent.info.status == "FAILED"
+    assert parent.data.metrics["sweep/jobs_failed"] == 1 and parent.data.metrics["sweep/jobs_finished"] == 1

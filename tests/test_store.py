@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import serve
+from helpers import FAST, cli, runs_in, serve
 
 from backprop_lab import store
 from backprop_lab.errors import ConfigError, TrackingError
@@ -364,6 +364,33 @@ def test_processes_starting_together_on_a_fresh_store_all_open_it(tmp_path):
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))  # fmt: skip
     outputs = [p.communicate(timeout=180)[0].strip() for p in procs]
     assert outputs == [""] * 8
+
+
+@pytest.mark.parametrize("uri, expected", [
+    (None, "sqlite:///{launch}/mlruns/mlflow.db"),
+    ("sqlite:///stores/mlflow.db?timeout=5", "sqlite:///{launch}/stores/mlflow.db?timeout=5"),
+    ("sqlite:////elsewhere/mlflow.db", "sqlite:////elsewhere/mlflow.db"),
+    ("sqlite:///:memory:", "sqlite:///:memory:"),  # refused by check_store, not turned into a file
+])  # fmt: skip
+def test_a_store_is_the_launch_dirs_whatever_the_working_dir(tmp_path, monkeypatch, uri, expected):
+    launch = tmp_path / "launch"
+    monkeypatch.chdir(tmp_path)
+    assert store.resolve_store(uri, launch)[0] == expected.format(launch=launch)
+
+
+@pytest.mark.slow
+def test_runs_that_change_directory_keep_the_launch_dirs_store(tmp_path):
+    """hydra.job.chdir=true runs each job in its output dir: the store, the printed UI command and a dry run's
+    reading all stay the launch dir's."""
+    single = cli(tmp_path, *FAST, "hydra.job.chdir=true")
+    assert single.returncode == 0, single.stderr[-2000:]
+    assert "--backend-store-uri sqlite:///mlruns/mlflow.db " in single.stdout
+    swept = cli(tmp_path, "-m", "init=xavier,normal", *FAST, "hydra.job.chdir=true")
+    assert swept.returncode == 0, swept.stderr[-2000:]
+    dry = cli(tmp_path, "-m", "init=xavier,normal", *FAST, "hydra.job.chdir=true", "sweep.dry_run=true")
+    assert dry.stdout.strip().splitlines()[-1] == "dry run: 0 jobs would run, about 0 s; 2 would be reused"
+    assert [p.relative_to(tmp_path) for p in tmp_path.rglob("*.db")] == [Path("mlruns/mlflow.db")]
+    assert len(runs_in(tmp_path / "mlruns")) == 4  # the run, the sweep's parent and its 2 jobs
 
 # --- 7: databases -----------------------------------------------------------------------------------------------
 

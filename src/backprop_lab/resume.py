@@ -31,19 +31,26 @@ def estimate_s(uri: str, experiment: str, shape: str) -> Optional[float]:
 def handle(cfg: Any, parent_run_id: Optional[str], job: int, sweep_dir: Path) -> Optional[dict[str, float]]:
     """For a job of a resumed or dry-run sweep: None when it must run; when it is done without computing, the
     metrics of the run it reuses ({} when only listed), so that a resumed search is told what the trial gave."""
+    from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
     if not (cfg.sweep.resume or cfg.sweep.dry_run):
         return None
     config = OmegaConf.to_container(cfg)
-    uri, _ = store.resolve_store(cfg.tracking.uri, Path.cwd())  # checked once, by the sweep's callback
-    done = runs.finished_with_tag(uri, cfg.tracking.experiment, "config.sha256", labels.config_digest(config))
+    launch_dir = Path(HydraConfig.get().runtime.cwd)  # not the working dir: hydra.job.chdir=true moves it
+    sweep_dir = launch_dir / sweep_dir  # a relative hydra.sweep.dir is the launch dir's too
+    uri, _ = store.resolve_store(cfg.tracking.uri, launch_dir)  # checked once, by the sweep's callback
+    db = store.sqlite_file(uri)
+    fresh = db is not None and not db.exists()  # nothing logged yet; opening it would create it, in a dry run too
+    digest = labels.config_digest(config)
+    done = [] if fresh else runs.finished_with_tag(uri, cfg.tracking.experiment, "config.sha256", digest)
     name = labels.run_name(cfg, labels.swept_keys())
     if cfg.sweep.dry_run:
-        guess = None if done else estimate_s(uri, cfg.tracking.experiment, labels.shape_digest(config))
-        line = {"job": job, "name": name, "reuse": done[0].run_id if done else None, "estimate_s": guess}
-        with open(sweep_dir / DRY_RUN_FILE, "a") as f:
-            f.write(json.dumps(line) + "\n")
+        from backprop_lab.validation import validate
+
+        validate(cfg)  # what the job would refuse, before torch: it would fail, not run
+        guess = None if done or fresh else estimate_s(uri, cfg.tracking.experiment, labels.shape_digest(config))
+        record(sweep_dir, {"job": job, "name": name, "reuse": done[0].run_id if done else None, "estimate_s": guess})
         what = f"would reuse run {done[0].run_id}" if done else "would run" + (
             f" (about {guess:.1f} s)" if guess is not None else " (no earlier run of its shape to estimate from)")
         print(f"job {job} {name}: {what}")
@@ -55,11 +62,36 @@ def handle(cfg: Any, parent_run_id: Optional[str], job: int, sweep_dir: Path) ->
     return None
 
 
+def start_dry_run(sweep_dir: Path) -> None:
+    """A dry run's list starts empty: an earlier dry run in the same sweep dir is not this one."""
+    (sweep_dir / DRY_RUN_FILE).write_text("")
+
+
+def record(sweep_dir: Path, line: dict) -> None:
+    """A job's line of the dry run: appended, so that a launcher's workers, in other processes, add theirs."""
+    with open(sweep_dir / DRY_RUN_FILE, "a") as f:
+        f.write(json.dumps(line) + "\n")
+
+
+def failed_jobs(sweep_dir: Path) -> tuple[int, int]:
+    """(jobs that failed, jobs) of the dry run."""
+    lines = _lines(sweep_dir)
+    return sum(1 for line in lines if line.get("failed")), len(lines)
+
+
+def _lines(sweep_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (sweep_dir / DRY_RUN_FILE).read_text().splitlines() if line]
+
+
 def summary(sweep_dir: Path) -> str:
-    """The dry run's last line: how many jobs would run, in about how long, and how many would be reused."""
-    lines = [json.loads(line) for line in (sweep_dir / DRY_RUN_FILE).read_text().splitlines() if line]
-    to_run = [line for line in lines if not line["reuse"]]
+    """The dry run's last line: how many jobs would run, in about how long, how many would be reused, and how many
+    failed to say (a failed job would fail in the sweep too)."""
+    lines = _lines(sweep_dir)
+    failed = [line for line in lines if line.get("failed")]
+    to_run = [line for line in lines if not line.get("failed") and not line["reuse"]]
     known = [line["estimate_s"] for line in to_run if line["estimate_s"] is not None]
     total = f"about {sum(known):.0f} s" + (f" (+ {len(to_run) - len(known)} without an estimate)"
                                             if len(known) < len(to_run) else "")  # fmt: skip
-    return f"dry run: {len(to_run)} jobs would run, {total}; {len(lines) - len(to_run)} would be reused"
+    reused = len(lines) - len(to_run) - len(failed)
+    return (f"dry run: {len(to_run)} jobs would run, {total}; {reused} would be reused"
+            + (f"; {len(failed)} failed" if failed else ""))  # fmt: skip

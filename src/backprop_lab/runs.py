@@ -9,7 +9,7 @@ from typing import Optional
 
 from backprop_lab.errors import TrackingError
 from backprop_lab.redaction import redact
-from backprop_lab.tracking import ALSO_IN, PARENT_TAG, SWEEP_TAG, mlflow_client
+from backprop_lab.tracking import ALSO_IN, JOB_NUM_TAG, PARENT_TAG, SWEEP_TAG, mlflow_client
 
 SERIES = ("act/std", "theory/act_std", "back/std", "theory/back_std")  # by layer (step), for the report's figures
 
@@ -77,6 +77,15 @@ def _get_run(client, uri: str, run_id: str):
     except MlflowException as e:
         detail = redact(str(e).splitlines()[0])
         raise TrackingError(f"run {run_id}: not found in {redact(uri)} ({detail}); check the id") from None
+
+
+def job_run(uri: str, parent_run_id: str, job_num: int) -> Optional[RunRecord]:
+    """The run that job `job_num` of the sweep started, None when it started none."""
+    client = mlflow_client(uri)
+    parent = _get_run(client, uri, parent_run_id)
+    query = f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.`{JOB_NUM_TAG}` = '{job_num}'"
+    found = client.search_runs([parent.info.experiment_id], query, max_results=1)
+    return _record(client, found[0]) if found else None
 
 
 def sweep_records(uri: str, parent_run_id: str, by_layer: bool = False) -> tuple[RunRecord, list[RunRecord]]:

@@ -64,10 +64,15 @@ def default_store(launch_dir: Path) -> tuple[str, str]:
 
 
 def resolve_store(uri: Optional[str], launch_dir: Path) -> tuple[str, Optional[str]]:
-    """The configured store, or the default one; a new experiment's artifact location where we choose it."""
-    if uri:
-        return uri, None
-    return default_store(launch_dir)
+    """The configured store, or the default one; a new experiment's artifact location where we choose it. A relative
+    sqlite path is the launch directory's, as the default store is, whatever the working directory (a Hydra job's
+    output directory under hydra.job.chdir=true)."""
+    if not uri:
+        return default_store(launch_dir)
+    db = sqlite_file(uri)
+    if db is not None and not db.is_absolute() and str(db) not in (".", ":memory:"):  # in-memory: refused later
+        return f"sqlite:///{launch_dir.resolve()}/{uri.removeprefix('sqlite:///')}", None
+    return uri, None
 
 
 def ui_command(uri: str, launch_dir: Path) -> str:

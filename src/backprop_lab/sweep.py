@@ -113,17 +113,21 @@ def environment_tags() -> dict[str, str]:
 def close_parent(
     uri: str, parent_run_id: str, status: Optional[str] = None, metrics: Optional[dict[str, float]] = None
 ) -> dict[str, int]:
-    """Count the children by status, end KILLED any still RUNNING (the sweep is stopping early, or their process
-    died), and end the parent: FAILED when a job failed, unless a status is given."""
-    statuses = runs.child_statuses(uri, parent_run_id)
-    for run_id, status_now in statuses.items():
+    """Count the jobs by outcome, end KILLED any child still RUNNING (the sweep is stopping early, or its process
+    died), and end the parent: FAILED when a job failed, unless a status is given. A job failed when its run ended
+    FAILED or KILLED, and also when it failed after its run ended FINISHED, or before it had one (`job_failed`)."""
+    for run_id, status_now in runs.child_statuses(uri, parent_run_id).items():
         if status_now == "RUNNING":
             tracking.end_run(uri, run_id, "KILLED", "the sweep ended before this job did")
-            statuses[run_id] = "KILLED"
-    counts = {s: list(statuses.values()).count(s) for s in ("FINISHED", "FAILED", "KILLED")}
-    failed = counts["FAILED"] + counts["KILLED"]
-    summary = {"sweep/jobs": len(statuses), "sweep/jobs_failed": failed, "sweep/jobs_finished": counts["FINISHED"]}
     parent, children = runs.sweep_records(uri, parent_run_id)
+    failed_after = sum(c.status == "FINISHED" and tracking.JOB_FAILED + parent_run_id in c.tags for c in children)
+    without_run = sum(key.startswith(tracking.JOB_FAILED + "job") for key in parent.tags)
+    statuses = [c.status for c in children]
+    counts = {"FINISHED": statuses.count("FINISHED") - failed_after,
+              "FAILED": statuses.count("FAILED") + failed_after + without_run, "KILLED": statuses.count("KILLED")}
+    jobs = len(children) + without_run
+    failed = counts["FAILED"] + counts["KILLED"]
+    summary = {"sweep/jobs": jobs, "sweep/jobs_failed": failed, "sweep/jobs_finished": counts["FINISHED"]}
     best_metrics, best_params, best_tags = best_trial(parent, children)
     tracking.log_metrics_to(uri, parent_run_id, (metrics or {}) | summary | aggregates(children) | best_metrics)
     if best_params:
@@ -131,7 +135,51 @@ def close_parent(
     if children:
         tracking.set_tags_to(uri, parent_run_id, {tracking.NOTE_TAG: description(parent, children)} | best_tags)
     tracking.end_run(uri, parent_run_id, status or ("FAILED" if failed else "FINISHED"))
-    return counts | {"jobs": len(statuses)}
+    return counts | {"jobs": jobs}
+
+
+# The error of this process's job that failed and went on (entry.job catches it so that the sweep goes on), for
+# the callback's on_job_end, which Hydra calls next in the same process, a launcher's worker included
+_job_errors: list[str] = []
+
+
+def job_failed(error: str) -> None:
+    """Say that the job now ending failed, however its run ended (or if it never had one): the sweep counts it."""
+    _job_errors.append(redaction.redact(error))
+
+
+def record_job_failure(uri: str, parent_run_id: str, job_num: int, error: str) -> None:
+    """Where the parent counts it: on the job's run when that ended FINISHED, on the parent when there is none;
+    nothing when the run ended FAILED or KILLED (it says so itself)."""
+    own = runs.job_run(uri, parent_run_id, job_num)
+    if own is None:
+        tracking.set_tags_to(uri, parent_run_id, {f"{tracking.JOB_FAILED}job{job_num}": error})
+    elif own.status == "FINISHED":
+        tracking.set_tags_to(uri, own.run_id, {tracking.JOB_FAILED + parent_run_id: error})
+
+
+def _empty_sweep(config: DictConfig) -> Optional[str]:
+    """Why the sweep would launch no job, or None: a search of no trials, a swept key with no values."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    sweeper = config.hydra.sweeper
+    if "optuna" in str(sweeper.get("_target_", "")):
+        trials = sweeper.get("n_trials")
+        if trials is not None and trials < 1:
+            return f"hydra.sweeper.n_trials: {trials}; a search needs at least 1 trial"
+        return None
+    params = sweeper.get("params") or {}
+    given = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
+    try:  # as the basic sweeper expands them: a glob needs the config groups' options
+        parsed = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader()).parse_overrides(given)
+        for override in parsed:
+            if override.is_discrete_sweep() and not list(override.sweep_string_iterator()):
+                return f"{override.input_line}: sweeps no value; give it at least one"
+    except HydraException:  # the sweeper says it in its own words
+        pass
+    return None
 
 
 def redact_hydra_files(config: DictConfig, job: bool = True) -> None:
@@ -187,10 +235,17 @@ class MlflowSweep(Callback):
             except OSError as e:
                 raise SystemExit(f"error: hydra.sweep.dir: cannot create {sweep_dir} ({e.strerror})") from None
             check_search(config)
-            self.uri, artifact_location = store.resolve_store(config.tracking.uri, Path.cwd())
+            empty = _empty_sweep(config)
+            if empty:
+                raise UserError(f"the sweep has no jobs ({empty})")
+            launch_dir = Path(config.hydra.runtime.cwd)  # the jobs' too, whatever their working dir (hydra.job.chdir)
+            self.uri, artifact_location = store.resolve_store(config.tracking.uri, launch_dir)
             self.swept = swept_keys(config)
             if config.sweep.dry_run:  # nothing is logged: the jobs only say what they would do
-                store.check_store(self.uri)
+                from backprop_lab import resume
+
+                tracking.check_experiment(self.uri, config.tracking.experiment)  # what the sweep would refuse
+                resume.start_dry_run(sweep_dir)
                 os.environ[labels.SWEPT_ENV] = ",".join(self.swept)
                 return
             experiment_id = tracking.prepare_store(self.uri, config.tracking.experiment, artifact_location)
@@ -214,11 +269,28 @@ class MlflowSweep(Callback):
             os.environ[PARENT_ENV] = self.parent_run_id
             os.environ[labels.SWEPT_ENV] = ",".join(self.swept)
 
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        if not _job_errors:
+            return
+        error = _job_errors.pop()
+        _job_errors.clear()
+        if config.sweep.dry_run:
+            from backprop_lab import resume
+
+            sweep_dir = Path(config.hydra.runtime.cwd) / config.hydra.sweep.dir  # the job's cwd may be its own
+            resume.record(sweep_dir, {"job": config.hydra.job.num, "failed": error})
+        elif self.parent_run_id:
+            record_job_failure(self.uri, self.parent_run_id, config.hydra.job.num, error)
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if config.sweep.dry_run:
             from backprop_lab import resume
 
-            print(resume.summary(Path(config.hydra.sweep.dir)))
+            sweep_dir = Path(config.hydra.sweep.dir)
+            print(resume.summary(sweep_dir))
+            failed, jobs = resume.failed_jobs(sweep_dir)
+            if failed:
+                raise SystemExit(f"error: {failed} of {jobs} jobs failed in the dry run; they would in the sweep")
             return
         # as at the start, an exception here would be a warning and the exit status 0: the verdict is a SystemExit
         try:

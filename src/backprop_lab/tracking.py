@@ -29,6 +29,10 @@ NOTE_TAG = "mlflow.note.content"  # the run's description, rendered as markdown 
 PARENT_TAG = "mlflow.parentRunId"  # what MLflow's own nested runs set, so the UI nests children under the sweep
 SWEEP_TAG = "backprop_lab.sweep"  # "parent" on a sweep's run
 ALSO_IN = "backprop_lab.also_in."  # + a parent's id, "reused": a run of an earlier sweep that a resumed one counts
+JOB_NUM_TAG = "hydra.job.num"  # on a sweep's child: the number of the job that started it
+# + a parent's id, on a FINISHED child whose job failed after the run ended (printing its line, say); + "job" and
+# the job's number, on the parent, for a job that failed without a run: the error, for the parent to count
+JOB_FAILED = "backprop_lab.job_failed."
 SWEEP_ENV = "BACKPROP_LAB_SWEEP_RUN_ID"  # hands the parent's id to jobs, in this process or a launcher's workers
 
 # MLflow's HTTP client retries for minutes by default; a server that is down should be said in seconds, and a
@@ -135,12 +139,30 @@ def _experiment_id(uri: str, experiment: str, artifact_location: Optional[str]) 
             found = client.get_experiment_by_name(experiment)
             if found is None:
                 raise
+    _refuse_deleted(found, uri, experiment)
+    return found.experiment_id
+
+
+def _refuse_deleted(found, uri: str, experiment: str) -> None:
     if found.lifecycle_stage == "deleted":
         raise TrackingError(
             f"tracking.experiment: {experiment!r} was deleted in {redact(uri)}; choose another name, or restore it: "
             f"MLFLOW_TRACKING_URI=... mlflow experiments restore --experiment-id {found.experiment_id}"
         )
-    return found.experiment_id
+
+
+def check_experiment(uri: str, experiment: str) -> None:
+    """What `prepare_store` refuses, said without creating anything (a dry run's check): a store that cannot hold
+    runs, an experiment that was deleted. A store or an experiment that does not exist yet is fine."""
+    from backprop_lab.store import check_store, sqlite_file
+
+    check_store(uri)
+    db = sqlite_file(uri)
+    if db is not None and (not db.exists() or db.stat().st_size == 0):  # MLflow would create its tables
+        return
+    found = retried(mlflow_client(uri).get_experiment_by_name, experiment)
+    if found is not None:
+        _refuse_deleted(found, uri, experiment)
 
 
 def end_dead_runs(uri: str, experiment_id: str) -> list[str]:
