@@ -4,8 +4,10 @@ parent recording the best; a resumed search reuses its trials and ends on the sa
 from __future__ import annotations
 
 import math
+import shlex
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
@@ -80,3 +82,31 @@ def test_a_search_that_maximizes_is_refused(tmp_path):
     done = cli(tmp_path, "-m", "+experiment=shift_search", *FAST, "hydra.sweeper.direction=maximize")
     assert done.returncode == 1 and done.stderr.strip().startswith("error: hydra.sweeper.direction: maximize;")
     assert not (tmp_path / "mlruns").exists()
+
+
+@pytest.mark.parametrize("space, expected", [
+    ("init.gain=interval(2.0,0.5)",
+     "error: init.gain=interval(2.0,0.5): an interval runs from low to high; write interval(0.5, 2.0)"),
+    ("init.gain=tag(log,interval(0,2))", "error: init.gain=tag(log,interval(0,2)): a log interval needs low > 0"),
+])  # fmt: skip
+def test_a_search_space_optuna_would_refuse_is_one_line_before_any_run(tmp_path, space, expected):
+    start = time.monotonic()
+    done = cli(tmp_path, "-m", "hydra/sweeper=search", "objective=last_hidden_unit_std", *FAST, space)
+    assert (done.returncode, done.stderr.strip()) == (1, expected)
+    assert time.monotonic() - start < 20 and not (tmp_path / "mlruns").exists()
+
+
+def test_the_example_in_the_sweepers_config_runs(tmp_path):
+    lines = (ROOT / "conf" / "hydra" / "sweeper" / "search.yaml").read_text().splitlines()
+    first = next(i for i, line in enumerate(lines) if "python scripts/run.py" in line)
+    command = []
+    for line in lines[first:]:
+        command.append(line.lstrip("# ").removesuffix("\\"))
+        if not line.endswith("\\"):
+            break
+    args = shlex.split(" ".join(command))[2:]  # what follows python scripts/run.py
+    assert "-m" in args and any("interval" in a for a in args)
+    done = cli(tmp_path, *args, *FAST, "hydra.sweeper.n_trials=2")
+    assert done.returncode == 0, done.stderr[-2000:]
+    (parent,), children = split_sweep(runs_in(tmp_path / "mlruns"))
+    assert len(children) == 2 and parent.data.params["swept"] == "init.gain"

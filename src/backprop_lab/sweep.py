@@ -83,14 +83,19 @@ def description(parent, children: list) -> str:
     return text
 
 
-def swept_keys(config: DictConfig) -> list[str]:
-    """The keys a multirun varies: its sweep overrides (`impl=a,b`, `glob(*)`, ranges) and its sweeper's params."""
+def sweep_overrides(config: DictConfig) -> list:
+    """The multirun's sweep overrides, parsed: the command's (`impl=a,b`, `glob(*)`, ranges, intervals) and its
+    sweeper's params."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     sweeper = config.hydra.sweeper.get("params") or {}
     given = list(config.hydra.overrides.task) + [f"{key}={value}" for key, value in sweeper.items()]
-    parsed = OverridesParser.create().parse_overrides(given)
-    return list(dict.fromkeys(o.key_or_group for o in parsed if o.is_sweep_override()))
+    return [o for o in OverridesParser.create().parse_overrides(given) if o.is_sweep_override()]
+
+
+def swept_keys(config: DictConfig) -> list[str]:
+    """The keys a multirun varies."""
+    return list(dict.fromkeys(o.key_or_group for o in sweep_overrides(config)))
 
 
 def shared_params(config: DictConfig, swept: list[str]) -> dict:
@@ -215,6 +220,15 @@ def check_search(config: DictConfig) -> None:
                         "so a search minimizes (the only value allowed)")  # fmt: skip
     if config.sweep.dry_run:
         raise UserError("sweep.dry_run: a search's trials depend on its results; run it, or use a grid sweeper")
+    for override in sweep_overrides(config):  # Optuna would refuse these in a 40-line traceback, mid-sweep
+        space = override.value()
+        if type(space).__name__ != "IntervalSweep":
+            continue
+        low, high = space.start, space.end
+        if low > high:
+            raise UserError(f"{override.input_line}: an interval runs from low to high; write interval({high}, {low})")
+        if "log" in space.tags and low <= 0:
+            raise UserError(f"{override.input_line}: a log interval needs low > 0")
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # Hydra's log already says each trial and the best
