@@ -248,10 +248,10 @@ class MlflowSweep(Callback):
                 sweep_dir.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise SystemExit(f"error: hydra.sweep.dir: cannot create {sweep_dir} ({e.strerror})") from None
-            check_search(config)
             empty = _empty_sweep(config)
             if empty:
                 raise UserError(f"the sweep has no jobs ({empty})")
+            check_search(config)
             launch_dir = Path(config.hydra.runtime.cwd)  # the jobs' too, whatever their working dir (hydra.job.chdir)
             self.uri, artifact_location = store.resolve_store(config.tracking.uri, launch_dir)
             self.swept = swept_keys(config)
