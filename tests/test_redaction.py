@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import shlex
 import string
 import subprocess
 import sys
@@ -51,14 +52,15 @@ def typed_forms(uri: str) -> list[str]:
 def texts(uri: str) -> dict[str, list[str]]:
     """Where the URI shows, for each override a user can type: what was typed, the job's override in a sweep,
     Hydra's saved files (YAML, which breaks a long line at a space, or anywhere in a double-quoted string), a repr,
-    JSON, the launcher's log line, an error message."""
+    JSON, the command line as MLflow records it (shell-quoted), the launcher's log line, an error message."""
     shown = {}
     for typed in typed_forms(uri):
         job = f"tracking.uri={PARSER.parse_override(typed).get_value_element_as_str()}"
         saved = {"hydra": {"overrides": {"task": [typed, job]}, "job": {"override_dirname": f"impl=nn,{job}"}},
                  "tracking": {"uri": uri}, "folded": [f"{'x' * 70} {typed}", f"{'x' * 70}\t {uri}"]}  # fmt: skip
         shown[typed] = [typed, job, OmegaConf.to_yaml(saved), repr([typed, job]), json.dumps([typed, job, uri]),
-                        f"#0 : impl=nn {job}", f"error: tracking server {uri} does not answer"]  # fmt: skip
+                        shlex.join(["run.py", typed]), f"#0 : impl=nn {job}",
+                        f"error: tracking server {uri} does not answer"]  # fmt: skip
     return shown
 
 
@@ -68,15 +70,17 @@ def uris(c: str) -> dict[str, str]:
     password, user, encoded_user = f"{HALVES[0]}{c}{HALVES[1]}", f"al{c}ce", quote(f"al{c}ce", safe="")
     shown = {f"http://alice:{quote(password, safe='')}@{HOST}": f"http://alice:***@{HOST}",
              f"http://{encoded_user}:{HALVES[0]}-{HALVES[1]}@{HOST}": f"http://{encoded_user}:***@{HOST}"}  # fmt: skip
-    if c not in ENDS_AUTHORITY:
+    if not set(c) & set(ENDS_AUTHORITY):
         shown[f"http://alice:{password}@{HOST}"] = f"http://alice:***@{HOST}"
-    if c not in ENDS_AUTHORITY + ":":  # a `:` would make what is before it the user name
+    if not set(c) & set(ENDS_AUTHORITY + ":"):  # a `:` would make what is before it the user name
         shown[f"https://{password}@{HOST}"] = f"https://***@{HOST}"
         shown[f"http://{user}:{HALVES[0]}-{HALVES[1]}@{HOST}"] = f"http://{user}:***@{HOST}"
     return shown
 
 
-CHARACTERS = string.printable[:-5]  # every printable ASCII character, space included
+# every printable ASCII character, space included, then a few together: a space stops the pattern, then the rest
+# must be known in every spelling (a JSON of a Hydra-quoted override escapes a `"` twice)
+CHARACTERS = [*string.printable[:-5], "@' \"", " '\\\"", "%40 :,=", "\"@'\\,(x) !$*"]
 
 
 def assert_hidden(text: str, where: str) -> None:
@@ -97,10 +101,11 @@ def test_a_secret_given_on_the_command_line_is_hidden_in_every_form(c):
             redaction.learn_arguments(["-m", "impl=nn,module", typed])
             for text in seen:
                 assert_hidden(redaction.redact(text), typed)
-            assert redaction.redact(uri) == shown  # the rest of the URI is kept
+            assert redaction.redact(uri) == shown or " " in c  # the rest is kept (a user name that a space cuts
+            # short in running text, the pattern masks too)
 
 
-@pytest.mark.parametrize("c", CHARACTERS.replace(" ", ""))
+@pytest.mark.parametrize("c", [c for c in CHARACTERS if " " not in c])
 def test_a_secret_first_seen_in_a_text_is_hidden_there_and_after(c):
     """A URI from a config file, or a worker process that did not see the command line: the pattern alone, from
     each form, hides the secret there and learns it. A space, which ends a URI in running text, needs it learnt
@@ -140,6 +145,17 @@ def test_a_secret_once_seen_is_redacted_wherever_it_appears():
     redaction.learn_environment({"SOME_API_TOKEN": "tok-123456", "PATH": "/usr/bin", "X_URI": "http://a:pw-12@h"})
     assert redaction.redact("Authorization: tok-123456, pw-12") == "Authorization: ***, ***"
     assert redaction.redact("/usr/bin") == "/usr/bin"
+
+
+def test_a_closed_descriptor_is_held_on_the_null_device(tmp_path):
+    """Started with stdin, stdout and stderr closed, the process holds each on the null device, so that the next
+    file it opens (the store, a log) does not take the number 1 and get what is written to stdout."""
+    code = ("import os, sys; from backprop_lab import redaction; redaction.protect_process([]); "
+            "f = open(sys.argv[1], 'w'); print('ok'); sys.stdout.flush(); "
+            "f.write(' '.join([str(f.fileno() > 2)] + [os.readlink(f'/proc/self/fd/{n}') for n in (0, 1, 2)]))")
+    command = f'{sys.executable} -c "{code}" {tmp_path / "fds"} <&- >&- 2>&-'
+    assert subprocess.run(["bash", "-c", command], timeout=60).returncode == 0
+    assert (tmp_path / "fds").read_text() == "True /dev/null /dev/null /dev/null"
 
 
 @pytest.mark.slow

@@ -40,24 +40,33 @@ _known: set[str] = set()
 
 
 def _unescaped(seen: str) -> set[str]:
-    """What a text may hold: as seen, with one or two levels of backslash escapes (Hydra's, then a repr's) undone,
-    with a YAML single-quoted string's doubled quote undone."""
-    once = re.sub(r"\\(.)", r"\1", seen, flags=re.DOTALL)
-    return {seen, once, re.sub(r"\\(.)", r"\1", once, flags=re.DOTALL), seen.replace("''", "'")}
+    """What a text may hold: as seen, with a shell's or a YAML single-quoted string's quoting of `'` undone, and one
+    or two levels of backslash escapes (Hydra's, then a repr's or JSON's) undone."""
+    readings = {seen, seen.replace("'\"'\"'", "'"), seen.replace("''", "'")}
+    for _ in range(2):
+        readings |= {re.sub(r"\\(.)", r"\1", r, flags=re.DOTALL) for r in readings}
+    return readings
+
+
+_QUOTINGS = (  # how a string is written inside another; nested twice at most (a Hydra override in JSON or a repr)
+    lambda s: s.replace("'", "''"),  # YAML single-quoted
+    lambda s: s.replace("\\", "\\\\").replace('"', '\\"'),  # JSON, YAML double-quoted, repr in double quotes
+    lambda s: s.replace("\\", "\\\\").replace("'", "\\'"),  # repr in single quotes
+    lambda s: s.replace("\\", "\\\\"),  # repr
+    lambda s: s.replace("'", "\\'"),  # Hydra's single-quoted string
+    lambda s: s.replace('"', '\\"'),  # Hydra's double-quoted string
+    lambda s: s.replace("'", "'\"'\"'"),  # shlex.quote: a shell's single quotes (the command line MLflow records)
+)
 
 
 def spellings(secret: str) -> set[str]:
     """Every way `secret` can be written in a text here: percent-encoded or not, escaped as Hydra escapes an
-    override's value, and inside a YAML single-quoted string, a repr, a JSON or YAML double-quoted string, or a
-    Hydra quoted string."""
+    override's value, and quoted (once or twice over) as YAML, JSON, a repr, Hydra or a shell quote a string."""
     encoded = {secret} | {quote(secret, safe=safe) for safe in _URL_SAFE}
-    escaped = encoded | {_HYDRA_SPECIAL.sub(r"\\\1", s) for s in encoded}
-    quoted = set()
-    for s in escaped:
-        backslashes = s.replace("\\", "\\\\")
-        quoted |= {s, s.replace("'", "''"), backslashes, backslashes.replace("'", "\\'").replace('"', '\\"'),
-                   s.replace("'", "\\'"), s.replace('"', '\\"')}  # fmt: skip
-    return quoted
+    spelt = encoded | {_HYDRA_SPECIAL.sub(r"\\\1", s) for s in encoded}
+    for _ in range(2):
+        spelt |= {quoting(s) for s in spelt for quoting in _QUOTINGS}
+    return spelt
 
 
 def learn(seen: str) -> None:
@@ -160,18 +169,18 @@ def redact(text: Any) -> Any:
     return "".join(shown) + text[last:]
 
 
-def _null_stream(fd: int):
-    """A stream for one the process was started without (`>&-`): Python sets sys.stdout to None. Its descriptor is
-    held open on the null device, so that no file opened later takes its number and gets what a child process or a
-    C library writes there."""
-    try:
-        os.fstat(fd)
-    except OSError:
-        null = os.open(os.devnull, os.O_WRONLY)
-        if null != fd:
-            os.dup2(null, fd)
-            os.close(null)
-    return open(os.devnull, "w")
+def _hold_closed_descriptors() -> None:
+    """A process started with stdin, stdout or stderr closed (`>&-`): Python sets that stream to None, and the next
+    file opened would take the free number, to get what a child process or a C library writes to it. Each closed
+    one is held open on the null device instead."""
+    for fd, flags in ((0, os.O_RDONLY), (1, os.O_WRONLY), (2, os.O_WRONLY)):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, flags)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
 
 
 class RedactingStream:
@@ -223,11 +232,15 @@ def protect_logging() -> None:
 
 
 def protect_process(argv: list[str] | None = None) -> None:
-    """For an entry point: learn the secrets of the command line and environment, and redact stdout and stderr."""
+    """For an entry point: learn the secrets of the command line and environment, and redact stdout and stderr
+    (the null device's, where the process was started with one closed)."""
     learn_environment()
     learn_arguments(sys.argv if argv is None else argv)
-    if not isinstance(sys.stdout, RedactingStream):
-        sys.stdout = RedactingStream(sys.stdout if sys.stdout is not None else _null_stream(1))
+    _hold_closed_descriptors()
+    if sys.stdin is None:
+        sys.stdin = open(os.devnull)
+    if not isinstance(sys.stdout, RedactingStream):  # a closed one costs its output, not the run
+        sys.stdout = RedactingStream(open(os.devnull, "w") if sys.stdout is None else sys.stdout)
     if not isinstance(sys.stderr, RedactingStream):
-        sys.stderr = RedactingStream(sys.stderr if sys.stderr is not None else _null_stream(2))
+        sys.stderr = RedactingStream(open(os.devnull, "w") if sys.stderr is None else sys.stderr)
     protect_logging()
