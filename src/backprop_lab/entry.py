@@ -81,13 +81,22 @@ def job(cfg: DictConfig) -> Optional[float]:
     except UserError as e:
         if not in_sweep:
             raise SystemExit(f"error: {e}") from None  # SystemExit passes Hydra's job wrapper untouched: one line
+        _count_failed_job(str(e))
         print(f"error: job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)}): {e}", file=sys.stderr)
     except Exception as e:
         if not in_sweep:
             raise
         # the child run is FAILED with the error as a tag; the sweep goes on and its parent counts the failure
+        _count_failed_job(f"{type(e).__name__}: {e}")
         print(f"error: job {hydra_cfg.job.num} failed: {type(e).__name__}: {e}", file=sys.stderr)
     return None  # to a search: a failed trial
+
+
+def _count_failed_job(why: str) -> None:
+    """Recorded first, so that a job is counted failed even if printing its error fails too (sweep.job_failed)."""
+    from backprop_lab import sweep  # not imported yet when the job failed before the pipeline's imports
+
+    sweep.job_failed(why)
 
 
 def one_line(e: BaseException) -> str:
