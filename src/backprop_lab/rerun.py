@@ -3,6 +3,10 @@
     python scripts/rerun.py RUN_ID                      # a run, or a sweep's parent (every child is rerun)
     python scripts/rerun.py RUN_ID --tracking-uri URI   # a store elsewhere, or a tracking server
 
+Before anything runs, each run's logged config (config/config.yaml) is bounded (validation.check_logged_bounds) and
+checked against the run's `config.sha256` tag, the digest of the params it ran with: a config edited in the store
+since, or one without the tag, is refused unless --accept-edited-config says to rerun it as it is now.
+
 The rerun logs a new run tagged `rerun_of=RUN_ID` beside the original. Every metric that is not a timing (data,
 init and activation statistics at every step, the loss, the gradient differences) must be bit-identical when the
 environment is the same; where it differs (versions, device, CPU, threads, commit, data hash), that is said first
