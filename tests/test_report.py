@@ -166,3 +166,16 @@ def test_ctrl_c_during_the_report_is_one_line(sweep_store, tmp_path):
     assert proc.returncode == 130, err
     assert err.splitlines() == ["interrupted: the report is not finished; what it wrote or logged so far may be "
                                 "partial"]
+
+
+def test_a_bug_hunt_row_whose_check_could_not_tell_says_inconclusive_not_caught():
+    def bug_row(bug: str, close: float, verdict: str, first: str) -> report.Row:
+        return report.Row(bug, {"bug.name": bug}, "FINISHED", {"grad/all_close": close, "grad/worst_error_ratio": 2.0},
+                          {"first_divergent": first, "bug.expected_node": "act1", "grad.verdict": verdict}, {},
+                          {"bug.name": bug})  # fmt: skip
+
+    rows = [bug_row("caught", 0.0, "wrong", "act1"), bug_row("tiny_gain", 0.0, "inconclusive", "none"),
+            bug_row("missed", 1.0, "ok", "none")]  # fmt: skip
+    caught = {cells[0]: cells[2] for cells in report.table(rows, "bug_hunt").rows}
+    assert caught == {"caught": "yes", "tiny_gain": "inconclusive", "missed": "NO, MISSED"}
+    assert report._verdict(rows[1]) == "inconclusive" and report._verdict(rows[0]) == "NO"

@@ -20,7 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-from backprop_lab import redaction, runs, stop, store, tables
+from backprop_lab import redaction, runs, stop, store, streams, tables
 from backprop_lab.entry import compose
 from backprop_lab.errors import UserError
 
@@ -302,8 +302,17 @@ def bench(args: argparse.Namespace) -> int:
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse(argv)
     redaction.protect_process()
+    streams.tolerate_any_encoding()
     stop.install()
     try:
         return bench(args)
     except (UserError, ChildFailed) as e:
         sys.exit(f"error: {e}")
+    except KeyboardInterrupt:  # one line, as run and rerun say it; a bench run being logged ends KILLED
+        from backprop_lab import tracking
+
+        failed = [f"{run_id} ({why})" for run_id, why in tracking.end_open_runs("KILLED") if why]
+        stop.ignore_further()
+        print("interrupted: " + (f"could not end {', '.join(failed)}" if failed else "the bench is not finished"),
+              file=sys.stderr)  # fmt: skip
+        return 130

@@ -17,7 +17,7 @@ from typing import Optional
 
 from rich.console import Console
 
-from backprop_lab import labels, redaction, repeats, report_figures, runs, stop, store, tables, tracking
+from backprop_lab import labels, redaction, repeats, report_figures, runs, stop, store, streams, tables, tracking
 from backprop_lab.errors import UserError
 from backprop_lab.objectives import METRIC as OBJECTIVE
 from backprop_lab.objectives import for_search
@@ -114,6 +114,8 @@ def _divergent(row: Row) -> str:
 def _verdict(row: Row) -> str:
     if row.runs > 1 and row.m("grad/all_close") is not None:
         return f"{round(row.m('grad/all_close') * row.runs)}/{row.runs}"
+    if row.m("grad/all_close") == 0.0 and row.tags.get("grad.verdict") == "inconclusive":
+        return "inconclusive"  # no node known wrong, some beyond the run's precision: never a yes or a NO
     return {1.0: "yes", 0.0: "NO"}.get(row.m("grad/all_close"), MISSING)
 
 
@@ -127,7 +129,8 @@ def table(rows: list[Row], title: str) -> tables.Table:
     choices = [_header(key) for key in rows[0].choices]
     if is_bug_hunt(rows):
         headers = [*choices, "status", "caught", "first divergent", "expected", "where expected", "worst ratio"]
-        cells = [[*r.choices.values(), r.status, {"NO": "yes", "yes": "NO, MISSED"}.get(_verdict(r), MISSING),
+        caught = {"NO": "yes", "yes": "NO, MISSED", "inconclusive": "inconclusive"}  # by the check's verdict
+        cells = [[*r.choices.values(), r.status, caught.get(_verdict(r), MISSING),
                   r.tags.get("first_divergent", "-"), r.tags.get("bug.expected_node", "-"),
                   "yes" if r.tags.get("first_divergent") == r.tags.get("bug.expected_node") else "NO",
                   _f(r.m("grad/worst_error_ratio"))] for r in rows]  # fmt: skip
@@ -229,6 +232,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--out", type=Path, help="folder for report.md, report.html and the figures")
     args = parser.parse_args(argv)
     redaction.protect_process()
+    streams.tolerate_any_encoding()
     stop.install()
     try:
         return report(args)
@@ -249,7 +253,7 @@ def report(args: argparse.Namespace) -> int:
     console = Console(width=None if sys.stdout.isatty() else 140)
     if args.out and args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out: {args.out} is a file; give a folder for report.md, report.html and the figures")
-    store.check_store(uri)
+    store.check_store(uri, existing=True)  # a reader: a mistyped path creates no store
     experiment = args.experiment or TrackingConfig.experiment
     for run_id in tracking.end_dead_runs_in(uri, experiment):
         console.print(f"note: run {run_id} was left RUNNING by a process that died; it is now marked KILLED")

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from backprop_lab import labels, redaction, runs, stop, store, sweep, tracking, validation
+from backprop_lab import labels, redaction, runs, stop, store, streams, sweep, tracking, validation
 from backprop_lab.errors import ConfigError, UserError
 from backprop_lab.runs import LoggedRun
 
@@ -233,7 +233,7 @@ def print_verdict(v: Verdict, console: Console) -> None:
 
 def rerun(run_id: str, uri: str, launch_dir: Path, rtol: float, atol: float, console: Console,
           accept_edited: bool = False) -> list[Verdict]:  # fmt: skip
-    store.check_store(uri)
+    store.check_store(uri, existing=True)  # a reader: a mistyped path creates no store
     original = runs.logged_run(uri, run_id)
     if original.record.tags.get(tracking.SWEEP_TAG) != "parent":
         verdict = compare(original, rerun_one(prepare(uri, original, accept_edited), launch_dir, console), rtol, atol)
@@ -282,6 +282,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                         "(edited in the store, or logged without the tag), as it is now")  # fmt: skip
     args = parser.parse_args(argv)
     redaction.protect_process()
+    streams.tolerate_any_encoding()
     stop.install()
     uri, _ = store.resolve_store(args.tracking_uri, Path.cwd())
     console = Console(width=None if sys.stdout.isatty() else 140)

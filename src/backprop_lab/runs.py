@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Optional
 
 from backprop_lab.errors import TrackingError
 from backprop_lab.redaction import redact
 from backprop_lab.tracking import ALSO_IN, JOB_NUM_TAG, PARENT_TAG, SWEEP_TAG, mlflow_client
+from backprop_lab.validation import MAX_LOGGED_CONFIG_BYTES
 
 SERIES = ("act/std", "theory/act_std", "back/std", "theory/back_std")  # by layer (step), for the report's figures
 
@@ -126,14 +126,31 @@ class LoggedRun:
     points: dict[tuple[str, int], float]  # every metric at every step: the last value logged there
 
 
+MAX_ARTIFACT_READ = MAX_LOGGED_CONFIG_BYTES + 1  # a byte past what a logged config may hold: enough to tell
+
+
 def _artifact_text(client, run_id: str, path: str) -> Optional[str]:
+    """The artifact's first MAX_ARTIFACT_READ bytes as text (a store is data: an artifact may be anything)."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            return Path(client.download_artifacts(run_id, path, tmp)).read_text()
+            with open(client.download_artifacts(run_id, path, tmp), "rb") as f:
+                return f.read(MAX_ARTIFACT_READ).decode(errors="replace")
         except Exception:  # absent: MLflow raises OSError or MlflowException depending on the store
             return None
+
+
+def _device_info(run_id: str, text: Optional[str]) -> dict:
+    if not text:
+        return {}
+    try:
+        info = json.loads(text) if len(text) < MAX_ARTIFACT_READ else None
+    except (ValueError, RecursionError):
+        info = None
+    if not isinstance(info, dict):
+        raise TrackingError(f"run {run_id}: device.json is not the JSON object a run logs; the run cannot be compared")
+    return info
 
 
 def logged_run(uri: str, run_id: str) -> LoggedRun:
@@ -144,11 +161,11 @@ def logged_run(uri: str, run_id: str) -> LoggedRun:
     for key in run.data.metrics:
         for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.timestamp):
             points[(key, m.step)] = m.value
-    device = _artifact_text(client, run_id, "device.json")
+    device = _device_info(run_id, _artifact_text(client, run_id, "device.json"))
     return LoggedRun(
         _record(client, run),
         client.get_experiment(run.info.experiment_id).name,
         _artifact_text(client, run_id, "config/config.yaml"),
-        json.loads(device) if device else {},
+        device,
         points,
     )

@@ -11,7 +11,7 @@ from typing import Any, Optional
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from backprop_lab.config import DATA_SCHEMAS, MNIST_FEATURES, Config, plain
+from backprop_lab.config import DATA_SCHEMAS, MNIST_FEATURES, MNIST_SHA256, Config, plain
 from backprop_lab.errors import ConfigError
 from backprop_lab.store import check_uri_syntax
 
@@ -75,8 +75,16 @@ def _check_memory(cfg: Any) -> None:
 def _check_data_path(data: Any) -> None:
     from pathlib import Path
 
-    if data.name == "mnist" and data.path and not Path(data.path).is_file():
-        raise ConfigError(f"data.path: no file {data.path!r}; give a local mnist.pkl.gz, or null to fetch it")
+    if data.name == "mnist" and data.path:
+        path = Path(data.path)
+        if path.exists() and not path.is_file():
+            raise ConfigError(f"data.path: {data.path!r} is not a regular file; give a local mnist.pkl.gz, or null "
+                              "to fetch it")  # fmt: skip
+        if not path.exists():
+            raise ConfigError(f"data.path: no file {data.path!r}; give a local mnist.pkl.gz, or null to fetch it")
+    if data.name == "mnist" and not data.path and data.sha256 != MNIST_SHA256:
+        raise ConfigError("data.sha256: names another file than the course's mnist.pkl.gz, the one fetched when "
+                          "data.path is null; set data.path to the file it names")  # fmt: skip
     if data.name == "fashion_mnist" and not Path(data.path).is_dir():
         raise ConfigError(
             f"data.path: no directory {data.path!r}; Fashion-MNIST's idx files come with Debian's package "
