@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from helpers import FAST, ROOT, fashion_dir, serve, tiny_mnist, write_idx, write_pkl_gz
+from mlflow.tracking import MlflowClient
 
 from backprop_lab.config import options
 
@@ -34,6 +35,7 @@ class Case:
     exit_code: int = 1
     when: str = "before any compute"
     env: dict[str, str] = field(default_factory=dict)
+    stdout: str | None = None  # a file to write stdout to (a full device), instead of a pipe
 
 
 def _store(directory: Path) -> Path:
@@ -118,6 +120,48 @@ def _fashion(images: np.ndarray) -> Callable[[Path], None]:
 _non_mlflow_server = None
 
 
+def _finished_run(directory: Path) -> tuple[str, Path]:
+    """A FINISHED run in `directory`'s store, made in this process; (run id, its artifact folder)."""
+    from helpers import composed
+
+    from backprop_lab import pipeline
+
+    result = pipeline.run(composed(*FAST), list(FAST), launch_dir=directory)
+    (directory / "run").write_text(result.run.run_id)
+    client = MlflowClient(store_uri(directory))
+    return result.run.run_id, Path(client.get_run(result.run.run_id).info.artifact_uri.removeprefix("file://"))
+
+
+def store_uri(directory: Path) -> str:
+    return f"sqlite:///{directory / 'mlruns' / 'mlflow.db'}"
+
+
+def _logged_config(edit: Callable[[str], str]) -> Callable[[Path], None]:
+    def setup(directory: Path) -> None:
+        _, artifacts = _finished_run(directory)
+        config = artifacts / "config" / "config.yaml"
+        config.write_text(edit(config.read_text()))
+
+    return setup
+
+
+def _untagged(directory: Path) -> None:
+    run_id, _ = _finished_run(directory)
+    MlflowClient(store_uri(directory)).delete_tag(run_id, "config.sha256")
+
+
+def _device_json(text: str) -> Callable[[Path], None]:
+    def setup(directory: Path) -> None:
+        _, artifacts = _finished_run(directory)
+        (artifacts / "device.json").write_text(text)
+
+    return setup
+
+
+ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip("abcdef", "bcdefg"))
+
+
 def _serve_non_mlflow(directory: Path) -> None:
     global _non_mlflow_server
     _non_mlflow_server, uri = serve(404, b"<html>not here</html>", "text/html")
@@ -146,6 +190,10 @@ CASES = [
     Case("a check stricter than autograd", ["check.factor=0.5"],
          "error: check.factor: must be from 1 to 1000, got 0.5"),
     Case("a check that passes anything", ["check.factor=inf"], "error: check.factor: must be from 1 to 1000, got inf"),
+    Case("a check just past its bound", ["check.factor=1000.5"],
+         "error: check.factor: must be from 1 to 1000, got 1000.5"),
+    Case("more threads than a machine has", ["timing.num_threads=2000"],
+         "error: timing.num_threads: must be an integer from 1 to 1024, or null, got 2000"),
     Case("unknown dtype", ["dtype=float16"],
          "error: dtype: Invalid value 'float16', expected one of [float32, float64"),
     Case("a dtype the implementation cannot run", ["dtype=bfloat16", *FAST],
@@ -178,6 +226,12 @@ CASES = [
          "error: device: cuda was asked for but torch.cuda.is_available() is False"),
     Case("missing MNIST file", ["data.path=/no/such/mnist.pkl.gz"],
          "error: data.path: no file '/no/such/mnist.pkl.gz'; give a local mnist.pkl.gz, or null to fetch it"),
+    Case("data.path that is not a regular file", ["data.path={dir}/fifo"],
+         "error: data.path: '{dir}/fifo' is not a regular file; give a local mnist.pkl.gz, or null to fetch it",
+         setup=lambda d: os.mkfifo(d / "fifo")),
+    Case("another file's hash, without its file", [f"data.sha256={'0' * 64}"],
+         "error: data.sha256: names another file than the course's mnist.pkl.gz, the one fetched when data.path is "
+         "null; set data.path to the file it names"),
     Case("missing Fashion-MNIST directory", ["data=fashion_mnist", "data.path=/no/such/dir"],
          "error: data.path: no directory '/no/such/dir'; Fashion-MNIST's idx files come with Debian's package"),
     # --- the tracking URI and the store: before any compute -------------------------------------------------------
@@ -213,6 +267,17 @@ CASES = [
          setup=_deleted),
     Case("Hydra's output directory under a file", ["hydra.run.dir={dir}/afile/out"], "error: Not a directory: ",
          setup=lambda d: (d / "afile").write_text("")),
+    Case("an empty sweep", ["-m", "seed=range(0)", *FAST],
+         "error: the sweep has no jobs (seed=range(0): sweeps no value; give it at least one)"),
+    Case("a search of no trials", ["-m", "+experiment=shift_search", "hydra.sweeper.n_trials=0", *FAST],
+         "error: the sweep has no jobs (hydra.sweeper.n_trials: 0; a search needs at least 1 trial)"),
+    Case("an inverted search range", ["-m", "hydra/sweeper=search", "objective=last_hidden_unit_std",
+                                      "init.gain=interval(2.0,0.5)", *FAST],
+         "error: init.gain=interval(2.0,0.5): an interval runs from low to high; write interval(0.5, 2.0)"),
+    Case("a dry run in a deleted experiment", ["-m", "init=xavier,normal", "sweep.dry_run=true", *FAST],
+         "error: tracking.experiment: 'backprop-lab' was deleted in sqlite:///", setup=_deleted),
+    Case("stdout on a full device", [*FAST], "error: stdout: cannot print the summary (No space left on device); run ",
+         stdout="/dev/full", run="FINISHED", when="after the run, logged in full"),
     Case("a sweep's directory under a file", ["-m", "impl=functional,nn", "hydra.sweep.dir={dir}/afile/m"],
          "error: hydra.sweep.dir: cannot create {dir}/afile/m", setup=lambda d: (d / "afile").write_text("")),
     # --- data files: found once the data is read, the run ends FAILED ----------------------------------------------
@@ -249,6 +314,25 @@ CASES = [
          setup=_store),
     Case("rerun: unknown run id", ["0123456789abcdef"], "error: run 0123456789abcdef: not found in sqlite:///",
          script="rerun", exit_code=2, setup=_store),
+    Case("rerun: its logged config edited in the store", ["{run}"],
+         "error: run {run}: its config/config.yaml does not hash to its config.sha256 tag", script="rerun",
+         exit_code=2, setup=_logged_config(lambda t: t.replace("factor: 8.0", "factor: 999")), run="FINISHED"),
+    Case("rerun: a run without its config.sha256 tag", ["{run}"],
+         "error: run {run}: it has no config.sha256 tag to check its config/config.yaml against", script="rerun",
+         exit_code=2, setup=_untagged, run="FINISHED"),
+    Case("rerun: a YAML alias bomb as the logged config", ["{run}"],
+         "error: run {run}: config/config.yaml: a YAML anchor or alias at line 1", script="rerun", exit_code=2,
+         setup=_logged_config(lambda t: ALIAS_BOMB), run="FINISHED"),
+    Case("rerun: 5,000 nested brackets as the logged config", ["{run}"],
+         "error: run {run}: config/config.yaml: nested deeper than 16 levels", script="rerun", exit_code=2,
+         setup=_logged_config(lambda t: "[" * 5000 + "]" * 5000), run="FINISHED"),
+    Case("rerun: a logged config over 1 MiB", ["{run}"], "error: run {run}: config/config.yaml: 1,0", script="rerun",
+         exit_code=2, setup=_logged_config(lambda t: t + "#" * (1 << 20)), run="FINISHED"),
+    Case("rerun: a device.json that is not JSON", ["{run}"],
+         "error: run {run}: device.json is not the JSON object a run logs", script="rerun", exit_code=2,
+         setup=_device_json("{not json" + "[" * 100_000), run="FINISHED"),
+    Case("report: a store that is not there", ["--tracking-uri", "sqlite:///{dir}/nope/mlflow.db"],
+         "error: {dir}/nope/mlflow.db: no tracking store there", script="report", exit_code=2),
     Case("rerun: corrupt store", ["0123456789abcdef"], "error: {dir}/mlruns/mlflow.db: not a readable sqlite database",
          script="rerun", exit_code=2, setup=_corrupt),
 ]  # fmt: skip
@@ -263,14 +347,22 @@ def prepare(case: Case, directory: Path) -> list[str]:
         values["sha256"] = (directory / "sha256").read_text()
     if (directory / "server").exists():
         values["server"] = (directory / "server").read_text()
+    if (directory / "run").exists():
+        values["run"] = (directory / "run").read_text()
     return [arg.format(**values) for arg in case.args]
 
 
 def run_case(case: Case, directory: Path, timeout: float = 120) -> tuple[subprocess.CompletedProcess, float]:
     args = prepare(case, directory)
+    stdout = open(case.stdout, "w") if case.stdout else subprocess.PIPE  # noqa: SIM115 (closed below)
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / f"{case.script}.py"), *args], cwd=directory,
-                          capture_output=True, text=True, timeout=timeout, env=os.environ | case.env)  # fmt: skip
+    try:
+        done = subprocess.run([sys.executable, str(ROOT / "scripts" / f"{case.script}.py"), *args], cwd=directory,
+                              stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=timeout,
+                              env=os.environ | case.env)  # fmt: skip
+    finally:
+        if case.stdout:
+            stdout.close()
     return done, time.perf_counter() - started
 
 
