@@ -2,12 +2,13 @@
 
 Three nets, because a secret reaches text by more than one road:
 - the secrets themselves, learnt exactly from the command line and the environment (a URI's password, `*PASSWORD`,
-  `*TOKEN`, `*SECRET`, `*_KEY`) and from every URI seen since, replaced first wherever they appear, in every spelling
-  a text can give them here: percent-encoded or decoded, escaped as Hydra escapes a sweep's override, quoted as YAML
-  and Python's repr quote them;
+  `*TOKEN`, `*SECRET`, `*_KEY`) and from every URI seen since, masked wherever they appear in any spelling a text
+  here gives them: percent-encoded or decoded, escaped as Hydra escapes a sweep's override, quoted (once or twice
+  over) by YAML, JSON, a repr, Hydra's grammar or a shell, and cut in two by YAML's folding of a long line;
 - a pattern for URIs with credentials, `scheme://user:secret@` and `scheme://token@`, read as urllib.parse reads them
   (the userinfo ends at the last `@` before `/`, `?` or `#`), also as Hydra escapes them (`http\\://alice\\:secret@`)
-  and as repr doubles those backslashes;
+  and as repr doubles those backslashes. In running text a space also ends a URI: a password holding one is hidden
+  by the first net, which learns it from the command line;
 - the process's stdout and stderr, and its logging handlers, wrapped so that text written by MLflow, Hydra or a
   traceback passes through the first two nets (`protect_process`).
 """
