@@ -159,11 +159,10 @@ def test_a_closed_descriptor_is_held_on_the_null_device(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("shell", ["RUN >&-", "RUN <&- >&- 2>&-", "RUN | true; exit ${PIPESTATUS[0]}"])
+@pytest.mark.parametrize("shell", ["RUN >&-", "RUN <&- >&- 2>&-"])
 def test_a_closed_stream_costs_its_output_not_the_run(tmp_path, shell):
-    """Python sets sys.stdout to None when the process starts with its descriptor closed, and a pipe's reader can
-    leave before the summary is printed: the run still completes and says nothing more (exit 0); no file the run
-    opens takes a closed descriptor's number (the store and Hydra's files are whole)."""
+    """Python sets sys.stdout to None when the process starts with its descriptor closed: the run completes and
+    exits 0, its output asked for nowhere (the store and Hydra's files are whole)."""
     from mlflow.tracking import MlflowClient
 
     run = f"{sys.executable} {SCRIPT} {' '.join(FAST)}"

@@ -186,33 +186,17 @@ def _hold_closed_descriptors() -> None:
 
 class RedactingStream:
     """A text stream that redacts what is written to it, and is otherwise the stream it wraps (isatty, fileno,
-    encoding, ... are the wrapped stream's: not a TextIOBase subclass, whose defaults would hide them). A reader
-    that went away (a closed pipe) costs the output, not the run: what follows goes to the null device."""
+    encoding, ... are the wrapped stream's: not a TextIOBase subclass, whose defaults would hide them)."""
 
     def __init__(self, stream):
         self._stream = stream
 
     def write(self, text: str) -> int:
-        try:
-            self._stream.write(redact(text))
-        except BrokenPipeError:
-            self._reader_gone()
+        self._stream.write(redact(text))
         return len(text)
 
     def flush(self) -> None:
-        try:
-            self._stream.flush()
-        except BrokenPipeError:
-            self._reader_gone()
-
-    def _reader_gone(self) -> None:
-        null = os.open(os.devnull, os.O_WRONLY)  # the descriptor too: Python flushes it again at exit
-        try:
-            os.dup2(null, self._stream.fileno())
-        except (OSError, ValueError, AttributeError):
-            pass
-        os.close(null)
-        self._stream = open(os.devnull, "w")
+        self._stream.flush()
 
     def __getattr__(self, name: str):  # fileno, isatty, encoding, buffer, ...
         return getattr(self._stream, name)
