@@ -149,7 +149,7 @@ class MlflowServer:
             try:
                 if requests.get(f"{self.url}/health", timeout=2).ok:
                     return
-            except requests.ConnectionError:
+            except requests.RequestException:  # refused while it starts, or a read timed out under load
                 time.sleep(0.5)
         self.proc.kill()
         raise AssertionError("mlflow server did not answer within 120 s")

@@ -48,3 +48,13 @@ def test_hydra_job_chdir_keeps_the_default_store_in_the_launch_directory(tmp_pat
     assert len(runs_in(tmp_path / "mlruns")) == (3 if multirun else 1)
     if not multirun:  # the printed command opens that store, from the launch directory
         assert "--backend-store-uri sqlite:///mlruns/mlflow.db" in done.stdout
+
+
+@pytest.mark.parametrize("sweep", [[], ["-m", "seed=0,1"]])
+def test_a_reader_that_goes_away_costs_the_output_not_the_run(tmp_path, sweep):
+    """`run.py | head -1`: the rest of the summary goes nowhere, no traceback, the runs FINISHED, exit 0."""
+    command = " ".join([sys.executable, str(SCRIPT), *sweep, *FAST, "| true"])
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0 and "Traceback" not in done.stderr and "Error" not in done.stderr, done.stderr
+    assert [r.info.status for r in runs_in(tmp_path / "mlruns")] == ["FINISHED"] * (3 if sweep else 1)

@@ -47,8 +47,7 @@ def run(overrides: Sequence[str] = (), launch_dir: Union[str, Path, None] = None
         raise TypeError(f"overrides: a list of strings, e.g. [{overrides!r}]")
     overrides = list(overrides)
     redaction.learn_environment()  # as the CLI does: secrets in the environment or overrides never reach MLflow
-    for override in overrides:
-        redaction.redact(override)
+    redaction.learn_arguments(overrides)
     redaction.protect_logging()
     cfg = entry.compose(overrides)
     validation.single_run(cfg)

@@ -74,7 +74,7 @@ def job(cfg: DictConfig) -> Optional[float]:
             else:
                 summary.print_summary(result, console)
         except OSError as e:  # stdout on a full device, or gone: the run is logged whole all the same
-            streams.give_up_stdout()
+            streams.give_up(1)
             raise UserError(f"stdout: cannot print the summary ({e.strerror or e}); run {result.run.run_id} is "
                             f"logged in full, open it: {result.ui_command}") from None  # fmt: skip
         return objectives.for_search(result.objective) if searching else None

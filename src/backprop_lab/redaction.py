@@ -15,6 +15,7 @@ Three nets, because a secret reaches text by more than one road:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -192,11 +193,23 @@ class RedactingStream:
         self._stream = stream
 
     def write(self, text: str) -> int:
-        self._stream.write(redact(text))
+        try:
+            self._stream.write(redact(text))
+        except BrokenPipeError:  # its reader went away (`| head`): the rest goes nowhere, the run goes on
+            self._reader_gone()
         return len(text)
 
     def flush(self) -> None:
-        self._stream.flush()
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._reader_gone()
+
+    def _reader_gone(self) -> None:
+        from backprop_lab import streams
+
+        with contextlib.suppress(OSError, ValueError):
+            streams.give_up(self._stream.fileno())
 
     def __getattr__(self, name: str):  # fileno, isatty, encoding, buffer, ...
         return getattr(self._stream, name)

@@ -16,10 +16,10 @@ def tolerate_any_encoding() -> None:
         stream.reconfigure(errors="backslashreplace")
 
 
-def give_up_stdout() -> None:
-    """After a write to stdout failed (no space left, a closed pipe): point it at /dev/null, so that what is still
-    buffered does not fail again when Python flushes it on exit (exit status 120 and a traceback)."""
+def give_up(fd: int = 1) -> None:
+    """After a write to a standard stream failed (no space left, a reader gone): point it at /dev/null, so that
+    what is still buffered does not fail again when Python flushes it on exit (exit status 120 and a traceback)."""
     with contextlib.suppress(OSError):
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 1)
+        os.dup2(devnull, fd)
         os.close(devnull)

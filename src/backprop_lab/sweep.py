@@ -191,6 +191,7 @@ def redact_hydra_files(config: DictConfig, job: bool = True) -> None:
     """Rewrite Hydra's saved configs with credentials masked (a no-op when there are none): a job's `.hydra/*.yaml`
     and, in a multirun, the sweep's `multirun.yaml`."""
     hydra_cfg = config.hydra
+    redaction.learn_arguments(hydra_cfg.overrides.task)  # a launcher's worker did not see the command line
     files = []
     if job and hydra_cfg.output_subdir is not None:
         files += (Path(hydra_cfg.runtime.output_dir) / hydra_cfg.output_subdir).glob("*.yaml")
