@@ -375,6 +375,8 @@ def markdown_table() -> str:
             done, seconds = run_case(case, Path(tmp).resolve())
             line = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "(nothing)"
             line = line.replace(str(Path(tmp).resolve()), "DIR").replace("|", "\\|")
+            if (Path(tmp) / "run").exists():
+                line = line.replace((Path(tmp) / "run").read_text(), "RUN")
         lines.append(f"| {case.what} | {case.script} | {done.returncode} | {seconds:.1f} | `{line}` | {case.when} | "
                      f"{case.run} |")  # fmt: skip
         print(lines[-1], file=sys.stderr)

@@ -261,3 +261,22 @@ def test_a_stop_requested_ends_a_measurement_between_blocks():
     finally:
         stop.requested.clear()
     assert len(calls) < 2000  # sizing its blocks, then one block: not a minute of calls
+
+
+@pytest.mark.slow  # a subprocess, interrupted while it measures
+def test_ctrl_c_during_the_bench_is_one_line(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from helpers import FAST, ROOT
+
+    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "bench.py"), *FAST, "--min-run-time", "5",
+                             "--no-log", "--no-compile"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    time.sleep(8)  # past the imports, into the measurements
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == ["interrupted: the bench is not finished"], err
