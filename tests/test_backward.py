@@ -10,7 +10,7 @@ import pytest
 import torch
 from helpers import small_problem
 
-from backprop_lab import backward, bugs
+from backprop_lab import backward, bugs, impls
 from backprop_lab.config import options
 from backprop_lab.impls.common import backward_order
 
@@ -96,7 +96,7 @@ def test_the_first_divergent_node_is_the_first_not_close_in_backward_order():
     assert bad.verdict == "differs" and backward.first_divergent(named) == "act1"
 
 
-@pytest.mark.parametrize("name", options("impl"))
+@pytest.mark.parametrize("name", impls.built_in())
 def test_float64_agrees_with_the_truth_to_float64_precision(name):
     params, x, y = small_problem([20, 12, 12, 1], n=50)  # float64
     checked = backward.run_check(name, params, x, y, 0.5, True, FACTOR)

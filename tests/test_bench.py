@@ -9,7 +9,6 @@ from helpers import composed, small_problem
 
 from backprop_lab import bench, bench_cli, impls, tables, targets
 from backprop_lab.bench import FLOOR, GEMMS, Row, Variant
-from backprop_lab.config import options
 
 
 def test_pass_flops_count_the_products():
@@ -38,8 +37,8 @@ def test_pass_products_and_their_bare_times():
 
 def test_the_variants_follow_conf_impl():
     variants = bench.variants()
-    assert {v.impl for v in variants} == set(options("impl"))
-    for impl in options("impl"):
+    assert {v.impl for v in variants} == set(impls.built_in())
+    for impl in impls.built_in():
         names = {v.name for v in variants if v.impl == impl}
         optional = impls.input_grad_optional(impl)
         assert names == ({impl, f"{impl} +x.g"} if optional else {f"{impl} (notebook)"})

@@ -7,13 +7,12 @@ import torch
 from helpers import small_problem
 
 from backprop_lab import impls
-from backprop_lab.config import options
 from backprop_lab.errors import ShapeError
 from backprop_lab.impls import autograd, functional, layers, module, module_einsum
 from backprop_lab.impls.common import NotebookNet, check_mse_shapes
 
 SHAPES = [[7, 5, 1], [12, 8, 1], [6, 4, 4, 3, 5, 1]]  # the last one: deep, odd widths
-NAMES = options("impl")
+NAMES = impls.built_in()
 
 
 @pytest.mark.parametrize("widths", SHAPES, ids=lambda w: "-".join(map(str, w)))

@@ -11,8 +11,7 @@ import pytest
 from helpers import CONTRACT, FAST, composed
 from mlflow.tracking import MlflowClient
 
-from backprop_lab import pipeline, timing
-from backprop_lab.config import options
+from backprop_lab import impls, pipeline, timing
 from backprop_lab.impls.common import backward_order
 
 
@@ -102,7 +101,7 @@ def test_same_seed_same_results(tmp_path, store):
 
 
 @pytest.mark.slow  # a store of its own: a few seconds each
-@pytest.mark.parametrize("impl", options("impl"))
+@pytest.mark.parametrize("impl", impls.built_in())
 def test_every_implementation_agrees_with_input_grad(tmp_path, store, impl):
     result = run(
         store, tmp_path, f"impl={impl}", "impl.compute_input_grad=true", "model=deep", "model.widths=[784,16,16,16,1]"

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -29,6 +31,7 @@ NONE = "none"  # first_divergent when no node is conclusively wrong
 # square's 2 forgotten) moves a gradient by 50 %: a tolerance of 10 % still tells it, with five times to spare.
 CONCLUSIVE_TOLERANCE = 0.1
 WRONG = ("differs", "non-finite", "shape")  # the verdicts that say the gradient is wrong
+NOT_GIVEN = "not given"  # a node the implementation computed no gradient at: judged nothing, said so
 
 
 @dataclass
@@ -46,6 +49,7 @@ class NodeCheck:
     finite: bool  # the manual gradient and autograd's are free of NaN and Inf
     within: bool  # ratio <= factor, and finite: as close as the tolerance asks
     conclusive: bool  # tolerance <= CONCLUSIVE_TOLERANCE: a wrong gradient could not pass as within
+    given: bool = True  # False: the implementation gave no gradient here (a learner's partial code)
 
     @property
     def close(self) -> bool:
@@ -54,6 +58,8 @@ class NodeCheck:
 
     @property
     def verdict(self) -> str:
+        if not self.given:
+            return NOT_GIVEN
         if self.shape != self.ref_shape:
             return "shape"
         if not self.finite:
@@ -158,11 +164,14 @@ def check(
     reductions: dict[str, int],
     factor: float,
 ) -> list[NodeCheck]:
-    """Every node of `order` the manual backward was asked for; one it does not give is a bug of the project."""
-    missing = [node for node in order if node not in manual]
-    if missing:
-        raise RuntimeError(f"the backward gave no gradient at {', '.join(missing)}")
-    return [check_node(n, manual[n], reference[n], truth[n], reductions[n], factor) for n in order]
+    """Every node of `order`; one the manual backward gave no gradient at is "not given"."""
+    return [check_node(n, manual[n], reference[n], truth[n], reductions[n], factor) if n in manual
+            else not_given(n, reference[n]) for n in order]  # fmt: skip
+
+
+def not_given(node: str, ref: torch.Tensor) -> NodeCheck:
+    nan = math.nan
+    return NodeCheck(node, (), tuple(ref.shape), False, nan, nan, nan, nan, nan, nan, True, False, True, given=False)
 
 
 def first_divergent(checks: list[NodeCheck]) -> str:
@@ -171,10 +180,12 @@ def first_divergent(checks: list[NodeCheck]) -> str:
 
 
 def overall(checks: list[NodeCheck]) -> str:
-    """The run's verdict: "wrong" when a node is, else "inconclusive" when a node cannot be told, else "ok"."""
-    if any(c.verdict in WRONG for c in checks):
+    """The run's verdict: "wrong" when a node is, else "inconclusive" when a node cannot be told, else "partial"
+    when some node was not given, else "ok"."""
+    verdicts = {c.verdict for c in checks}
+    if verdicts & set(WRONG):
         return "wrong"
-    return "inconclusive" if any(c.verdict == "inconclusive" for c in checks) else "ok"
+    return "inconclusive" if "inconclusive" in verdicts else "partial" if NOT_GIVEN in verdicts else "ok"
 
 
 def _span(values: list[float]) -> str:
@@ -211,13 +222,17 @@ def inconclusive_note(checks: list[NodeCheck], factor: float, dtype: torch.dtype
 
 def verdict_line(checks: list[NodeCheck], factor: float, dtype: torch.dtype) -> str:
     """The check's answer in a line: ok, wrong from which node, or inconclusive where and what would make it not."""
-    worst = max(c.ratio for c in checks)
+    worst = max((c.ratio for c in checks if c.given), default=0.0)
     worst_text = f"worst {'inf' if math.isinf(worst) else f'{worst:.2g}'} × autograd's own error"
     verdict = overall(checks)
     if verdict == "ok":
         return f"gradients ok at every node ({worst_text})"
     if verdict == "wrong":
         return f"gradients WRONG from node {first_divergent(checks)} ({worst_text})"
+    if verdict == "partial":
+        missing = [c.node for c in checks if not c.given]
+        return (f"gradients ok at every node given ({len(checks) - len(missing)} of {len(checks)}; {worst_text}); "
+                f"not given: {', '.join(missing)} (the lab's stood in)")
     return f"gradients INCONCLUSIVE {inconclusive_note(checks, factor, dtype)}"
 
 
@@ -235,9 +250,10 @@ def metrics(checks: list[NodeCheck]) -> dict[str, float]:
     return {
         "grad/all_close": float(all(c.close for c in checks)),
         "grad/inconclusive_nodes": float(sum(c.verdict == "inconclusive" for c in checks)),
+        "grad/nodes_not_given": float(sum(not c.given for c in checks)),
         "grad/all_finite": float(all(c.finite for c in checks)),
-        "grad/worst_error_ratio": max(c.ratio for c in checks),
-        "grad/worst_max_rel_diff": max(c.max_rel_diff for c in checks),
+        "grad/worst_error_ratio": max((c.ratio for c in checks if c.given), default=math.nan),
+        "grad/worst_max_rel_diff": max((c.max_rel_diff for c in checks if c.given), default=math.nan),
     }
 
 
@@ -263,26 +279,34 @@ class Checked:
 
 def run_check(
     name: str, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, shift: float, input_grad: bool,
-    factor: float, bug: str = "none",
+    factor: float, bug: str = "none", base: Optional[Path] = None, time_limit_s: float = 0.0,
 ) -> Checked:  # fmt: skip
-    """The implementation's backward (with `bug` put in it, when one is named), run twice on one forward (the timing
-    repeats it, and a backward that accumulates into stale state must show), against autograd's at the same dtype
-    and the float64 truth."""
+    """The implementation (an option of conf/impl/, or code: impls.load) with `bug` put in it, when one is named,
+    its backward run twice on one forward (the timing repeats it, and a backward that accumulates into stale state
+    must show), against autograd's at the same dtype and the float64 truth. A user's file is run as theirs
+    (protocol.users_code): its errors are their traceback, its calls bounded by `time_limit_s`, its inputs and
+    weights checked untouched."""
     from backprop_lab import bugs, impls
-    from backprop_lab.impls import autograd
+    from backprop_lab.impls import autograd, protocol
     from backprop_lab.impls.common import backward_order
 
-    if bug == bugs.NONE:
-        net = impls.build(name, params, shift, input_grad, keep_nodes=True)
-    else:
-        net = bugs.Net(params, shift, bug)
-    loss = net.forward(x, y).item()
-    net.backward()
-    manual = net.backward() | net.node_grads()
-    computed_x = "x" in manual  # autograd is asked for what the implementation computed
+    code = impls.load(name, base)
+    untouched = protocol.Untouched(code, dict(params) | {"x": x, "y": y})
+    with protocol.users_code(code, time_limit_s, "forward and backward"):
+        net = protocol.build(code, params, shift, input_grad, keep_nodes=True) if bug == bugs.NONE else (
+            bugs.Net(params, shift, bug))  # fmt: skip
+        loss = net.forward(x, y)
+        loss = loss.item() if isinstance(loss, torch.Tensor) else float(loss)
+        net.backward()
+        manual = net.backward()
+        manual = dict(manual or {}) | dict(getattr(net, "node_grads", dict)() or {})
+    untouched.check()
+    not_given = getattr(net, "not_given", list)()
+    computed_x = "x" in manual or "x" in not_given  # autograd is asked for what the implementation computed
     reference = autograd.Net(params, shift, computed_x)
     reference.forward(x, y)
     ref = reference.backward() | reference.node_grads()
+    protocol.check_given(code, manual, ref)
     stats = backward_stats(params, ref)
     truth = _truth(params, x, y, shift, reference.masks)
     if computed_x:  # x.g = lin1.g @ w1.t(), in float64 a block of rows at a time: never 314 MB whole
@@ -292,7 +316,7 @@ def run_check(
     widths = [params["w1"].shape[0]] + [params[f"w{i}"].shape[1] for i in range(1, len(params) // 2 + 1)]
     order = backward_order(len(widths) - 1, computed_x)
     checks = check(manual, ref, truth, order, reduction_lengths(widths, x.shape[0]), factor)
-    leaves = [k for k in ref if k[0] in "wb"]  # the parameters: the intermediate nodes and x are too large to draw
+    leaves = [k for k in ref if k[0] in "wb" and k in manual]  # the parameters: other nodes are too large to draw
     elementwise = elementwise_diffs({k: manual[k] for k in leaves}, {k: ref[k] for k in leaves})
     return Checked(loss, checks, elementwise, computed_x, stats)
 

@@ -25,7 +25,6 @@ from typing import Optional
 import torch
 
 from backprop_lab import backward, impls
-from backprop_lab.config import options
 from backprop_lab.timing import Timed, measure, measure_cold, measure_paired
 
 REFERENCE = "autograd"  # every variant's gradients are checked against it and its times divided by it
@@ -56,7 +55,7 @@ def variants() -> list[Variant]:
     """The notebook's implementations as the notebook ran them (the input's gradient always), then every other
     one without and with the input's gradient, the reference last. From conf/impl/: a new option gets its rows."""
     notebook, optional = [], []
-    for impl in options("impl"):
+    for impl in impls.built_in():
         if impls.input_grad_optional(impl):
             optional += [Variant(impl), Variant(impl, input_grad=True)]
         else:

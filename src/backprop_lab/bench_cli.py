@@ -20,7 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-from backprop_lab import redaction, runs, stop, store, streams, tables
+from backprop_lab import impls, redaction, runs, stop, store, streams, tables
 from backprop_lab.entry import compose
 from backprop_lab.errors import UserError
 
@@ -115,9 +115,8 @@ def default_runs(cwd: Path, overrides: tuple[str, ...] = ("timing=fast",)) -> di
 
 def sweep_overhead(cwd: Path, overrides: list[str]) -> dict[str, float]:
     """Median per-job time outside the checked compute and its timing, over a sweep of every implementation."""
-    from backprop_lab.config import options
 
-    sweep = [f"impl={','.join(options('impl'))}", f"init={','.join(SWEEP_INITS)}", "timing=fast"]
+    sweep = [f"impl={','.join(impls.built_in())}", f"init={','.join(SWEEP_INITS)}", "timing=fast"]
     where = ["tracking.uri=null", f"tracking.experiment={SWEEP_EXPERIMENT}"]  # the default store, under cwd
     started = time.perf_counter()
     done = subprocess.run(_entry("-m", *overrides, *sweep, *where), cwd=cwd, capture_output=True, text=True)

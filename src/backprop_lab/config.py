@@ -89,7 +89,9 @@ class ModelConfig:
 
 @dataclass
 class ImplConfig:
-    name: str = MISSING  # a module of backprop_lab.impls; the options are conf/impl/
+    name: str = MISSING  # the option of conf/impl/ (`user` for your own code)
+    code: str = MISSING  # the implementation's code: a module, or a .py file (impls/protocol.py)
+    time_limit_s: float = 60.0  # a user's forward and backward in the check, together: past it, an endless loop
     # the input's gradient, for the implementations that can skip it (lean, autograd, nn); nothing needs it, so it
     # is opt-in; the notebook's four always compute it, as the notebook did
     compute_input_grad: bool = False

@@ -1,5 +1,7 @@
 """Errors a user can fix: the entry script prints them as one line, without a traceback, and exits non-zero."""
 
+from __future__ import annotations
+
 
 class UserError(Exception):
     """Bad input; the message names the key or file and what is allowed."""
@@ -20,3 +22,21 @@ class ShapeError(ValueError):
 
 class TrackingError(UserError):
     """A tracking store or server that cannot be reached, or a run that is not there or not ours."""
+
+
+class UserCodeError(UserError):
+    """An error raised in a user's own implementation: their code, so their traceback (their frames only, not the
+    lab's) is the answer, after one line that says where it came from."""
+
+    @classmethod
+    def from_exception(cls, e: BaseException, path) -> UserCodeError:
+        import traceback
+
+        path = str(path)
+        frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename == path]
+        lines = traceback.format_list(frames)
+        if isinstance(e, SyntaxError) and e.filename == path:  # a syntax error has no frame of theirs: its line is it
+            lines = traceback.format_exception_only(e)
+            return cls(f"{path}: your code does not compile:\n" + "".join(lines).rstrip())
+        text = "".join(lines) + "".join(traceback.format_exception_only(e))
+        return cls(f"{path}: your code raised {type(e).__name__}: {e}\n" + "Traceback (your frames):\n" + text.rstrip())

@@ -11,6 +11,7 @@ import hashlib
 import itertools
 import json
 import os
+from pathlib import Path
 from typing import Any, Optional
 
 SWEPT_ENV = "BACKPROP_LAB_SWEPT"  # the keys a sweep varies, comma-separated, handed to its jobs like the parent's id
@@ -33,6 +34,8 @@ def _value(cfg: Any, key: str) -> str:
         node = node[part]
     if key == "model.widths":
         return compact_widths(list(node))
+    if key in ("impl", "impl.code") and cfg.impl.name == "user":  # a user's code by its file's (or module's) name
+        return Path(cfg.impl.code).stem if cfg.impl.code.endswith(".py") else cfg.impl.code
     if isinstance(node, (int, float)) and not isinstance(node, bool):  # a swept number says what it is
         return f"{key.rsplit('.', 1)[-1]}={node if isinstance(node, int) else format(node, '.4g')}"
     return str(node)

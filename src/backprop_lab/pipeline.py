@@ -38,7 +38,7 @@ from backprop_lab import (
     tracking,
 )
 from backprop_lab.errors import ConfigError
-from backprop_lab.impls import autograd
+from backprop_lab.impls import autograd, protocol
 from backprop_lab.validation import validate
 
 _previous_job_end: Optional[float] = None  # perf_counter() when this process's last job ended
@@ -112,10 +112,12 @@ def log_git_diff(cfg: DictConfig) -> dict[str, str]:
     return tags | {"git.diff": f"hash only ({why})"}
 
 
-def checked_device(cfg: DictConfig) -> tuple[torch.device, torch.dtype]:
+def checked_device(cfg: DictConfig, launch_dir: Path) -> tuple[torch.device, torch.dtype]:
     """The config's values checked, then the device, and the dtype tried on it with the chosen implementation (a
-    tiny net): some cannot run in some dtypes (the notebook's `.float()` masks promote a bfloat16 gradient)."""
+    tiny net): some cannot run in some dtypes (the notebook's `.float()` masks promote a bfloat16 gradient). A
+    user's file is loaded here, so that it does not compile or import is said before any run exists."""
     validate(cfg)
+    code = impls.load(cfg.impl.code, launch_dir)
     bugs.check(cfg.bug.name, list(cfg.model.widths))
     if cfg.bug.name != bugs.NONE and cfg.impl.name != "functional":
         raise ConfigError(f"bug.name: {cfg.bug.name} is put into impl=functional's backward; got impl={cfg.impl.name}")
@@ -123,8 +125,10 @@ def checked_device(cfg: DictConfig) -> tuple[torch.device, torch.dtype]:
     widths = [3, 2, 1]
     params = {k: p.to(device, dtype) for k, p in init.init_params(widths, "xavier", "fan_in", 0).items()}
     x, y = torch.ones(4, 3, device=device, dtype=dtype), torch.ones(4, device=device, dtype=dtype)
+    if code.path is not None:  # the user's code is tried on the real problem, by the check, where it is theirs
+        return device, dtype
     try:
-        net = impls.build(cfg.impl.name, params, cfg.model.relu_shift, cfg.impl.compute_input_grad)
+        net = protocol.build(code, params, cfg.model.relu_shift, cfg.impl.compute_input_grad)
         net.forward(x, y)
         net.backward()
     except RuntimeError as e:
@@ -144,7 +148,7 @@ def run(
     console = console or Console(stderr=True)
     stop.check()  # a sweep's next job does not start after a stop was asked for
     # bad input outside a sweep creates no run; inside one it must leave a FAILED child that says why
-    device, dtype = (None, None) if parent_run_id else checked_device(cfg)
+    device, dtype = (None, None) if parent_run_id else checked_device(cfg, launch_dir)
     uri, artifact_location = store.resolve_store(cfg.tracking.uri, launch_dir)
     name = labels.run_name(cfg, labels.swept_keys() if parent_run_id else None)
     config = OmegaConf.to_container(cfg)
@@ -163,13 +167,17 @@ def run(
         tracking.log_text(OmegaConf.to_yaml(cfg), "config/config.yaml")
         tracking.log_json({"overrides": list(overrides)}, "config/overrides.json")
         if device is None:
-            device, dtype = checked_device(cfg)
+            device, dtype = checked_device(cfg, launch_dir)
         threads = cfg.timing.num_threads or torch.get_num_threads()
         tracking.log_params({"device": str(device)})  # resolved: the config's `auto` says nothing
         tracking.set_tags(environment.reproducibility_tags(threads))
         if tags.get("git.dirty") == "true":
             tracking.set_tags(log_git_diff(cfg.tracking))
         tracking.log_json(environment.device_info(device), "device.json")
+        code = impls.load(cfg.impl.code, launch_dir)
+        if code.path is not None:  # the user's file: what ran, and its hash for a rerun to check
+            tracking.log_text(code.path.read_text(errors="replace"), f"code/{code.path.name}")
+            tracking.set_tags({"impl.code_sha256": code.sha256, "impl.style": code.style})
 
         with console.status("data: read, verify, normalize"):
             t = time.perf_counter()
@@ -188,8 +196,8 @@ def run(
             shift = cfg.model.relu_shift
             layers = forward.activation_stats(x, params, shift)
 
-            checked = backward.run_check(cfg.impl.name, params, x, y, shift, cfg.impl.compute_input_grad,
-                                         cfg.check.factor, cfg.bug.name)  # fmt: skip
+            checked = backward.run_check(cfg.impl.code, params, x, y, shift, cfg.impl.compute_input_grad,
+                                         cfg.check.factor, cfg.bug.name, launch_dir, cfg.impl.time_limit_s)  # fmt: skip
             wall["check_s"] = time.perf_counter() - t
 
         widths = list(cfg.model.widths)
@@ -226,11 +234,13 @@ def run(
 
         with console.status(f"timing forward and backward ({cfg.timing.min_run_time:g} s each, {threads} threads)"):
             t = time.perf_counter()
-            net = impls.build(cfg.impl.name, params, shift, cfg.impl.compute_input_grad)
-            reference = autograd.Net(params, shift, input_grad=checked.input_grad)
-            net.forward(x, y)
-            reference.forward(x, y)
-            timed = timing.time_passes(net, reference, x, y, cfg.timing.min_run_time, threads)
+            code = impls.load(cfg.impl.code, launch_dir)
+            with protocol.users_code(code, what="forward or backward while timed"):
+                net = protocol.build(code, params, shift, cfg.impl.compute_input_grad)
+                reference = autograd.Net(params, shift, input_grad=checked.input_grad)
+                net.forward(x, y)
+                reference.forward(x, y)
+                timed = timing.time_passes(net, reference, x, y, cfg.timing.min_run_time, threads)
             wall["timing_s"] = time.perf_counter() - t
         gflop = bench.pass_flops(widths, x.shape[0], checked.input_grad)
         work = {"time/forward_gflop": gflop["forward"], "time/backward_gflop": gflop["backward"]}

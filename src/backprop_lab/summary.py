@@ -9,7 +9,7 @@ from backprop_lab.pipeline import Result
 
 OK, BAD = "[green]ok[/]", "[red]FAIL[/]"
 VERDICT = {"ok": OK, "differs": "[red]differs[/]", "non-finite": "[red]NON-FINITE[/]", "shape": "[red]SHAPE[/]",
-           "inconclusive": "[yellow]inconclusive[/]"}  # fmt: skip
+           "inconclusive": "[yellow]inconclusive[/]", "not given": "[dim]not given[/]"}  # fmt: skip
 
 
 def _g(x) -> str:
@@ -50,6 +50,7 @@ def grad_table(r: Result) -> Table:
     rows = [
         (c.node, "x".join(map(str, c.shape)), "yes" if c.exact else "no", f"{c.max_abs_diff:.3g}",
          f"{c.max_rel_diff:.3g}", f"{c.error:.3g}", f"{c.autograd_error:.3g}", f"{c.ratio:.3g}", VERDICT[c.verdict])
+        if c.given else (c.node, "x".join(map(str, c.ref_shape)), *["-"] * 6, VERDICT[c.verdict])
         for c in r.checks
     ]  # fmt: skip
     first = "" if r.first_divergent == "none" else f"; first divergent: [red]{r.first_divergent}[/]"

@@ -1,0 +1,225 @@
+"""At the first node a backward gets wrong, what kind of mistake it is, said in words a learner can act on.
+
+The user's gradient is set against a model of each kind of mistake, in this order: its shape (a fact, no fit
+needed), whether there is anything to fit (not given, non-finite, zero), the models that need context (an earlier
+call's value, the node above, the ReLU's input), then the context-free ones (a constant offset, a constant factor).
+The order matters where models overlap: zero is a factor of 0, an accumulated gradient after two calls is a factor
+of 2, a factor of -1 is a sign flip. A kind is said only when its model explains the given gradient to within
+`tolerance` of the larger of the two norms; where none does, "differs" with the measured numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+# In the order they are tested; the tag logged is one of these.
+KINDS = ("not_given", "wrong_axis", "transposed", "broadcast", "non_finite", "zero", "accumulated", "relu_mask",
+         "offset", "sign", "scale", "differs")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    kind: str  # one of KINDS
+    words: str  # one line for a learner: what kind of mistake, with the measured number(s)
+
+
+def tolerance(dtype: torch.dtype) -> float:
+    """How far (relative to the norm) a model may be from the given gradient and still explain it.
+
+    A correct float32 backward is 1e-7 to 1e-5 from the float64 truth (autograd's own error in backward.py), and so is
+    a float32 gradient that a model explains exactly; two different models of a mistake differ by a tenth of the norm
+    or more (the bank's closest pair, the mask taken from the shifted output and the right mask, by 0.57). 1e-3 sits a
+    hundred times above the one and a hundred times below the other. It is relative to the larger norm, given's or
+    the truth's, because a gradient rounds relative to its own size: × 50,000 (a 1/N missing on MNIST) carries
+    rounding of 50,000 times the truth's. Half precisions round at 1e-3 (float16) and 8e-3 (bfloat16) per entry
+    already, so their tolerance grows with their epsilon."""
+    return max(1e-3, 8 * torch.finfo(dtype).eps)
+
+
+def diagnose(
+    node: str, given: torch.Tensor | None, truth: torch.Tensor, *, rows: int,
+    pre_activation: torch.Tensor | None = None, upstream: torch.Tensor | None = None, shift: float = 0.5,
+    earlier: torch.Tensor | None = None,
+) -> Diagnosis:  # fmt: skip
+    """The kind of `given`'s difference from the float64 `truth` at `node` (lin{i}, act{i}, w{i}, b{i}, x).
+
+    `rows` is the batch size N (to name the mean's 1/N). Context, where the caller has it (`diagnose_at`):
+    `pre_activation`, the ReLU's input at a lin{i} below one (its output is `pre_activation.clamp_min(0) - shift`);
+    `upstream`, the truth at the node above (act{i} for lin{i}, lin{i} for b{i}); `earlier`, the user's gradient here
+    from the first of two backward calls on the same forward (`given` being the second's). Two calls on one forward
+    cannot show a stale gradient (it equals a fresh one), only an accumulated one."""
+    if given is None:
+        return Diagnosis("not_given", "not given: the backward left no gradient here")
+    shaped = _by_shape(node, tuple(given.shape), tuple(truth.shape), rows)
+    if shaped is not None:
+        return shaped
+    g, t = _f64(given, truth), truth.detach().double()
+    n_bad = (~torch.isfinite(g)).sum().item()
+    if n_bad:
+        nan = torch.isnan(g).sum().item()
+        why = " (the truth is finite here: an overflow or a 0/0 in the backward)" if torch.isfinite(t).all() else ""
+        return Diagnosis("non_finite", f"non-finite: {nan} NaN and {n_bad - nan} ±Inf of {g.numel()} entries{why}")
+    norm_g, norm_t = g.norm().item(), t.norm().item()
+    measured = f"||given|| / ||truth|| = {_ratio(norm_g, norm_t)}"
+    if norm_t == 0:
+        return Diagnosis("differs", f"differs (no pattern found): the truth is 0 here, ||given|| = {norm_g:.3g}")
+    error = (g - t).norm().item() / norm_t
+    tol = tolerance(given.dtype)
+    if error <= tol:  # only rounding apart: the check's verdict came from a tolerance tighter than this one
+        return Diagnosis("differs", f"differs (no pattern found): {measured}, relative error {error:.3g}, beyond "
+                                    "the check's tolerance but within rounding of any model")  # fmt: skip
+    if norm_g <= tol * norm_t:
+        return Diagnosis("zero", f"zero where the truth is not (||truth|| = {norm_t:.3g}): the gradient stops here")
+
+    def fits(model: torch.Tensor) -> bool:
+        return (g - model).norm().item() <= tol * max(norm_g, norm_t)
+
+    found = (_accumulated(g, t, earlier, fits, measured) or _square_transposed(node, t, fits)
+             or _square_wrong_axis(node, t, upstream, fits)
+             or _relu(g, t, pre_activation, upstream, shift, fits) or _offset(g, t, pre_activation, shift, fits, tol)
+             or _scale(g, t, rows, fits, tol))  # fmt: skip
+    return found or Diagnosis("differs", f"differs (no pattern found): {measured}, relative error {error:.3g}")
+
+
+SAMPLE_ROWS = 2048  # of the input's gradient: its float64 truth is never held whole (backward.CHUNK_ROWS)
+
+
+def diagnose_at(
+    node: str, manual: dict, earlier: dict, truth: dict, pre_activations: dict[str, torch.Tensor], *,
+    due_shape: tuple[int, ...], rows: int, shift: float,
+) -> Diagnosis:  # fmt: skip
+    """`diagnose` at `node` with the context the check has: the user's gradients of the second and first backward
+    calls (`manual`, `earlier`), the truth at every node (at "x" a function of a row range), the forward's lin{i}
+    outputs, and the node's due shape. The context taken: for lin{i} below a ReLU, its input and the truth at act{i};
+    for b{i}, the truth at lin{i} (what its sum runs over). The input's gradient is judged on its first
+    SAMPLE_ROWS rows: every kind but a shape (told by the shapes alone) holds row by row."""
+    given, due, before = manual.get(node), truth[node], earlier.get(node)
+    if callable(due):
+        if given is not None and tuple(given.shape) != tuple(due_shape):
+            return _by_shape(node, tuple(given.shape), tuple(due_shape), rows)
+        due = due(0, SAMPLE_ROWS)
+        given, before = (t[:SAMPLE_ROWS] if t is not None else None for t in (given, before))
+    layer = node.lstrip("linactwb")
+    context = {}
+    if node.startswith("lin") and f"act{layer}" in truth:
+        context = {"pre_activation": pre_activations[node], "upstream": truth[f"act{layer}"]}
+    elif node.startswith("b"):
+        context = {"upstream": truth[f"lin{layer}"]}
+    return diagnose(node, given, due, rows=rows, shift=shift, earlier=before, **context)
+
+
+def _f64(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return t.detach().to(like.device, torch.float64)
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return f"({', '.join(map(str, shape))}{',' if len(shape) == 1 else ''})"
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:#.4g}" if b > 0 else "inf"
+
+
+def _by_shape(node: str, shape: tuple[int, ...], due: tuple[int, ...], rows: int) -> Diagnosis | None:
+    """A wrong shape, told by the shapes alone: None where they agree."""
+    if shape == due:
+        return None
+    said = f"shape {_shape(shape)} where {_shape(due)} is due"
+    if node.startswith("b") and shape == (rows,):
+        return Diagnosis("wrong_axis", f"{said}: the bias gradient summed over the features (sum(1)), not the rows")
+    if len(shape) == 2 and shape == due[::-1]:
+        how = "the (out, in) product g.t() @ x, where x.t() @ g is due" if node.startswith("w") else "transposed"
+        return Diagnosis("transposed", f"{said}: {how}")
+    try:
+        broadcast = torch.broadcast_shapes(shape, due) == shape
+    except RuntimeError:
+        broadcast = False
+    if broadcast:
+        if shape == (rows, rows) and due in ((rows, 1), (rows,)):
+            how = "an (N, 1) output minus an (N,) target broadcasts to (N, N): squeeze the output first"
+        elif node.startswith("b") and shape == (rows, *due):
+            how = "the rows not summed"
+        else:
+            how = "a result broadcast to more entries than the node has"
+        return Diagnosis("broadcast", f"{said}: {how}")
+    return Diagnosis("differs", f"differs (no pattern found): {said}")
+
+
+def _accumulated(g, t, earlier, fits, measured) -> Diagnosis | None:
+    if earlier is None or earlier.shape != t.shape or not fits(_f64(earlier, t) + t):
+        return None
+    return Diagnosis("accumulated", f"the previous backward's value added in ({measured} on the second call): "
+                                    "the gradient accumulated (+=, or a .g never reset), not assigned")  # fmt: skip
+
+
+def _square_transposed(node, t, fits) -> Diagnosis | None:
+    """On a square node the transposed result has the right shape: only its values tell."""
+    if t.ndim != 2 or t.shape[0] != t.shape[1] or not fits(t.t()):
+        return None
+    how = "the (out, in) product g.t() @ x, where x.t() @ g is due" if node.startswith("w") else "the result"
+    return Diagnosis("transposed", f"the truth transposed, on a square {_shape(tuple(t.shape))}: {how}")
+
+
+def _square_wrong_axis(node, t, upstream, fits) -> Diagnosis | None:
+    """Where the batch is as wide as the layer, a bias summed over the features has the right shape too."""
+    if not node.startswith("b") or upstream is None or upstream.shape != (t.shape[0], t.shape[0]):
+        return None
+    if not fits(_f64(upstream, t).sum(1)):
+        return None
+    return Diagnosis("wrong_axis", "the bias gradient summed over the features (sum(1)), not the rows (sum(0))")
+
+
+def _relu(g, t, pre_activation, upstream, shift, fits) -> Diagnosis | None:
+    """The ReLU's backward passes the upstream where its input is > 0 and nothing elsewhere: the given gradient as
+    the upstream through some other 0/1 mask, and where that mask differs from the right one."""
+    if pre_activation is None or upstream is None:
+        return None
+    pre, up = _f64(pre_activation, t), _f64(upstream, t)
+    opened, reached = pre > 0, up != 0  # where the upstream is 0 any mask fits: those entries say nothing
+    if fits(up):
+        kept = (~opened & reached).sum().item()
+        return Diagnosis("relu_mask", f"kept where the ReLU's input is <= 0 ({kept} of {up.numel()} entries): "
+                                      "the gradient passed unmasked, `* (inp > 0)` missing")  # fmt: skip
+    if fits(up * (pre.clamp_min(0) - shift > 0)):
+        zeroed = (opened & (pre <= shift) & reached).sum().item()
+        return Diagnosis("relu_mask", f"zeroed where the ReLU's input is in (0, {shift:g}] ({zeroed} of {up.numel()} "
+                                      "entries): the mask taken from the shifted output, not the input")  # fmt: skip
+    used = (g - up).abs() < g.abs()  # each entry nearer the upstream than 0: the mask the backward applied
+    if not fits(up * used):
+        return None
+    zeroed, kept = (opened & ~used & reached).sum().item(), (~opened & used & reached).sum().item()
+    return Diagnosis("relu_mask", f"a wrong mask: zeroed at {zeroed} entries where the ReLU's input is > 0, kept at "
+                                  f"{kept} where it is <= 0 (of {up.numel()})")  # fmt: skip
+
+
+def _offset(g, t, pre_activation, shift, fits, tol) -> Diagnosis | None:
+    """A constant added everywhere, or where the ReLU is open (the forward's shift carried into the backward)."""
+    supports = [("everywhere", torch.ones_like(t, dtype=torch.bool))]
+    if pre_activation is not None and pre_activation.shape == t.shape:
+        supports.insert(0, ("where the ReLU's input is > 0", _f64(pre_activation, t) > 0))
+    for where, support in supports:
+        if not support.any():
+            continue
+        d = (g - t)[support].mean().item()
+        if fits(t + d * support):
+            shifted = where != "everywhere" and math.isclose(d, -shift, rel_tol=tol)
+            why = f" (= -shift): the forward's '- {shift:g}' carried into the backward" if shifted else ""
+            return Diagnosis("offset", f"{d:+#.4g} added {where}{why}")
+    return None
+
+
+def _scale(g, t, rows, fits, tol) -> Diagnosis | None:
+    c = ((g * t).sum() / (t * t).sum()).item()  # the least-squares factor
+    if not fits(c * t):
+        return None
+    if math.isclose(c, -1, rel_tol=tol):
+        return Diagnosis("sign", "× -1.000 everywhere: the sign flipped (a difference taken the wrong way round?)")
+    named = [(2, "the square's 2 counted twice?"), (1 / 2, "the square's 2 missing?"),
+             (rows, f"= N = {rows}: the mean's 1/N missing?"), (1 / rows, f"= 1/N, N = {rows}: divided by N twice?"),
+             (rows / 2, f"= N/2, N = {rows}: the mean's 2/N missing?")]  # fmt: skip
+    why = next((w for f, w in named if math.isclose(abs(c), f, rel_tol=tol)), "not 2, 1/2, N, 1/N or N/2")
+    sign = "the sign flipped too; " if c < 0 else ""
+    return Diagnosis("scale", f"× {c:#.4g} everywhere: a constant factor ({sign}{why})")
