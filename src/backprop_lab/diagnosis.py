@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-# In the order they are tested; the tag logged is one of these.
+# The tag logged; in about the order they are tested (a square node's transpose or wrong axis is told by its values,
+# after the shape kinds and the accumulated one).
 KINDS = ("not_given", "wrong_axis", "transposed", "broadcast", "non_finite", "zero", "accumulated", "relu_mask",
          "offset", "sign", "scale", "differs")  # fmt: skip
 
@@ -36,7 +37,7 @@ def tolerance(dtype: torch.dtype) -> float:
     the truth's, because a gradient rounds relative to its own size: × 50,000 (a 1/N missing on MNIST) carries
     rounding of 50,000 times the truth's. Half precisions round at 1e-3 (float16) and 8e-3 (bfloat16) per entry
     already, so their tolerance grows with their epsilon."""
-    return max(1e-3, 8 * torch.finfo(dtype).eps)
+    return max(1e-3, 8 * torch.finfo(dtype).eps) if dtype.is_floating_point else 1e-3
 
 
 def diagnose(
@@ -69,8 +70,8 @@ def diagnose(
     error = (g - t).norm().item() / norm_t
     tol = tolerance(given.dtype)
     if error <= tol:  # only rounding apart: the check's verdict came from a tolerance tighter than this one
-        return Diagnosis("differs", f"differs (no pattern found): {measured}, relative error {error:.3g}, beyond "
-                                    "the check's tolerance but within rounding of any model")  # fmt: skip
+        return Diagnosis("differs", f"differs (no pattern found): {measured}, relative error {error:.3g}: past the "
+                                    "check's tolerance, too close for any model to tell")  # fmt: skip
     if norm_g <= tol * norm_t:
         return Diagnosis("zero", f"zero where the truth is not (||truth|| = {norm_t:.3g}): the gradient stops here")
 
@@ -190,9 +191,10 @@ def _relu(g, t, pre_activation, upstream, shift, fits) -> Diagnosis | None:
     used = (g - up).abs() < g.abs()  # each entry nearer the upstream than 0: the mask the backward applied
     if not fits(up * used):
         return None
-    zeroed, kept = (opened & ~used & reached).sum().item(), (~opened & used & reached).sum().item()
-    return Diagnosis("relu_mask", f"a wrong mask: zeroed at {zeroed} entries where the ReLU's input is > 0, kept at "
-                                  f"{kept} where it is <= 0 (of {up.numel()})")  # fmt: skip
+    zeroed, kept = opened & ~used & reached, ~opened & used & reached
+    where = f" (from {pre[zeroed].min().item():.3g} to {pre[zeroed].max().item():.3g})" if zeroed.any() else ""
+    said = f"zeroed at {zeroed.sum().item()} of {up.numel()} entries where the ReLU's input is > 0{where}"
+    return Diagnosis("relu_mask", f"a wrong mask: {said}, kept at {kept.sum().item()} where it is <= 0")
 
 
 def _offset(g, t, pre_activation, shift, fits, tol) -> Diagnosis | None:
@@ -216,7 +218,7 @@ def _scale(g, t, rows, fits, tol) -> Diagnosis | None:
     if not fits(c * t):
         return None
     if math.isclose(c, -1, rel_tol=tol):
-        return Diagnosis("sign", "× -1.000 everywhere: the sign flipped (a difference taken the wrong way round?)")
+        return Diagnosis("sign", f"× {c:#.4g} everywhere: the sign flipped (a difference taken the wrong way round?)")
     named = [(2, "the square's 2 counted twice?"), (1 / 2, "the square's 2 missing?"),
              (rows, f"= N = {rows}: the mean's 1/N missing?"), (1 / rows, f"= 1/N, N = {rows}: divided by N twice?"),
              (rows / 2, f"= N/2, N = {rows}: the mean's 2/N missing?")]  # fmt: skip
