@@ -27,10 +27,10 @@ BANK = {  # bug: (kind, words that must be in its line)
 }
 
 
-def bank_case(bug: str, dtype=torch.float32):
+def bank_case(bug: str, dtype=torch.float32, rows=ROWS):
     """What backward.run_check has at the bug's expected node: the second backward's gradients, the first's, the
     truth, and the forward's pre-activations (autograd's, whose masks the truth uses)."""
-    params, x, y = small_problem(WIDTHS, n=ROWS, dtype=dtype)
+    params, x, y = small_problem(WIDTHS, n=rows, dtype=dtype)
     net = bugs.Net(params, SHIFT, bug)
     net.forward(x, y)
     first = {k: v.clone() for k, v in (net.backward() | net.node_grads()).items()}
@@ -42,10 +42,10 @@ def bank_case(bug: str, dtype=torch.float32):
     return second, first, truth, pre
 
 
-def diagnose_bank(bug: str, dtype=torch.float32) -> diagnosis.Diagnosis:
-    second, first, truth, pre = bank_case(bug, dtype)
+def diagnose_bank(bug: str, dtype=torch.float32, rows=ROWS) -> diagnosis.Diagnosis:
+    second, first, truth, pre = bank_case(bug, dtype, rows)
     node = bugs.expected_node(bug, WIDTHS)
-    return diagnosis.diagnose_at(node, second, first, truth, pre, due_shape=tuple(truth[node].shape), rows=ROWS,
+    return diagnosis.diagnose_at(node, second, first, truth, pre, due_shape=tuple(truth[node].shape), rows=rows,
                                  shift=SHIFT)  # fmt: skip
 
 
@@ -89,6 +89,17 @@ def test_without_the_earlier_call_an_accumulated_gradient_reads_as_a_factor_2():
     assert d.kind == "scale" and d.words.startswith("× 2.000 everywhere"), d
     doubled = (truth["act3"] * 2).float()  # a real factor 2, the same on both calls: not an accumulation
     assert diagnosis.diagnose("act3", doubled, truth["act3"], rows=ROWS, earlier=doubled.clone()).kind == "scale"
+
+
+@pytest.mark.parametrize("bug", ["mse_without_mean", "relu_shift_in_backward"])
+def test_a_wrong_gradient_a_thousand_times_the_truth_is_not_taken_for_an_accumulation(bug):
+    """The same on both calls, and so large that the first call's value plus the truth is within 1e-3 of it."""
+    second, first, truth, _ = bank_case(bug, rows=8000)
+    node = bugs.expected_node(bug, WIDTHS)
+    assert second[node].double().norm() > 1000 * truth[node].norm()
+    d = diagnose_bank(bug, rows=8000)
+    assert d.kind == BANK[bug][0], d
+    assert bug != "mse_without_mean" or d.words.startswith("× 8000 everywhere: a constant factor (= N = 8000"), d
 
 
 def test_the_bank_in_float64_gets_the_same_kinds():

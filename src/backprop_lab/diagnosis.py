@@ -78,7 +78,7 @@ def diagnose(
     def fits(model: torch.Tensor) -> bool:
         return (g - model).norm().item() <= tol * max(norm_g, norm_t)
 
-    found = (_accumulated(g, t, earlier, fits, measured) or _square_transposed(node, t, fits)
+    found = (_accumulated(g, t, earlier, tol, measured) or _square_transposed(node, t, fits)
              or _square_wrong_axis(node, t, upstream, fits)
              or _relu(g, t, pre_activation, upstream, shift, fits) or _offset(g, t, pre_activation, shift, fits, tol)
              or _scale(g, t, rows, fits, tol))  # fmt: skip
@@ -120,8 +120,13 @@ def _shape(shape: tuple[int, ...]) -> str:
     return f"({', '.join(map(str, shape))}{',' if len(shape) == 1 else ''})"
 
 
+def _number(v: float) -> str:
+    """Four significant digits, trailing zeros kept (× 2.000: exactly 2 as far as rounding tells); whole above 1000."""
+    return f"{v:.0f}" if abs(v) >= 1000 else f"{v:#.4g}"
+
+
 def _ratio(a: float, b: float) -> str:
-    return f"{a / b:#.4g}" if b > 0 else "inf"
+    return _number(a / b) if b > 0 else "inf"
 
 
 def _by_shape(node: str, shape: tuple[int, ...], due: tuple[int, ...], rows: int) -> Diagnosis | None:
@@ -149,8 +154,14 @@ def _by_shape(node: str, shape: tuple[int, ...], due: tuple[int, ...], rows: int
     return Diagnosis("differs", f"differs (no pattern found): {said}")
 
 
-def _accumulated(g, t, earlier, fits, measured) -> Diagnosis | None:
-    if earlier is None or earlier.shape != t.shape or not fits(_f64(earlier, t) + t):
+def _accumulated(g, t, earlier, tol, measured) -> Diagnosis | None:
+    """What the second call added to the first's value is the truth. Judged on that increment, not on `g`: a wrong
+    gradient the same on both calls is within `tol` of the first call's value plus the truth whenever it is a
+    thousand times the truth (the mean's 1/N missing, at N > 1000)."""
+    if earlier is None or earlier.shape != t.shape:
+        return None
+    added = g - _f64(earlier, t)
+    if (added - t).norm().item() > tol * max(added.norm().item(), t.norm().item()):
         return None
     return Diagnosis("accumulated", f"the previous backward's value added in ({measured} on the second call): "
                                     "the gradient accumulated (+=, or a .g never reset), not assigned")  # fmt: skip
@@ -218,10 +229,10 @@ def _scale(g, t, rows, fits, tol) -> Diagnosis | None:
     if not fits(c * t):
         return None
     if math.isclose(c, -1, rel_tol=tol):
-        return Diagnosis("sign", f"× {c:#.4g} everywhere: the sign flipped (a difference taken the wrong way round?)")
+        return Diagnosis("sign", f"× {_number(c)} everywhere: the sign flipped (a difference the wrong way round?)")
     named = [(2, "the square's 2 counted twice?"), (1 / 2, "the square's 2 missing?"),
              (rows, f"= N = {rows}: the mean's 1/N missing?"), (1 / rows, f"= 1/N, N = {rows}: divided by N twice?"),
              (rows / 2, f"= N/2, N = {rows}: the mean's 2/N missing?")]  # fmt: skip
     why = next((w for f, w in named if math.isclose(abs(c), f, rel_tol=tol)), "not 2, 1/2, N, 1/N or N/2")
     sign = "the sign flipped too; " if c < 0 else ""
-    return Diagnosis("scale", f"× {c:#.4g} everywhere: a constant factor ({sign}{why})")
+    return Diagnosis("scale", f"× {_number(c)} everywhere: a constant factor ({sign}{why})")
