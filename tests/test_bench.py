@@ -47,7 +47,7 @@ def test_the_variants_follow_conf_impl():
 
 
 def test_a_new_option_gets_its_rows(monkeypatch):
-    monkeypatch.setattr(bench, "options", lambda group: ["autograd", "lean", "module"])
+    monkeypatch.setattr(bench.impls, "built_in", lambda: ["autograd", "lean", "module"])
     assert [v.name for v in bench.variants()] == ["module (notebook)", "lean", "lean +x.g", "autograd", "autograd +x.g"]
 
 

@@ -27,7 +27,8 @@ OPTIONS = [(group, option) for group, options in GROUPS.items() for option in op
 
 
 def test_every_group_has_the_documented_options():
-    assert GROUPS["impl"] == sorted(["functional", "layers", "module", "module_einsum", "lean", "autograd", "nn"])
+    assert GROUPS["impl"] == sorted(["functional", "layers", "module", "module_einsum", "lean", "autograd", "nn",
+                                     "user"])  # fmt: skip
     assert GROUPS["init"] == sorted(["normal", "xavier", "kaiming_normal", "kaiming_uniform", "torch_default"])
     assert GROUPS["data"] == sorted(["mnist", "synthetic", "fashion_mnist"])
     assert GROUPS["model"] == ["deep", "seed"]

@@ -26,6 +26,8 @@ from typing import Optional
 
 import torch
 
+from backprop_lab import diagnosis
+
 NONE = "none"  # first_divergent when no node is conclusively wrong
 # The most error a verdict of "ok" may allow, relative to the gradient's norm. The bank's smallest mistake (the
 # square's 2 forgotten) moves a gradient by 50 %: a tolerance of 10 % still tells it, with five times to spare.
@@ -220,15 +222,18 @@ def inconclusive_note(checks: list[NodeCheck], factor: float, dtype: torch.dtype
     )
 
 
-def verdict_line(checks: list[NodeCheck], factor: float, dtype: torch.dtype) -> str:
-    """The check's answer in a line: ok, wrong from which node, or inconclusive where and what would make it not."""
+def verdict_line(checks: list[NodeCheck], factor: float, dtype: torch.dtype,
+                 mistake: Optional[diagnosis.Diagnosis] = None) -> str:  # fmt: skip
+    """The check's answer in a line: ok, wrong from which node and what kind of mistake, or inconclusive where and
+    what would make it not."""
     worst = max((c.ratio for c in checks if c.given), default=0.0)
     worst_text = f"worst {'inf' if math.isinf(worst) else f'{worst:.2g}'} × autograd's own error"
     verdict = overall(checks)
     if verdict == "ok":
         return f"gradients ok at every node ({worst_text})"
     if verdict == "wrong":
-        return f"gradients WRONG from node {first_divergent(checks)} ({worst_text})"
+        kind = f": {mistake.words}" if mistake else ""
+        return f"gradients WRONG from node {first_divergent(checks)} ({worst_text}){kind}"
     if verdict == "partial":
         missing = [c.node for c in checks if not c.given]
         return (f"gradients ok at every node given ({len(checks) - len(missing)} of {len(checks)}; {worst_text}); "
@@ -271,6 +276,7 @@ class Checked:
     elementwise: dict[str, torch.Tensor]  # |manual - autograd| of each parameter's every entry, for the figure
     input_grad: bool  # whether the implementation computed the input's gradient (autograd was asked for it too)
     layer_stats: dict[int, dict[str, float]]  # the backward half by layer (step = layer), from autograd's gradients
+    mistake: Optional[diagnosis.Diagnosis] = None  # what kind of mistake, at the first divergent node
 
     @property
     def all_close(self) -> bool:
@@ -297,9 +303,11 @@ def run_check(
             bugs.Net(params, shift, bug))  # fmt: skip
         loss = net.forward(x, y)
         loss = loss.item() if isinstance(loss, torch.Tensor) else float(loss)
-        net.backward()
-        manual = net.backward()
-        manual = dict(manual or {}) | dict(getattr(net, "node_grads", dict)() or {})
+        first = _all_grads(net, net.backward())
+        # cloned: a backward writing its `.g`s in place would otherwise make the first call's values the second's
+        first = {k: (v[: diagnosis.SAMPLE_ROWS] if k == "x" else v).detach().clone() for k, v in first.items()
+                 if isinstance(v, torch.Tensor)}  # fmt: skip
+        manual = _all_grads(net, net.backward())
     untouched.check()
     not_given = getattr(net, "not_given", list)()
     computed_x = "x" in manual or "x" in not_given  # autograd is asked for what the implementation computed
@@ -309,6 +317,7 @@ def run_check(
     protocol.check_given(code, manual, ref)
     stats = backward_stats(params, ref)
     truth = _truth(params, x, y, shift, reference.masks)
+    pre_activations = {k: t.detach() for k, t in reference.nodes.items() if k.startswith("lin")}
     if computed_x:  # x.g = lin1.g @ w1.t(), in float64 a block of rows at a time: never 314 MB whole
         lin1, w1 = truth["lin1"], params["w1"].double()
         truth["x"] = lambda start, stop: lin1[start:stop] @ w1.t()
@@ -316,9 +325,17 @@ def run_check(
     widths = [params["w1"].shape[0]] + [params[f"w{i}"].shape[1] for i in range(1, len(params) // 2 + 1)]
     order = backward_order(len(widths) - 1, computed_x)
     checks = check(manual, ref, truth, order, reduction_lengths(widths, x.shape[0]), factor)
+    node = first_divergent(checks)
+    mistake = None if node == NONE else diagnosis.diagnose_at(
+        node, manual, first, truth, pre_activations, due_shape=tuple(ref[node].shape), rows=x.shape[0], shift=shift)
     leaves = [k for k in ref if k[0] in "wb" and k in manual]  # the parameters: other nodes are too large to draw
     elementwise = elementwise_diffs({k: manual[k] for k in leaves}, {k: ref[k] for k in leaves})
-    return Checked(loss, checks, elementwise, computed_x, stats)
+    return Checked(loss, checks, elementwise, computed_x, stats, mistake)
+
+
+def _all_grads(net, grads) -> dict:
+    """A backward's gradients with the intermediate nodes' (`node_grads`, where the implementation has it)."""
+    return dict(grads or {}) | dict(getattr(net, "node_grads", dict)() or {})
 
 
 def params_agree(grads: dict[str, torch.Tensor], params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,

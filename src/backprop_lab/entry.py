@@ -20,7 +20,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import MissingConfigException, OverrideParseException
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from backprop_lab import objectives, redaction, stop, streams
@@ -44,6 +44,9 @@ def job(cfg: DictConfig) -> Optional[float]:
         stop.install()
         stop.end_with_parent()
     try:
+        if OmegaConf.is_missing(cfg.impl, "code"):  # impl=user without its file
+            raise UserError("impl.code: impl=user runs your own code; name it: impl.code=my_backward.py (a file, "
+                            "relative to where you launch, or a module)")  # fmt: skip
         cfg = plain(cfg)
         if not in_sweep:
             validate(cfg)  # before torch is imported: bad values cost nothing

@@ -219,9 +219,11 @@ def run(
         grad_metrics = backward.metrics(checked.checks)
         summaries = depth_summaries(layers, checked.layer_stats)
         tracking.log_metrics({"loss": loss, "act/all_finite": float(finite)} | grad_metrics | summaries)
-        verdict = backward.verdict_line(checked.checks, cfg.check.factor, dtype)
+        verdict = backward.verdict_line(checked.checks, cfg.check.factor, dtype, checked.mistake)
         overall = backward.overall(checked.checks)
         tracking.set_tags({"first_divergent": backward.first_divergent(checked.checks), "grad.verdict": overall})
+        if checked.mistake:  # what kind of mistake, at that node: a stable name to filter by, and its words
+            tracking.set_tags({"grad.mistake": checked.mistake.kind, "grad.mistake_words": checked.mistake.words})
         if overall == "inconclusive":
             note = backward.inconclusive_note(checked.checks, cfg.check.factor, dtype)
             tracking.set_tags({"grad.inconclusive": note})

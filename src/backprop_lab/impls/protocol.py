@@ -130,6 +130,7 @@ class _Given:
     def __init__(self) -> None:
         self.grads: dict[str, torch.Tensor] = {}
         self.not_given: list[str] = []
+        self.stood_in: list[torch.Tensor] = []  # the tensors whose `.g` is the lab's, to take back before a next call
 
     def take(self, node: str, tensor: torch.Tensor, stand_in, *args) -> None:
         """After a user step: keep `tensor.g` as given, or mark the node not given and let the lab's,
@@ -140,6 +141,14 @@ class _Given:
         else:
             self.not_given.append(node)
             tensor.g = stand_in(*args)
+            self.stood_in.append(tensor)
+
+    @staticmethod
+    def forget_stand_ins(previous: Optional[_Given]) -> None:
+        """Before a next backward: the lab's stand-ins go, so that none can pass as the user's; the user's own `.g`s
+        stay, as they would in the notebook, so that code adding to a stale one shows."""
+        for tensor in previous.stood_in if previous else []:
+            tensor.__dict__.pop("g", None)
 
 
 # the lab's gradients, standing in where the user's code gave none: the notebook's lines
@@ -195,8 +204,7 @@ class LessonFunctions:
         return self.mse(self.lins[-1], targ)
 
     def backward(self):
-        for t in [self.x, *self.params.values(), *self.inps, *self.lins]:
-            t.__dict__.pop("g", None)  # nothing left from an earlier call can pass as this call's
+        _Given.forget_stand_ins(getattr(self, "given", None))
         given, n = _Given(), len(self.layers)
         mse_grad, relu_grad, lin_grad = (_user(self.mod, name) for name in FUNCTIONS[::-1])
         if mse_grad:
@@ -245,8 +253,7 @@ class LessonClasses:
         return self.loss(inp, targ)
 
     def backward(self):
-        for t in [self.x, *self.params.values(), *self.outs]:
-            t.__dict__.pop("g", None)  # nothing left from an earlier call can pass as this call's
+        _Given.forget_stand_ins(getattr(self, "given", None))
         given = _Given()
         self.loss.backward()
         n = len(self.layers) // 2 + 1

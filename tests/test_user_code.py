@@ -1,0 +1,232 @@
+"""A learner's own backward, as a file, through the door the lab's own implementations use: correct code in each of
+the three styles is ok at every node; the bank's mistakes, written as a learner writes them, are caught at their
+node; partial code is judged on what it gives; and code that breaks gets its own traceback, never the lab's."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+import torch
+from helpers import FAST, cli, runs_in, small_problem
+
+from backprop_lab import backward
+from backprop_lab.errors import ConfigError, UserCodeError
+from backprop_lab.impls import protocol
+
+LIN = """
+def lin_grad(inp, out, w, b):
+    inp.g = out.g @ w.t()
+    w.g = inp.t() @ out.g
+    b.g = out.g.sum(0)
+"""
+RELU = """
+def relu_grad(inp, out):
+    inp.g = (inp > 0).float() * out.g
+"""
+MSE = """
+def mse_grad(inp, targ):
+    inp.g = 2. * (inp.squeeze(-1) - targ).unsqueeze(-1) / inp.shape[0]
+"""
+CORRECT = LIN + RELU + MSE
+
+CLASSES = """
+class Module():
+    def __call__(self, *args):
+        self.args = args
+        self.out = self.forward(*args)
+        return self.out
+
+    def backward(self):
+        self.bwd(self.out, *self.args)
+
+
+class Relu(Module):
+    def __init__(self, shift=0.5):
+        self.shift = shift
+
+    def forward(self, inp):
+        return inp.clamp_min(0.) - self.shift
+
+    def bwd(self, out, inp):
+        inp.g = (inp > 0).float() * out.g
+
+
+class Lin(Module):
+    def __init__(self, w, b):
+        self.w, self.b = w, b
+
+    def forward(self, inp):
+        return inp @ self.w + self.b
+
+    def bwd(self, out, inp):
+        inp.g = out.g @ self.w.t()
+        self.w.g = inp.t() @ out.g
+        self.b.g = out.g.sum(0)
+
+
+class Mse(Module):
+    def forward(self, inp, targ):
+        return (inp.squeeze() - targ).pow(2).mean()
+
+    def bwd(self, out, inp, targ):
+        inp.g = 2 * (inp.squeeze() - targ).unsqueeze(-1) / targ.shape[0]
+"""
+
+NET = """
+import torch
+
+
+class Net:
+    def __init__(self, params, shift):
+        self.params = {k: v.detach().clone().requires_grad_() for k, v in params.items()}
+        self.shift = shift
+
+    def forward(self, x, targ):
+        n = len(self.params) // 2
+        z = x
+        for i in range(1, n + 1):
+            z = z @ self.params[f"w{i}"] + self.params[f"b{i}"]
+            if i < n:
+                z = z.clamp_min(0) - self.shift
+        self.loss = (z.squeeze(-1) - targ).pow(2).mean()
+        return self.loss.detach()
+
+    def backward(self):
+        grads = torch.autograd.grad(self.loss, list(self.params.values()), retain_graph=True)
+        return dict(zip(self.params, grads))
+"""
+
+# the bank's mistakes as a learner writes them in the file (bugs.py puts them in the lab's own functional backward)
+BUGGY = {
+    "mse_without_mean": (LIN + RELU + MSE.replace("/ inp.shape[0]", ""), "lin3"),
+    "mse_without_two": (LIN + RELU + MSE.replace("2. * ", ""), "lin3"),
+    "relu_unmasked": (LIN + MSE + "\ndef relu_grad(inp, out):\n    inp.g = out.g\n", "lin2"),
+    "relu_mask_from_output": (LIN + MSE + "\ndef relu_grad(inp, out):\n    inp.g = (out > 0).float() * out.g\n",
+                              "lin2"),
+    "relu_shift_in_backward": (LIN + MSE + "\ndef relu_grad(inp, out):\n"
+                                           "    inp.g = (out.g - 0.5) * (inp > 0).float()\n", "lin2"),
+    "bias_over_features": (LIN.replace("out.g.sum(0)", "out.g.sum(1)") + RELU + MSE, "b3"),
+    "weight_not_transposed": (LIN.replace("inp.t() @ out.g", "out.g.t() @ inp") + RELU + MSE, "w3"),
+    "stale_accumulation": (LIN.replace("inp.g = out.g @ w.t()", "inp.g = getattr(inp, 'g', 0) + out.g @ w.t()")
+                           + RELU + MSE, "act2"),
+    "layer_passes_zero": (LIN.replace("inp.g = out.g @ w.t()", "inp.g = out.g @ w.t() * 0") + RELU + MSE, "act2"),
+}  # fmt: skip
+KINDS = {"mse_without_mean": "scale", "mse_without_two": "scale", "relu_unmasked": "relu_mask",
+         "relu_mask_from_output": "relu_mask", "relu_shift_in_backward": "offset", "bias_over_features": "wrong_axis",
+         "weight_not_transposed": "transposed", "stale_accumulation": "accumulated", "layer_passes_zero": "zero"}
+WIDTHS = [20, 12, 12, 1]
+
+
+def write(tmp_path, source: str, name: str = "my_backward.py"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(source))
+    return path
+
+
+def check(path, widths=WIDTHS, n=60, dtype=torch.float64, time_limit_s=0.0):
+    params, x, y = small_problem(widths, n=n, dtype=dtype)
+    return backward.run_check(str(path), params, x, y, 0.5, False, 8.0, time_limit_s=time_limit_s)
+
+
+@pytest.mark.parametrize("source", [CORRECT, CLASSES, NET], ids=["functions", "classes", "net"])
+def test_correct_code_in_each_style_is_ok_at_every_node_it_gives(tmp_path, source):
+    checked = check(write(tmp_path, source))
+    assert all(c.verdict in ("ok", "not given") for c in checked.checks), [(c.node, c.verdict) for c in checked.checks]
+    given = [c.node for c in checked.checks if c.given]
+    assert {"w1", "b1", "w3", "b3"} <= set(given)
+    if source is not NET:  # the lesson's styles give every node, the input's too
+        assert backward.overall(checked.checks) == "ok" and "x" in given
+
+
+@pytest.mark.parametrize("bug", list(BUGGY))
+def test_the_banks_mistakes_written_by_a_learner_are_caught(tmp_path, bug):
+    source, node = BUGGY[bug]
+    checked = check(write(tmp_path, source, f"{bug}.py"))
+    assert backward.overall(checked.checks) == "wrong", [(c.node, c.verdict) for c in checked.checks]
+    assert backward.first_divergent(checked.checks) == node
+    assert checked.mistake.kind == KINDS[bug], checked.mistake
+    line = backward.verdict_line(checked.checks, 8.0, torch.float64, checked.mistake)
+    assert line.startswith(f"gradients WRONG from node {node} (") and line.endswith(checked.mistake.words)
+
+
+def test_a_file_that_gives_only_weight_gradients_is_judged_on_them(tmp_path):
+    checked = check(write(tmp_path, "def lin_grad(inp, out, w, b):\n    w.g = inp.t() @ out.g\n"
+                                    "    b.g = out.g.sum(0)\n"))  # fmt: skip
+    verdicts = {c.node: c.verdict for c in checked.checks}
+    assert {verdicts[k] for k in ("w1", "b1", "w2", "b2", "w3", "b3")} == {"ok"}
+    assert {verdicts[k] for k in ("lin3", "act2", "lin2", "act1", "lin1", "x")} == {"not given"}
+    assert backward.overall(checked.checks) == "partial"
+    assert "not given: lin3, act2" in backward.verdict_line(checked.checks, 8.0, torch.float64)
+
+
+def test_a_syntax_error_is_the_learners_line(tmp_path):
+    path = write(tmp_path, "def lin_grad(inp, out, w, b)\n    pass\n")
+    with pytest.raises(UserCodeError) as e:
+        check(path)
+    text = str(e.value)
+    assert text.startswith(f"{path}: your code does not compile:") and "SyntaxError" in text
+    assert "backprop_lab" not in text
+
+
+def test_an_exception_in_their_backward_is_their_traceback_only(tmp_path):
+    path = write(tmp_path, "def relu_grad(inp, out):\n    inp.g = helper(out)\n\n"
+                           "def helper(out):\n    return out.g @ out\n")  # fmt: skip
+    with pytest.raises(UserCodeError) as e:
+        check(path)
+    text = str(e.value)
+    assert text.startswith(f"{path}: your code raised RuntimeError")
+    assert "in relu_grad" in text and "in helper" in text and "src/backprop_lab" not in text
+
+
+@pytest.mark.parametrize("body, says", [
+    ("w.g = None", "not given"),  # a .g that is not a tensor is not a gradient
+    ("w.g = (inp.t() @ out.g).double()", "the run's dtype is torch.float32"),
+])  # fmt: skip
+def test_what_their_backward_hands_back_is_checked_before_it_is_judged(tmp_path, body, says):
+    path = write(tmp_path, f"def lin_grad(inp, out, w, b):\n    inp.g = out.g @ w.t()\n    {body}\n"
+                           "    b.g = out.g.sum(0)\n")  # fmt: skip
+    if says == "not given":
+        checked = check(path, dtype=torch.float32)
+        assert {c.node: c.verdict for c in checked.checks}["w1"] == "not given"
+    else:
+        with pytest.raises(UserCodeError, match=says):
+            check(path, dtype=torch.float32)
+
+
+def test_changing_a_weight_in_place_is_reported_and_undone(tmp_path):
+    path = write(tmp_path, CORRECT.replace("    b.g = out.g.sum(0)", "    b.g = out.g.sum(0)\n    w.mul_(0.5)"))
+    params, x, y = small_problem(WIDTHS, n=60)
+    before = {k: v.clone() for k, v in params.items()}
+    with pytest.raises(UserCodeError, match=r"changed w1, w2, w3 in place"):
+        backward.run_check(str(path), params, x, y, 0.5, False, 8.0)
+    assert all(torch.equal(params[k], before[k]) for k in params)
+
+
+def test_an_endless_backward_is_stopped_at_its_limit(tmp_path):
+    path = write(tmp_path, "def relu_grad(inp, out):\n    while True:\n        pass\n")
+    with pytest.raises(UserCodeError, match=r"ran past impl.time_limit_s=0.5 s"):
+        check(path, time_limit_s=0.5)
+
+
+def test_a_missing_file_or_one_defining_nothing_is_one_line(tmp_path):
+    with pytest.raises(ConfigError, match="impl.code: no file"):
+        protocol.load(str(tmp_path / "nope.py"))
+    with pytest.raises(ConfigError, match="defines none of Net, Lin, Relu, Mse, lin_grad"):
+        protocol.load(str(write(tmp_path, "x = 1\n")))
+
+
+@pytest.mark.slow  # the entry script in a subprocess
+def test_a_learners_file_runs_end_to_end_and_is_logged_with_its_hash(tmp_path):
+    import hashlib
+
+    path = write(tmp_path, CORRECT)
+    done = cli(tmp_path, "impl=user", "impl.code=my_backward.py", *FAST)
+    assert done.returncode == 0, done.stderr
+    assert "verdict: gradients ok at every node" in done.stdout
+    (run,) = runs_in(tmp_path / "mlruns")
+    assert run.info.run_name.startswith("my_backward·")
+    assert run.data.tags["impl.code_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert run.data.params["impl.code"] == "my_backward.py"
+    broken = cli(tmp_path, "impl=user", "impl.code=nope.py", *FAST)
+    assert broken.returncode == 1 and broken.stderr.startswith("error: impl.code: no file")
