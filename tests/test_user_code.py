@@ -230,3 +230,22 @@ def test_a_learners_file_runs_end_to_end_and_is_logged_with_its_hash(tmp_path):
     assert run.data.params["impl.code"] == "my_backward.py"
     broken = cli(tmp_path, "impl=user", "impl.code=nope.py", *FAST)
     assert broken.returncode == 1 and broken.stderr.startswith("error: impl.code: no file")
+
+
+@pytest.mark.parametrize("source, says", [
+    ("def lin_grad(x, w):\n    pass\n", r"lin_grad\(x, w\) does not take the lab's call; expected lin_grad\(inp"),
+    ("relu_grad = 3\n", "relu_grad is a int, not a function; expected relu_grad\\(inp, out\\)"),
+    ("class Lin:\n    def __init__(self):\n        pass\n", r"expected Lin\(w, b\)"),
+])  # fmt: skip
+def test_a_wrong_signature_is_said_with_the_one_expected(tmp_path, source, says):
+    with pytest.raises(ConfigError, match=says):
+        protocol.load(str(write(tmp_path, source)))
+
+
+def test_a_backward_that_prints_a_lot_is_cut_and_still_checked(tmp_path, capsys):
+    path = write(tmp_path, RELU.replace("    inp.g =", "    for i in range(1000):\n        print('debug', i)\n"
+                                        "    inp.g =") + LIN + MSE)  # fmt: skip
+    checked = check(path)
+    assert backward.overall(checked.checks) == "ok"
+    out = capsys.readouterr().out
+    assert out.count("debug") == protocol.MAX_PRINTED_LINES and "are not shown" in out

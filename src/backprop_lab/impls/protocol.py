@@ -27,7 +27,7 @@ import signal
 import sys
 import threading
 import traceback
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -40,8 +40,15 @@ from backprop_lab.impls import functional, module
 from backprop_lab.impls.common import check_shapes, n_layers, stack
 
 FUNCTIONS = ("lin_grad", "relu_grad", "mse_grad")  # the lesson's backward, as functions
-FORWARD_FUNCTIONS = ("lin", "relu", "mse")
 CLASSES = ("Lin", "Relu", "Mse")  # the lesson's layers, as classes
+# how the lab calls each, to tell a wrong signature before it is called: (name, the lesson's signature, arguments)
+SIGNATURES = {
+    "lin_grad": ("lin_grad(inp, out, w, b)", 4), "relu_grad": ("relu_grad(inp, out)", 2),
+    "mse_grad": ("mse_grad(inp, targ)", 2), "lin": ("lin(x, w, b)", 3), "relu": ("relu(x) or relu(x, shift)", (1, 2)),
+    "mse": ("mse(out, targ)", 2), "Lin": ("Lin(w, b)", 2), "Relu": ("Relu() or Relu(shift)", (0, 1)),
+    "Mse": ("Mse()", 0),
+}  # fmt: skip
+MAX_PRINTED_LINES = 200  # of a user's own prints during the check: enough to debug, never a flood
 
 
 @dataclass(frozen=True)
@@ -97,7 +104,36 @@ def load(code: str, base: Optional[Path] = None) -> Code:
     if not (hasattr(code_.module, "Net") or any(hasattr(code_.module, n) for n in FUNCTIONS + CLASSES)):
         raise ConfigError(f"impl.code: {path} defines none of Net, {', '.join(CLASSES)}, {', '.join(FUNCTIONS)}; "
                           "write at least one")  # fmt: skip
+    if code_.style != "Net":
+        _check_signatures(code_.module, path)
     return code_
+
+
+def _check_signatures(mod: ModuleType, path: Path) -> None:
+    """Each of the lesson's names the file defines, callable as the lab will call it: a wrong signature is said
+    with the one expected, before anything runs."""
+    for name, (expected, counts) in SIGNATURES.items():
+        fn = getattr(mod, name, None)
+        if fn is None:
+            continue
+        if not callable(fn):
+            raise ConfigError(f"impl.code: {path}: {name} is a {type(fn).__name__}, not a function; "
+                              f"expected {expected}")  # fmt: skip
+        try:
+            signature = inspect.signature(fn)
+        except (TypeError, ValueError):
+            continue  # a builtin: it will say so itself when called
+        fits = [n for n in (counts if isinstance(counts, tuple) else (counts,)) if _accepts(signature, n)]
+        if not fits:
+            raise ConfigError(f"impl.code: {path}: {name}{signature} does not take the lab's call; expected {expected}")
+
+
+def _accepts(signature: inspect.Signature, n: int) -> bool:
+    try:
+        signature.bind(*range(n))
+        return True
+    except TypeError:
+        return False
 
 
 def _accepted(fn, options: dict[str, Any]) -> dict[str, Any]:
@@ -298,6 +334,7 @@ def users_code(code: Code, time_limit_s: float = 0.0, what: str = "backward"):
         yield
         return
     limited = time_limit_s > 0 and threading.current_thread() is threading.main_thread()
+    printed = _BoundedPrints(sys.stdout)
     if limited:
         def on_alarm(signum, frame):
             raise TimeLimit
@@ -305,7 +342,8 @@ def users_code(code: Code, time_limit_s: float = 0.0, what: str = "backward"):
         previous = signal.signal(signal.SIGALRM, on_alarm)
         signal.setitimer(signal.ITIMER_REAL, time_limit_s)
     try:
-        yield
+        with redirect_stdout(printed):
+            yield
     except TimeLimit:
         raise UserCodeError(f"{code.path}: your {what} ran past impl.time_limit_s={time_limit_s:g} s (an endless "
                             "loop?); stopped") from None  # fmt: skip
@@ -319,6 +357,31 @@ def users_code(code: Code, time_limit_s: float = 0.0, what: str = "backward"):
         if limited:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
+        printed.close()
+
+
+class _BoundedPrints:
+    """A user's prints passed through, up to MAX_PRINTED_LINES, then counted: a loop that prints cannot flood the
+    console or the launcher's log."""
+
+    def __init__(self, stream):
+        self.stream, self.lines, self.dropped = stream, 0, 0
+
+    def write(self, text: str) -> int:
+        if self.lines < MAX_PRINTED_LINES:
+            self.stream.write(text)
+        else:
+            self.dropped += text.count("\n")
+        self.lines += text.count("\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.dropped:
+            self.stream.write(f"(your code printed {self.lines} lines; the {self.dropped} after the first "
+                              f"{MAX_PRINTED_LINES} are not shown)\n")  # fmt: skip
 
 
 def check_given(code: Code, grads: dict[str, Any], reference: dict[str, torch.Tensor]) -> None:
