@@ -249,3 +249,13 @@ def test_a_backward_that_prints_a_lot_is_cut_and_still_checked(tmp_path, capsys)
     assert backward.overall(checked.checks) == "ok"
     out = capsys.readouterr().out
     assert out.count("debug") == protocol.MAX_PRINTED_LINES and "are not shown" in out
+
+
+def test_a_net_that_hands_back_none_or_nan_is_judged_not_crashed(tmp_path):
+    nan_net = NET.replace("return dict(zip(self.params, grads))",
+                          "out = dict(zip(self.params, grads))\n        out['w1'] = out['w1'] * float('nan')\n"
+                          "        out['b1'] = None\n        return out")  # fmt: skip
+    checked = check(write(tmp_path, nan_net))
+    verdicts = {c.node: c.verdict for c in checked.checks}
+    assert verdicts["w1"] == "non-finite" and verdicts["b1"] == "not given" and verdicts["w2"] == "ok"
+    assert backward.first_divergent(checked.checks) == "w1" and checked.mistake.kind == "non_finite"

@@ -307,7 +307,7 @@ def run_check(
         # cloned: a backward writing its `.g`s in place would otherwise make the first call's values the second's
         first = {k: (v[: diagnosis.SAMPLE_ROWS] if k == "x" else v).detach().clone() for k, v in first.items()
                  if isinstance(v, torch.Tensor)}  # fmt: skip
-        manual = _all_grads(net, net.backward())
+        manual = {k: v for k, v in _all_grads(net, net.backward()).items() if v is not None}  # None: not given
     untouched.check()
     not_given = getattr(net, "not_given", list)()
     computed_x = "x" in manual or "x" in not_given  # autograd is asked for what the implementation computed
