@@ -1,19 +1,23 @@
 """notebooks/lesson8.ipynb executed headless (nbclient) on small synthetic data in a temporary directory, its outputs
-read back: the normalized statistics, every node's verdict, the sweep's frame and the plot. Cells are found by
-their tags, not their position."""
+read back: the normalized statistics, every node's verdict, the sweep's frame and the plot, and the "your turn"
+section run twice, as shipped and with a bug put into the learner's cell. Cells are found by their tags, not their
+position."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import re
 
 import nbformat
 import pytest
-from helpers import FAST, ROOT
+from helpers import FAST, ROOT, runs_in
 
 NOTEBOOK = ROOT / "notebooks" / "lesson8.ipynb"
-TAGS = ("parameters", "setup", "normalize", "init", "forward", "check", "timing", "sweep", "plot")
+TAGS = ("parameters", "setup", "normalize", "init", "forward", "check", "timing", "sweep", "plot", "your-turn",
+        "your-check")
+MSE_TWO = "2. * "  # what the learner's mse_grad loses in the buggy run: the square's 2
 
 
 def tagged(nb, tag: str):
@@ -46,6 +50,12 @@ def executed(tmp_path_factory):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     at = nb.cells.index(tagged(nb, "parameters")) + 1
     nb.cells.insert(at, nbformat.v4.new_code_cell(f"BASE = {FAST!r}", metadata={"tags": ["injected-parameters"]}))
+    # the your-turn section again, as a learner who dropped the 2 would run it
+    mine, call = tagged(nb, "your-turn"), tagged(nb, "your-check")
+    assert MSE_TWO in mine.source
+    buggy = nbformat.v4.new_code_cell(mine.source.replace(MSE_TWO, ""), metadata={"tags": ["your-turn-buggy"]})
+    again = nbformat.v4.new_code_cell(call.source, metadata={"tags": ["your-check-buggy"]})
+    nb.cells[nb.cells.index(call) + 1 : nb.cells.index(call) + 1] = [buggy, again]
     # the kernel inherits this environment: this checkout's code first, whatever is installed
     env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
     env.pop("MPLBACKEND", None)  # the kernel's inline backend, whose figures are PNG outputs
@@ -93,3 +103,50 @@ def test_no_cell_writes_progress_or_warnings_to_stderr(executed):
     said = {tag: text(tagged(nb, tag), "stderr") for tag in TAGS[1:]}
     lines = [line for s in said.values() for line in s.splitlines() if line.strip()]
     assert [line for line in lines if "tqdm" not in line] == [], said
+
+
+def shown(cell) -> str:
+    """What rich displayed in a cell, as plain text without its colours."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", text(cell, "plain"))
+
+
+def logged(cell, tmp):
+    """The MLflow run a `check` cell names in its output."""
+    found = re.search(r"MLflow run (\S+) id ([0-9a-f]{32})", shown(cell))
+    assert found, shown(cell)
+    (run,) = [r for r in runs_in(tmp / "mlruns") if r.info.run_id == found[2]]
+    assert run.info.run_name == found[1] and run.info.status == "FINISHED"
+    return run
+
+
+def node_verdicts(cell) -> dict[str, str]:
+    """The node table `check` displays (rich's plain-text rendering): node -> verdict, as far as it is shown."""
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in shown(cell).splitlines()]
+    return {row[0]: row[-1] for row in rows if len(row) > 2 and row[0] and row[0] != "node"}
+
+
+@pytest.mark.slow
+def test_your_turn_as_shipped_is_ok_at_every_node_and_logged(executed):
+    nb, tmp = executed
+    cell = tagged(nb, "your-check")
+    verdicts = node_verdicts(cell)
+    assert set(verdicts) == {"lin2", "w2", "b2", "act1", "lin1", "w1", "b1", "x"}, shown(cell)
+    assert set(verdicts.values()) == {"ok"}
+    assert "verdict: gradients ok at every node" in shown(cell)
+    assert logged(cell, tmp).data.tags["grad.verdict"] == "ok"
+
+
+@pytest.mark.slow
+def test_your_turn_without_the_two_is_wrong_from_lin2_a_factor_of_one_half(executed):
+    nb, tmp = executed
+    cell = tagged(nb, "your-check-buggy")
+    verdicts = node_verdicts(cell)
+    assert verdicts["lin2"] == "differs" and set(verdicts.values()) == {verdicts["lin2"]}, verdicts
+    plain = " ".join(shown(cell).split())
+    assert "verdict: gradients WRONG from node lin2" in plain and "× 0.5000" in plain and "2 missing" in plain
+    run = logged(cell, tmp)
+    tags = run.data.tags
+    assert (tags["first_divergent"], tags["grad.verdict"], tags["grad.mistake"]) == ("lin2", "wrong", "scale")
+    source = tmp / run.data.params["impl.code"]  # the learner's functions as they ran, the 2 missing
+    assert tags["impl.code_sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert "def mse_grad(inp, targ):" in source.read_text() and MSE_TWO not in source.read_text()

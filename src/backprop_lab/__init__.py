@@ -1,7 +1,8 @@
-"""backprop-lab: fast.ai lesson 8's backprop study as a Hydra + MLflow pipeline. From Python: `run`, `runs_frame`
-(backprop_lab.api); the names resolve on first use, so `import backprop_lab` imports neither torch nor MLflow."""
+"""backprop-lab: fast.ai lesson 8's backprop study as a Hydra + MLflow pipeline. From Python: `run`, `runs_frame`,
+`check` (backprop_lab.api); the names resolve on first use, so `import backprop_lab` imports neither torch nor
+MLflow."""
 
-__all__ = ["run", "runs_frame"]
+__all__ = ["check", "run", "runs_frame"]
 
 
 def __getattr__(name: str):

@@ -1,8 +1,9 @@
 """The study from Python (a notebook, a script): run it as the CLI does and read runs back as a DataFrame.
 
-    from backprop_lab import run, runs_frame
+    from backprop_lab import check, run, runs_frame
     result = run(["init=xavier"])        # one logged run; a pipeline.Result
     frame = runs_frame()                 # every job run of the experiment, one row each
+    check(lin_grad, relu_grad, mse_grad) # your own backward, checked node by node and logged: impl=user
 
 Where things go: the CLI runs each job in Hydra's output dir (outputs/DATE/TIME/, with .hydra/ and run.log) and keeps
 its store under the launch dir. A Python caller gets no Hydra output dir (its config and overrides are logged to the
@@ -14,11 +15,14 @@ torch, MLflow and pandas are imported when a function is called, so `import back
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import CodeType, FunctionType, ModuleType
 from typing import TYPE_CHECKING, Optional, Union
 
 from backprop_lab.config import TrackingConfig
+from backprop_lab.errors import ConfigError
 
 if TYPE_CHECKING:
     import pandas
@@ -63,6 +67,141 @@ def run(overrides: Sequence[str] = (), launch_dir: Union[str, Path, None] = None
     except BaseException:
         entry.end_runs("FAILED")
         raise
+
+
+CELLS = Path(".backprop_lab") / "cells"  # under the launch dir: the source of code given as Python objects
+# what check() takes from an object given as code: every name the protocol reads (impls/protocol.py)
+CODE_NAMES = ("lin_grad", "relu_grad", "mse_grad", "lin", "relu", "mse", "Lin", "Relu", "Mse", "Net")
+
+
+def check(
+    lin_grad: Optional[Callable] = None,
+    relu_grad: Optional[Callable] = None,
+    mse_grad: Optional[Callable] = None,
+    *,
+    code: Union[str, Path, object, None] = None,
+    overrides: Sequence[str] = (),
+    launch_dir: Union[str, Path, None] = None,
+) -> Result:
+    """Your backward checked node by node against autograd, as one logged run of `impl=user`: the lesson's functions
+    as they are in your notebook (`check(lin_grad, relu_grad, mse_grad)`, any of them: the lab's stand in for the
+    rest), or `code=` an object holding them (a module, a class, a SimpleNamespace; Lin/Relu/Mse or a Net too), or
+    `code=` a file or module name as `impl.code=` takes it. Prints the node table and the verdict line (the first
+    wrong node and what kind of mistake) and returns the run's Result; otherwise it is `run([*overrides])`.
+
+    Code given as objects goes through the same door as a file: its source is written to
+    `.backprop_lab/cells/cell_<sha256>.py` under the launch dir (logged with the run as `code/<that name>` and its
+    hash as `impl.code_sha256`), and the functions run as they are, with your notebook's names, their tracebacks
+    pointing into that file. Given nothing, or something not callable, raises before any run exists."""
+    from rich.console import Console
+
+    from backprop_lab import summary
+
+    if isinstance(overrides, str):
+        raise TypeError(f"overrides: a list of strings, e.g. [{overrides!r}]")
+    launch = Path(launch_dir) if launch_dir is not None else Path.cwd()
+    given = {"lin_grad": lin_grad, "relu_grad": relu_grad, "mse_grad": mse_grad}
+    given = {name: fn for name, fn in given.items() if fn is not None}
+    if code is not None and given:
+        raise TypeError("check: give the functions or code=, not both")
+    if isinstance(code, (str, Path)):
+        name = str(code)
+    else:
+        name = str(_cell_file(_code_objects(given, code), launch).relative_to(launch))
+    result = run(["impl=user", f"impl.code={name}", *overrides], launch_dir=launch)
+    console = Console()
+    console.print(summary.grad_table(result))
+    console.print(f"verdict: {result.verdict}", soft_wrap=True)
+    console.print(f"MLflow run {result.run_name} id {result.run.run_id}", soft_wrap=True, markup=False)
+    return result
+
+
+def _code_objects(given: dict[str, Callable], code: object) -> dict[str, Callable]:
+    """The protocol's names, from the keyword functions or from `code`, each checked callable."""
+    if code is not None:
+        given = {name: getattr(code, name) for name in CODE_NAMES if getattr(code, name, None) is not None}
+        if not given:
+            raise ConfigError(f"code: {code!r} defines none of {', '.join(CODE_NAMES)}; give an object holding "
+                              "the lesson's functions, or a file")  # fmt: skip
+    elif not given:
+        raise ConfigError("check: give your backward, e.g. check(lin_grad, relu_grad, mse_grad), or code= a file or "
+                          "an object holding them")  # fmt: skip
+    for name, fn in given.items():
+        if not callable(fn):
+            raise TypeError(f"{name}: {type(fn).__name__} {fn!r:.60} is not callable; give the function itself, "
+                            f"e.g. check({name}={name})")  # fmt: skip
+    return given
+
+
+def _cell_file(objects: dict[str, Callable], launch: Path) -> Path:
+    """The objects' source written to a file named by its SHA-256, and a module holding the objects themselves (their
+    functions recompiled to point into that file: a traceback trims to its frames there) registered as what loading
+    that file gives. The functions keep their own globals: a name from the notebook is the notebook's."""
+    import hashlib
+
+    blocks, lines = [], 3  # the header's two lines and a blank line come first
+    starts = {}
+    for name, obj in objects.items():
+        source = _source(obj)
+        header = f"# {name}: from {_origin(obj)}"
+        starts[name] = lines + 2  # after the header
+        blocks.append(f"{header}\n{source}")
+        lines += 2 + source.count("\n") + 1  # header, source, the blank line between blocks
+    text = ("# Given to backprop_lab.check() as Python objects: their source, as they ran. Names they use from where\n"
+            "# they were defined (a notebook's imports and helpers) are not in this file.\n\n"
+            + "\n\n".join(blocks) + "\n")  # fmt: skip
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    path = launch / CELLS / f"cell_{digest[:12]}.py"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.is_file() or path.read_text() != text:
+        path.write_text(text)
+    module = ModuleType(f"backprop_lab_cell_{digest[:12]}", "code given to backprop_lab.check()")
+    module.__file__ = str(path)
+    for name, obj in objects.items():
+        setattr(module, name, _pointing_into(obj, path, starts[name]))
+    sys.modules[module.__name__] = module  # as an import would: pickling and dataclasses look a module up there
+    _adopt(path, module)
+    return path
+
+
+def _adopt(path: Path, module: ModuleType) -> None:
+    """Loading `path` gives `module`, rather than executing the file (which records the source only)."""
+    import hashlib
+
+    from backprop_lab.impls import protocol
+
+    protocol._loaded[(str(path.resolve()), hashlib.sha256(path.read_bytes()).hexdigest())] = module
+
+
+def _source(obj: object) -> str:
+    import inspect
+    import textwrap
+
+    try:
+        return textwrap.dedent(inspect.getsource(obj)).rstrip("\n")
+    except (OSError, TypeError):  # a builtin, a callable object, a class defined in a notebook (Python < 3.13)
+        return f"# (no source: {obj!r:.100})"
+
+
+def _origin(obj: object) -> str:
+    code = getattr(obj, "__code__", None)
+    return f"{code.co_filename}, line {code.co_firstlineno}" if code else type(obj).__name__
+
+
+def _pointing_into(obj: object, path: Path, line: int) -> object:
+    """A function as it is (globals, defaults, closure), its code saying it is at `line` of `path`, nested code
+    too; anything else as it is."""
+    if not isinstance(obj, FunctionType) or _source(obj).startswith("# (no source"):
+        return obj
+    shift = line - obj.__code__.co_firstlineno
+
+    def moved(code: CodeType) -> CodeType:
+        consts = tuple(moved(c) if isinstance(c, CodeType) else c for c in code.co_consts)
+        return code.replace(co_filename=str(path), co_firstlineno=code.co_firstlineno + shift, co_consts=consts)
+
+    fn = FunctionType(moved(obj.__code__), obj.__globals__, obj.__name__, obj.__defaults__, obj.__closure__)
+    fn.__kwdefaults__, fn.__qualname__, fn.__doc__ = obj.__kwdefaults__, obj.__qualname__, obj.__doc__
+    return fn
 
 
 def _existing_store(uri: Optional[str]) -> str:
