@@ -179,3 +179,125 @@ def _quiet():
     from rich.console import Console
 
     return Console(quiet=True)
+
+
+USER = ["impl=user", "impl.code=my_backward.py"]
+
+
+@pytest.fixture
+def users_run(tmp_path, store, monkeypatch):
+    """A run of a learner's own file, my_backward.py in the launch dir, which is the current dir of the rerun."""
+    from test_user_code import CORRECT
+
+    (tmp_path / "my_backward.py").write_text(CORRECT)
+    monkeypatch.chdir(tmp_path)
+    result = pipeline.run(composed(*FAST, *USER, f"tracking.uri={store}"), USER, launch_dir=tmp_path)
+    return store, result.run.run_id
+
+
+def _runs_of(store, run_id) -> list:
+    client = MlflowClient(store)
+    return client.search_runs([client.get_run(run_id).info.experiment_id])
+
+
+def _rerun_tags(store, run_id) -> dict:
+    client = MlflowClient(store)
+    (again,) = client.search_runs([client.get_run(run_id).info.experiment_id], f"tags.rerun_of = '{run_id}'")
+    return again.data.tags
+
+
+def test_a_users_unchanged_file_reruns_identical(users_run, capsys):
+    store, run_id = users_run
+    assert rerun.main([run_id, "--tracking-uri", store]) == 0
+    assert "verdict: IDENTICAL" in capsys.readouterr().out
+    tags = _rerun_tags(store, run_id)
+    assert rerun.CODE_CHANGED_TAG not in tags and rerun.LOGGED_CODE_TAG not in tags
+
+
+def test_a_users_changed_file_is_refused_unless_accepted(users_run, tmp_path, capsys):
+    import hashlib
+
+    store, run_id = users_run
+    path = tmp_path / "my_backward.py"
+    then = MlflowClient(store).get_run(run_id).data.tags[rerun.CODE_TAG]
+    path.write_text(path.read_text() + "# fixed since\n")
+    now = hashlib.sha256(path.read_bytes()).hexdigest()
+    before = len(_runs_of(store, run_id))
+    assert rerun.main([run_id, "--tracking-uri", store]) == 2
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    assert err == (f"error: impl.code: my_backward.py has changed since run {run_id} (sha256 {now[:12]}... now, "
+                   f"{then[:12]}... then); --accept-changed-code reruns today's file, --run-logged-code runs the copy "
+                   "logged with the run: code from the store, run it only if you trust the store")  # fmt: skip
+    assert len(_runs_of(store, run_id)) == before  # nothing ran
+    assert rerun.main([run_id, "--tracking-uri", store, "--accept-changed-code"]) == 0  # a comment: same numbers
+    assert f"note: run {run_id}: my_backward.py has changed since run" in capsys.readouterr().out
+    tags = _rerun_tags(store, run_id)
+    assert tags[rerun.CODE_CHANGED_TAG].startswith("my_backward.py has changed") and tags[rerun.CODE_TAG] == now
+
+
+SIDE_EFFECT = "\nimport pathlib\npathlib.Path(__file__).with_name('EXECUTED').write_text('store code ran')\n"
+
+
+def test_the_logged_copy_runs_only_when_asked_and_only_as_logged(users_run, tmp_path, capsys):
+    store, run_id = users_run
+    client = MlflowClient(store)
+    (tmp_path / "my_backward.py").unlink()
+    assert rerun.main([run_id, "--tracking-uri", store, "--accept-changed-code"]) == 2  # nothing there to accept
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    assert err.startswith(f"error: impl.code: my_backward.py is gone from {tmp_path} since run {run_id} (sha256 ")
+    assert err.endswith("; --run-logged-code runs the copy logged with the run: code from the store, run it only "
+                        "if you trust the store")  # fmt: skip
+    assert rerun.main([run_id, "--tracking-uri", store, "--run-logged-code"]) == 0
+    assert "verdict: IDENTICAL" in capsys.readouterr().out
+    tags = _rerun_tags(store, run_id)
+    assert tags[rerun.LOGGED_CODE_TAG] == f"code/my_backward.py ({tags[rerun.CODE_TAG]})"
+
+    artifacts = Path(client.get_run(run_id).info.artifact_uri.removeprefix("file://"))
+    logged = artifacts / "code" / "my_backward.py"
+    logged.write_text(logged.read_text() + SIDE_EFFECT)  # the store changed: its copy would write a file if run
+    before = len(_runs_of(store, run_id))
+    for flags in (["--run-logged-code"], ["--run-logged-code", "--accept-changed-code", "--accept-edited-config"]):
+        assert rerun.main([run_id, "--tracking-uri", store, *flags]) == 2
+        (err,) = capsys.readouterr().err.strip().splitlines()
+        assert err.startswith(f"error: run {run_id}: impl.code: its logged copy code/my_backward.py does not hash to "
+                              "its impl.code_sha256 tag (")  # fmt: skip
+        assert err.endswith("tagged): changed in the store; refused")
+    assert len(_runs_of(store, run_id)) == before and not list(tmp_path.rglob("EXECUTED"))
+
+
+def test_store_code_never_runs_by_default_even_with_its_tag_rewritten(users_run, tmp_path, capsys):
+    import hashlib
+
+    store, run_id = users_run
+    client = MlflowClient(store)
+    artifacts = Path(client.get_run(run_id).info.artifact_uri.removeprefix("file://"))
+    logged = artifacts / "code" / "my_backward.py"
+    logged.write_text(logged.read_text() + SIDE_EFFECT)
+    client.set_tag(run_id, rerun.CODE_TAG, hashlib.sha256(logged.read_bytes()).hexdigest())  # a consistent forgery
+    (tmp_path / "my_backward.py").unlink()
+    for flags in ([], ["--accept-changed-code"]):
+        assert rerun.main([run_id, "--tracking-uri", store, *flags]) == 2
+        assert "my_backward.py is gone from" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("EXECUTED")) and not list(artifacts.rglob("EXECUTED"))
+
+
+def test_a_sweep_of_a_users_file_changed_since_reruns_no_child(tmp_path, capsys, monkeypatch):
+    from helpers import cli
+    from test_user_code import CORRECT
+
+    (tmp_path / "my_backward.py").write_text(CORRECT)
+    done = cli(tmp_path, "-m", *USER, "seed=0,1", *FAST)
+    assert done.returncode == 0, done.stderr
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    parent = runs.latest_sweep(uri, "backprop-lab")
+    (tmp_path / "my_backward.py").write_text(CORRECT + "# fixed since\n")
+    before = len(_runs_of(uri, parent))
+    monkeypatch.chdir(tmp_path)
+    assert rerun.main([parent, "--tracking-uri", uri]) == 2
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    children = sorted(runs.child_statuses(uri, parent))
+    assert err.startswith(f"error: impl.code: my_backward.py has changed since run {children[0]} (sha256 ")
+    assert len(_runs_of(uri, parent)) == before  # not even a parent
+    verdicts = rerun.rerun(parent, uri, tmp_path, 1e-6, 1e-9, console=_quiet(),
+                           trust=rerun.CodeTrust(accept_changed=True))  # fmt: skip
+    assert len(verdicts) == 2 and all(v.same for v in verdicts)

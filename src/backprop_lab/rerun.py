@@ -7,6 +7,12 @@ Before anything runs, each run's logged config (config/config.yaml) is bounded (
 checked against the run's `config.sha256` tag, the digest of the params it ran with: a config edited in the store
 since, or one without the tag, is refused unless --accept-edited-config says to rerun it as it is now.
 
+A run of the user's own file (`impl.code=my_backward.py`) reruns the file at the logged path, relative to the
+current directory, only when it hashes to the run's `impl.code_sha256` tag: a file changed since, or gone, is refused
+unless --accept-changed-code says to run it as it is now (tagged `rerun.code_changed`). The copy logged with the run
+(`code/<name>`) is code from the store, which is data: it runs only with --run-logged-code, and only when it hashes to
+the tag (tagged `rerun.ran_logged_code`).
+
 The rerun logs a new run tagged `rerun_of=RUN_ID` beside the original. Every metric that is not a timing (data,
 init and activation statistics at every step, the loss, the gradient differences) must be bit-identical when the
 environment is the same; where it differs (versions, device, CPU, threads, commit, data hash), that is said first
@@ -17,8 +23,10 @@ when every run's verdict is the same.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -34,6 +42,10 @@ from backprop_lab.runs import LoggedRun
 TIMING_PREFIXES = ("time/", "wall/", "mem/")  # measurements of the machine: reported, never judged
 CONFIG_TAG = "config.sha256"  # labels.config_digest of the config the run ran, set when it started
 EDITED_TAG = "rerun.config_edited"  # on a rerun of a config accepted though it was edited: what was found
+CODE_TAG = "impl.code_sha256"  # the SHA-256 of the user's file the run ran, set by the pipeline with `code/<name>`
+CODE_CHANGED_TAG = "rerun.code_changed"  # on a rerun of today's file, accepted though it changed: what was found
+LOGGED_CODE_TAG = "rerun.ran_logged_code"  # on a rerun of the copy logged with the run: which copy
+TRUST_STORE = "code from the store, run it only if you trust the store"
 
 
 @dataclass
@@ -138,15 +150,83 @@ def edited(original: LoggedRun, logged: dict) -> Optional[str]:
     return f"{mismatch}: edited after the run{where}"
 
 
+def code_file(code: str, launch_dir: Path) -> Path:
+    """Where the pipeline finds the file `impl.code` names: relative to the launch directory unless absolute."""
+    return Path(code) if Path(code).is_absolute() else launch_dir / code
+
+
+def file_sha256(path: Path) -> Optional[str]:
+    """The file's SHA-256, as the pipeline tags it; None when there is no file there."""
+    if not path.is_file():
+        return None
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+@dataclass
+class CodeTrust:
+    """What the user allowed for a run of their own file that is no longer the file it ran."""
+
+    accept_changed: bool = False  # run today's file though it changed (--accept-changed-code)
+    run_logged: bool = False  # run the copy logged with the run (--run-logged-code): code from the store
+    scratch: Optional[Path] = None  # where logged copies are written to run; needed with run_logged
+
+
+def _logged_copy(uri: str, run_id: str, code: str, then: Optional[str], scratch: Path) -> Path:
+    """The copy of the user's file logged with the run, written under `scratch`, checked against the run's tag: a
+    copy that does not hash to it is refused whatever the flags."""
+    name = Path(code).name
+    if not then:
+        raise UserError(f"run {run_id}: impl.code: it has no {CODE_TAG} tag to check its logged copy code/{name} "
+                        "against; refused")  # fmt: skip
+    copy = runs.download_artifact(uri, run_id, f"code/{name}", scratch / run_id) if name not in ("", "..") else None
+    if copy is None:
+        raise UserError(f"run {run_id}: impl.code: no copy code/{name} was logged with the run; nothing to run")
+    got = file_sha256(copy)
+    if got != then:
+        raise UserError(f"run {run_id}: impl.code: its logged copy code/{name} does not hash to its {CODE_TAG} tag "
+                        f"({(got or 'not a file')[:12]}... logged, {then[:12]}... tagged): changed in the store; "
+                        "refused")  # fmt: skip
+    return copy
+
+
+def check_code(uri: str, original: LoggedRun, code: str, launch_dir: Path,
+               trust: CodeTrust) -> tuple[str, dict[str, str]]:  # fmt: skip
+    """The user's file to run again, and the tags that say what was accepted: the file at the logged path when it
+    hashes to the run's tag; otherwise what the flags allow, or a one-line refusal. Nothing is executed here."""
+    run_id, then = original.record.run_id, original.record.tags.get(CODE_TAG)
+    if trust.run_logged:
+        copy = _logged_copy(uri, run_id, code, then, trust.scratch)
+        return str(copy), {LOGGED_CODE_TAG: f"code/{copy.name} ({then})"}
+    path = code_file(code, launch_dir)
+    now = file_sha256(path)
+    if now is not None and now == then:
+        return code, {}
+    if then is None:
+        why = f"run {run_id} has no {CODE_TAG} tag to check {code} against"
+    elif now is None:
+        why = f"{code} is gone from {launch_dir} since run {run_id} (sha256 {then[:12]}... then)"
+    else:
+        why = f"{code} has changed since run {run_id} (sha256 {now[:12]}... now, {then[:12]}... then)"
+    if trust.accept_changed and now is not None:
+        return code, {CODE_CHANGED_TAG: why}
+    today = "--accept-changed-code reruns today's file, " if now is not None else ""
+    logged = f"--run-logged-code runs the copy logged with the run: {TRUST_STORE}" if then else "refused"
+    raise UserError(f"impl.code: {why}; {today}{logged}")
+
+
 @dataclass
 class Prepared:
     original: LoggedRun
-    cfg: DictConfig  # the logged config, checked, pointed at this store
+    cfg: DictConfig  # the logged config, checked, pointed at this store (and at the logged code, when asked)
     edited: Optional[str]  # why it is not the config the run ran, when --accept-edited-config let it through
+    code_tags: dict[str, str] = field(default_factory=dict)  # what was accepted of the user's file, as tags
 
 
-def prepare(uri: str, original: LoggedRun, accept_edited: bool) -> Prepared:
-    """The run's own config, bounded, verified against its tag and checked, before anything runs."""
+def prepare(uri: str, original: LoggedRun, accept_edited: bool, launch_dir: Path,
+            trust: Optional[CodeTrust] = None) -> Prepared:  # fmt: skip
+    """The run's own config, bounded, verified against its tag and checked, and the user's file it ran verified
+    against its own, before anything runs."""
     run_id = original.record.run_id
     if not original.config_yaml:
         raise UserError(f"run {run_id} has no {validation.LOGGED_CONFIG} artifact: another program logged it; "
@@ -166,7 +246,13 @@ def prepare(uri: str, original: LoggedRun, accept_edited: bool) -> Prepared:
         raise UserError(f"run {run_id}: its config no longer validates ({e}); check out commit {commit} to rerun it"
                         ) from None  # fmt: skip
     cfg = OmegaConf.merge(cfg, {"tracking": {"uri": uri, "experiment": original.experiment}})
-    return Prepared(original, cfg, why)
+    from backprop_lab.impls import protocol  # torch: not before a run is known to need it
+
+    code_tags = {}
+    if protocol.is_file(cfg.impl.code):  # a module is code the environment installed, not a file to check
+        code, code_tags = check_code(uri, original, cfg.impl.code, launch_dir, trust or CodeTrust())
+        cfg = OmegaConf.merge(cfg, {"impl": {"code": code}})
+    return Prepared(original, cfg, why, code_tags)
 
 
 def rerun_one(prepared: Prepared, launch_dir: Path, console: Console, parent_run_id: Optional[str] = None):
@@ -179,6 +265,11 @@ def rerun_one(prepared: Prepared, launch_dir: Path, console: Console, parent_run
         console.print(f"note: run {run_id}: {prepared.edited}; rerunning it as it is now (--accept-edited-config)",
                       markup=False, highlight=False, soft_wrap=True)  # fmt: skip
         job_tags[EDITED_TAG] = prepared.edited
+    for tag, what in prepared.code_tags.items():
+        how = "the copy logged with the run (--run-logged-code)" if tag == LOGGED_CODE_TAG else (
+            "today's file (--accept-changed-code)")  # fmt: skip
+        console.print(f"note: run {run_id}: {what}; running {how}", markup=False, highlight=False, soft_wrap=True)
+    job_tags |= prepared.code_tags
     overrides = original.record.tags.get("overrides", "").split()
     result = pipeline.run(
         prepared.cfg,
@@ -232,11 +323,22 @@ def print_verdict(v: Verdict, console: Console) -> None:
 
 
 def rerun(run_id: str, uri: str, launch_dir: Path, rtol: float, atol: float, console: Console,
-          accept_edited: bool = False) -> list[Verdict]:  # fmt: skip
+          accept_edited: bool = False, trust: Optional[CodeTrust] = None) -> list[Verdict]:  # fmt: skip
     store.check_store(uri, existing=True)  # a reader: a mistyped path creates no store
+    trust = trust or CodeTrust()
+    if not trust.run_logged:
+        return _rerun(run_id, uri, launch_dir, rtol, atol, console, accept_edited, trust)
+    with tempfile.TemporaryDirectory(prefix="backprop-lab-logged-code-") as scratch:  # the copies, while they run
+        trust = CodeTrust(trust.accept_changed, True, Path(scratch))
+        return _rerun(run_id, uri, launch_dir, rtol, atol, console, accept_edited, trust)
+
+
+def _rerun(run_id: str, uri: str, launch_dir: Path, rtol: float, atol: float, console: Console,
+           accept_edited: bool, trust: CodeTrust) -> list[Verdict]:  # fmt: skip
     original = runs.logged_run(uri, run_id)
     if original.record.tags.get(tracking.SWEEP_TAG) != "parent":
-        verdict = compare(original, rerun_one(prepare(uri, original, accept_edited), launch_dir, console), rtol, atol)
+        prepared = prepare(uri, original, accept_edited, launch_dir, trust)
+        verdict = compare(original, rerun_one(prepared, launch_dir, console), rtol, atol)
         print_verdict(verdict, console)
         return [verdict]
     children = runs.child_statuses(uri, run_id)
@@ -246,7 +348,7 @@ def rerun(run_id: str, uri: str, launch_dir: Path, rtol: float, atol: float, con
         if status != "FINISHED":  # nothing to reproduce: say so, and go on with the others
             not_rerun.append((child_id, status, child.record.tags.get("error", "")))
         else:
-            todo.append(prepare(uri, child, accept_edited))
+            todo.append(prepare(uri, child, accept_edited, launch_dir, trust))
     experiment_id = tracking.prepare_store(uri, original.experiment)
     parent = sweep.open_parent(uri, experiment_id, f"rerun of {original.record.name}"[:250], {"rerun_of": run_id})
     verdicts = []
@@ -280,6 +382,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--accept-edited-config", action="store_true",
                         help=f"rerun a run whose {validation.LOGGED_CONFIG} no longer matches its {CONFIG_TAG} tag "
                         "(edited in the store, or logged without the tag), as it is now")  # fmt: skip
+    parser.add_argument("--accept-changed-code", action="store_true",
+                        help=f"rerun a run of your own file though the file no longer matches its {CODE_TAG} tag, "
+                        "as it is now")  # fmt: skip
+    parser.add_argument("--run-logged-code", action="store_true",
+                        help=f"run the copy of your file logged with the run, if it matches its tag: {TRUST_STORE}")
     args = parser.parse_args(argv)
     redaction.protect_process()
     streams.tolerate_any_encoding()
@@ -287,7 +394,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     uri, _ = store.resolve_store(args.tracking_uri, Path.cwd())
     console = Console(width=None if sys.stdout.isatty() else 140)
     try:
-        verdicts = rerun(args.run_id, uri, Path.cwd(), args.rtol, args.atol, console, args.accept_edited_config)
+        trust = CodeTrust(args.accept_changed_code, args.run_logged_code)
+        verdicts = rerun(args.run_id, uri, Path.cwd(), args.rtol, args.atol, console, args.accept_edited_config,
+                         trust)  # fmt: skip
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -3,7 +3,9 @@
 Hydra cannot resume a multirun; a preempted SLURM or Ray sweep would recompute every job. With `sweep.resume=true`
 the same multirun command reuses each job whose config (its params, hashed: `config.sha256`) already has a FINISHED
 run in the experiment: the run is linked to the new parent (tag `backprop_lab.also_in.<parent>`, which the report
-and the parent's counts read) and nothing is computed again; a job with no such run, or only failed ones, runs.
+and the parent's counts read) and nothing is computed again; a job with no such run, or only failed ones, runs. A
+job of the user's own file (`impl.code=my_backward.py`) is reused only from a run of the file as it is now (its
+`impl.code_sha256` tag): a learner's fixed file runs again.
 `sweep.dry_run=true` lists what would run and what would be reused, each job to run with an estimate: the median
 wall time of earlier FINISHED runs of the same shape (`config.shape`: implementation, model, data size, timing).
 """
@@ -34,6 +36,9 @@ def handle(cfg: Any, parent_run_id: Optional[str], job: int, sweep_dir: Path) ->
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
+    from backprop_lab.impls import protocol
+    from backprop_lab.rerun import CODE_TAG, code_file, file_sha256
+
     if not (cfg.sweep.resume or cfg.sweep.dry_run):
         return None
     config = OmegaConf.to_container(cfg)
@@ -44,6 +49,12 @@ def handle(cfg: Any, parent_run_id: Optional[str], job: int, sweep_dir: Path) ->
     fresh = db is not None and not db.exists()  # nothing logged yet; opening it would create it, in a dry run too
     digest = labels.config_digest(config)
     done = [] if fresh else runs.finished_with_tag(uri, cfg.tracking.experiment, "config.sha256", digest)
+    changed = ""
+    if done and protocol.is_file(cfg.impl.code):  # the same config, but the file it names may have changed since
+        now = file_sha256(code_file(cfg.impl.code, launch_dir))
+        same = [r for r in done if r.tags.get(CODE_TAG) == now]
+        changed = "" if same else f"code changed since run {done[0].run_id}; "
+        done = same
     name = labels.run_name(cfg, labels.swept_keys())
     if cfg.sweep.dry_run:
         from backprop_lab.validation import validate
@@ -51,8 +62,8 @@ def handle(cfg: Any, parent_run_id: Optional[str], job: int, sweep_dir: Path) ->
         validate(cfg)  # what the job would refuse, before torch: it would fail, not run
         guess = None if done or fresh else estimate_s(uri, cfg.tracking.experiment, labels.shape_digest(config))
         record(sweep_dir, {"job": job, "name": name, "reuse": done[0].run_id if done else None, "estimate_s": guess})
-        what = f"would reuse run {done[0].run_id}" if done else "would run" + (
-            f" (about {guess:.1f} s)" if guess is not None else " (no earlier run of its shape to estimate from)")
+        what = f"would reuse run {done[0].run_id}" if done else f"would run ({changed}" + (
+            f"about {guess:.1f} s)" if guess is not None else "no earlier run of its shape to estimate from)")
         print(f"job {job} {name}: {what}")
         return {}
     if done and parent_run_id:

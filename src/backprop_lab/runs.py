@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 from backprop_lab.errors import TrackingError
@@ -139,6 +140,16 @@ def _artifact_text(client, run_id: str, path: str) -> Optional[str]:
                 return f.read(MAX_ARTIFACT_READ).decode(errors="replace")
         except Exception:  # absent: MLflow raises OSError or MlflowException depending on the store
             return None
+
+
+def download_artifact(uri: str, run_id: str, path: str, dest: Path) -> Optional[Path]:
+    """The run's artifact `path`, downloaded under `dest` (created); None when the run has no such file."""
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        local = Path(mlflow_client(uri).download_artifacts(run_id, path, str(dest)))
+    except Exception:  # absent: MLflow raises OSError or MlflowException depending on the store
+        return None
+    return local if local.is_file() else None
 
 
 def _device_info(run_id: str, text: Optional[str]) -> dict:
