@@ -139,3 +139,27 @@ def test_a_job_that_fails_after_its_run_ended_fails_the_sweep(tmp_path):
     assert why.startswith(f"stdout: cannot print the summary (stdout is gone); run {failed.info.run_id} is logged")
     assert parent.info.status == "FAILED"
     assert parent.data.metrics["sweep/jobs_failed"] == 1 and parent.data.metrics["sweep/jobs_finished"] == 1
+
+
+def test_a_resumed_sweep_reruns_a_learners_file_changed_since_and_reuses_an_unchanged_one(tmp_path):
+    from test_user_code import CORRECT
+
+    (tmp_path / "ada.py").write_text(CORRECT)
+    (tmp_path / "bo.py").write_text(CORRECT)
+    sweep = ["-m", "impl=user", "impl.code=ada.py,bo.py", *FAST]
+    first = cli(tmp_path, *sweep)
+    assert first.returncode == 0, first.stderr[-2000:]
+    (tmp_path / "bo.py").write_text(CORRECT + "# fixed after the teacher's first sweep\n")
+    dry = cli(tmp_path, *sweep, "sweep.dry_run=true")
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    lines = dry.stdout.splitlines()
+    assert any(" ada·" in line and "would reuse run" in line for line in lines), dry.stdout
+    assert any(" bo·" in line and "would run (code changed since run" in line for line in lines), dry.stdout
+    assert dry.stdout.strip().splitlines()[-1].startswith("dry run: 1 jobs would run")
+    done = cli(tmp_path, *sweep, "sweep.resume=true")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("reused run") == 1
+    finished = [r for r in job_runs(tmp_path) if r.info.status == "FINISHED"]
+    assert sorted(r.info.run_name.split("·")[0] for r in finished) == ["ada", "bo", "bo"]
+    hashes = {r.data.tags["impl.code_sha256"] for r in finished if r.info.run_name.startswith("bo")}
+    assert len(hashes) == 2  # the fixed file ran: its run carries the new hash
