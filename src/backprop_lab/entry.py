@@ -23,7 +23,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from backprop_lab import objectives, redaction, stop, streams
+from backprop_lab import objectives, redaction, stop, streams, submissions
 from backprop_lab.config import CONF_DIR, plain, store_schema
 from backprop_lab.errors import UserError
 from backprop_lab.loading import collector_paused
@@ -164,6 +164,10 @@ def main() -> None:
     stop.install()
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us, to print them as one line
     store_schema(ConfigStore.instance())
+    try:  # a folder of submissions is its files, before Hydra parses the command line
+        sys.argv[1:] = submissions.expand(sys.argv[1:], Path.cwd())
+    except UserError as e:
+        sys.exit(f"error: {e}")
     run_hydra = hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="config")(job)
     try:
         run_hydra()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import base64
 import html
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from backprop_lab.runs import RunRecord
 
 CHOICE_KEYS = ("impl.name", "init.scheme", "model.name", "data.name")  # what a run name is made of
 BUG_KEY = "bug.name"
+CODE_KEY = "impl.code"  # a sweep over users' files
 INF_AS_STORED = 1.7e308  # MLflow stores an infinite metric as the largest double
 MISSING = "n/a"  # a number the run did not log (a run of another version of the project, or one that stopped early)
 # the numbers every row shows: a FINISHED run lacking one is named under the table
@@ -53,9 +55,10 @@ class Row:
 
 
 def swept_keys(records: list[RunRecord]) -> list[str]:
-    """Params whose value differs between the runs: the sweep's choices (the name's parts when nothing differs)."""
+    """Params whose value differs between the runs that logged them: the sweep's choices (the name's parts when
+    nothing differs). A run that failed before logging one (the device, resolved once the job runs) varies nothing."""
     keys = sorted({k for r in records for k in r.params})
-    varying = [k for k in keys if len({r.params.get(k) for r in records}) > 1]
+    varying = [k for k in keys if len({r.params[k] for r in records if k in r.params}) > 1]
     return varying or [k for k in CHOICE_KEYS if any(k in r.params for r in records)]
 
 
@@ -76,7 +79,10 @@ def _f(x: Optional[float], fmt: str = ".3g") -> str:
 
 
 def _header(key: str) -> str:
-    """A group's choice by the group (`impl`), any other swept value by its key (`init.gain`)."""
+    """A group's choice by the group (`impl`), a user's file as the submission, any other swept value by its key
+    (`init.gain`)."""
+    if key == CODE_KEY:
+        return "submission"
     return key.split(".")[0] if key in labels.NAME_KEYS.values() else key
 
 
@@ -123,11 +129,47 @@ def is_bug_hunt(rows: list[Row]) -> bool:
     return any(BUG_KEY in row.choices for row in rows)
 
 
+def is_submissions(rows: list[Row]) -> bool:
+    """A sweep over users' files (impl=user impl.code=a.py,b.py, or a folder): a row per submission."""
+    return any(CODE_KEY in row.choices for row in rows)
+
+
+def _graded(row: Row) -> str:
+    """The check's verdict in a word, as the run's verdict line says it."""
+    verdict = row.tags.get("grad.verdict")
+    return {"wrong": "WRONG"}.get(verdict, verdict or MISSING)
+
+
+def _diagnosis(row: Row) -> str:
+    """What is wrong at the first divergent node, in words; for a run that failed, why, in a line."""
+    if row.status != "FINISHED" and "error" in row.tags:
+        return failure_line(row.tags["error"], row.choices.get(CODE_KEY, ""))
+    return row.tags.get("grad.mistake_words", "-")
+
+
+def failure_line(error: str, code: str) -> str:
+    """A run's `error` tag in one line: its first, less the error's type and the file's path when it is the user's
+    (the row names the file); a syntax error's first line says only that, so its last (the error) and its line too."""
+    lines = [line.strip() for line in error.strip().splitlines() if line.strip()] or ["-"]
+    first = lines[0].removeprefix("UserCodeError: ")
+    name = Path(code).name
+    if name and f"{name}: " in first:
+        first = first.split(f"{name}: ", 1)[1]
+    if first.endswith(":") and len(lines) > 1:
+        where = re.search(r'line (\d+)', error)
+        first = f"{first} {lines[-1]}" + (f" (line {where.group(1)})" if where else "")
+    return first
+
+
 def table(rows: list[Row], title: str) -> tables.Table:
     """One column per swept choice (`impl`, `init`, ...), left-aligned, then the results. A sweep over the bug bank
     says, for each bug, whether the check caught it and at which node, beside the node it was put in."""
     choices = [_header(key) for key in rows[0].choices]
-    if is_bug_hunt(rows):
+    if is_submissions(rows):
+        headers = [*choices, "status", "verdict", "first divergent", "diagnosis (or why it failed)", "× autograd"]
+        cells = [[*r.choices.values(), r.status, _graded(r), r.tags.get("first_divergent", "-"), _diagnosis(r),
+                  _number(r, "time/backward_vs_autograd", ".2f")] for r in rows]  # fmt: skip
+    elif is_bug_hunt(rows):
         headers = [*choices, "status", "caught", "first divergent", "expected", "where expected", "worst ratio"]
         caught = {"NO": "yes", "yes": "NO, MISSED", "inconclusive": "inconclusive"}  # by the check's verdict
         cells = [[*r.choices.values(), r.status, caught.get(_verdict(r), MISSING),
@@ -147,7 +189,8 @@ def table(rows: list[Row], title: str) -> tables.Table:
                   *([_number(r, OBJECTIVE, ".4g")] if searched else []), _verdict(r),
                   _divergent(r), _number(r, "grad/worst_error_ratio"), _ms(r, "forward"), _ms(r, "backward"),
                   _number(r, "time/backward_vs_autograd", ".2f")] for r in rows]  # fmt: skip
-    return tables.Table(title, headers, cells, align="l" * len(choices))
+    words = "rrrl" if is_submissions(rows) else ""  # the diagnosis, after status, verdict and node, is text
+    return tables.Table(title, headers, cells, align="l" * len(choices) + words)
 
 
 def _embedded(path: Path) -> str:

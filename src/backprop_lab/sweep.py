@@ -20,7 +20,7 @@ from typing import Any, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from backprop_lab import labels, redaction, runs, store, tracking
+from backprop_lab import labels, redaction, runs, store, submissions, tracking
 from backprop_lab.errors import UserError
 
 PARENT_ENV = "BACKPROP_LAB_SWEEP_RUN_ID"  # hands the parent's id to jobs, in this process or a launcher's workers
@@ -267,7 +267,8 @@ class MlflowSweep(Callback):
             overrides = list(config.hydra.overrides.task)
             self.started = time.perf_counter()
             tags = {"overrides": " ".join(overrides), "launcher": config.hydra.launcher._target_.rsplit(".", 1)[-1]}
-            self.parent_run_id = open_parent(self.uri, experiment_id, labels.parent_name(overrides, self.swept)[:250],
+            name = submissions.given or labels.parent_name(overrides, self.swept)  # a folder by the folder
+            self.parent_run_id = open_parent(self.uri, experiment_id, name[:250],
                                              tags | environment_tags(), shared_params(config, self.swept))  # fmt: skip
         except UserError as e:  # the store's own one line
             raise SystemExit(f"error: {e}") from None
