@@ -1,17 +1,22 @@
 """The study from Python: `run` validates and logs as the CLI does and ends its run honestly whatever stops it;
-`runs_frame` gives one flat row per job run, per-layer metrics as columns."""
+`runs_frame` gives one flat row per job run, per-layer metrics as columns; `check` runs a learner's functions as
+`impl=user` does a file."""
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import inspect
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 from helpers import FAST, ROOT, runs_in
 
-from backprop_lab import api, run, runs_frame
-from backprop_lab.errors import ConfigError, TrackingError
+from backprop_lab import api, check, run, runs_frame
+from backprop_lab.errors import ConfigError, TrackingError, UserCodeError
 from backprop_lab.runs import RunRecord
 
 LAYERS = (1, 2)  # the notebook's 784-80-1: two linear layers
@@ -142,3 +147,106 @@ def test_a_store_that_is_not_there_is_not_created(tmp_path):
         f"{db}: no tracking store there; check the path (a run creates the store)"
     )
     assert os.listdir(tmp_path) == []
+
+
+# a learner's functions, as a notebook cell holds them
+def lin_grad(inp, out, w, b):
+    inp.g = out.g @ w.t()
+    w.g = inp.t() @ out.g
+    b.g = out.g.sum(0)
+
+
+def relu_grad(inp, out):
+    inp.g = (inp > 0).float() * out.g
+
+
+def mse_grad(inp, targ):
+    inp.g = 2. * (inp.squeeze(-1) - targ).unsqueeze(-1) / inp.shape[0]
+
+
+def relu_grad_unmasked(inp, out):
+    inp.g = out.g
+
+
+def relu_grad_crashing(inp, out):
+    inp.g = out.g @ out  # (n, 80) @ (n, 80)
+
+
+@pytest.mark.parametrize("given, says", [
+    ({}, r"^check: give your backward, e\.g\. check\(lin_grad, relu_grad, mse_grad\)"),
+    ({"code": SimpleNamespace(lin=None)}, r"^code: namespace\(lin=None\) defines none of lin_grad, relu_grad"),
+    ({"code": "nope.py"}, r"^impl\.code: no file .*nope\.py"),
+])  # fmt: skip
+def test_check_given_nothing_to_check_is_one_line_before_any_run(tmp_path, given, says):
+    with pytest.raises(ConfigError, match=says) as raised:
+        check(**given, overrides=FAST, launch_dir=tmp_path)
+    assert "\n" not in str(raised.value) and not (tmp_path / "mlruns").exists()
+
+
+@pytest.mark.parametrize("given, says", [
+    ({"lin_grad": 3}, r"^lin_grad: int 3 is not callable; give the function itself, e\.g\. check\(lin_grad=lin_grad\)"),
+    ({"code": SimpleNamespace(mse_grad="2 * x")}, r"^mse_grad: str '2 \* x' is not callable"),
+    ({"lin_grad": lin_grad, "code": SimpleNamespace(lin_grad=lin_grad)}, r"^check: give the functions or code=, not"),
+    ({"lin_grad": lin_grad, "overrides": "data=synthetic"}, r"^overrides: a list of strings"),
+])  # fmt: skip
+def test_check_given_what_is_not_code_is_one_line_before_any_run(tmp_path, given, says):
+    with pytest.raises(TypeError, match=says) as raised:
+        check(**{"overrides": FAST, **given}, launch_dir=tmp_path)
+    assert "\n" not in str(raised.value) and not (tmp_path / "mlruns").exists()
+
+
+@pytest.mark.slow
+def test_check_on_functions_is_a_logged_run_of_their_source(tmp_path, capsys):
+    result = check(lin_grad, relu_grad, mse_grad, overrides=FAST, launch_dir=tmp_path)
+    assert result.all_close and result.first_divergent == "none"
+    shown = capsys.readouterr().out
+    assert "verdict: gradients ok at every node" in shown and f"id {result.run.run_id}" in shown
+    assert [line.split()[1] for line in shown.splitlines() if line.startswith("│")] == [
+        "lin2", "w2", "b2", "act1", "lin1", "w1", "b1", "x"]  # the node table, from the loss back  # fmt: skip
+    (logged,) = runs_in(tmp_path / "mlruns")
+    source = tmp_path / logged.data.params["impl.code"]
+    assert source.parent == tmp_path / ".backprop_lab" / "cells" and logged.info.run_name.startswith(source.stem)
+    text = source.read_text()
+    assert all(f"def {name}(" in text for name in ("lin_grad", "relu_grad", "mse_grad"))
+    assert logged.data.tags["impl.code_sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert logged.data.tags["impl.style"] == "functions" and logged.data.tags["grad.verdict"] == "ok"
+
+
+def as_module(tmp_path, name: str, source: str):
+    path = tmp_path / f"{name}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+UNMASKED = inspect.getsource(lin_grad) + "\n\ndef relu_grad(inp, out):\n    inp.g = out.g\n"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("given", ["keywords", "namespace", "module", "file"])
+def test_check_on_a_buggy_relu_names_lin1_and_its_mistake(tmp_path, given):
+    code = {"keywords": {"lin_grad": lin_grad, "relu_grad": relu_grad_unmasked},
+            "namespace": {"code": SimpleNamespace(lin_grad=lin_grad, relu_grad=relu_grad_unmasked)},
+            "module": {"code": as_module(tmp_path, "unmasked", UNMASKED)},
+            "file": {"code": str(as_module(tmp_path, "unmasked", UNMASKED).__file__)}}[given]  # fmt: skip
+    result = check(**code, overrides=FAST, launch_dir=tmp_path)
+    assert result.first_divergent == "lin1" and "ReLU" in result.verdict, result.verdict
+    (logged,) = runs_in(tmp_path / "mlruns")
+    assert logged.info.status == "FINISHED" and logged.data.tags["grad.mistake"] == "relu_mask"
+    assert (logged.data.tags["first_divergent"], logged.data.tags["grad.verdict"]) == ("lin1", "wrong")
+
+
+@pytest.mark.slow
+def test_an_error_in_a_learners_function_is_their_traceback_in_their_source(tmp_path):
+    with pytest.raises(UserCodeError) as raised:
+        check(relu_grad=relu_grad_crashing, overrides=FAST, launch_dir=tmp_path)
+    (source,) = (tmp_path / ".backprop_lab" / "cells").glob("cell_*.py")
+    text = str(raised.value)
+    assert text.startswith(f"{source}: your code raised RuntimeError")
+    assert f'File "{source}", line ' in text and "in relu_grad_crashing" in text
+    assert "inp.g = out.g @ out  # (n, 80) @ (n, 80)" in text  # the line, read back from the source written
+    assert "backprop_lab/" not in text.replace(str(source), "")  # none of the lab's frames
+    (logged,) = runs_in(tmp_path / "mlruns")
+    assert logged.info.status == "FAILED"
