@@ -93,10 +93,6 @@ def check(
     `.backprop_lab/cells/cell_<sha256>.py` under the launch dir (logged with the run as `code/<that name>` and its
     hash as `impl.code_sha256`), and the functions run as they are, with your notebook's names, their tracebacks
     pointing into that file. Given nothing, or something not callable, raises before any run exists."""
-    from rich.console import Console
-
-    from backprop_lab import summary
-
     if isinstance(overrides, str):
         raise TypeError(f"overrides: a list of strings, e.g. [{overrides!r}]")
     launch = Path(launch_dir) if launch_dir is not None else Path.cwd()
@@ -109,6 +105,10 @@ def check(
     else:
         name = str(_cell_file(_code_objects(given, code), launch).relative_to(launch))
     result = run(["impl=user", f"impl.code={name}", *overrides], launch_dir=launch)
+    from rich.console import Console
+
+    from backprop_lab import summary
+
     console = Console()
     console.print(summary.grad_table(result))
     console.print(f"verdict: {result.verdict}", soft_wrap=True)
@@ -179,8 +179,9 @@ def _source(obj: object) -> str:
 
     try:
         return textwrap.dedent(inspect.getsource(obj)).rstrip("\n")
-    except (OSError, TypeError):  # a builtin, a callable object, a class defined in a notebook (Python < 3.13)
-        return f"# (no source: {obj!r:.100})"
+    except (OSError, TypeError):  # a builtin, a callable object, a class defined in a notebook (Python < 3.13);
+        # named, not by address, so that the same objects hash the same
+        return f"# (no source: {type(obj).__name__} {getattr(obj, '__qualname__', '')})"
 
 
 def _origin(obj: object) -> str:
@@ -190,8 +191,8 @@ def _origin(obj: object) -> str:
 
 def _pointing_into(obj: object, path: Path, line: int) -> object:
     """A function as it is (globals, defaults, closure), its code saying it is at `line` of `path`, nested code
-    too; anything else as it is."""
-    if not isinstance(obj, FunctionType) or _source(obj).startswith("# (no source"):
+    too (one without source, a lambda typed at a prompt, at the line saying so); anything else as it is."""
+    if not isinstance(obj, FunctionType):
         return obj
     shift = line - obj.__code__.co_firstlineno
 
