@@ -57,7 +57,7 @@ def test_a_folder_in_a_single_run_or_without_submissions_is_one_line(tmp_path):
         submissions.expand(["impl=user", "impl.code=subs/"], tmp_path)
     with pytest.raises(UserError, match=r"^impl.code: subs/ holds no .py file"):
         submissions.expand(["-m", "impl=user", "impl.code=subs/"], tmp_path)
-    with pytest.raises(UserError, match=r"^impl.code: subs/\*.py holds no .py file"):
+    with pytest.raises(UserError, match=r"^impl.code: subs/\*.py matches no .py file"):
         submissions.expand(["-m", "impl.code=subs/*.py"], tmp_path)
 
 

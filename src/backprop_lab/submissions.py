@@ -61,12 +61,12 @@ def expand(argv: list[str], cwd: Path) -> list[str]:
             out.append(arg)
             continue
         value = match.group(2)
+        folder = (cwd / value).is_dir()
         if not multirun:
-            what = "a folder" if (cwd / value).is_dir() else "a pattern"
-            raise UserError(f"impl.code: {value} is {what}; sweep its files with -m")
+            raise UserError(f"impl.code: {value} is {'a folder' if folder else 'a pattern'}; sweep its files with -m")
         if not found:
-            raise UserError(f"impl.code: {value} holds no .py file; a folder to sweep holds the submissions, one .py "
-                            "file each")  # fmt: skip
+            raise UserError(f"impl.code: {value} {'holds' if folder else 'matches'} no .py file; a folder to sweep "
+                            "holds the submissions, one .py file each")  # fmt: skip
         given = arg
         out.append(match.group(1) + ",".join(hydra_quoted(f) for f in found))
     return out
