@@ -259,3 +259,13 @@ def test_a_net_that_hands_back_none_or_nan_is_judged_not_crashed(tmp_path):
     verdicts = {c.node: c.verdict for c in checked.checks}
     assert verdicts["w1"] == "non-finite" and verdicts["b1"] == "not given" and verdicts["w2"] == "ok"
     assert backward.first_divergent(checked.checks) == "w1" and checked.mistake.kind == "non_finite"
+
+
+@pytest.mark.slow  # the entry script in a subprocess
+def test_a_file_giving_no_parameter_gradient_still_gets_its_run_and_figures(tmp_path):
+    write(tmp_path, "def relu_grad(inp, out):\n    inp.g = out.g\n", "only_relu.py")
+    done = cli(tmp_path, "impl=user", "impl.code=only_relu.py", *FAST)
+    assert done.returncode == 0, done.stderr
+    assert "gradients WRONG from node lin1" in done.stdout and "relu" in done.stdout.lower()
+    (run,) = runs_in(tmp_path / "mlruns")
+    assert run.info.status == "FINISHED" and run.data.tags["grad.mistake"] == "relu_mask"

@@ -160,17 +160,10 @@ def _cell_file(objects: dict[str, Callable], launch: Path) -> Path:
     for name, obj in objects.items():
         setattr(module, name, _pointing_into(obj, path, starts[name]))
     sys.modules[module.__name__] = module  # as an import would: pickling and dataclasses look a module up there
-    _adopt(path, module)
-    return path
-
-
-def _adopt(path: Path, module: ModuleType) -> None:
-    """Loading `path` gives `module`, rather than executing the file (which records the source only)."""
-    import hashlib
-
     from backprop_lab.impls import protocol
 
-    protocol._loaded[(str(path.resolve()), hashlib.sha256(path.read_bytes()).hexdigest())] = module
+    protocol.adopt(path, module)
+    return path
 
 
 def _source(obj: object) -> str:

@@ -65,6 +65,12 @@ def grad_diff_figure(diffs: dict[str, torch.Tensor], title: str):
     for a model with more tensors than MAX_PANELS, the largest and median difference per tensor instead."""
     if len(diffs) > MAX_PANELS:
         return _grad_diff_by_tensor(diffs, title)
+    if not diffs:  # a learner's code that gave no parameter's gradient: nothing to draw, and the figure says so
+        fig, ax = _figure(5, 2)
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, "no parameter gradient given", ha="center", va="center")
+        fig.suptitle(title, fontsize=9)
+        return fig
     cols = min(6, len(diffs))
     rows = -(-len(diffs) // cols)
     fig = Figure(figsize=(2.6 * cols, 2.4 * rows))

@@ -21,6 +21,7 @@ from backprop_lab import (
     backward,
     bench,
     bugs,
+    code_files,
     data,
     datasets,
     environment,
@@ -175,9 +176,9 @@ def run(
             tracking.set_tags(log_git_diff(cfg.tracking))
         tracking.log_json(environment.device_info(device), "device.json")
         code = impls.load(cfg.impl.code, launch_dir)
-        if code.path is not None:  # the user's file: what ran, and its hash for a rerun to check
-            tracking.log_text(code.path.read_text(errors="replace"), f"code/{code.path.name}")
-            tracking.set_tags({"impl.code_sha256": code.sha256, "impl.style": code.style})
+        if code.path is not None:  # the user's file: the bytes hashed and run, and the hash, for a rerun to check
+            tracking.log_bytes(code.source, f"code/{code.path.name}")
+            tracking.set_tags({code_files.CODE_TAG: code.sha256, "impl.style": code.style})
 
         with console.status("data: read, verify, normalize"):
             t = time.perf_counter()

@@ -23,7 +23,6 @@ when every run's verdict is the same.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import math
 import sys
 import tempfile
@@ -36,13 +35,13 @@ from rich.console import Console
 from rich.table import Table
 
 from backprop_lab import labels, redaction, runs, stop, store, streams, sweep, tracking, validation
+from backprop_lab.code_files import CODE_TAG, file_path, file_sha256, is_file
 from backprop_lab.errors import ConfigError, UserError
 from backprop_lab.runs import LoggedRun
 
 TIMING_PREFIXES = ("time/", "wall/", "mem/")  # measurements of the machine: reported, never judged
 CONFIG_TAG = "config.sha256"  # labels.config_digest of the config the run ran, set when it started
 EDITED_TAG = "rerun.config_edited"  # on a rerun of a config accepted though it was edited: what was found
-CODE_TAG = "impl.code_sha256"  # the SHA-256 of the user's file the run ran, set by the pipeline with `code/<name>`
 CODE_CHANGED_TAG = "rerun.code_changed"  # on a rerun of today's file, accepted though it changed: what was found
 LOGGED_CODE_TAG = "rerun.ran_logged_code"  # on a rerun of the copy logged with the run: which copy
 TRUST_STORE = "code from the store, run it only if you trust the store"
@@ -150,19 +149,6 @@ def edited(original: LoggedRun, logged: dict) -> Optional[str]:
     return f"{mismatch}: edited after the run{where}"
 
 
-def code_file(code: str, launch_dir: Path) -> Path:
-    """Where the pipeline finds the file `impl.code` names: relative to the launch directory unless absolute."""
-    return Path(code) if Path(code).is_absolute() else launch_dir / code
-
-
-def file_sha256(path: Path) -> Optional[str]:
-    """The file's SHA-256, as the pipeline tags it; None when there is no file there."""
-    if not path.is_file():
-        return None
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 @dataclass
 class CodeTrust:
     """What the user allowed for a run of their own file that is no longer the file it ran."""
@@ -198,7 +184,7 @@ def check_code(uri: str, original: LoggedRun, code: str, launch_dir: Path,
     if trust.run_logged:
         copy = _logged_copy(uri, run_id, code, then, trust.scratch)
         return str(copy), {LOGGED_CODE_TAG: f"code/{copy.name} ({then})"}
-    path = code_file(code, launch_dir)
+    path = file_path(code, launch_dir)
     now = file_sha256(path)
     if now is not None and now == then:
         return code, {}
@@ -246,10 +232,8 @@ def prepare(uri: str, original: LoggedRun, accept_edited: bool, launch_dir: Path
         raise UserError(f"run {run_id}: its config no longer validates ({e}); check out commit {commit} to rerun it"
                         ) from None  # fmt: skip
     cfg = OmegaConf.merge(cfg, {"tracking": {"uri": uri, "experiment": original.experiment}})
-    from backprop_lab.impls import protocol  # torch: not before a run is known to need it
-
     code_tags = {}
-    if protocol.is_file(cfg.impl.code):  # a module is code the environment installed, not a file to check
+    if is_file(cfg.impl.code):  # a module is code the environment installed, not a file to check
         code, code_tags = check_code(uri, original, cfg.impl.code, launch_dir, trust or CodeTrust())
         cfg = OmegaConf.merge(cfg, {"impl": {"code": code}})
     return Prepared(original, cfg, why, code_tags)

@@ -36,8 +36,8 @@ def handle(cfg: Any, parent_run_id: Optional[str], job: int, sweep_dir: Path) ->
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
+    from backprop_lab.code_files import CODE_TAG, file_path, file_sha256
     from backprop_lab.impls import protocol
-    from backprop_lab.rerun import CODE_TAG, code_file, file_sha256
 
     if not (cfg.sweep.resume or cfg.sweep.dry_run):
         return None
@@ -51,7 +51,7 @@ def handle(cfg: Any, parent_run_id: Optional[str], job: int, sweep_dir: Path) ->
     done = [] if fresh else runs.finished_with_tag(uri, cfg.tracking.experiment, "config.sha256", digest)
     changed = ""
     if done and protocol.is_file(cfg.impl.code):  # the same config, but the file it names may have changed since
-        now = file_sha256(code_file(cfg.impl.code, launch_dir))
+        now = file_sha256(file_path(cfg.impl.code, launch_dir))
         same = [r for r in done if r.tags.get(CODE_TAG) == now]
         changed = "" if same else f"code changed since run {done[0].run_id}; "
         done = same

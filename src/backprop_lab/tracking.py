@@ -323,6 +323,22 @@ def log_text(text: str, artifact_file: str) -> None:
     retried(client.log_text, run_id, redact(text), artifact_file)
 
 
+def log_bytes(data: bytes, artifact_file: str) -> None:
+    """A file's exact bytes (a user's code, whose hash a rerun checks), unless a known secret is in them: then
+    redacted, which a rerun will see as a copy that no longer matches its hash, and refuse."""
+    import tempfile
+
+    text = data.decode("utf-8", errors="surrogateescape")
+    redacted = redact(text)
+    if redacted != text:
+        data = redacted.encode("utf-8", errors="surrogateescape")
+    client, run_id = _active()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(artifact_file).name
+        path.write_bytes(data)
+        retried(client.log_artifact, run_id, str(path), str(Path(artifact_file).parent))
+
+
 def log_table(columns: dict[str, list], artifact_file: str) -> None:
     """A table the UI shows as one, sortable (MLflow's log_table)."""
     client, run_id = _active()

@@ -35,6 +35,7 @@ from typing import Any, Optional
 
 import torch
 
+from backprop_lab.code_files import file_path, is_file
 from backprop_lab.errors import ConfigError, UserCodeError
 from backprop_lab.impls import functional, module
 from backprop_lab.impls.common import check_shapes, n_layers, stack
@@ -58,6 +59,7 @@ class Code:
     module: ModuleType
     path: Optional[Path]  # None for a module of an installed package
     sha256: Optional[str]
+    source: Optional[bytes] = None  # the bytes hashed and run: what the run logs
 
     @property
     def style(self) -> str:
@@ -66,8 +68,6 @@ class Code:
         return "classes" if any(hasattr(self.module, c) for c in CLASSES) else "functions"
 
 
-def is_file(code: str) -> bool:
-    return code.endswith(".py") or "/" in code
 
 
 _loaded: dict[tuple[str, str], ModuleType] = {}  # (path, sha256): a file is executed once per process
@@ -82,7 +82,7 @@ def load(code: str, base: Optional[Path] = None) -> Code:
         except ModuleNotFoundError as e:
             raise ConfigError(f"impl.code: no module {code!r} ({e}); give a file (my_backward.py) or a module"
                               ) from None  # fmt: skip
-    path = Path(code) if base is None or Path(code).is_absolute() else base / code
+    path = file_path(code, base)
     if not path.is_file():
         raise ConfigError(f"impl.code: no file {str(path)!r}; write the lesson's lin_grad, relu_grad and mse_grad "
                           "(or Lin, Relu, Mse, or a Net) in it")  # fmt: skip
@@ -100,7 +100,7 @@ def load(code: str, base: Optional[Path] = None) -> Code:
             del sys.modules[name]
             raise UserCodeError.from_exception(e, path) from None
         _loaded[key] = mod
-    code_ = Code(_loaded[key], path, digest)
+    code_ = Code(_loaded[key], path, digest, source)
     if not (hasattr(code_.module, "Net") or any(hasattr(code_.module, n) for n in FUNCTIONS + CLASSES)):
         raise ConfigError(f"impl.code: {path} defines none of Net, {', '.join(CLASSES)}, {', '.join(FUNCTIONS)}; "
                           "write at least one")  # fmt: skip
@@ -134,6 +134,12 @@ def _accepts(signature: inspect.Signature, n: int) -> bool:
         return True
     except TypeError:
         return False
+
+
+def adopt(path: Path, mod: ModuleType) -> None:
+    """Loading `path` gives `mod` rather than executing the file: for code that already runs in this process (a
+    notebook's functions, api.check), whose file records the source that the run logs and hashes."""
+    _loaded[(str(path.resolve()), hashlib.sha256(path.read_bytes()).hexdigest())] = mod
 
 
 def _accepted(fn, options: dict[str, Any]) -> dict[str, Any]:
