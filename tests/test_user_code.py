@@ -269,3 +269,17 @@ def test_a_file_giving_no_parameter_gradient_still_gets_its_run_and_figures(tmp_
     assert "gradients WRONG from node lin1" in done.stdout and "relu" in done.stdout.lower()
     (run,) = runs_in(tmp_path / "mlruns")
     assert run.info.status == "FINISHED" and run.data.tags["grad.mistake"] == "relu_mask"
+
+
+def test_what_one_submission_leaves_on_the_shared_data_never_passes_as_the_next_ones(tmp_path):
+    """Jobs of a sweep share one read of the data: a `.g` left on it by one learner's code must not be read as
+    given by the next (a file giving only relu_grad, run after one whose mse_grad lacks its 2)."""
+    params, x, y = small_problem(WIDTHS, n=60)
+    first = write(tmp_path, LIN + RELU + MSE.replace("2. * ", ""), "carol.py")
+    backward.run_check(str(first), params, x, y, 0.5, False, 8.0)
+    x.g = torch.zeros_like(x)  # and whatever else a submission leaves on the shared tensors
+    params["w1"].g = torch.zeros_like(params["w1"])
+    second = write(tmp_path, "def relu_grad(inp, out):\n    pass\n", "gina.py")
+    checked = backward.run_check(str(second), params, x, y, 0.5, False, 8.0)
+    assert backward.overall(checked.checks) == "partial", [(c.node, c.verdict) for c in checked.checks]
+    assert {c.node: c.verdict for c in checked.checks}["x"] == "not given"

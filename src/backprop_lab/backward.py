@@ -297,6 +297,9 @@ def run_check(
     from backprop_lab.impls.common import backward_order
 
     code = impls.load(name, base)
+    # fresh tensor objects over the same storage: a `.g` an earlier job's code left on the shared data or weights
+    # (jobs of a sweep share one read of the data) cannot pass as this code's
+    params, x, y = {k: protocol.fresh(v) for k, v in params.items()}, protocol.fresh(x), protocol.fresh(y)
     untouched = protocol.Untouched(code, dict(params) | {"x": x, "y": y})
     with protocol.users_code(code, time_limit_s, "forward and backward"):
         net = protocol.build(code, params, shift, input_grad, keep_nodes=True) if bug == bugs.NONE else (

@@ -48,7 +48,7 @@ def swept_keys() -> list[str]:
 def run_name(cfg: Any, swept: Optional[list[str]] = None) -> str:
     """The swept choices first, then implementation, init, data and (when not the notebook's) model."""
     keys = list(swept or [])
-    keys += [k for k in ("impl", "init", "data") if k not in keys]
+    keys += [k for k in ("impl", "init", "data") if k not in keys and not (k == "impl" and "impl.code" in keys)]
     keys += ["model"] if cfg.model.name != "seed" and "model" not in keys and "model.widths" not in keys else []
     keys += ["bug"] if cfg.bug.name != "none" and "bug" not in keys else []
     return "·".join(_value(cfg, k) for k in keys)

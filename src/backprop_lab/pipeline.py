@@ -239,7 +239,8 @@ def run(
             t = time.perf_counter()
             code = impls.load(cfg.impl.code, launch_dir)
             with protocol.users_code(code, what="forward or backward while timed"):
-                net = protocol.build(code, params, shift, cfg.impl.compute_input_grad)
+                net = protocol.build(code, {k: protocol.fresh(v) for k, v in params.items()}, shift,
+                                     cfg.impl.compute_input_grad)  # fmt: skip
                 reference = autograd.Net(params, shift, input_grad=checked.input_grad)
                 net.forward(x, y)
                 reference.forward(x, y)

@@ -86,8 +86,10 @@ def print_summary(r: Result, console: Console) -> None:
 
 def print_job_line(r: Result, console: Console) -> None:
     """One line per job of a sweep; the sweep's report has the tables."""
-    worst = max(c.max_rel_diff for c in r.checks)
+    worst = max((c.max_rel_diff for c in r.checks if c.given), default=0.0)
     verdict = OK if r.all_close else "[yellow]INCONCLUSIVE[/]" if r.first_divergent == "none" else BAD
+    if r.first_divergent != "none":
+        verdict += f" from {r.first_divergent}"
     ratio = r.timing.backward_vs_autograd
     console.print(
         f"{r.run_name}: grads {verdict} (worst rel {worst:.2g}), backward {r.timing.backward.median_ms:.2f} ms "

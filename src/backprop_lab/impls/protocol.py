@@ -136,6 +136,11 @@ def _accepts(signature: inspect.Signature, n: int) -> bool:
         return False
 
 
+def fresh(t: torch.Tensor) -> torch.Tensor:
+    """A new tensor object over the same storage: no attribute (`.g`) that code set on `t` comes with it."""
+    return t.detach().view_as(t)
+
+
 def adopt(path: Path, mod: ModuleType) -> None:
     """Loading `path` gives `mod` rather than executing the file: for code that already runs in this process (a
     notebook's functions, api.check), whose file records the source that the run logs and hashes."""
