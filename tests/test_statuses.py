@@ -216,7 +216,7 @@ def test_sigterm_to_a_rerun_ends_it_killed(tmp_path):
     (original,) = runs(uri)
     config = Path(original.info.artifact_uri.removeprefix("file://")) / "config" / "config.yaml"
     config.write_text(config.read_text().replace("min_run_time: 0.01", "min_run_time: 60.0"))
-    proc = start(tmp_path, original.info.run_id, name="rerun")
+    proc = start(tmp_path, original.info.run_id, "--accept-edited-config", name="rerun")  # edited to time long
     wait_until(lambda: in_timing(uri), proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
