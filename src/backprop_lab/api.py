@@ -110,6 +110,8 @@ def check(
     from backprop_lab import summary
 
     console = Console()
+    if not (console.is_terminal or console.is_jupyter):  # a pipe or a log: the table's width, not 80 columns
+        console = Console(width=110)
     console.print(summary.grad_table(result))
     console.print(f"verdict: {result.verdict}", soft_wrap=True)
     console.print(f"MLflow run {result.run_name} id {result.run.run_id}", soft_wrap=True, markup=False)
