@@ -59,6 +59,8 @@ def swept_keys(records: list[RunRecord]) -> list[str]:
     nothing differs). A run that failed before logging one (the device, resolved once the job runs) varies nothing."""
     keys = sorted({k for r in records for k in r.params})
     varying = [k for k in keys if len({r.params[k] for r in records if k in r.params}) > 1]
+    if CODE_KEY in varying and not any(r.params.get("impl.name") == "user" for r in records):
+        varying.remove(CODE_KEY)  # a built-in's code follows its name: a choice only where it is a user's file
     return varying or [k for k in CHOICE_KEYS if any(k in r.params for r in records)]
 
 
