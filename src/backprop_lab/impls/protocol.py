@@ -226,7 +226,30 @@ def _user(mod: ModuleType, name: str):
     return fn if callable(fn) else None
 
 
-class LessonFunctions:
+class _Lesson:
+    """What the lesson's two styles share: a backward that walks the steps (`_walk`, each subclass's), taking each
+    node's gradient as the user's step set it, or standing in for it; the lab's stand-ins of a previous call taken
+    back first."""
+
+    given: Optional[_Given] = None
+
+    def backward(self):
+        _Given.forget_stand_ins(self.given)
+        self.given = _Given()
+        self._walk(self.given)
+        return {k: v for k, v in self.given.grads.items() if k[0] in "wbx"}
+
+    def _walk(self, given: _Given) -> None:
+        raise NotImplementedError
+
+    def node_grads(self):
+        return {k: v for k, v in self.given.grads.items() if k[0] in "la"}
+
+    def not_given(self) -> list[str]:
+        return list(self.given.not_given)
+
+
+class LessonFunctions(_Lesson):
     """The lesson's functions, the user's where given: the notebook's `fwd_n_bwd` in two halves, each node's
     gradient taken as it is set."""
 
@@ -250,9 +273,8 @@ class LessonFunctions:
             self.lins.append(self.lin(self.inps[-1], w, b))
         return self.mse(self.lins[-1], targ)
 
-    def backward(self):
-        _Given.forget_stand_ins(getattr(self, "given", None))
-        given, n = _Given(), len(self.layers)
+    def _walk(self, given: _Given) -> None:
+        n = len(self.layers)
         mse_grad, relu_grad, lin_grad = (_user(self.mod, name) for name in FUNCTIONS[::-1])
         if mse_grad:
             mse_grad(self.lins[-1], self.trg)
@@ -268,17 +290,9 @@ class LessonFunctions:
             given.take(f"w{i + 1}", self.layers[i][0], _weight, *step)
             given.take(f"b{i + 1}", self.layers[i][1], _bias, *step)
             given.take(f"act{i}" if i else "x", self.inps[i], _input, *step)
-        self.given = given
-        return {k: v for k, v in given.grads.items() if k[0] in "wbx"}
-
-    def node_grads(self):
-        return {k: v for k, v in self.given.grads.items() if k[0] in "la"}
-
-    def not_given(self) -> list[str]:
-        return list(self.given.not_given)
 
 
-class LessonClasses:
+class LessonClasses(_Lesson):
     """The lesson's classes, the user's where given and the notebook's Module versions for the rest, called in the
     notebook's order and walked back one layer at a time, so that a layer leaving its input without a gradient is
     the user's node "not given", not a crash."""
@@ -299,9 +313,7 @@ class LessonClasses:
             self.outs.append(inp)
         return self.loss(inp, targ)
 
-    def backward(self):
-        _Given.forget_stand_ins(getattr(self, "given", None))
-        given = _Given()
+    def _walk(self, given: _Given) -> None:
         self.loss.backward()
         n = len(self.layers) // 2 + 1
         given.take(f"lin{n}", self.outs[-1], _loss_input, self.outs[-1], self.trg)
@@ -316,20 +328,6 @@ class LessonClasses:
                 given.take(f"act{i - 1}" if k else "x", inp, _input, inp, out, w)
             else:  # a ReLU: its input is lin{i}
                 given.take(f"lin{i}", inp, _relu_input, inp, out)
-        self.given = given
-        return {k: v for k, v in given.grads.items() if k[0] in "wbx"}
-
-    def node_grads(self):
-        return {k: v for k, v in self.given.grads.items() if k[0] in "la"}
-
-    def not_given(self) -> list[str]:
-        return list(self.given.not_given)
-
-
-def forget(path: Path) -> None:
-    """Drop a file's loaded modules (a test writing new versions of one file)."""
-    for key in [k for k in _loaded if k[0] == str(path.resolve())]:
-        sys.modules.pop(_loaded.pop(key).__name__, None)
 
 
 class TimeLimit(Exception):
