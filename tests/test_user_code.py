@@ -283,3 +283,37 @@ def test_what_one_submission_leaves_on_the_shared_data_never_passes_as_the_next_
     checked = backward.run_check(str(second), params, x, y, 0.5, False, 8.0)
     assert backward.overall(checked.checks) == "partial", [(c.node, c.verdict) for c in checked.checks]
     assert {c.node: c.verdict for c in checked.checks}["x"] == "not given"
+
+
+def test_sys_exit_in_a_learners_file_is_theirs_never_the_labs_exit(tmp_path):
+    with pytest.raises(UserCodeError, match="your code raised SystemExit"):
+        check(write(tmp_path, CORRECT + "\nimport sys\nsys.exit(0)\n", "at_import.py"))
+    with pytest.raises(UserCodeError, match="your code raised SystemExit"):
+        check(write(tmp_path, LIN + MSE + "\ndef relu_grad(inp, out):\n    raise SystemExit('done')\n", "in_call.py"))
+
+
+def test_a_forward_that_differs_from_the_labs_is_said_not_blamed_on_the_backward(tmp_path):
+    """The notebook's relu (a fixed 0.5) at another model.relu_shift: the backward is right, the forward is not
+    the lab's; said in one line. With a shift argument, the same code is ok."""
+    params, x, y = small_problem(WIDTHS, n=60)
+    fixed = write(tmp_path, CORRECT + "\ndef relu(x):\n    return x.clamp_min(0.) - 0.5\n", "fixed.py")
+    with pytest.raises(UserCodeError, match=r"your forward gives loss .* \(model.relu_shift=0.3\)"):
+        backward.run_check(str(fixed), params, x, y, 0.3, False, 8.0)
+    shifted = write(tmp_path, CORRECT + "\ndef relu(x, *, shift=0.5):\n    return x.clamp_min(0.) - shift\n", "kw.py")
+    assert backward.overall(backward.run_check(str(shifted), params, x, y, 0.3, False, 8.0).checks) == "ok"
+
+
+def test_a_wrongly_shaped_gradient_gets_its_verdict_and_diagnosis_not_a_crash_below(tmp_path):
+    """The classic un-unsqueezed mse_grad: (N, N), judged at lin3 as a broadcast; the correct steps below it run
+    on the lab's gradient instead of crashing in the learner's correct lin_grad."""
+    checked = check(write(tmp_path, LIN + RELU + "\ndef mse_grad(inp, targ):\n"
+                                    "    inp.g = 2. * (inp - targ) / inp.shape[0]\n"))  # fmt: skip
+    assert backward.first_divergent(checked.checks) == "lin3"
+    assert {c.node: c.verdict for c in checked.checks}["lin3"] == "shape" and checked.mistake.kind == "broadcast"
+
+
+def test_a_learners_file_imports_its_neighbours(tmp_path):
+    (tmp_path / "my_utils.py").write_text("def t(w):\n    return w.t()\n")
+    checked = check(write(tmp_path, "from my_utils import t\n" + LIN.replace("w.t()", "t(w)") + RELU + MSE))
+    assert backward.overall(checked.checks) == "ok"
+    assert str(tmp_path.resolve()) not in __import__("sys").path  # put back

@@ -23,6 +23,7 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import math
 import signal
 import sys
 import threading
@@ -95,8 +96,9 @@ def load(code: str, base: Optional[Path] = None) -> Code:
         mod = importlib.util.module_from_spec(spec)
         sys.modules[name] = mod  # as an import would: dataclasses and pickling look their module up there
         try:
-            exec(compile(source, str(path), "exec"), mod.__dict__)  # the user's own code, as pytest runs theirs
-        except Exception as e:
+            with _beside(path):  # the user's own code, as pytest runs theirs: its folder's modules importable
+                exec(compile(source, str(path), "exec"), mod.__dict__)
+        except (Exception, SystemExit) as e:  # a script's sys.exit() at import is theirs too, never the lab's exit
             del sys.modules[name]
             raise UserCodeError.from_exception(e, path) from None
         _loaded[key] = mod
@@ -107,6 +109,18 @@ def load(code: str, base: Optional[Path] = None) -> Code:
     if code_.style != "Net":
         _check_signatures(code_.module, path)
     return code_
+
+
+@contextmanager
+def _beside(path: Path):
+    """The file's folder first on sys.path while it runs, as `python FILE` would have it (`from my_utils import`)."""
+    folder = str(path.parent.resolve())
+    sys.path.insert(0, folder)
+    try:
+        yield
+    finally:
+        if folder in sys.path:
+            sys.path.remove(folder)
 
 
 def _check_signatures(mod: ModuleType, path: Path) -> None:
@@ -185,6 +199,9 @@ class _Given:
         g = getattr(tensor, "g", None)
         if isinstance(g, torch.Tensor):
             self.grads[node] = g.detach().clone()
+            if g.shape != tensor.shape:  # judged as given (its verdict: shape); the steps below get the lab's
+                tensor.g = stand_in(*args)
+                self.stood_in.append(tensor)
         else:
             self.not_given.append(node)
             tensor.g = stand_in(*args)
@@ -219,6 +236,17 @@ def _loss_input(out, targ):
     holder = out.detach().view_as(out)  # never touching `out.g`, which the user's step may have left half set
     functional.mse_grad(holder, targ)
     return holder.g
+
+
+def _with_shift(relu, shift: float, first: int):
+    """The user's relu (or Relu), given the run's shift where it takes one (positionally after its `first`
+    arguments, or by keyword); one that takes none is the notebook's fixed 0.5, held to it by `forward_agrees`."""
+    parameters = list(inspect.signature(relu).parameters.values())
+    if len(parameters) <= first:
+        return relu
+    if parameters[first].kind is inspect.Parameter.KEYWORD_ONLY:
+        return lambda *args: relu(*args, **{parameters[first].name: shift})
+    return lambda *args: relu(*args, shift)
 
 
 def _user(mod: ModuleType, name: str):
@@ -262,7 +290,7 @@ class LessonFunctions(_Lesson):
         if relu is None:
             self.relu = lambda x: functional.relu(x, shift)
         else:
-            self.relu = (lambda x: relu(x, shift)) if len(inspect.signature(relu).parameters) > 1 else relu
+            self.relu = _with_shift(relu, shift, first=1)
 
     def forward(self, x, targ):
         check_shapes(x, targ, self.params)
@@ -300,7 +328,7 @@ class LessonClasses(_Lesson):
     def __init__(self, mod: ModuleType, params: dict[str, torch.Tensor], shift: float):
         self.params = params
         lin, relu, loss = (getattr(mod, name, getattr(module, name)) for name in CLASSES)
-        make_relu = (lambda: relu(shift)) if inspect.signature(relu).parameters else relu
+        make_relu = _with_shift(relu, shift, first=0)
         self.layers = stack(params, lin, make_relu)
         self.loss = loss()
 
@@ -330,7 +358,7 @@ class LessonClasses(_Lesson):
                 given.take(f"lin{i}", inp, _relu_input, inp, out)
 
 
-class TimeLimit(Exception):
+class TimeLimit(BaseException):  # not an Exception: a learner's `except Exception` must not swallow it
     """A user's call that ran past `impl.time_limit_s`."""
 
 
@@ -351,14 +379,14 @@ def users_code(code: Code, time_limit_s: float = 0.0, what: str = "backward"):
         previous = signal.signal(signal.SIGALRM, on_alarm)
         signal.setitimer(signal.ITIMER_REAL, time_limit_s)
     try:
-        with redirect_stdout(printed):
+        with redirect_stdout(printed), _beside(code.path):
             yield
     except TimeLimit:
         raise UserCodeError(f"{code.path}: your {what} ran past impl.time_limit_s={time_limit_s:g} s (an endless "
                             "loop?); stopped") from None  # fmt: skip
     except UserCodeError:
         raise
-    except Exception as e:
+    except (Exception, SystemExit) as e:  # sys.exit() in their backward is theirs, never the lab's exit
         if any(f.filename == str(code.path) for f in traceback.extract_tb(e.__traceback__)):
             raise UserCodeError.from_exception(e, code.path) from None
         raise UserCodeError(f"{code.path}: your code led to {type(e).__name__} in the lab's part: {e}") from None
@@ -391,6 +419,21 @@ class _BoundedPrints:
         if self.dropped:
             self.stream.write(f"(your code printed {self.lines} lines; the {self.dropped} after the first "
                               f"{MAX_PRINTED_LINES} are not shown)\n")  # fmt: skip
+
+
+FORWARD_RTOL = 1e-3  # a correct forward differs from autograd's by rounding (1e-7 in float32), a wrong one by far more
+
+
+def forward_agrees(code: Code, loss: float, reference_loss: float, shift: float, dtype: torch.dtype) -> None:
+    """A user's forward (their lin, relu, mse, or Net) must give the lab's loss: the backward is judged against
+    autograd on the lab's forward, so a different forward would make a correct backward look wrong. Within
+    FORWARD_RTOL, or 32 of the dtype's epsilon where that is coarser (bfloat16's sums)."""
+    rtol = max(FORWARD_RTOL, 32 * torch.finfo(dtype).eps)
+    if code.path is None or math.isclose(loss, reference_loss, rel_tol=rtol, abs_tol=1e-12):
+        return
+    raise UserCodeError(f"{code.path}: your forward gives loss {loss:.6g} where the lab's gives {reference_loss:.6g} "
+                        f"(model.relu_shift={shift:g}); the backward is judged on the lab's forward, so yours must "
+                        "match it: a relu or Relu without a shift argument is the notebook's fixed 0.5")  # fmt: skip
 
 
 def check_given(code: Code, grads: dict[str, Any], reference: dict[str, torch.Tensor]) -> None:
