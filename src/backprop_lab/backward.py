@@ -22,11 +22,14 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 
 from backprop_lab import diagnosis
+
+if TYPE_CHECKING:
+    from backprop_lab.impls import protocol
 
 NONE = "none"  # first_divergent when no node is conclusively wrong
 # The most error a verdict of "ok" may allow, relative to the gradient's norm. The bank's smallest mistake (the
@@ -284,8 +287,8 @@ class Checked:
 
 
 def run_check(
-    name: str, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, shift: float, input_grad: bool,
-    factor: float, bug: str = "none", base: Optional[Path] = None, time_limit_s: float = 0.0,
+    name: str | protocol.Code, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, shift: float,
+    input_grad: bool, factor: float, bug: str = "none", base: Optional[Path] = None, time_limit_s: float = 0.0,
 ) -> Checked:  # fmt: skip
     """The implementation (an option of conf/impl/, or code: impls.load) with `bug` put in it, when one is named,
     its backward run twice on one forward (the timing repeats it, and a backward that accumulates into stale state

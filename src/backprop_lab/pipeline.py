@@ -113,10 +113,11 @@ def log_git_diff(cfg: DictConfig) -> dict[str, str]:
     return tags | {"git.diff": f"hash only ({why})"}
 
 
-def checked_device(cfg: DictConfig, launch_dir: Path) -> tuple[torch.device, torch.dtype]:
+def checked_device(cfg: DictConfig, launch_dir: Path) -> tuple[torch.device, torch.dtype, protocol.Code]:
     """The config's values checked, then the device, and the dtype tried on it with the chosen implementation (a
-    tiny net): some cannot run in some dtypes (the notebook's `.float()` masks promote a bfloat16 gradient). A
-    user's file is loaded here, so that it does not compile or import is said before any run exists."""
+    tiny net): some cannot run in some dtypes (the notebook's `.float()` masks promote a bfloat16 gradient). The
+    implementation's code is loaded here, once for the run (what is logged, checked and timed is one version of a
+    user's file), so that a file that does not compile or import is said before any run exists."""
     validate(cfg)
     code = impls.load(cfg.impl.code, launch_dir)
     bugs.check(cfg.bug.name, list(cfg.model.widths))
@@ -127,7 +128,7 @@ def checked_device(cfg: DictConfig, launch_dir: Path) -> tuple[torch.device, tor
     params = {k: p.to(device, dtype) for k, p in init.init_params(widths, "xavier", "fan_in", 0).items()}
     x, y = torch.ones(4, 3, device=device, dtype=dtype), torch.ones(4, device=device, dtype=dtype)
     if code.path is not None:  # the user's code is tried on the real problem, by the check, where it is theirs
-        return device, dtype
+        return device, dtype, code
     try:
         net = protocol.build(code, params, cfg.model.relu_shift, cfg.impl.compute_input_grad)
         net.forward(x, y)
@@ -135,7 +136,7 @@ def checked_device(cfg: DictConfig, launch_dir: Path) -> tuple[torch.device, tor
     except RuntimeError as e:
         why = str(e).splitlines()[0]
         raise ConfigError(f"dtype: impl={cfg.impl.name} cannot run in {cfg.dtype} on {device} ({why})") from None
-    return device, dtype
+    return device, dtype, code
 
 
 def run(
@@ -149,7 +150,7 @@ def run(
     console = console or Console(stderr=True)
     stop.check()  # a sweep's next job does not start after a stop was asked for
     # bad input outside a sweep creates no run; inside one it must leave a FAILED child that says why
-    device, dtype = (None, None) if parent_run_id else checked_device(cfg, launch_dir)
+    device, dtype, code = (None, None, None) if parent_run_id else checked_device(cfg, launch_dir)
     uri, artifact_location = store.resolve_store(cfg.tracking.uri, launch_dir)
     name = labels.run_name(cfg, labels.swept_keys() if parent_run_id else None)
     config = OmegaConf.to_container(cfg)
@@ -168,14 +169,13 @@ def run(
         tracking.log_text(OmegaConf.to_yaml(cfg), "config/config.yaml")
         tracking.log_json({"overrides": list(overrides)}, "config/overrides.json")
         if device is None:
-            device, dtype = checked_device(cfg, launch_dir)
+            device, dtype, code = checked_device(cfg, launch_dir)
         threads = cfg.timing.num_threads or torch.get_num_threads()
         tracking.log_params({"device": str(device)})  # resolved: the config's `auto` says nothing
         tracking.set_tags(environment.reproducibility_tags(threads))
         if tags.get("git.dirty") == "true":
             tracking.set_tags(log_git_diff(cfg.tracking))
         tracking.log_json(environment.device_info(device), "device.json")
-        code = impls.load(cfg.impl.code, launch_dir)
         if code.path is not None:  # the user's file: the bytes hashed and run, and the hash, for a rerun to check
             tracking.log_bytes(code.source, f"code/{code.path.name}")
             tracking.set_tags({code_files.CODE_TAG: code.sha256, "impl.style": code.style})
@@ -197,7 +197,7 @@ def run(
             shift = cfg.model.relu_shift
             layers = forward.activation_stats(x, params, shift)
 
-            checked = backward.run_check(cfg.impl.code, params, x, y, shift, cfg.impl.compute_input_grad,
+            checked = backward.run_check(code, params, x, y, shift, cfg.impl.compute_input_grad,
                                          cfg.check.factor, cfg.bug.name, launch_dir, cfg.impl.time_limit_s)  # fmt: skip
             wall["check_s"] = time.perf_counter() - t
 
@@ -237,7 +237,6 @@ def run(
 
         with console.status(f"timing forward and backward ({cfg.timing.min_run_time:g} s each, {threads} threads)"):
             t = time.perf_counter()
-            code = impls.load(cfg.impl.code, launch_dir)
             with protocol.users_code(code, what="forward or backward while timed"):
                 net = protocol.build(code, {k: protocol.fresh(v) for k, v in params.items()}, shift,
                                      cfg.impl.compute_input_grad)  # fmt: skip

@@ -41,9 +41,13 @@ def built_in() -> list[str]:
     return [name for name in options("impl") if name != USER]
 
 
-def load(code: str, base: Optional[Path] = None) -> protocol.Code:
-    """An option's code (`module`) or a code itself (`backprop_lab.impls.module`, `my_backward.py`)."""
+def load(code: str | protocol.Code, base: Optional[Path] = None) -> protocol.Code:
+    """An option's code (`module`) or a code itself (`backprop_lab.impls.module`, `my_backward.py`); a code
+    already loaded is itself."""
     from backprop_lab.config import options
+
+    if isinstance(code, protocol.Code):
+        return code
 
     return protocol.load(code_of(code) if code in options("impl") and code != USER else code, base)
 
