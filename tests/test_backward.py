@@ -10,7 +10,7 @@ import pytest
 import torch
 from helpers import small_problem
 
-from backprop_lab import backward, bugs, impls
+from backprop_lab import backward, bugs, grad_check, impls
 from backprop_lab.config import options
 from backprop_lab.impls.common import backward_order
 
@@ -26,7 +26,7 @@ def truth_and_reference(shape=(64, 16), noise=1e-6, seed=0):
 
 
 def judge(manual, ref, truth, reduction=64):
-    return backward.check_node("w1", manual, ref, truth, reduction, FACTOR)
+    return grad_check.check_node("w1", manual, ref, truth, reduction, FACTOR)
 
 
 def test_the_same_gradient_as_autograd_is_close():
@@ -78,7 +78,7 @@ def test_a_non_finite_gradient_is_never_close_not_even_to_itself(bad):
     ref[2, 1] = bad
     c = judge(ref.clone(), ref, truth)
     assert not c.close and not c.finite and c.verdict == "non-finite"
-    assert backward.metrics([c])["grad/all_close"] == 0.0 and backward.metrics([c])["grad/all_finite"] == 0.0
+    assert grad_check.metrics([c])["grad/all_close"] == 0.0 and grad_check.metrics([c])["grad/all_finite"] == 0.0
 
 
 def test_a_wrong_shape_is_its_own_verdict():
@@ -90,10 +90,10 @@ def test_a_wrong_shape_is_its_own_verdict():
 def test_the_first_divergent_node_is_the_first_not_close_in_backward_order():
     truth, ref = truth_and_reference()
     good, bad = judge(ref, ref, truth), judge(ref * 3, ref, truth)
-    assert backward.first_divergent([good, good]) == backward.NONE
-    named = [backward.check_node(n, *(ref * 3, ref, truth) if n in ("act1", "w1") else (ref, ref, truth), 64, FACTOR)
+    assert grad_check.first_divergent([good, good]) == grad_check.NONE
+    named = [grad_check.check_node(n, *(ref * 3, ref, truth) if n in ("act1", "w1") else (ref, ref, truth), 64, FACTOR)
              for n in ("lin2", "w2", "act1", "lin1", "w1")]  # fmt: skip
-    assert bad.verdict == "differs" and backward.first_divergent(named) == "act1"
+    assert bad.verdict == "differs" and grad_check.first_divergent(named) == "act1"
 
 
 @pytest.mark.parametrize("name", impls.built_in())
@@ -112,7 +112,7 @@ def test_every_bug_of_the_bank_is_caught_where_it_is_put(bug):
     params = {k: v.float() for k, v in params.items()}
     checked = backward.run_check("functional", params, x.float(), y.float(), 0.5, False, FACTOR, bug)
     assert not checked.all_close
-    assert backward.first_divergent(checked.checks) == bugs.expected_node(bug, widths)
+    assert grad_check.first_divergent(checked.checks) == bugs.expected_node(bug, widths)
 
 
 def test_the_bank_and_its_config_options_are_the_same_list():
@@ -135,8 +135,9 @@ def test_a_node_whose_tolerance_cannot_tell_is_inconclusive_never_ok():
     ref = (truth * 0.5).float()  # autograd's own error against the truth: 0.5
     c = judge(torch.zeros_like(ref), ref, truth)  # a layer's gradient silently zero: error 1, within 8 x 0.5
     assert c.within and not c.close and not c.conclusive and c.verdict == "inconclusive"
-    assert backward.metrics([c])["grad/all_close"] == 0.0 and backward.metrics([c])["grad/inconclusive_nodes"] == 1.0
-    assert backward.first_divergent([c]) == backward.NONE and backward.overall([c]) == "inconclusive"
+    metrics = grad_check.metrics([c])
+    assert metrics["grad/all_close"] == 0.0 and metrics["grad/inconclusive_nodes"] == 1.0
+    assert grad_check.first_divergent([c]) == grad_check.NONE and grad_check.overall([c]) == "inconclusive"
     assert judge(ref * 1e3, ref, truth).verdict == "differs"  # far past even that tolerance: known wrong
 
 
@@ -144,7 +145,7 @@ def test_a_verdict_of_ok_always_allows_less_than_the_conclusive_tolerance():
     for noise in (1e-7, 1e-4, 1e-2, 0.3):
         truth, ref = truth_and_reference(noise=noise)
         c = judge(ref.clone(), ref, truth)
-        assert (c.verdict == "ok") == (c.tolerance <= backward.CONCLUSIVE_TOLERANCE), (noise, c.tolerance)
+        assert (c.verdict == "ok") == (c.tolerance <= grad_check.CONCLUSIVE_TOLERANCE), (noise, c.tolerance)
         assert c.verdict in ("ok", "inconclusive")
 
 
@@ -169,23 +170,23 @@ def test_a_known_bug_at_an_underflowing_init_is_inconclusive_and_float64_catches
     verdicts = {c.node: c.verdict for c in checked.checks}
     assert all(verdicts[node] != "ok" for node in wrong_at), verdicts
     assert "inconclusive" in verdicts.values() and not checked.all_close
-    assert backward.overall(checked.checks) == "inconclusive"
-    line = backward.verdict_line(checked.checks, FACTOR, torch.float32)
+    assert grad_check.overall(checked.checks) == "inconclusive"
+    line = grad_check.verdict_line(checked.checks, FACTOR, torch.float32)
     assert line.startswith("gradients INCONCLUSIVE at ") and "dtype=float64" in line and "init.gain" in line
     p64 = {k: v.double() for k, v in params.items()}
     exact = backward.run_check("functional", p64, x.double(), y.double(), 0.5, False, FACTOR, "layer_passes_zero")
-    assert backward.first_divergent(exact.checks) == bugs.expected_node("layer_passes_zero", widths)
-    assert backward.overall(exact.checks) == "wrong"
+    assert grad_check.first_divergent(exact.checks) == bugs.expected_node("layer_passes_zero", widths)
+    assert grad_check.overall(exact.checks) == "wrong"
 
 
 def test_bfloat16_weight_gradients_are_inconclusive_and_the_note_says_what_decides():
     widths, params, x, y = _deep_float32(gain=1.0, n=2000)
     bf = {k: v.bfloat16() for k, v in params.items()}
     checked = backward.run_check("lean", bf, x.bfloat16(), y.bfloat16(), 0.5, False, FACTOR)
-    assert all(c.verdict != "ok" or c.tolerance <= backward.CONCLUSIVE_TOLERANCE for c in checked.checks)
+    assert all(c.verdict != "ok" or c.tolerance <= grad_check.CONCLUSIVE_TOLERANCE for c in checked.checks)
     weights = [c for c in checked.checks if c.node[0] == "w"]
     assert all(c.verdict == "inconclusive" for c in weights), [(c.node, c.tolerance) for c in weights]
-    note = backward.inconclusive_note(checked.checks, FACTOR, torch.bfloat16)
+    note = grad_check.inconclusive_note(checked.checks, FACTOR, torch.bfloat16)
     assert "dtype=float32 or float64" in note and "check.factor=8 allows" in note
 
 
@@ -194,9 +195,9 @@ def test_the_note_offers_a_factor_only_where_one_of_at_least_1_would_decide():
     ref = (truth * (1 + 0.02 * torch.randn_like(truth))).float()  # autograd 2 % off: 8 x that is 0.16
     c = judge(ref.clone(), ref, truth)
     assert c.verdict == "inconclusive"
-    note = backward.inconclusive_note([c], FACTOR, torch.float32)
+    note = grad_check.inconclusive_note([c], FACTOR, torch.float32)
     limit = float(note.split("check.factor at most ")[1].split(";")[0].split()[0])
-    assert limit >= 1 and backward.check_node("w1", ref.clone(), ref, truth, 64, limit).verdict == "ok"
+    assert limit >= 1 and grad_check.check_node("w1", ref.clone(), ref, truth, 64, limit).verdict == "ok"
     far = (truth * 0.5).float()
-    assert "check.factor at most" not in backward.inconclusive_note([judge(far.clone(), far, truth)], FACTOR,
+    assert "check.factor at most" not in grad_check.inconclusive_note([judge(far.clone(), far, truth)], FACTOR,
                                                                    torch.float32)

@@ -27,6 +27,7 @@ from backprop_lab import (
     environment,
     figures,
     forward,
+    grad_check,
     impls,
     init,
     labels,
@@ -55,7 +56,7 @@ class Result:
     init_stats: dict[int, dict[str, float]]  # by layer
     layers: list[forward.LayerStats]
     loss: float
-    checks: list[backward.NodeCheck]  # every node, in backward order
+    checks: list[grad_check.NodeCheck]  # every node, in backward order
     all_close: bool  # every node conclusively close
     first_divergent: str
     verdict: str  # the check's answer in a line (backward.verdict_line)
@@ -217,20 +218,20 @@ def run(
         finite = forward.all_finite(layers) and math.isfinite(loss)
         if not finite:  # exploding or vanishing statistics are a result of the init, recorded, not a crash
             tracking.set_tags({"non_finite": "activations or loss overflowed; see act/* by step and loss"})
-        grad_metrics = backward.metrics(checked.checks)
+        grad_metrics = grad_check.metrics(checked.checks)
         summaries = depth_summaries(layers, checked.layer_stats)
         tracking.log_metrics({"loss": loss, "act/all_finite": float(finite)} | grad_metrics | summaries)
-        verdict = backward.verdict_line(checked.checks, cfg.check.factor, dtype, checked.mistake)
-        overall = backward.overall(checked.checks)
-        tracking.set_tags({"first_divergent": backward.first_divergent(checked.checks), "grad.verdict": overall})
+        verdict = grad_check.verdict_line(checked.checks, cfg.check.factor, dtype, checked.mistake)
+        overall = grad_check.overall(checked.checks)
+        tracking.set_tags({"first_divergent": grad_check.first_divergent(checked.checks), "grad.verdict": overall})
         if checked.mistake:  # what kind of mistake, at that node: a stable name to filter by, and its words
             tracking.set_tags({"grad.mistake": checked.mistake.kind, "grad.mistake_words": checked.mistake.words})
         if overall == "inconclusive":
-            note = backward.inconclusive_note(checked.checks, cfg.check.factor, dtype)
+            note = grad_check.inconclusive_note(checked.checks, cfg.check.factor, dtype)
             tracking.set_tags({"grad.inconclusive": note})
         if cfg.bug.name != bugs.NONE:
             tracking.set_tags({"bug.expected_node": bugs.expected_node(cfg.bug.name, list(cfg.model.widths))})
-        tracking.log_table(backward.table(checked.checks), "grad_check.json")
+        tracking.log_table(grad_check.table(checked.checks), "grad_check.json")
         tracking.log_figure(figures.activation_figure(layers, predicted, name), "figures/activations.png")
         tracking.log_figure(figures.backward_figure(checked.layer_stats, predicted_back, name), "figures/backward.png")
         tracking.log_figure(figures.grad_diff_figure(checked.elementwise, name), "figures/grad_diff.png")
@@ -271,7 +272,7 @@ def run(
         loss,
         checked.checks,
         checked.all_close,
-        backward.first_divergent(checked.checks),
+        grad_check.first_divergent(checked.checks),
         verdict,
         timed,
         wall,

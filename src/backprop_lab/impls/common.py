@@ -25,7 +25,13 @@ def check_shapes(x: torch.Tensor, targ: torch.Tensor, params: dict[str, torch.Te
 
 
 def n_layers(params: dict[str, torch.Tensor]) -> int:
+    """A weight and a bias per layer."""
     return len(params) // 2
+
+
+def layer_widths(params: dict[str, torch.Tensor]) -> list[int]:
+    """[input width, each layer's output width]: the model's widths, read back from its `(in, out)` weights."""
+    return [params["w1"].shape[0]] + [params[f"w{i}"].shape[1] for i in range(1, n_layers(params) + 1)]
 
 
 def backward_order(n: int, input_grad: bool) -> list[str]:

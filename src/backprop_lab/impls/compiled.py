@@ -10,11 +10,13 @@ from collections.abc import Callable
 
 import torch
 
+from backprop_lab.impls.common import n_layers
+
 Pass = Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
 
 
 def lean(params: dict[str, torch.Tensor], shift: float) -> Pass:
-    n = len(params) // 2
+    n = n_layers(params)
     ws, bs = [params[f"w{i}"] for i in range(1, n + 1)], [params[f"b{i}"] for i in range(1, n + 1)]
 
     def forward_backward(x: torch.Tensor, targ: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -35,7 +37,7 @@ def lean(params: dict[str, torch.Tensor], shift: float) -> Pass:
 
 def autograd(params: dict[str, torch.Tensor], shift: float) -> Pass:
     leaves = {name: p.detach().clone().requires_grad_() for name, p in params.items()}
-    n = len(params) // 2
+    n = n_layers(params)
 
     def forward_backward(x: torch.Tensor, targ: torch.Tensor) -> dict[str, torch.Tensor]:
         z = x

@@ -5,7 +5,7 @@ The notebook wrote `fwd_n_bwd` for its two layers (`lin1`, `a1`, `lin2`); here t
 forward and the backward are two functions so that each can be timed alone. The notebook's shift is `relu_shift`.
 """
 
-from backprop_lab.impls.common import check_shapes, take_g  # the lab's, for `Net` at the bottom
+from backprop_lab.impls.common import check_shapes, n_layers, take_g  # the lab's, for `Net` at the bottom
 
 
 def lin(x, w, b):
@@ -64,7 +64,7 @@ class Net:
 
     def __init__(self, params, shift):
         self.params, self.shift = params, shift
-        self.layers = [(params[f"w{i}"], params[f"b{i}"]) for i in range(1, len(params) // 2 + 1)]
+        self.layers = [(params[f"w{i}"], params[f"b{i}"]) for i in range(1, n_layers(params) + 1)]
 
     def forward(self, x, trg):
         check_shapes(x, trg, self.params)
