@@ -1,4 +1,4 @@
-"""What several test modules share: paths, the small problem every run test uses, the contract's metric names,
+"""What several test modules share: paths, the small problem every run test uses,
 the entry script in a subprocess, tiny data files, a stub HTTP server and a real MLflow server."""
 
 from __future__ import annotations
@@ -33,32 +33,6 @@ CONF = ROOT / "conf"
 SCRIPT = ROOT / "scripts" / "run.py"
 FAST = ["data=synthetic", "data.n_train=128", "data.n_valid=32", "timing.min_run_time=0.01"]  # seconds, not minutes
 store_schema(ConfigStore.instance())
-
-CONTRACT = [  # the metric names every run logs: a contract with whoever reads the store
-    *(f"data/{s}_{k}" for s in ("train", "valid") for k in ("mean_raw", "std_raw", "mean", "std")),
-    "data/normalized_ok",
-    *(f"init/{p}_{k}" for p in ("w", "b") for k in ("mean", "std")),  # at step = layer
-    "act/mean",
-    "act/std",
-    "act/last_hidden_std",
-    "act/std_log10_growth",
-    "back/std",
-    "back/std_log10_growth",
-    "loss",
-    "grad/all_close",
-    "grad/inconclusive_nodes",
-    "grad/all_finite",
-    "grad/worst_error_ratio",
-    "grad/worst_max_rel_diff",
-    "time/forward_ms",
-    "time/backward_ms",
-    "time/backward_autograd_ms",
-    "time/forward_iqr_ms",
-    "time/backward_iqr_ms",
-    "time/backward_autograd_iqr_ms",
-    "time/backward_vs_autograd",
-    "time/threads",
-]
 
 
 def composed(*overrides: str, plain_config: bool = True):

@@ -85,11 +85,11 @@ def test_a_search_of_no_trials_is_refused(tmp_path):
 
 
 def test_a_dry_run_refuses_a_deleted_experiment_as_the_sweep_does(tmp_path):
-    from backprop_lab import tracking
+    from backprop_lab import lifecycle
 
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     client = MlflowClient(uri)
-    client.delete_experiment(tracking.prepare_store(uri, "backprop-lab"))
+    client.delete_experiment(lifecycle.prepare_store(uri, "backprop-lab"))
     sweep = cli(tmp_path, *ONE_JOB)
     dry = cli(tmp_path, *ONE_JOB, "sweep.dry_run=true")
     assert sweep.returncode == dry.returncode == 1

@@ -15,7 +15,8 @@ import pytest
 from helpers import FAST, ROOT
 from mlflow.tracking import MlflowClient
 
-from backprop_lab import store, tracking
+from backprop_lab import lifecycle, store
+from backprop_lab.names import PARENT_TAG, SWEEP_TAG
 
 pytestmark = pytest.mark.slow
 SLOW_TIMING = [*FAST[:3], "timing.min_run_time=60"]
@@ -39,7 +40,7 @@ def prepared(cwd: Path) -> str:
     """A store and experiment made before the process under test starts, so that a reader never races its
     schema migrations."""
     uri, artifacts = store.default_store(cwd)
-    tracking.prepare_store(uri, "backprop-lab", artifacts)
+    lifecycle.prepare_store(uri, "backprop-lab", artifacts)
     return uri
 
 
@@ -52,7 +53,7 @@ def runs(uri: str, experiment: str = "backprop-lab") -> list:
 def statuses(uri: str) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {"parent": [], "child": [], "single": []}
     for r in runs(uri):
-        kind = "parent" if r.data.tags.get(tracking.SWEEP_TAG) == "parent" else "child" if tracking.PARENT_TAG in (
+        kind = "parent" if r.data.tags.get(SWEEP_TAG) == "parent" else "child" if PARENT_TAG in (
             r.data.tags) else "single"  # fmt: skip
         out[kind].append(r.info.status)
     return {k: sorted(v) for k, v in out.items()}

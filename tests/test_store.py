@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from helpers import FAST, cli, runs_in, serve
 
-from backprop_lab import store
+from backprop_lab import sqlite_checks, store
 from backprop_lab.errors import ConfigError, TrackingError
 
 WAIT_S = 2.0
@@ -123,7 +123,7 @@ def test_a_damaged_page_is_found_by_quick_check(tmp_path):
 def as_nobody(fn) -> str:
     """fn() in a forked child that dropped to uid/gid 65534, where file modes bind as they do for a user (root
     ignores them): "OK" or the TrackingError's message. Modules the check needs are loaded before the fork."""
-    store._migrations()
+    sqlite_checks._migrations()
     import backprop_lab.tracking  # noqa: F401 (store redacts with it)
 
     read, write = os.pipe()
@@ -290,7 +290,7 @@ def test_a_store_another_process_is_creating_is_waited_for(mlflow_db, tmp_path, 
     locked, release = threading.Event(), threading.Event()
 
     def creator():
-        with store.creation_lock(db):  # a separate lock: flock excludes another descriptor, in one process too
+        with sqlite_checks.creation_lock(db):  # a separate lock: flock excludes another descriptor, in one process too
             locked.set()
             release.wait(10)
             copy_of(mlflow_db, db.parent)  # its migrations done
@@ -309,20 +309,20 @@ def test_a_half_made_store_whose_creator_is_gone_is_judged_as_it_is(mlflow_db, t
     db = tmp_path / "mlflow.db"
     head, older = installed_head()
     half_made(mlflow_db, db, older)
-    store.creation_lock(db).acquire()
-    store.creation_lock(db).release()  # the lock file stays, no one holds it: a creator that died mid-way
+    sqlite_checks.creation_lock(db).acquire()
+    sqlite_checks.creation_lock(db).release()  # the lock file stays, no one holds it: a creator that died mid-way
     assert refusal(f"sqlite:///{db}").startswith(f"{db}: schema {older} is older than mlflow")
 
 
 def test_a_creation_that_never_ends_is_one_line(mlflow_db, tmp_path, monkeypatch):
-    monkeypatch.setattr(store, "CREATION_WAIT_S", 0.5)
+    monkeypatch.setattr(sqlite_checks, "CREATION_WAIT_S", 0.5)
     db = tmp_path / "mlflow.db"
     half_made(mlflow_db, db, None)
     held = threading.Event()
     done = threading.Event()
 
     def creator():
-        with store.creation_lock(db):
+        with sqlite_checks.creation_lock(db):
             held.set()
             done.wait(10)
 
@@ -342,11 +342,11 @@ def test_a_creation_that_never_ends_is_one_line(mlflow_db, tmp_path, monkeypatch
 OPEN_AS_A_RUN_DOES = """
 import sys, time
 import mlflow.store.tracking.sqlalchemy_store  # imported before the start, as a run has by the time it logs
-from backprop_lab import tracking
+from backprop_lab import lifecycle
 from backprop_lab.errors import UserError
 time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
 try:
-    tracking.prepare_store(sys.argv[1], "backprop-lab")
+    lifecycle.prepare_store(sys.argv[1], "backprop-lab")
 except UserError as e:
     print(e)
 """

@@ -15,7 +15,9 @@ import torch
 
 from backprop_lab.errors import ConfigError
 from backprop_lab.impls import functional
+from backprop_lab.impls.common import layer_widths
 from backprop_lab.impls.functional import lin_grad, mse_grad, relu_grad
+from backprop_lab.names import NONE
 
 
 def mse_grad_without_mean(inp, trg):
@@ -107,7 +109,6 @@ BUGS = {
     "layer_passes_zero": Bug("the second layer's input gradient silently zero", lambda w: "act1",
                              lin_grad=lin_grad_passing_zero, layers=lambda widths: {2}),
 }  # fmt: skip
-NONE = "none"
 
 
 def check(name: str, widths: list[int]) -> None:
@@ -130,8 +131,7 @@ class Net(functional.Net):
     def __init__(self, params, shift, bug: str):
         super().__init__(params, shift)
         self.bug = BUGS[bug]
-        widths = [self.layers[0][0].shape[0]] + [w.shape[1] for w, _ in self.layers]
-        self.buggy = self.bug.layers(widths)
+        self.buggy = self.bug.layers(layer_widths(params))
 
     def backward(self):
         bug, n = self.bug, len(self.layers)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-NONE = "none"  # a plain run or grid sweep: the job returns nothing
 METRIC = "search/objective"  # each trial's value, logged on its run
 
 

@@ -13,8 +13,6 @@ import socket
 from pathlib import Path
 from typing import Optional
 
-OWNER_TAG = "backprop_lab.owner"  # host/boot/pid/start
-
 
 def _boot_id() -> str:
     try:

@@ -17,14 +17,15 @@ import statistics
 from pathlib import Path
 from typing import Any, Optional
 
-from backprop_lab import labels, runs, store, tracking
+from backprop_lab import run_names, run_params, runs, store, sweep_env, tracking
+from backprop_lab.names import ALSO_IN, CODE_TAG, CONFIG_TAG, SHAPE_TAG
 
 DRY_RUN_FILE = "dry_run.jsonl"  # in the sweep's directory: one line per job, for the summary at the end
 
 
 def estimate_s(uri: str, experiment: str, shape: str) -> Optional[float]:
     """The median wall time (start-up included) of earlier finished runs of this shape; None: none yet."""
-    earlier = runs.finished_with_tag(uri, experiment, "config.shape", shape)
+    earlier = runs.finished_with_tag(uri, experiment, SHAPE_TAG, shape)
     walls = [r.metrics["wall/run_s"] + r.metrics.get("wall/startup_s", 0.0)
              for r in earlier if "wall/run_s" in r.metrics]  # fmt: skip
     return statistics.median(walls) if walls else None
@@ -36,7 +37,7 @@ def handle(cfg: Any, parent_run_id: Optional[str], job: int, sweep_dir: Path) ->
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
-    from backprop_lab.code_files import CODE_TAG, file_path, file_sha256
+    from backprop_lab.code_files import file_path, file_sha256
     from backprop_lab.impls import protocol
 
     if not (cfg.sweep.resume or cfg.sweep.dry_run):
@@ -47,27 +48,27 @@ def handle(cfg: Any, parent_run_id: Optional[str], job: int, sweep_dir: Path) ->
     uri, _ = store.resolve_store(cfg.tracking.uri, launch_dir)  # checked once, by the sweep's callback
     db = store.sqlite_file(uri)
     fresh = db is not None and not db.exists()  # nothing logged yet; opening it would create it, in a dry run too
-    digest = labels.config_digest(config)
-    done = [] if fresh else runs.finished_with_tag(uri, cfg.tracking.experiment, "config.sha256", digest)
+    digest = run_params.config_digest(config)
+    done = [] if fresh else runs.finished_with_tag(uri, cfg.tracking.experiment, CONFIG_TAG, digest)
     changed = ""
     if done and protocol.is_file(cfg.impl.code):  # the same config, but the file it names may have changed since
         now = file_sha256(file_path(cfg.impl.code, launch_dir))
         same = [r for r in done if r.tags.get(CODE_TAG) == now]
         changed = "" if same else f"code changed since run {done[0].run_id}; "
         done = same
-    name = labels.run_name(cfg, labels.swept_keys())
+    name = run_names.run_name(cfg, sweep_env.swept_from_env())
     if cfg.sweep.dry_run:
         from backprop_lab.validation import validate
 
         validate(cfg)  # what the job would refuse, before torch: it would fail, not run
-        guess = None if done or fresh else estimate_s(uri, cfg.tracking.experiment, labels.shape_digest(config))
+        guess = None if done or fresh else estimate_s(uri, cfg.tracking.experiment, run_params.shape_digest(config))
         record(sweep_dir, {"job": job, "name": name, "reuse": done[0].run_id if done else None, "estimate_s": guess})
         what = f"would reuse run {done[0].run_id}" if done else f"would run ({changed}" + (
             f"about {guess:.1f} s)" if guess is not None else "no earlier run of its shape to estimate from)")
         print(f"job {job} {name}: {what}")
         return {}
     if done and parent_run_id:
-        tracking.set_tags_to(uri, done[0].run_id, {tracking.ALSO_IN + parent_run_id: "reused"})
+        tracking.set_tags({ALSO_IN + parent_run_id: "reused"}, done[0].run_id, uri)
         print(f"job {job} {name}: reused run {done[0].run_id}, FINISHED in an earlier sweep")
         return dict(done[0].metrics)
     return None

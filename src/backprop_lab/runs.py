@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Optional
 
 from backprop_lab.errors import TrackingError
+from backprop_lab.mlflow_client import mlflow_client
+from backprop_lab.names import ALSO_IN, JOB_NUM_TAG, PARENT_TAG, SWEEP_TAG
 from backprop_lab.redaction import redact
-from backprop_lab.tracking import ALSO_IN, JOB_NUM_TAG, PARENT_TAG, SWEEP_TAG, mlflow_client
 from backprop_lab.validation import MAX_LOGGED_CONFIG_BYTES
 
 SERIES = ("act/std", "theory/act_std", "back/std", "theory/back_std")  # by layer (step), for the report's figures

@@ -12,7 +12,6 @@ It also keeps what Hydra writes to disk free of credentials: Hydra saves the com
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -20,22 +19,18 @@ from typing import Any, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from backprop_lab import labels, redaction, runs, store, submissions, tracking
+from backprop_lab import lifecycle, redaction, run_names, run_params, runs, store, submissions, sweep_env, tracking
 from backprop_lab.errors import UserError
-
-PARENT_ENV = "BACKPROP_LAB_SWEEP_RUN_ID"  # hands the parent's id to jobs, in this process or a launcher's workers
-
-
-def parent_from_env() -> Optional[str]:
-    return os.environ.get(PARENT_ENV) or None
+from backprop_lab.mlflow_client import MAX_NOTE_CHARS
+from backprop_lab.names import JOB_FAILED, NOTE_TAG, SWEEP_TAG
 
 
 def open_parent(uri: str, experiment_id: str, run_name: str, tags: dict[str, str],
                 params: Optional[dict] = None) -> str:  # fmt: skip
     """A sweep's parent run: the UI nests the jobs under it, the report finds it by its tag."""
-    _, run_id = tracking.start_run(uri, experiment_id, run_name, tags | {tracking.SWEEP_TAG: "parent"})
+    _, run_id = lifecycle.start_run(uri, experiment_id, run_name, tags | {SWEEP_TAG: "parent"})
     if params:
-        tracking.log_params_to(uri, run_id, params)
+        tracking.log_params(params, run_id, uri)
     return run_id
 
 
@@ -77,7 +72,7 @@ def description(parent, children: list) -> str:
 
     rows = report.to_rows(children)
     text = tables.to_markdown(report.table(rows, parent.name), level=3)
-    while len(text) > tracking.MAX_NOTE_CHARS and len(rows) > 1:  # a tag holds 8,000 characters
+    while len(text) > MAX_NOTE_CHARS and len(rows) > 1:  # a tag holds 8,000 characters
         rows = rows[: len(rows) // 2]
         text = tables.to_markdown(report.table(rows, f"{parent.name} (first {len(rows)} jobs)"), level=3)
     return text
@@ -105,7 +100,7 @@ def shared_params(config: DictConfig, swept: list[str]) -> dict:
     task = OmegaConf.to_container(config, resolve=False)
     task.pop("hydra", None)
     varying = {key.split(".")[0] for key in swept}
-    shared = {k: v for k, v in labels.params(task).items() if k not in varying}
+    shared = {k: v for k, v in run_params.params(task).items() if k not in varying}
     return {"swept": ", ".join(swept)} | shared
 
 
@@ -123,10 +118,10 @@ def close_parent(
     FAILED or KILLED, and also when it failed after its run ended FINISHED, or before it had one (`job_failed`)."""
     for run_id, status_now in runs.child_statuses(uri, parent_run_id).items():
         if status_now == "RUNNING":
-            tracking.end_run(uri, run_id, "KILLED", "the sweep ended before this job did")
+            lifecycle.end_run(uri, run_id, "KILLED", "the sweep ended before this job did")
     parent, children = runs.sweep_records(uri, parent_run_id)
-    failed_after = sum(c.status == "FINISHED" and tracking.JOB_FAILED + parent_run_id in c.tags for c in children)
-    without_run = sum(key.startswith(tracking.JOB_FAILED + "job") for key in parent.tags)
+    failed_after = sum(c.status == "FINISHED" and JOB_FAILED + parent_run_id in c.tags for c in children)
+    without_run = sum(key.startswith(JOB_FAILED + "job") for key in parent.tags)
     statuses = [c.status for c in children]
     counts = {"FINISHED": statuses.count("FINISHED") - failed_after,
               "FAILED": statuses.count("FAILED") + failed_after + without_run, "KILLED": statuses.count("KILLED")}
@@ -134,12 +129,12 @@ def close_parent(
     failed = counts["FAILED"] + counts["KILLED"]
     summary = {"sweep/jobs": jobs, "sweep/jobs_failed": failed, "sweep/jobs_finished": counts["FINISHED"]}
     best_metrics, best_params, best_tags = best_trial(parent, children)
-    tracking.log_metrics_to(uri, parent_run_id, (metrics or {}) | summary | aggregates(children) | best_metrics)
+    tracking.log_metrics((metrics or {}) | summary | aggregates(children) | best_metrics, run_id=parent_run_id, uri=uri)
     if best_params:
-        tracking.log_params_to(uri, parent_run_id, best_params)
+        tracking.log_params(best_params, parent_run_id, uri)
     if children:
-        tracking.set_tags_to(uri, parent_run_id, {tracking.NOTE_TAG: description(parent, children)} | best_tags)
-    tracking.end_run(uri, parent_run_id, status or ("FAILED" if failed else "FINISHED"))
+        tracking.set_tags({NOTE_TAG: description(parent, children)} | best_tags, parent_run_id, uri)
+    lifecycle.end_run(uri, parent_run_id, status or ("FAILED" if failed else "FINISHED"))
     return counts | {"jobs": jobs}
 
 
@@ -158,9 +153,9 @@ def record_job_failure(uri: str, parent_run_id: str, job_num: int, error: str) -
     nothing when the run ended FAILED or KILLED (it says so itself)."""
     own = runs.job_run(uri, parent_run_id, job_num)
     if own is None:
-        tracking.set_tags_to(uri, parent_run_id, {f"{tracking.JOB_FAILED}job{job_num}": error})
+        tracking.set_tags({f"{JOB_FAILED}job{job_num}": error}, parent_run_id, uri)
     elif own.status == "FINISHED":
-        tracking.set_tags_to(uri, own.run_id, {tracking.JOB_FAILED + parent_run_id: error})
+        tracking.set_tags({JOB_FAILED + parent_run_id: error}, own.run_id, uri)
 
 
 def _empty_sweep(config: DictConfig) -> Optional[str]:
@@ -210,7 +205,8 @@ def redact_hydra_files(config: DictConfig, job: bool = True) -> None:
 def check_search(config: DictConfig) -> None:
     """A search (hydra/sweeper=search) needs an objective, minimizes it, and cannot say beforehand what it would
     run."""
-    from backprop_lab.objectives import NONE, OBJECTIVES, chosen
+    from backprop_lab.names import NONE
+    from backprop_lab.objectives import OBJECTIVES, chosen
 
     if "optuna" not in str(config.hydra.sweeper.get("_target_", "")):
         return
@@ -259,31 +255,29 @@ class MlflowSweep(Callback):
             if config.sweep.dry_run:  # nothing is logged: the jobs only say what they would do
                 from backprop_lab import resume
 
-                tracking.check_experiment(self.uri, config.tracking.experiment)  # what the sweep would refuse
+                lifecycle.check_experiment(self.uri, config.tracking.experiment)  # what the sweep would refuse
                 resume.start_dry_run(sweep_dir)
-                os.environ[labels.SWEPT_ENV] = ",".join(self.swept)
+                sweep_env.hand_to_jobs(None, self.swept)
                 return
-            experiment_id = tracking.prepare_store(self.uri, config.tracking.experiment, artifact_location)
+            experiment_id = lifecycle.prepare_store(self.uri, config.tracking.experiment, artifact_location)
             overrides = list(config.hydra.overrides.task)
             self.started = time.perf_counter()
             tags = {"overrides": " ".join(overrides), "launcher": config.hydra.launcher._target_.rsplit(".", 1)[-1]}
-            name = submissions.given or labels.parent_name(overrides, self.swept)  # a folder by the folder
+            name = submissions.given or run_names.parent_name(overrides, self.swept)  # a folder by the folder
             self.parent_run_id = open_parent(self.uri, experiment_id, name[:250],
                                              tags | environment_tags(), shared_params(config, self.swept))  # fmt: skip
         except UserError as e:  # the store's own one line
             raise SystemExit(f"error: {e}") from None
         except Exception as e:
             raise SystemExit(f"error: the sweep's parent run cannot be created: {_first_line(e)}") from None
-        os.environ[PARENT_ENV] = self.parent_run_id  # launchers' workers are started after this
-        os.environ[labels.SWEPT_ENV] = ",".join(self.swept)
+        sweep_env.hand_to_jobs(self.parent_run_id, self.swept)  # launchers' workers are started after this
         _active.add(self)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         redaction.protect_logging()  # Hydra has just configured the job's log file
         redact_hydra_files(config)
         if self.parent_run_id:  # in a worker, the callback arrives pickled with the parent's id
-            os.environ[PARENT_ENV] = self.parent_run_id
-            os.environ[labels.SWEPT_ENV] = ",".join(self.swept)
+            sweep_env.hand_to_jobs(self.parent_run_id, self.swept)
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         if not _job_errors:
@@ -324,8 +318,7 @@ class MlflowSweep(Callback):
             return {}
         wall = {"sweep/wall_s": time.perf_counter() - self.started}
         counts = close_parent(self.uri, self.parent_run_id, status, wall)
-        os.environ.pop(PARENT_ENV, None)
-        os.environ.pop(labels.SWEPT_ENV, None)
+        sweep_env.withdraw()
         self.parent_run_id = None
         _active.discard(self)
         return counts

@@ -4,7 +4,7 @@ import gc
 
 import pytest
 
-from backprop_lab import loading
+from backprop_lab import collector_pause
 
 
 @pytest.fixture(autouse=True)
@@ -16,7 +16,7 @@ def restore_collector():
 
 def test_the_first_load_runs_without_the_collector_then_freezes_what_it_made():
     gc.unfreeze()
-    with loading.collector_paused("test: first"):
+    with collector_pause.collector_paused("test: first"):
         assert not gc.isenabled()
         made = [[i] for i in range(1000)]
     assert gc.isenabled()
@@ -24,10 +24,10 @@ def test_the_first_load_runs_without_the_collector_then_freezes_what_it_made():
 
 
 def test_a_later_block_for_the_same_thing_neither_pauses_nor_freezes():
-    with loading.collector_paused("test: twice"):
+    with collector_pause.collector_paused("test: twice"):
         pass
     gc.unfreeze()
-    with loading.collector_paused("test: twice"):
+    with collector_pause.collector_paused("test: twice"):
         assert gc.isenabled()
         garbage = [[i] for i in range(100)]
     assert gc.get_freeze_count() == 0, "a later job's garbage would be kept for good"
@@ -35,13 +35,13 @@ def test_a_later_block_for_the_same_thing_neither_pauses_nor_freezes():
 
 
 def test_the_collector_is_on_again_after_an_error_in_the_block():
-    with pytest.raises(ImportError), loading.collector_paused("test: error"):
+    with pytest.raises(ImportError), collector_pause.collector_paused("test: error"):
         raise ImportError("no such module")
     assert gc.isenabled()
 
 
 def test_a_caller_that_paused_the_collector_keeps_it_paused():
     gc.disable()
-    with loading.collector_paused("test: nested"):
+    with collector_pause.collector_paused("test: nested"):
         pass
     assert not gc.isenabled()

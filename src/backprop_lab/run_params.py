@@ -1,0 +1,39 @@
+"""A run's params, the experiment's variables only (where the store is, is not one), with the model's widths written
+short; and their digests, which tell the same job (a resumed sweep, a rerun's check) and jobs of the same shape (a dry
+run's estimate)."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+
+NOT_PARAMS = ("tracking", "device", "sweep")  # where and how it is logged; the device is logged once resolved
+
+
+def compact_widths(widths: list[int]) -> str:
+    """[784, 100, ..., 100, 1] -> "784-100x8-1"."""
+    parts = []
+    for width, run in itertools.groupby(widths):
+        count = len(list(run))
+        parts.append(f"{width}x{count}" if count > 1 else str(width))
+    return "-".join(parts)
+
+
+def params(config: dict) -> dict:
+    """The config's variables, as params: no tracking.*, the widths compact."""
+    out = {k: v for k, v in config.items() if k not in NOT_PARAMS}
+    out["model"] = dict(out["model"], widths=compact_widths(out["model"]["widths"]))
+    return out
+
+
+def config_digest(config: dict) -> str:
+    """What makes two jobs the same job: their params (so not where they are logged), hashed."""
+    return hashlib.sha256(json.dumps(params(config), sort_keys=True, default=str).encode()).hexdigest()
+
+
+def shape_digest(config: dict) -> str:
+    """Jobs that take about as long: the same implementation, model, data size and timing budget."""
+    shape = [config["impl"], config["model"]["widths"], config["data"]["name"], config["data"].get("n_train"),
+             config["timing"], config.get("dtype")]  # fmt: skip
+    return hashlib.sha256(json.dumps(shape, sort_keys=True, default=str).encode()).hexdigest()
