@@ -20,6 +20,7 @@ import numpy as np
 from helpers import FAST, ROOT, fashion_dir, serve, tiny_mnist, write_idx, write_pkl_gz
 from mlflow.tracking import MlflowClient
 
+from backprop_lab.cli import USER_ERROR_EXIT
 from backprop_lab.config import options
 
 NO_RUN, FAILED = "none", "FAILED"
@@ -33,7 +34,7 @@ class Case:
     run: str = NO_RUN  # the run it leaves: none, or FAILED (the problem is found once the data is read)
     script: str = "run"
     setup: Callable[[Path], None] | None = None  # prepares files in the launch directory
-    exit_code: int = 1
+    exit_code: int = USER_ERROR_EXIT
     when: str = "before any compute"
     env: dict[str, str] = field(default_factory=dict)
     stdout: str | None = None  # a file to write stdout to (a full device), instead of a pipe
@@ -41,10 +42,10 @@ class Case:
 
 def _store(directory: Path) -> Path:
     """A real MLflow store in `directory`/mlruns (created by MLflow itself)."""
-    from backprop_lab import store, tracking
+    from backprop_lab import lifecycle, store
 
     uri, artifacts = store.default_store(directory)
-    tracking.prepare_store(uri, "backprop-lab", artifacts)
+    lifecycle.prepare_store(uri, "backprop-lab", artifacts)
     return directory / "mlruns" / "mlflow.db"
 
 
@@ -315,34 +316,33 @@ CASES = [
     Case("bench: non-positive width", ["model.widths=[784,0,1]"],
          "error: model.widths: must be positive integers, got [784, 0, 1]", script="bench"),
     Case("report: --out is a file", ["--out", "{dir}/afile"], "error: --out: {dir}/afile is a file", script="report",
-         setup=lambda d: (d / "afile").write_text(""), exit_code=2),
+         setup=lambda d: (d / "afile").write_text("")),
     Case("report: unreachable server", ["--tracking-uri", "http://bob:pw@127.0.0.1:9"],
-         "error: tracking server http://bob:***@127.0.0.1:9 does not answer", script="report", exit_code=2),
-    Case("report: no sweep in the store", [], "error: no sweep found in the store", script="report", exit_code=2,
-         setup=_store),
+         "error: tracking server http://bob:***@127.0.0.1:9 does not answer", script="report"),
+    Case("report: no sweep in the store", [], "error: no sweep found in the store", script="report", setup=_store),
     Case("rerun: unknown run id", ["0123456789abcdef"], "error: run 0123456789abcdef: not found in sqlite:///",
-         script="rerun", exit_code=2, setup=_store),
+         script="rerun", setup=_store),
     Case("rerun: its logged config edited in the store", ["{run}"],
          "error: run {run}: its config/config.yaml does not hash to its config.sha256 tag", script="rerun",
-         exit_code=2, setup=_logged_config(lambda t: t.replace("factor: 8.0", "factor: 999")), run="FINISHED"),
+         setup=_logged_config(lambda t: t.replace("factor: 8.0", "factor: 999")), run="FINISHED"),
     Case("rerun: a run without its config.sha256 tag", ["{run}"],
          "error: run {run}: it has no config.sha256 tag to check its config/config.yaml against", script="rerun",
-         exit_code=2, setup=_untagged, run="FINISHED"),
+         setup=_untagged, run="FINISHED"),
     Case("rerun: a YAML alias bomb as the logged config", ["{run}"],
-         "error: run {run}: config/config.yaml: a YAML anchor or alias at line 1", script="rerun", exit_code=2,
+         "error: run {run}: config/config.yaml: a YAML anchor or alias at line 1", script="rerun",
          setup=_logged_config(lambda t: ALIAS_BOMB), run="FINISHED"),
     Case("rerun: 5,000 nested brackets as the logged config", ["{run}"],
-         "error: run {run}: config/config.yaml: nested deeper than 16 levels", script="rerun", exit_code=2,
+         "error: run {run}: config/config.yaml: nested deeper than 16 levels", script="rerun",
          setup=_logged_config(lambda t: "[" * 5000 + "]" * 5000), run="FINISHED"),
     Case("rerun: a logged config over 1 MiB", ["{run}"], "error: run {run}: config/config.yaml: 1,0", script="rerun",
-         exit_code=2, setup=_logged_config(lambda t: t + "#" * (1 << 20)), run="FINISHED"),
+         setup=_logged_config(lambda t: t + "#" * (1 << 20)), run="FINISHED"),
     Case("rerun: a device.json that is not JSON", ["{run}"],
-         "error: run {run}: device.json is not the JSON object a run logs", script="rerun", exit_code=2,
+         "error: run {run}: device.json is not the JSON object a run logs", script="rerun",
          setup=_device_json("{not json" + "[" * 100_000), run="FINISHED"),
     Case("report: a store that is not there", ["--tracking-uri", "sqlite:///{dir}/nope/mlflow.db"],
-         "error: {dir}/nope/mlflow.db: no tracking store there", script="report", exit_code=2),
+         "error: {dir}/nope/mlflow.db: no tracking store there", script="report"),
     Case("rerun: corrupt store", ["0123456789abcdef"], "error: {dir}/mlruns/mlflow.db: not a readable sqlite database",
-         script="rerun", exit_code=2, setup=_corrupt),
+         script="rerun", setup=_corrupt),
 ]  # fmt: skip
 
 

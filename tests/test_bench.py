@@ -7,26 +7,28 @@ import pytest
 import torch
 from helpers import composed, small_problem
 
-from backprop_lab import bench, bench_cli, impls, tables, targets
-from backprop_lab.bench import FLOOR, GEMMS, Row, Variant
+from backprop_lab import bench, bench_cli, bench_processes, bench_render, impls, tables, targets
+from backprop_lab.bench import FLOOR, GEMMS, PassTiming, Variant
+from backprop_lab.cli import USER_ERROR_EXIT
+from backprop_lab.products import Product, pass_flops, pass_products
 
 
 def test_pass_flops_count_the_products():
-    flops = bench.pass_flops([784, 80, 1], 50000, input_grad=False)
+    flops = pass_flops([784, 80, 1], 50000, input_grad=False)
     first, second = 2 * 50000 * 784 * 80 / 1e9, 2 * 50000 * 80 / 1e9
     assert flops["forward"] == pytest.approx(first + second)
     assert flops["backward"] == pytest.approx(first + 2 * second)  # w1.g, w2.g and a1.g; no x.g
-    assert bench.pass_flops([784, 80, 1], 50000, input_grad=True)["backward"] == pytest.approx(2 * first + 2 * second)
+    assert pass_flops([784, 80, 1], 50000, input_grad=True)["backward"] == pytest.approx(2 * first + 2 * second)
 
 
 def test_pass_products_and_their_bare_times():
-    products = bench.pass_products([784, 80, 1], 50000, input_grad=False)
+    products = pass_products([784, 80, 1], 50000, input_grad=False)
     assert [p.kind for p in products["backward"]] == ["weight grad", "weight grad", "input grad"]
-    assert products["backward"][2] == bench.Product("input grad", 50000, 80, 1)  # the hidden layer's, not x.g
-    with_x = bench.pass_products([784, 80, 1], 50000, input_grad=True)["backward"]
-    assert bench.Product("input grad", 50000, 784, 80) in with_x
+    assert products["backward"][2] == Product("input grad", 50000, 80, 1)  # the hidden layer's, not x.g
+    with_x = pass_products([784, 80, 1], 50000, input_grad=True)["backward"]
+    assert Product("input grad", 50000, 784, 80) in with_x
     for p in with_x:  # both orientations compute the same product (the second one's transpose)
-        first, second = (f() for f in bench.Product(p.kind, 7, 5, 3).orientations("cpu"))
+        first, second = (f() for f in Product(p.kind, 7, 5, 3).orientations("cpu"))
         assert first.shape == second.t().shape
     timed = bench.gemms_alone([12, 8, 1], 64, min_run_time=0.001, threads=1, device=torch.device("cpu"))
     assert timed[True]["backward"].median_ms > timed[False]["backward"].median_ms > 0  # x.g adds a product
@@ -64,13 +66,13 @@ def test_run_bench_on_a_tiny_problem():
     assert bench.find(result.rows, "lean +x.g", "forward") is None  # the same forward as lean's
     assert 0.2 < bench.find(result.rows, "autograd", "backward").vs_autograd < 5  # against itself: 1, up to noise
     judged = targets.judge(result.rows, {})
-    md = bench_cli.markdown(result, judged, {}, {"cpu": "a CPU", "isa": "AVX2", "blas": "MKL 1", "onednn": "none"})
+    md = bench_render.markdown(result, judged, {}, {"cpu": "a CPU", "isa": "AVX2", "blas": "MKL 1", "onednn": "none"})
     assert "| module (notebook) | backward |" in md and "a CPU (AVX2, MKL 1, none)" in md.splitlines()[0]
-    assert bench_cli.metric_name(result.rows[0]) == "bench/GEMMs_alone/forward_ms"
-    assert bench_cli.metric_name(bench.find(result.rows, "module (notebook)", "forward+backward")) == (
+    assert bench_render.metric_name(result.rows[0]) == "bench/GEMMs_alone/forward_ms"
+    assert bench_render.metric_name(bench.find(result.rows, "module (notebook)", "forward+backward")) == (
         "bench/module_notebook/forward_and_backward_ms"
     )
-    assert bench_cli.target_metric(judged[0]) == "target/lean_backward_autograd_backward"
+    assert bench_render.target_metric(judged[0]) == "target/lean_backward_autograd_backward"
 
 
 @pytest.mark.slow  # torch.compile: about 10 s a variant, even for a tiny problem
@@ -85,11 +87,11 @@ def test_compiled_rows_are_timed_after_compiling_and_checked():
 # --- the targets, judged on crafted rows --------------------------------------------------------------------------
 
 
-def crafted(lean=0.9, lean_x=0.95, gemms=0.8, gemms_x=0.85, speedup=4.0, wrong=False) -> list[Row]:
+def crafted(lean=0.9, lean_x=0.95, gemms=0.8, gemms_x=0.85, speedup=4.0, wrong=False) -> list[PassTiming]:
     """Backward rows with the ratios the targets read: `lean` and `gemms` against autograd (10 ms), and so on."""
 
     def row(variant, ms, vs_autograd, vs_gemms, close=True, input_grad=False):
-        return Row(variant, "backward", ms, 0.1, 1.0, close, vs_autograd, 2.0, vs_gemms, input_grad)
+        return PassTiming(variant, "backward", ms, 0.1, 1.0, close, vs_autograd, 2.0, vs_gemms, input_grad)
 
     return [
         row(GEMMS, 10 * gemms, gemms, 1.0, None),
@@ -142,7 +144,7 @@ def test_a_target_the_products_alone_miss_is_out_of_reach():
 def test_a_speed_up_the_least_backward_misses_is_out_of_reach():
     rows = crafted(speedup=2.9)
     notebook = bench.find(rows, "module (notebook)", "backward")
-    rows.append(Row(FLOOR, "backward", notebook.median_ms / 2.95, 0.1, 1.0, None))  # the least: 2.95x, under 3
+    rows.append(PassTiming(FLOOR, "backward", notebook.median_ms / 2.95, 0.1, 1.0, None))  # the least: 2.95x, under 3
     (speedup,) = [t for t in targets.judge(rows, {}) if t.name.startswith("module (notebook)")]
     assert speedup.floor == pytest.approx(2.95) and speedup.verdict == "NO, out of reach"
     rows[-1].median_ms = notebook.median_ms / 3.2  # a floor that allows 3x: missing it is the code's
@@ -196,7 +198,7 @@ def test_the_bench_command_logs_a_run(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
     extra = {"default_run_peak_rss_gib": 1.0, "help_s": 0.3, "cfg_job_s": 0.4, "config_error_s": 0.4}
-    monkeypatch.setattr(bench_cli, "around_the_compute", lambda *args: dict(extra))
+    monkeypatch.setattr(bench_processes, "around_the_compute", lambda *args: dict(extra))
     monkeypatch.chdir(tmp_path)
     args = ["data=synthetic", "data.n_features=12", "model.widths=[12,8,1]", "data.n_train=64", "data.n_valid=16"]
     code = bench_cli.main([*args, "--min-run-time", "0.001"])
@@ -217,15 +219,16 @@ def test_the_bench_command_logs_a_run(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_the_default_run_twice_gives_its_memory_and_time_on_an_empty_then_a_warm_store(tmp_path):
     tiny = ("data=synthetic", "data.n_features=12", "model.widths=[12,8,1]", "data.n_train=64", "timing=fast")
-    got = bench_cli.default_runs(tmp_path, tiny)
+    got = bench_processes.default_runs(tmp_path, tiny)
     assert 0.1 < got["default_run_peak_rss_gib"] < 4
     assert 0 < got["default_run_outside_timing_s"] < got["default_run_first_outside_timing_s"]  # creating the store
     assert len(list((tmp_path / "mlruns" / "artifacts").iterdir())) >= 2  # two runs, in the launch directory's store
 
 
-def test_a_config_error_is_one_line():
-    with pytest.raises(SystemExit, match="^error: impl: no option 'nope'; choose one of autograd, functional"):
-        bench_cli.main(["impl=nope"])
+def test_a_config_error_is_one_line(capsys):
+    assert bench_cli.main(["impl=nope"]) == USER_ERROR_EXIT
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: impl: no option 'nope'; choose one of autograd, functional")
 
 
 def test_a_paired_ratio_is_the_ratio_of_the_two_times():

@@ -10,6 +10,8 @@ import pytest
 from helpers import FAST, ROOT, SCRIPT, cli, runs_in, split_sweep
 from mlflow.tracking import MlflowClient
 
+from backprop_lab.cli import USER_ERROR_EXIT
+
 pytestmark = pytest.mark.slow
 
 
@@ -61,7 +63,7 @@ def test_parallel_joblib_sweep_loses_nothing(tmp_path):
     assert "database is locked" not in done.stderr and "already exists" not in done.stderr
     (parent,), children = split_sweep(runs_in(tmp_path / "mlruns"))
     assert len(children) == 12 and parent.data.metrics["sweep/jobs_finished"] == 12
-    from helpers import CONTRACT
+    from backprop_lab.names import CONTRACT
 
     for child in children:
         assert child.info.status == "FINISHED"
@@ -99,11 +101,11 @@ def wait_for_timing_stage(store_dir, proc, child=True, timeout=120):
 def test_interrupting_a_sweep_kills_child_and_parent(tmp_path, signum):
     import signal
 
-    from backprop_lab import store, tracking
+    from backprop_lab import lifecycle, store
 
     # the store exists before the job starts: a reader creating it at the same moment would race the job's migrations
     uri, artifact_location = store.default_store(tmp_path)
-    tracking.prepare_store(uri, "backprop-lab", artifact_location)
+    lifecycle.prepare_store(uri, "backprop-lab", artifact_location)
     args = [sys.executable, str(SCRIPT), "-m", "impl=functional,nn", *FAST, "timing.min_run_time=60"]
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for_timing_stage(tmp_path / "mlruns", proc)
@@ -141,10 +143,10 @@ def test_sigterm_during_timing_kills_a_single_run(tmp_path):
     import signal
     import time
 
-    from backprop_lab import store, tracking
+    from backprop_lab import lifecycle, store
 
     uri, artifact_location = store.default_store(tmp_path)
-    tracking.prepare_store(uri, "backprop-lab", artifact_location)
+    lifecycle.prepare_store(uri, "backprop-lab", artifact_location)
     proc = subprocess.Popen([sys.executable, str(SCRIPT), *FAST, "timing.min_run_time=60"], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     deadline = time.time() + 120
@@ -176,7 +178,7 @@ def test_rerun_of_a_config_that_is_not_yaml_is_one_line(tmp_path):
     (run,) = runs_in(tmp_path / "mlruns")
     (Path(run.info.artifact_uri.removeprefix("file://")) / "config" / "config.yaml").write_text("data: [unclosed\n")
     done = rerun(tmp_path, run.info.run_id)
-    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert done.returncode == USER_ERROR_EXIT and len(done.stderr.strip().splitlines()) == 1
     assert "config/config.yaml: not valid YAML" in done.stderr
 
 
@@ -186,14 +188,14 @@ def test_rerun_on_a_corrupt_store_or_a_deleted_experiment_is_one_line(tmp_path):
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     client.delete_experiment(run.info.experiment_id)
     done = rerun(tmp_path, run.info.run_id)
-    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+    assert done.returncode == USER_ERROR_EXIT and done.stderr.strip().splitlines() == [
         f"error: tracking.experiment: 'backprop-lab' was deleted in sqlite:///{tmp_path}/mlruns/mlflow.db; choose "
         f"another name, or restore it: MLFLOW_TRACKING_URI=... mlflow experiments restore --experiment-id "
         f"{run.info.experiment_id}"
     ]
     (tmp_path / "mlruns" / "mlflow.db").write_bytes(b"\0" * 4096)
     done = rerun(tmp_path, run.info.run_id)
-    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert done.returncode == USER_ERROR_EXIT and len(done.stderr.strip().splitlines()) == 1
     assert "not a readable sqlite database" in done.stderr or "not an MLflow tracking store" in done.stderr
 
 

@@ -7,6 +7,7 @@ from helpers import ROOT
 from mlflow.tracking import MlflowClient
 
 from backprop_lab import report, report_figures, runs
+from backprop_lab.cli import USER_ERROR_EXIT
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +48,7 @@ def test_report_rows_carry_the_swept_choices(sweep_store):
 def test_report_by_experiment_and_bad_run_id(sweep_store, tmp_path, capsys):
     _, uri = sweep_store
     assert report.main(["--tracking-uri", uri, "--experiment", "backprop-lab", "--out", str(tmp_path)]) == 0
-    assert report.main(["--tracking-uri", uri, "no-such-run"]) == 2
+    assert report.main(["--tracking-uri", uri, "no-such-run"]) == USER_ERROR_EXIT
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: run no-such-run: not found in sqlite:")
 
@@ -77,13 +78,13 @@ def test_the_report_pages_carry_their_figures(sweep_store, tmp_path):
 def _made_up_sweep(uri: str, children: list[tuple[dict, dict]]) -> str:
     """A sweep written straight into a store, as another version of the project might have: its parent's id. Each
     child is (params, metrics at step 0); every one also logs the by-layer series the figures draw."""
-    from backprop_lab import tracking
+    from backprop_lab.names import PARENT_TAG, SWEEP_TAG
 
     client = MlflowClient(uri)
     experiment = client.create_experiment("backprop-lab")
-    parent = client.create_run(experiment, tags={tracking.SWEEP_TAG: "parent", "overrides": "made up"}).info.run_id
+    parent = client.create_run(experiment, tags={SWEEP_TAG: "parent", "overrides": "made up"}).info.run_id
     for i, (params, metrics) in enumerate(children):
-        run = client.create_run(experiment, tags={tracking.PARENT_TAG: parent, "hydra.job.num": str(i),
+        run = client.create_run(experiment, tags={PARENT_TAG: parent, "hydra.job.num": str(i),
                                                   "first_divergent": "none"}).info.run_id  # fmt: skip
         for key, value in params.items():
             client.log_param(run, key, value)

@@ -10,7 +10,8 @@ import yaml
 from helpers import composed
 from mlflow.tracking import MlflowClient
 
-from backprop_lab import labels, pipeline, rerun, runs
+from backprop_lab import names, pipeline, rerun, run_params, runs
+from backprop_lab.cli import USER_ERROR_EXIT
 
 FAST = ["data=synthetic", "data.n_train=200", "data.n_valid=50", "timing.min_run_time=0.01"]
 
@@ -92,7 +93,7 @@ def test_bad_inputs_are_one_line_errors(logged, tmp_path, capsys):
     broken = pipeline.run(composed(*FAST, f"tracking.uri={store}"), [], launch_dir=tmp_path).run.run_id
     text = runs.logged_run(store, broken).config_yaml.replace("seed: 0", "seed: 0\nshiny_new_key: 1")
     client.log_text(broken, text, "config/config.yaml")  # as another version of the project would have logged it:
-    client.set_tag(broken, "config.sha256", labels.config_digest(yaml.safe_load(text)))  # its tag agrees
+    client.set_tag(broken, "config.sha256", run_params.config_digest(yaml.safe_load(text)))  # its tag agrees
     cases = {
         "no-such-run": "error: run no-such-run: not found in",
         foreign: f"error: run {foreign} has no config/config.yaml artifact",
@@ -100,7 +101,7 @@ def test_bad_inputs_are_one_line_errors(logged, tmp_path, capsys):
     }
     for bad, expected in cases.items():
         capsys.readouterr()
-        assert rerun.main([bad, "--tracking-uri", store]) == 2
+        assert rerun.main([bad, "--tracking-uri", store]) == USER_ERROR_EXIT
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(expected), err
 
@@ -111,7 +112,7 @@ def test_a_config_edited_in_the_store_is_refused_before_anything_runs(logged, ca
     text = runs.logged_run(store, run_id).config_yaml
     client.log_text(run_id, text.replace("factor: 8.0", "factor: 999"), "config/config.yaml")
     before = len(client.search_runs([client.get_run(run_id).info.experiment_id]))
-    assert rerun.main([run_id, "--tracking-uri", store]) == 2
+    assert rerun.main([run_id, "--tracking-uri", store]) == USER_ERROR_EXIT
     (err,) = capsys.readouterr().err.strip().splitlines()
     tag = client.get_run(run_id).data.tags["config.sha256"]
     assert err == (f"error: run {run_id}: its config/config.yaml does not hash to its config.sha256 tag "
@@ -119,7 +120,7 @@ def test_a_config_edited_in_the_store_is_refused_before_anything_runs(logged, ca
                    "(--accept-edited-config reruns it as it is now)")  # fmt: skip
     assert len(client.search_runs([client.get_run(run_id).info.experiment_id])) == before  # nothing ran
     client.delete_tag(run_id, "config.sha256")
-    assert rerun.main([run_id, "--tracking-uri", store]) == 2
+    assert rerun.main([run_id, "--tracking-uri", store]) == USER_ERROR_EXIT
     assert "it has no config.sha256 tag to check its config/config.yaml against" in capsys.readouterr().err
     assert rerun.main([run_id, "--tracking-uri", store, "--accept-edited-config"]) == 0  # said, then rerun
     assert "note: run " in capsys.readouterr().out
@@ -136,7 +137,7 @@ def test_a_sweep_with_one_edited_child_reruns_none(tmp_path, capsys):
     last = sorted(runs.child_statuses(uri, parent))[-1]
     client.log_text(last, runs.logged_run(uri, last).config_yaml.replace("seed: 0", "seed: 3"), "config/config.yaml")
     before = len(client.search_runs([client.get_run(parent).info.experiment_id]))
-    assert rerun.main([parent, "--tracking-uri", uri]) == 2
+    assert rerun.main([parent, "--tracking-uri", uri]) == USER_ERROR_EXIT
     assert f"error: run {last}: its config/config.yaml does not hash" in capsys.readouterr().err
     assert len(client.search_runs([client.get_run(parent).info.experiment_id])) == before  # not even a parent
 
@@ -164,13 +165,13 @@ def test_a_logged_config_bomb_is_refused_in_a_line(logged, tmp_path, text, error
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "rerun.py"), run_id, "--tracking-uri", store],
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert time.time() - started < 20
-    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.returncode == USER_ERROR_EXIT and len(done.stderr.splitlines()) == 1, done.stderr
     assert done.stderr.startswith(f"error: run {run_id}: {error}")
 
 
 def test_unreachable_server_fails_fast(capsys):
     started = time.time()
-    assert rerun.main(["abc", "--tracking-uri", "http://127.0.0.1:9"]) == 2
+    assert rerun.main(["abc", "--tracking-uri", "http://127.0.0.1:9"]) == USER_ERROR_EXIT
     assert time.time() - started < 15
     assert capsys.readouterr().err.startswith("error: tracking server http://127.0.0.1:9 does not answer")
 
@@ -211,7 +212,7 @@ def test_a_users_unchanged_file_reruns_identical(users_run, capsys):
     assert rerun.main([run_id, "--tracking-uri", store]) == 0
     assert "verdict: IDENTICAL" in capsys.readouterr().out
     tags = _rerun_tags(store, run_id)
-    assert rerun.CODE_CHANGED_TAG not in tags and rerun.LOGGED_CODE_TAG not in tags
+    assert names.CODE_CHANGED_TAG not in tags and names.LOGGED_CODE_TAG not in tags
 
 
 def test_a_users_changed_file_is_refused_unless_accepted(users_run, tmp_path, capsys):
@@ -219,11 +220,11 @@ def test_a_users_changed_file_is_refused_unless_accepted(users_run, tmp_path, ca
 
     store, run_id = users_run
     path = tmp_path / "my_backward.py"
-    then = MlflowClient(store).get_run(run_id).data.tags[rerun.CODE_TAG]
+    then = MlflowClient(store).get_run(run_id).data.tags[names.CODE_TAG]
     path.write_text(path.read_text() + "# fixed since\n")
     now = hashlib.sha256(path.read_bytes()).hexdigest()
     before = len(_runs_of(store, run_id))
-    assert rerun.main([run_id, "--tracking-uri", store]) == 2
+    assert rerun.main([run_id, "--tracking-uri", store]) == USER_ERROR_EXIT
     (err,) = capsys.readouterr().err.strip().splitlines()
     assert err == (f"error: impl.code: my_backward.py has changed since run {run_id} (sha256 {now[:12]}... now, "
                    f"{then[:12]}... then); --accept-changed-code reruns today's file, --run-logged-code runs the copy "
@@ -232,7 +233,7 @@ def test_a_users_changed_file_is_refused_unless_accepted(users_run, tmp_path, ca
     assert rerun.main([run_id, "--tracking-uri", store, "--accept-changed-code"]) == 0  # a comment: same numbers
     assert f"note: run {run_id}: my_backward.py has changed since run" in capsys.readouterr().out
     tags = _rerun_tags(store, run_id)
-    assert tags[rerun.CODE_CHANGED_TAG].startswith("my_backward.py has changed") and tags[rerun.CODE_TAG] == now
+    assert tags[names.CODE_CHANGED_TAG].startswith("my_backward.py has changed") and tags[names.CODE_TAG] == now
 
 
 SIDE_EFFECT = "\nimport pathlib\npathlib.Path(__file__).with_name('EXECUTED').write_text('store code ran')\n"
@@ -242,7 +243,8 @@ def test_the_logged_copy_runs_only_when_asked_and_only_as_logged(users_run, tmp_
     store, run_id = users_run
     client = MlflowClient(store)
     (tmp_path / "my_backward.py").unlink()
-    assert rerun.main([run_id, "--tracking-uri", store, "--accept-changed-code"]) == 2  # nothing there to accept
+    # nothing there to accept
+    assert rerun.main([run_id, "--tracking-uri", store, "--accept-changed-code"]) == USER_ERROR_EXIT
     (err,) = capsys.readouterr().err.strip().splitlines()
     assert err.startswith(f"error: impl.code: my_backward.py is gone from {tmp_path} since run {run_id} (sha256 ")
     assert err.endswith("; --run-logged-code runs the copy logged with the run: code from the store, run it only "
@@ -250,14 +252,14 @@ def test_the_logged_copy_runs_only_when_asked_and_only_as_logged(users_run, tmp_
     assert rerun.main([run_id, "--tracking-uri", store, "--run-logged-code"]) == 0
     assert "verdict: IDENTICAL" in capsys.readouterr().out
     tags = _rerun_tags(store, run_id)
-    assert tags[rerun.LOGGED_CODE_TAG] == f"code/my_backward.py ({tags[rerun.CODE_TAG]})"
+    assert tags[names.LOGGED_CODE_TAG] == f"code/my_backward.py ({tags[names.CODE_TAG]})"
 
     artifacts = Path(client.get_run(run_id).info.artifact_uri.removeprefix("file://"))
     logged = artifacts / "code" / "my_backward.py"
     logged.write_text(logged.read_text() + SIDE_EFFECT)  # the store changed: its copy would write a file if run
     before = len(_runs_of(store, run_id))
     for flags in (["--run-logged-code"], ["--run-logged-code", "--accept-changed-code", "--accept-edited-config"]):
-        assert rerun.main([run_id, "--tracking-uri", store, *flags]) == 2
+        assert rerun.main([run_id, "--tracking-uri", store, *flags]) == USER_ERROR_EXIT
         (err,) = capsys.readouterr().err.strip().splitlines()
         assert err.startswith(f"error: run {run_id}: impl.code: its logged copy code/my_backward.py does not hash to "
                               "its impl.code_sha256 tag (")  # fmt: skip
@@ -273,10 +275,10 @@ def test_store_code_never_runs_by_default_even_with_its_tag_rewritten(users_run,
     artifacts = Path(client.get_run(run_id).info.artifact_uri.removeprefix("file://"))
     logged = artifacts / "code" / "my_backward.py"
     logged.write_text(logged.read_text() + SIDE_EFFECT)
-    client.set_tag(run_id, rerun.CODE_TAG, hashlib.sha256(logged.read_bytes()).hexdigest())  # a consistent forgery
+    client.set_tag(run_id, names.CODE_TAG, hashlib.sha256(logged.read_bytes()).hexdigest())  # a consistent forgery
     (tmp_path / "my_backward.py").unlink()
     for flags in ([], ["--accept-changed-code"]):
-        assert rerun.main([run_id, "--tracking-uri", store, *flags]) == 2
+        assert rerun.main([run_id, "--tracking-uri", store, *flags]) == USER_ERROR_EXIT
         assert "my_backward.py is gone from" in capsys.readouterr().err
     assert not list(tmp_path.rglob("EXECUTED")) and not list(artifacts.rglob("EXECUTED"))
 
@@ -293,7 +295,7 @@ def test_a_sweep_of_a_users_file_changed_since_reruns_no_child(tmp_path, capsys,
     (tmp_path / "my_backward.py").write_text(CORRECT + "# fixed since\n")
     before = len(_runs_of(uri, parent))
     monkeypatch.chdir(tmp_path)
-    assert rerun.main([parent, "--tracking-uri", uri]) == 2
+    assert rerun.main([parent, "--tracking-uri", uri]) == USER_ERROR_EXIT
     (err,) = capsys.readouterr().err.strip().splitlines()
     children = sorted(runs.child_statuses(uri, parent))
     assert err.startswith(f"error: impl.code: my_backward.py has changed since run {children[0]} (sha256 ")

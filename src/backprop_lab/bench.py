@@ -1,6 +1,6 @@
 """The side-by-side benchmark's measurements: every implementation against autograd, torch.nn and the GEMM roofline,
 in one process with torch.utils.benchmark, as rows of (variant, pass). The targets are judged in targets.py; the
-command, its tables and its logging are bench_cli.py.
+command is bench_cli.py, its tables, figure and metric names bench_render.py.
 
 The roofline of a pass is the time its matrix products need at the best single-precision GEMM throughput measured
 in the same run (a few shapes, the best kept): FLOPs / peak. Elementwise work is not counted in the FLOPs.
@@ -24,7 +24,8 @@ from typing import Optional
 
 import torch
 
-from backprop_lab import backward, impls
+from backprop_lab import backward, compiled_check, impls
+from backprop_lab.products import Product, pass_flops, pass_products
 from backprop_lab.timing import Timed, measure, measure_cold, measure_paired
 
 REFERENCE = "autograd"  # every variant's gradients are checked against it and its times divided by it
@@ -64,7 +65,9 @@ def variants() -> list[Variant]:
 
 
 @dataclass
-class Row:
+class PassTiming:
+    """One variant's pass, timed and related to the others': a row of the bench's table."""
+
     variant: str
     pass_: str  # forward | backward | forward+backward
     median_ms: float
@@ -81,52 +84,8 @@ class Row:
         return self.gflop / self.median_ms * 1e3
 
 
-def find(rows: list[Row], variant: str, pass_: str) -> Optional[Row]:
+def find(rows: list[PassTiming], variant: str, pass_: str) -> Optional[PassTiming]:
     return next((r for r in rows if r.variant == variant and r.pass_ == pass_), None)
-
-
-@dataclass(frozen=True)
-class Product:
-    """One matrix product of a layer `a -> b` over `rows` rows: `inp @ w` (forward), `w.g` or the input's gradient."""
-
-    kind: str  # forward | weight grad | input grad
-    rows: int
-    a: int
-    b: int
-
-    @property
-    def gflop(self) -> float:
-        return 2 * self.rows * self.a * self.b / 1e9
-
-    def orientations(self, device) -> list:
-        """The product both ways round (the second gives the transpose, a free view): MKL runs them at different
-        speeds, and an implementation may pick either; the input's gradient of a one-output layer also as the
-        broadcast multiply it is."""
-        rand = partial(torch.randn, device=device)
-        if self.kind == "forward":
-            inp, w = rand(self.rows, self.a), rand(self.a, self.b)
-            return [lambda: inp @ w, lambda: w.t() @ inp.t()]
-        if self.kind == "weight grad":
-            inp, g = rand(self.rows, self.a), rand(self.rows, self.b)
-            return [lambda: inp.t() @ g, lambda: g.t() @ inp]
-        g, w = rand(self.rows, self.b), rand(self.a, self.b)
-        ways = [lambda: g @ w.t(), lambda: w @ g.t()]
-        return ways + ([lambda: g * w.t()] if self.b == 1 else [])  # one output: an outer product, as lean has it
-
-
-def pass_products(widths: list[int], n: int, input_grad: bool) -> dict[str, list[Product]]:
-    """The products of each pass: forward `inp @ w` per layer; backward `w.g` per layer and the input's gradient of
-    every layer but the first, and the first's too when asked."""
-    layers = list(enumerate(zip(widths[:-1], widths[1:])))
-    forward = [Product("forward", n, a, b) for _, (a, b) in layers]
-    back = [Product("weight grad", n, a, b) for _, (a, b) in layers]
-    back += [Product("input grad", n, a, b) for i, (a, b) in layers if i > 0 or input_grad]
-    return {"forward": forward, "backward": back, "forward+backward": forward + back}
-
-
-def pass_flops(widths: list[int], n: int, input_grad: bool) -> dict[str, float]:
-    """GFLOP of each pass's matrix products (elementwise work is not counted)."""
-    return {name: sum(p.gflop for p in ps) for name, ps in pass_products(widths, n, input_grad).items()}
 
 
 def gemms_alone(widths: list[int], n: int, min_run_time: float, threads: int, device) -> dict[bool, dict[str, Timed]]:
@@ -175,17 +134,17 @@ def least_backward(widths: list[int], n: int, min_run_time: float, threads: int,
     return Timed(sum(t.median_ms for t in timed), sum(t.iqr_ms for t in timed), min(t.runs for t in timed))
 
 
-def gemm_rows(widths: list[int], n: int, min_run_time: float, threads: int, device) -> list[Row]:
+def gemm_rows(widths: list[int], n: int, min_run_time: float, threads: int, device) -> list[PassTiming]:
     """The rows of "GEMMs alone" and "GEMMs alone +x.g" (the latter without a forward: its products are the same),
     and the backward's "GEMMs + elementwise alone"."""
     rows = []
     for input_grad, passes in gemms_alone(widths, n, min_run_time, threads, device).items():
         flops = pass_flops(widths, n, input_grad)
         name = Variant(GEMMS, input_grad).name
-        rows += [Row(name, pass_, timed.median_ms, timed.iqr_ms, flops[pass_], None, input_grad=input_grad)
+        rows += [PassTiming(name, pass_, timed.median_ms, timed.iqr_ms, flops[pass_], None, input_grad=input_grad)
                  for pass_, timed in passes.items() if not (input_grad and pass_ == "forward")]  # fmt: skip
     least = least_backward(widths, n, min_run_time, threads, device)
-    rows.append(Row(FLOOR, "backward", least.median_ms, least.iqr_ms, find(rows, GEMMS, "backward").gflop, None))
+    rows.append(PassTiming(FLOOR, "backward", least.median_ms, least.iqr_ms, find(rows, GEMMS, "backward").gflop, None))
     return rows
 
 
@@ -229,14 +188,14 @@ def measure_variant(v: Variant, params, x, y, shift, min_run_time, threads, chec
     return out
 
 
-def variant_rows(v: Variant, params, x, y, shift, widths, min_run_time, threads, check) -> list[Row]:
+def variant_rows(v: Variant, params, x, y, shift, widths, min_run_time, threads, check) -> list[PassTiming]:
     flops = pass_flops(widths, x.shape[0], v.input_grad)
     measured = measure_variant(v, params, x, y, shift, min_run_time, threads, check)
-    return [Row(v.name, pass_, timed.median_ms, timed.iqr_ms, flops[pass_], close, ratio, input_grad=v.input_grad)
-            for pass_, timed, ratio, close in measured]  # fmt: skip
+    return [PassTiming(v.name, pass_, timed.median_ms, timed.iqr_ms, flops[pass_], close, ratio,
+                       input_grad=v.input_grad) for pass_, timed, ratio, close in measured]  # fmt: skip
 
 
-def relate(rows: list[Row], peak_gflops: float) -> None:
+def relate(rows: list[PassTiming], peak_gflops: float) -> None:
     """Fill each row's ratios: to the roofline, to the same pass's products alone (with the input's gradient where
     the variant computes it) and, for the bare products, to autograd's median (measured apart)."""
     for row in rows:
@@ -248,7 +207,8 @@ def relate(rows: list[Row], peak_gflops: float) -> None:
         row.vs_gemms = row.median_ms / gemms.median_ms
 
 
-def compiled_rows(params, x, y, shift, widths, min_run_time, threads, check) -> tuple[list[Row], dict[str, float]]:
+def compiled_rows(params, x, y, shift, widths, min_run_time, threads,
+                  check) -> tuple[list[PassTiming], dict[str, float]]:  # fmt: skip
     """`torch.compile` of lean's forward+backward and of autograd's (impls/compiled.py), each timed after its
     compile, interleaved with eager autograd's forward+backward, its gradients checked; and the compile times, which
     the per-call times leave out."""
@@ -270,16 +230,16 @@ def compiled_rows(params, x, y, shift, widths, min_run_time, threads, check) -> 
         fn = torch.compile(make(params, shift))
         grads = fn(x, y)  # the first call compiles
         seconds[f"compile_s_{impl}"] = time.perf_counter() - started
-        close = backward.params_agree(grads, params, x, y, shift, check.factor)
+        close = compiled_check.params_agree(grads, params, x, y, shift, check.factor)
         paired = measure_paired(lambda fn=fn: fn(x, y), eager, f"{name} forward+backward", min_run_time, threads)
-        rows.append(Row(name, "forward+backward", paired.timed.median_ms, paired.timed.iqr_ms, gflop, close,
+        rows.append(PassTiming(name, "forward+backward", paired.timed.median_ms, paired.timed.iqr_ms, gflop, close,
                         paired.ratio))  # fmt: skip
     return rows, seconds
 
 
 @dataclass
 class BenchResult:
-    rows: list[Row]
+    rows: list[PassTiming]
     peak: dict[str, float]  # GFLOP/s by GEMM shape
     problem: str
     threads: int

@@ -1,11 +1,9 @@
 """The study's entry point: `python scripts/run.py [group=option key=value ...]`, or a sweep with `-m impl=a,b`.
 
-Hydra stays here (and in the sweep callback): it composes the config, this module validates it, hands a plain config
-to the pipeline, and turns bad input into one line on stderr and a non-zero exit. torch and MLflow are imported only
-once a job runs, so `--help`, `--cfg job` and config errors stay fast.
-
-However the process stops (an error, Ctrl-C, SIGTERM, a launcher's worker dying), the runs it started end with an
-honest status before it exits, and it says so only when that is true.
+Hydra stays here (and in the sweep callback): it composes the config, this module validates it and hands a plain
+config to the pipeline. It fails as every command does (cli.run): bad input, Hydra's and OmegaConf's errors included,
+is one line on stderr; however the process stops, the runs it started end with an honest status first. torch and
+MLflow are imported only once a job runs, so `--help`, `--cfg job` and config errors stay fast.
 """
 
 from __future__ import annotations
@@ -23,10 +21,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from backprop_lab import objectives, redaction, stop, streams, submissions
+from backprop_lab import cli, objectives, redaction, stop, streams, submissions, sweep_env
+from backprop_lab.collector_pause import collector_paused
 from backprop_lab.config import CONF_DIR, plain, store_schema
 from backprop_lab.errors import UserError
-from backprop_lab.loading import collector_paused
+from backprop_lab.names import NONE
 from backprop_lab.validation import describe, single_run, validate
 
 _main_pid: Optional[int] = None  # the process that ran main(); a job elsewhere is a launcher's worker
@@ -37,7 +36,7 @@ def job(cfg: DictConfig) -> Optional[float]:
     a search; nothing when there is none, or the job failed (objectives.py)."""
     hydra_cfg = HydraConfig.get()
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
-    searching = objectives.chosen(cfg.objective) != objectives.NONE
+    searching = objectives.chosen(cfg.objective) != NONE
     redaction.protect_process()  # again in a launcher's worker, which did not run main()
     streams.tolerate_any_encoding()
     if os.getpid() != _main_pid:  # a worker: stop honestly on a signal, and with the sweep that started it
@@ -55,19 +54,19 @@ def job(cfg: DictConfig) -> Optional[float]:
         with collector_paused("the pipeline"):
             from rich.console import Console
 
-            from backprop_lab import pipeline, resume, summary, sweep
+            from backprop_lab import pipeline, resume, summary
 
         # the launch directory, whatever hydra.job.chdir made the working one: the default store lives there
         launch_dir = Path(hydra_cfg.runtime.cwd)
         sweep_dir = launch_dir / hydra_cfg.sweep.dir
-        reused = resume.handle(cfg, sweep.parent_from_env(), hydra_cfg.job.num, sweep_dir) if in_sweep else None
+        reused = resume.handle(cfg, sweep_env.parent_from_env(), hydra_cfg.job.num, sweep_dir) if in_sweep else None
         if reused is not None:  # a resumed search is told what the reused trial gave
             return objectives.for_search(reused.get(objectives.METRIC)) if searching else None
         result = pipeline.run(
             cfg,
             list(hydra_cfg.overrides.task),
             launch_dir,
-            parent_run_id=sweep.parent_from_env() if in_sweep else None,
+            parent_run_id=sweep_env.parent_from_env() if in_sweep else None,
             job_tags={"hydra.job.num": str(hydra_cfg.job.num)} if in_sweep else None,
         )
         try:
@@ -83,7 +82,9 @@ def job(cfg: DictConfig) -> Optional[float]:
         return objectives.for_search(result.objective) if searching else None
     except UserError as e:
         if not in_sweep:
-            raise SystemExit(f"error: {e}") from None  # SystemExit passes Hydra's job wrapper untouched: one line
+            # SystemExit passes Hydra's job wrapper untouched (an exception would arrive wrapped in Hydra's): one
+            # line, and a message's status is 1, cli.USER_ERROR_EXIT
+            raise SystemExit(f"error: {e}") from None
         _count_failed_job(str(e))
         print(f"error: job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)}): {e}", file=sys.stderr)
     except Exception as e:
@@ -134,53 +135,34 @@ def compose(overrides: list[str]) -> DictConfig:
     return cfg
 
 
-def end_runs(status: str) -> list[str]:
-    """End, with `status`, what this process started and did not end: a sweep's parent (and its children still
-    RUNNING) first, then any other run. Returns a line per run that could not be ended."""
-    from backprop_lab import sweep, tracking  # neither imports MLflow until it is used
+def _hydra_arguments_checked() -> None:
+    """Hydra's own flags (`--cfg`, `--multirun`, ...) parsed as Hydra will parse them, so that a usage error is one
+    line and the user-error status, as every other command's."""
+    from hydra._internal.utils import get_args_parser
 
-    problems = sweep.abort_active(status)
-    return problems + [f"run {run_id}: {why}" for run_id, why in tracking.end_open_runs(status) if why]
-
-
-def _end_runs_saying_so(status: str) -> bool:
-    problems = end_runs(status)
-    for problem in problems:
-        print(f"could not end {problem}; the next run, report or rerun in this store on this host ends it",
-              file=sys.stderr)  # fmt: skip
-    return not problems
+    parser = get_args_parser()
+    parser.error = cli.usage_error
+    parser.parse_args()
 
 
-def _stopped(status: str, message: str) -> None:
-    ended = _end_runs_saying_so(status)
-    stop.ignore_further()
-    sys.exit(message if ended else f"{message.split(':')[0]}: some runs could not be ended (see above)")
+def _run_hydra() -> int:
+    """Hydra's run or sweep; its errors, and a launch directory it cannot write, as a user error's one line."""
+    sys.argv[1:] = submissions.expand(sys.argv[1:], Path.cwd())  # a folder of submissions is its files
+    _hydra_arguments_checked()
+    run_hydra = hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="config")(job)
+    try:
+        run_hydra()
+    except (OmegaConfBaseException, hydra.errors.HydraException) as e:
+        raise UserError(one_line(e)) from None
+    except OSError as e:  # Hydra's output directory under a file, a read-only launch directory, a full disk
+        where = f": {e.filename}" if e.filename else ""
+        raise UserError(f"{e.strerror or e}{where}; check hydra.run.dir, hydra.sweep.dir, the launch dir") from None
+    return 0
 
 
 def main() -> None:
     global _main_pid
     _main_pid = os.getpid()
-    redaction.protect_process()
-    stop.install()
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us, to print them as one line
     store_schema(ConfigStore.instance())
-    try:  # a folder of submissions is its files, before Hydra parses the command line
-        sys.argv[1:] = submissions.expand(sys.argv[1:], Path.cwd())
-    except UserError as e:
-        sys.exit(f"error: {e}")
-    run_hydra = hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="config")(job)
-    try:
-        run_hydra()
-    except SystemExit:  # a one-line error, or a sweep's verdict: its runs are ended already
-        _end_runs_saying_so("FAILED")
-        raise
-    except (OmegaConfBaseException, hydra.errors.HydraException) as e:
-        _stopped("FAILED", f"error: {one_line(e)}")
-    except KeyboardInterrupt:
-        _stopped("KILLED", "interrupted: the runs this process started are marked KILLED")
-    except OSError as e:  # Hydra's output directory under a file, a read-only launch directory, a full disk
-        where = f": {e.filename}" if e.filename else ""
-        _stopped("FAILED", f"error: {e.strerror or e}{where}; check hydra.run.dir, hydra.sweep.dir, the launch dir")
-    except BaseException:  # a bug, or a launcher's worker that died: its traceback, after the runs are ended
-        _end_runs_saying_so("FAILED")
-        raise
+    sys.exit(cli.run(_run_hydra, interrupted="the runs this process started are marked KILLED"))

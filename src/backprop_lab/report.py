@@ -18,7 +18,7 @@ from typing import Optional
 
 from rich.console import Console
 
-from backprop_lab import labels, redaction, repeats, report_figures, runs, stop, store, streams, tables, tracking
+from backprop_lab import cli, lifecycle, repeats, report_figures, run_names, runs, store, tables, tracking
 from backprop_lab.errors import UserError
 from backprop_lab.objectives import METRIC as OBJECTIVE
 from backprop_lab.objectives import for_search
@@ -85,7 +85,7 @@ def _header(key: str) -> str:
     (`init.gain`)."""
     if key == CODE_KEY:
         return "submission"
-    return key.split(".")[0] if key in labels.NAME_KEYS.values() else key
+    return key.split(".")[0] if key in run_names.NAME_KEYS.values() else key
 
 
 def _best_first(row: Row) -> tuple[int, float]:
@@ -268,27 +268,14 @@ def write(rows: list[Row], title: str, out_dir: Path) -> list[Path]:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
-    )
+    parser = cli.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("run_id", nargs="?", help="a sweep's parent run id (default: the latest sweep)")
     parser.add_argument("--experiment", help="report every job run of this experiment instead of one sweep")
     parser.add_argument("--tracking-uri", help="default: sqlite:///mlruns/mlflow.db under the current directory")
     parser.add_argument("--out", type=Path, help="folder for report.md, report.html and the figures")
     args = parser.parse_args(argv)
-    redaction.protect_process()
-    streams.tolerate_any_encoding()
-    stop.install()
-    try:
-        return report(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:  # the report starts no run: nothing to end, only to say what is left
-        stop.ignore_further()
-        print("interrupted: the report is not finished; what it wrote or logged so far may be partial",
-              file=sys.stderr)  # fmt: skip
-        return 130
+    # the report starts no run: an interruption leaves only what it wrote so far
+    return cli.run(lambda: report(args), "the report is not finished; what it wrote or logged so far may be partial")
 
 
 def report(args: argparse.Namespace) -> int:
@@ -300,7 +287,7 @@ def report(args: argparse.Namespace) -> int:
         raise UserError(f"--out: {args.out} is a file; give a folder for report.md, report.html and the figures")
     store.check_store(uri, existing=True)  # a reader: a mistyped path creates no store
     experiment = args.experiment or TrackingConfig.experiment
-    for run_id in tracking.end_dead_runs_in(uri, experiment):
+    for run_id in lifecycle.end_dead_runs_in(uri, experiment):
         console.print(f"note: run {run_id} was left RUNNING by a process that died; it is now marked KILLED")
 
     parent_id = None
@@ -328,6 +315,6 @@ def report(args: argparse.Namespace) -> int:
     out_dir = args.out or Path("reports") / (parent_id or args.experiment)
     written = write(rows, title, out_dir)
     if parent_id:
-        tracking.log_artifacts_to(uri, parent_id, out_dir, "report")
+        tracking.log_artifacts(out_dir, "report", parent_id, uri)
     console.print(f"wrote {', '.join(str(p) for p in written)}" + (f"; logged on run {parent_id}" if parent_id else ""))
     return 0

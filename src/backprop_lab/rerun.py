@@ -32,18 +32,14 @@ from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
-from rich.table import Table
 
-from backprop_lab import labels, redaction, runs, stop, store, streams, sweep, tracking, validation
-from backprop_lab.code_files import CODE_TAG, file_path, file_sha256, is_file
+from backprop_lab import cli, lifecycle, run_params, runs, store, sweep, tables, tracking, validation
+from backprop_lab.code_files import file_path, file_sha256, is_file
 from backprop_lab.errors import ConfigError, UserError
+from backprop_lab.names import CODE_CHANGED_TAG, CODE_TAG, CONFIG_TAG, EDITED_TAG, LOGGED_CODE_TAG, SWEEP_TAG
 from backprop_lab.runs import LoggedRun
 
 TIMING_PREFIXES = ("time/", "wall/", "mem/")  # measurements of the machine: reported, never judged
-CONFIG_TAG = "config.sha256"  # labels.config_digest of the config the run ran, set when it started
-EDITED_TAG = "rerun.config_edited"  # on a rerun of a config accepted though it was edited: what was found
-CODE_CHANGED_TAG = "rerun.code_changed"  # on a rerun of today's file, accepted though it changed: what was found
-LOGGED_CODE_TAG = "rerun.ran_logged_code"  # on a rerun of the copy logged with the run: which copy
 TRUST_STORE = "code from the store, run it only if you trust the store"
 
 
@@ -124,22 +120,22 @@ def compare(original: LoggedRun, rerun: LoggedRun, rtol: float, atol: float) -> 
 def _changed_params(original: LoggedRun, logged: dict) -> list[str]:
     """The params the logged config no longer gives, as `key (logged value -> value now)`: the edit, where cheap."""
     try:
-        now = tracking.flatten(labels.params(logged))
+        now = tracking.flatten(run_params.params(logged))
     except (KeyError, TypeError, AttributeError, ValueError):  # not even the shape of a config: no params to compare
         return []
-    then = {k: v for k, v in original.record.params.items() if k.split(".")[0] not in labels.NOT_PARAMS}
+    then = {k: v for k, v in original.record.params.items() if k.split(".")[0] not in run_params.NOT_PARAMS}
     return [f"{k} ({then.get(k, 'absent')[:40]} -> {now.get(k, 'absent')[:40]})"
             for k in sorted(now.keys() | then.keys()) if now.get(k) != then.get(k)]  # fmt: skip
 
 
 def edited(original: LoggedRun, logged: dict) -> Optional[str]:
-    """Why the logged config is not the one the run ran (its `config.sha256` tag, labels.config_digest of its
+    """Why the logged config is not the one the run ran (its `config.sha256` tag, run_params.config_digest of its
     params, no longer matches), or None when it is."""
     tag = original.record.tags.get(CONFIG_TAG)
     if not tag:
         return f"it has no {CONFIG_TAG} tag to check its {validation.LOGGED_CONFIG} against"
     try:
-        if labels.config_digest(logged) == tag:
+        if run_params.config_digest(logged) == tag:
             return None
     except (KeyError, TypeError, AttributeError, ValueError):
         pass  # not even the shape of a config: edited, whatever it was
@@ -270,40 +266,47 @@ def _f(x: Optional[float]) -> str:
     return "missing" if x is None else repr(x)
 
 
+def environment_table(v: Verdict) -> tables.Table:
+    title = f"the environment differs: metrics judged within rtol={v.tolerance[0]:g}, atol={v.tolerance[1]:g}"
+    return tables.Table(title, ["what", "original", "rerun"], [list(row) for row in v.environment], align="lll")
+
+
+def metrics_table(v: Verdict) -> tables.Table:
+    """The values that differ (the first 50), then a count of the rest."""
+    cells = [[c.key, str(c.step), _f(c.original), _f(c.rerun), "differs"] for c in v.differing[:50]]
+    same = len(v.checks) - len(v.differing)
+    total = f"{same} of {len(v.checks)} identical" if v.tolerance is None else f"{same} within tolerance"
+    title = f"rerun {v.rerun_id} of {v.original_id}: {len(v.checks)} metric values compared"
+    styles = {"differs": "red"} | ({total: "green"} if v.tolerance is None else {})
+    return tables.Table(title, ["metric", "step", "original", "rerun", "verdict"], [*cells, [total, "", "", "", ""]],
+                        styles=styles)  # fmt: skip
+
+
+def timings_table(v: Verdict) -> tables.Table:
+    cells = [[key, f"{a:.3f}", f"{b:.3f}", f"{b / a:.2f}" if a else "-"] for key, a, b in v.timings
+             if key.startswith("time/") and key.endswith("_ms") and not key.endswith("_iqr_ms")]  # fmt: skip
+    return tables.Table("timings, as ratios (reported, not judged)", ["metric", "original", "rerun",
+                        "rerun / original"], cells)  # fmt: skip
+
+
 def print_verdict(v: Verdict, console: Console) -> None:
     if v.environment:
-        table = Table(
-            title=f"the environment differs: metrics judged within rtol={v.tolerance[0]:g}, atol={v.tolerance[1]:g}"
-        )
-        for col in ("what", "original", "rerun"):
-            table.add_column(col)
-        for row in v.environment:
-            table.add_row(*row)
-        console.print(table)
-    table = Table(title=f"rerun {v.rerun_id} of {v.original_id}: {len(v.checks)} metric values compared")
-    for col in ("metric", "step", "original", "rerun", "verdict"):
-        table.add_column(col, justify="right" if col != "metric" else "left")
-    for c in v.differing[:50]:
-        table.add_row(c.key, str(c.step), _f(c.original), _f(c.rerun), "[red]differs[/]")
-    same = len(v.checks) - len(v.differing)
-    table.add_row(
-        f"[green]{same} of {len(v.checks)} identical[/]" if v.tolerance is None else f"{same} within tolerance",
-        "",
-        "",
-        "",
-        "",
-    )
-    console.print(table)
+        console.print(tables.to_rich(environment_table(v)))
+    console.print(tables.to_rich(metrics_table(v)))
     if v.timings:
-        timing = Table(title="timings, as ratios (reported, not judged)")
-        for col in ("metric", "original", "rerun", "rerun / original"):
-            timing.add_column(col, justify="right" if col != "metric" else "left")
-        for key, a, b in v.timings:
-            if key.startswith("time/") and key.endswith("_ms") and not key.endswith("_iqr_ms"):
-                timing.add_row(key, f"{a:.3f}", f"{b:.3f}", f"{b / a:.2f}" if a else "-")
-        console.print(timing)
+        console.print(tables.to_rich(timings_table(v)))
     word = ("IDENTICAL" if v.tolerance is None else "THE SAME within tolerance") if v.same else "DIFFERENT"
     console.print(f"verdict: [bold]{word}[/] ({len(v.differing)} of {len(v.checks)} metric values differ)")
+
+
+def sweep_table(run_id: str, verdicts: list[Verdict], not_rerun: list[tuple[str, str, str]], children: int):
+    cells = [[v.original_id, v.rerun_id, "differs" if v.environment else "same", str(len(v.differing)),
+              "same" if v.same else "DIFFERENT"] for v in verdicts]  # fmt: skip
+    cells += [[child_id, "-", "-", "-", f"not rerun: it ended {status} ({error[:60]})"]
+              for child_id, status, error in not_rerun]  # fmt: skip
+    title = f"rerun of sweep {run_id}: {len(verdicts)} of {children} children rerun"
+    headers = ["original", "rerun", "environment", "differing", "verdict"]
+    return tables.Table(title, headers, cells, align="lllll", styles={"same": "green", "DIFFERENT": "red"})
 
 
 def rerun(run_id: str, uri: str, launch_dir: Path, rtol: float, atol: float, console: Console,
@@ -320,7 +323,7 @@ def rerun(run_id: str, uri: str, launch_dir: Path, rtol: float, atol: float, con
 def _rerun(run_id: str, uri: str, launch_dir: Path, rtol: float, atol: float, console: Console,
            accept_edited: bool, trust: CodeTrust) -> list[Verdict]:  # fmt: skip
     original = runs.logged_run(uri, run_id)
-    if original.record.tags.get(tracking.SWEEP_TAG) != "parent":
+    if original.record.tags.get(SWEEP_TAG) != "parent":
         prepared = prepare(uri, original, accept_edited, launch_dir, trust)
         verdict = compare(original, rerun_one(prepared, launch_dir, console), rtol, atol)
         print_verdict(verdict, console)
@@ -333,7 +336,7 @@ def _rerun(run_id: str, uri: str, launch_dir: Path, rtol: float, atol: float, co
             not_rerun.append((child_id, status, child.record.tags.get("error", "")))
         else:
             todo.append(prepare(uri, child, accept_edited, launch_dir, trust))
-    experiment_id = tracking.prepare_store(uri, original.experiment)
+    experiment_id = lifecycle.prepare_store(uri, original.experiment)
     parent = sweep.open_parent(uri, experiment_id, f"rerun of {original.record.name}"[:250], {"rerun_of": run_id})
     verdicts = []
     try:
@@ -345,20 +348,12 @@ def _rerun(run_id: str, uri: str, launch_dir: Path, rtol: float, atol: float, co
         sweep.close_parent(uri, parent)
     for verdict in verdicts:
         print_verdict(verdict, console)
-    table = Table(title=f"rerun of sweep {run_id}: {len(verdicts)} of {len(children)} children rerun")
-    for col in ("original", "rerun", "environment", "differing", "verdict"):
-        table.add_column(col)
-    for v in verdicts:
-        word = "[green]same[/]" if v.same else "[red]DIFFERENT[/]"
-        table.add_row(v.original_id, v.rerun_id, "differs" if v.environment else "same", str(len(v.differing)), word)
-    for child_id, status, error in not_rerun:
-        table.add_row(child_id, "-", "-", "-", f"not rerun: it ended {status} ({error[:60]})")
-    console.print(table)
+    console.print(tables.to_rich(sweep_table(run_id, verdicts, not_rerun, len(children))))
     return verdicts
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_id", help="the run to rerun, or a sweep's parent run")
     parser.add_argument("--tracking-uri", help="default: sqlite:///mlruns/mlflow.db under the current directory")
     parser.add_argument("--rtol", type=float, default=1e-6, help="relative tolerance when the environment differs")
@@ -372,25 +367,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--run-logged-code", action="store_true",
                         help=f"run the copy of your file logged with the run, if it matches its tag: {TRUST_STORE}")
     args = parser.parse_args(argv)
-    redaction.protect_process()
-    streams.tolerate_any_encoding()
-    stop.install()
-    uri, _ = store.resolve_store(args.tracking_uri, Path.cwd())
-    console = Console(width=None if sys.stdout.isatty() else 140)
-    try:
+
+    def command() -> int:
+        uri, _ = store.resolve_store(args.tracking_uri, Path.cwd())
+        console = Console(width=None if sys.stdout.isatty() else 140)
         trust = CodeTrust(args.accept_changed_code, args.run_logged_code)
         verdicts = rerun(args.run_id, uri, Path.cwd(), args.rtol, args.atol, console, args.accept_edited_config,
                          trust)  # fmt: skip
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        failed = [f"{run_id} ({why})" for run_id, why in tracking.end_open_runs("KILLED") if why]
-        stop.ignore_further()
-        print("interrupted: " + (f"could not end {', '.join(failed)}" if failed else "the rerun is marked KILLED"),
-              file=sys.stderr)  # fmt: skip
-        return 130
-    except BaseException:
-        tracking.end_open_runs("FAILED")
-        raise
-    return 0 if all(v.same for v in verdicts) else 1
+        return 0 if all(v.same for v in verdicts) else 1
+
+    return cli.run(command, "the rerun is marked KILLED")

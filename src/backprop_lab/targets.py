@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from backprop_lab.bench import FLOOR, GEMMS, REFERENCE, Row, Variant, find
+from backprop_lab.bench import FLOOR, GEMMS, REFERENCE, PassTiming, Variant, find
 
 FAST = Variant("lean")  # the fastest hand-written backward
 FAST_X = Variant("lean", input_grad=True)
@@ -54,14 +54,14 @@ class Target:
         return "yes" if self.met else "NO, out of reach" if self.out_of_reach else "NO"
 
 
-def _backward(rows: list[Row], variant: Variant) -> Row:
+def _backward(rows: list[PassTiming], variant: Variant) -> PassTiming:
     row = find(rows, variant.name, "backward")
     if row is None:
         raise LookupError(f"the bench has no backward row for {variant.name}; a target needs it")
     return row
 
 
-def speed_targets(rows: list[Row]) -> list[Target]:
+def speed_targets(rows: list[PassTiming]) -> list[Target]:
     fast, fast_x, notebook = (_backward(rows, v) for v in (FAST, FAST_X, NOTEBOOK))
     gemms, gemms_x = (_backward(rows, Variant(GEMMS, x)) for x in (False, True))
     least = find(rows, FLOOR, "backward")
@@ -76,7 +76,7 @@ def speed_targets(rows: list[Row]) -> list[Target]:
     ]  # fmt: skip
 
 
-def agreement_target(rows: list[Row]) -> Target:
+def agreement_target(rows: list[PassTiming]) -> Target:
     wrong = sorted({r.variant for r in rows if r.close is False})
     return Target(f"variants whose gradients disagree with {REFERENCE}", len(wrong), 0, detail=", ".join(wrong))
 
@@ -85,5 +85,5 @@ def process_targets(extra: dict[str, float]) -> list[Target]:
     return [Target(name, extra[key], limit) for key, name, limit in PROCESS if key in extra]
 
 
-def judge(rows: list[Row], extra: dict[str, float]) -> list[Target]:
+def judge(rows: list[PassTiming], extra: dict[str, float]) -> list[Target]:
     return [*speed_targets(rows), agreement_target(rows), *process_targets(extra)]
