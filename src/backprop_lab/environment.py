@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import re
 import shlex
 import subprocess
 import sys
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -111,6 +114,26 @@ def git_diff(root: Path = PROJECT_ROOT) -> str:
         return _git(root, "diff", "HEAD")
     except (OSError, subprocess.CalledProcessError):
         return ""
+
+
+@dataclass
+class GitDiff:
+    tags: dict[str, str]  # git.diff_sha256, git.diff_bytes, and git.diff: where the patch is, or why it is not
+    patch: Optional[str]  # the uncommitted changes, to log as GIT_DIFF_ARTIFACT; None when only hashed
+
+
+GIT_DIFF_ARTIFACT = "git/diff.patch"
+
+
+def git_diff_record(mode: str, max_bytes: int) -> GitDiff:
+    """The uncommitted changes, described by tags, with the patch itself when `mode` is "patch" and it is not over
+    `max_bytes` (tracking.git_diff and tracking.git_diff_max_bytes)."""
+    diff = git_diff().encode()
+    tags = {"git.diff_sha256": hashlib.sha256(diff).hexdigest(), "git.diff_bytes": str(len(diff))}
+    if mode == "patch" and len(diff) <= max_bytes:
+        return GitDiff(tags | {"git.diff": f"logged as {GIT_DIFF_ARTIFACT}"}, diff.decode(errors="replace"))
+    why = "tracking.git_diff=hash" if mode == "hash" else "over tracking.git_diff_max_bytes"
+    return GitDiff(tags | {"git.diff": f"hash only ({why})"}, None)
 
 
 def reproducibility_tags(threads: int) -> dict[str, str]:

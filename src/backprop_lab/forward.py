@@ -45,3 +45,20 @@ def activation_stats(x: torch.Tensor, params: dict[str, torch.Tensor], shift: fl
 def all_finite(stats: list[LayerStats]) -> bool:
     values = [v for s in stats for v in (s.mean, s.std, s.relu_mean, s.relu_std) if v is not None]
     return all(math.isfinite(v) for v in values)
+
+
+def depth_summaries(layers: list[LayerStats], back: dict[int, dict[str, float]]) -> dict[str, float]:
+    """One number each for a runs table to sort by (it shows a stepped metric's last step only, the 1-unit output
+    layer's): the last hidden layer's std, and how many decades the std grows across the hidden layers, forward
+    (first to last) and backward (last to first, from `back`, the backward's statistics by layer)."""
+    hidden = layers[:-1] or layers
+    first, last = hidden[0].layer, hidden[-1].layer
+
+    def decades(a: float, b: float) -> float:
+        return math.log10(b / a) if a > 0 and b > 0 and math.isfinite(a) and math.isfinite(b) else math.nan
+
+    return {
+        "act/last_hidden_std": hidden[-1].std,
+        "act/std_log10_growth": decades(hidden[0].std, hidden[-1].std),
+        "back/std_log10_growth": decades(back[last]["back/std"], back[first]["back/std"]),
+    }

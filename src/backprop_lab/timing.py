@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from torch.utils import benchmark
 
 from backprop_lab import stop
+from backprop_lab.impls import autograd, protocol
 
 
 @dataclass
@@ -101,3 +102,15 @@ def time_passes(net, reference, x, y, min_run_time: float, threads: int) -> Timi
     net.forward(x, y)
     backward = measure_paired(net.backward, reference.backward, "backward", min_run_time, threads)
     return Timing(forward, backward.timed, backward.ref, threads, backward.ratio)
+
+
+def time_implementation(code: protocol.Code, params: dict, x, y, shift: float, input_grad: bool,
+                        reference_input_grad: bool, min_run_time: float, threads: int) -> Timing:  # fmt: skip
+    """The stage: the implementation on fresh copies of the weights, against autograd asked for the input's gradient
+    when the check found the implementation computes it (`reference_input_grad`), a user's code run as theirs."""
+    with protocol.users_code(code, what="forward or backward while timed"):
+        net = protocol.build(code, {k: protocol.fresh(v) for k, v in params.items()}, shift, input_grad)
+        reference = autograd.Net(params, shift, input_grad=reference_input_grad)
+        net.forward(x, y)
+        reference.forward(x, y)
+        return time_passes(net, reference, x, y, min_run_time, threads)
