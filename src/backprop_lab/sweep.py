@@ -94,10 +94,11 @@ def swept_keys(config: DictConfig) -> list[str]:
 
 
 def shared_params(config: DictConfig, swept: list[str]) -> dict:
-    """The parent's params: what the sweep varies, and every value its jobs share."""
+    """The parent's params: what the sweep varies, and every value its jobs share, written as the jobs write them
+    (an enum by its name, `float32`, as `config.plain` gives the jobs)."""
     from omegaconf import OmegaConf
 
-    task = OmegaConf.to_container(config, resolve=False)
+    task = OmegaConf.to_container(config, resolve=False, enum_to_str=True)
     task.pop("hydra", None)
     varying = {key.split(".")[0] for key in swept}
     shared = {k: v for k, v in run_params.params(task).items() if k not in varying}
