@@ -24,6 +24,8 @@ from backprop_lab.errors import UserError
 from backprop_lab.mlflow_client import MAX_NOTE_CHARS
 from backprop_lab.names import JOB_FAILED, NOTE_TAG, SWEEP_TAG
 
+SWEPT_PARAM = "swept"  # on the parent: swept_keys, comma-separated
+
 
 def open_parent(uri: str, experiment_id: str, run_name: str, tags: dict[str, str],
                 params: Optional[dict] = None) -> str:  # fmt: skip
@@ -60,7 +62,7 @@ def best_trial(parent, children: list) -> tuple[dict[str, float], dict[str, str]
     if not scored:
         return {}, {}, {}
     best = min(scored, key=lambda c: c.metrics[METRIC])
-    swept = [k.strip() for k in parent.params.get("swept", "").split(",") if k.strip()]
+    swept = [k.strip() for k in parent.params.get(SWEPT_PARAM, "").split(",") if k.strip()]
     params = {f"best.{k}": best.params[k] for k in swept if k in best.params}
     return {"search/best_objective": best.metrics[METRIC]}, params, {"search.best_run": best.run_id,
                                                                       "search.best_name": best.name}  # fmt: skip
@@ -89,7 +91,8 @@ def sweep_overrides(config: DictConfig) -> list:
 
 
 def swept_keys(config: DictConfig) -> list[str]:
-    """The keys a multirun varies."""
+    """The keys a multirun varies, computed here once: handed to its jobs (sweep_env), whose names lead with them,
+    and logged as the parent's `swept` param, which its best trial is read by."""
     return list(dict.fromkeys(o.key_or_group for o in sweep_overrides(config)))
 
 
@@ -102,7 +105,7 @@ def shared_params(config: DictConfig, swept: list[str]) -> dict:
     task.pop("hydra", None)
     varying = {key.split(".")[0] for key in swept}
     shared = {k: v for k, v in run_params.params(task).items() if k not in varying}
-    return {"swept": ", ".join(swept)} | shared
+    return {SWEPT_PARAM: ", ".join(swept)} | shared
 
 
 def environment_tags() -> dict[str, str]:
