@@ -1,74 +1,78 @@
-"""The end-of-run summary: rich tables of each stage's results, and how to open the run in the MLflow UI."""
+"""The end-of-run summary: tables of each stage's results (tables.Table, rendered by to_rich), and how to open the
+run in the MLflow UI."""
 
 from __future__ import annotations
 
 from rich.console import Console
-from rich.table import Table
+from rich.table import Table as RichTable
 
+from backprop_lab.names import NONE
 from backprop_lab.pipeline import Result
+from backprop_lab.tables import Table, to_rich
 
 OK, BAD = "[green]ok[/]", "[red]FAIL[/]"
-VERDICT = {"ok": OK, "differs": "[red]differs[/]", "non-finite": "[red]NON-FINITE[/]", "shape": "[red]SHAPE[/]",
-           "inconclusive": "[yellow]inconclusive[/]", "not given": "[dim]not given[/]"}  # fmt: skip
+SHOUTED = {"non-finite": "NON-FINITE", "shape": "SHAPE"}  # verdicts whose cell is in capitals
+# a verdict's cell, styled on the console by its text
+VERDICT_STYLES = {"ok": "green", "differs": "red", "NON-FINITE": "red", "SHAPE": "red", "inconclusive": "yellow",
+                  "not given": "dim"}  # fmt: skip
 
 
 def _g(x) -> str:
     return "-" if x is None else f"{x:.4g}"
 
 
-def _table(title: str, rows: list[tuple], *columns: str) -> Table:
-    t = Table(title=title)
-    for col in columns:
-        t.add_column(col, justify="right")
-    for row in rows:
-        t.add_row(*row)
-    return t
+def _table(title: str, rows: list[tuple], *columns: str, caption: str = "") -> RichTable:
+    """Every column right-aligned, as numbers are."""
+    table = to_rich(Table(title, list(columns), [list(row) for row in rows], align="", styles=VERDICT_STYLES))
+    table.caption = caption or None
+    return table
 
 
-def data_table(r: Result) -> Table:
+def data_table(r: Result) -> RichTable:
     keys = ("mean_raw", "std_raw", "mean", "std")
     rows = [(split, *(_g(r.data_stats[f"data/{split}_{k}"]) for k in keys)) for split in ("train", "valid")]
-    title = f"data: normalized with the training statistics  ({OK if r.normalized_ok else BAD})"
+    title = f"data: normalized with the training statistics  ({'ok' if r.normalized_ok else 'FAIL'})"
     return _table(title, rows, "split", "mean raw", "std raw", "mean", "std")
 
 
-def init_table(r: Result) -> Table:
+def init_table(r: Result) -> RichTable:
     rows = [(str(layer), *(_g(stats[f"init/{k}"]) for k in ("w_mean", "w_std", "b_mean", "b_std")))
             for layer, stats in r.init_stats.items()]  # fmt: skip
     return _table("init: parameters by layer", rows, "layer", "w mean", "w std", "b mean", "b std")
 
 
-def activation_table(r: Result) -> Table:
+def activation_table(r: Result) -> RichTable:
     rows = [(str(s.layer), _g(s.mean), _g(s.std), _g(s.relu_mean), _g(s.relu_std)) for s in r.layers]
     title = f"forward: activations by layer (loss {r.loss:.4g})"
     return _table(title, rows, "layer", "linear mean", "linear std", "ReLU-shift mean", "ReLU-shift std")
 
 
-def grad_table(r: Result) -> Table:
+def grad_table(r: Result) -> RichTable:
     """Every node in backward order, as Karpathy's `cmp` prints them and more: shape, bit-exact, the difference from
     autograd, and the error against the float64 truth in units of autograd's own (the verdict's measure)."""
-    rows = [
-        (c.node, "x".join(map(str, c.shape)), "yes" if c.exact else "no", f"{c.max_abs_diff:.3g}",
-         f"{c.max_rel_diff:.3g}", f"{c.error:.3g}", f"{c.autograd_error:.3g}", f"{c.ratio:.3g}", VERDICT[c.verdict])
-        if c.given else (c.node, "x".join(map(str, c.ref_shape)), *["-"] * 6, VERDICT[c.verdict])
-        for c in r.checks
-    ]  # fmt: skip
-    first = "" if r.first_divergent == "none" else f"; first divergent: [red]{r.first_divergent}[/]"
+    def row(c) -> tuple:
+        verdict = SHOUTED.get(c.verdict, c.verdict)
+        if not c.given:
+            return c.node, "x".join(map(str, c.ref_shape)), *["-"] * 6, verdict
+        return (c.node, "x".join(map(str, c.shape)), "yes" if c.exact else "no", f"{c.max_abs_diff:.3g}",
+                f"{c.max_rel_diff:.3g}", f"{c.error:.3g}", f"{c.autograd_error:.3g}", f"{c.ratio:.3g}", verdict)
+
+    rows = [row(c) for c in r.checks]
+    first = "" if r.first_divergent == NONE else f"; first divergent: {r.first_divergent}"
     title = f"backward, from the loss to the input: manual against autograd and the float64 truth{first}"
     columns = ("node", "shape", "exact", "max |diff|", "rel diff", "error vs truth", "autograd's", "ratio", "verdict")
     return _table(title, rows, *columns)
 
 
-def timing_table(r: Result) -> Table:
+def timing_table(r: Result) -> RichTable:
     tm = r.timing
     rows = []
     for name in ("forward", "backward", "backward_autograd"):
         timed = getattr(tm, name)
         rows.append((name.replace("_", " "), f"{timed.median_ms:.2f}", f"{timed.iqr_ms:.2f}", str(timed.runs)))
     title = f"timing: median of torch.utils.benchmark blocks, {tm.threads} threads"
-    t = _table(title, rows, "pass", "median ms", "IQR ms", "runs")
-    t.caption = f"backward / autograd backward = {tm.backward_vs_autograd:.2f} (median of interleaved rounds)"
-    return t
+    caption = f"backward / autograd backward = {tm.backward_vs_autograd:.2f} (median of interleaved rounds)"
+    return _table(title, rows, "pass", "median ms", "IQR ms", "runs", caption=caption)
 
 
 def print_summary(r: Result, console: Console) -> None:
@@ -87,8 +91,8 @@ def print_summary(r: Result, console: Console) -> None:
 def print_job_line(r: Result, console: Console) -> None:
     """One line per job of a sweep; the sweep's report has the tables."""
     worst = max((c.max_rel_diff for c in r.checks if c.given), default=0.0)
-    verdict = OK if r.all_close else "[yellow]INCONCLUSIVE[/]" if r.first_divergent == "none" else BAD
-    if r.first_divergent != "none":
+    verdict = OK if r.all_close else "[yellow]INCONCLUSIVE[/]" if r.first_divergent == NONE else BAD
+    if r.first_divergent != NONE:
         verdict += f" from {r.first_divergent}"
     ratio = r.timing.backward_vs_autograd
     console.print(
