@@ -8,7 +8,7 @@ from torch import nn
 
 from backprop_lab.init import init_params, param_stats
 
-SCHEMES = ["normal", "xavier", "kaiming_normal", "kaiming_uniform", "torch_default"]
+SCHEMES = ["normal", "xavier", "kaiming_normal", "kaiming_uniform", "torch_default"]  # in the order errors list them
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
@@ -71,3 +71,25 @@ def test_param_stats_by_layer():
     assert set(stats) == {1, 2}  # step = layer, like act/*
     assert all(set(layer) == {f"init/{p}_{s}" for p in "wb" for s in ("mean", "std")} for layer in stats.values())
     assert stats[2]["init/b_std"] == 0.0  # a one-element bias has no spread, not NaN
+
+
+def test_the_init_options_are_the_tables_schemes():
+    from helpers import CONF
+
+    from backprop_lab import init_schemes
+    from backprop_lab.config import InitScheme
+
+    assert list(InitScheme.__members__) == list(init_schemes.SCHEMES) == SCHEMES
+    assert sorted(p.stem for p in (CONF / "init").glob("*.yaml")) == sorted(SCHEMES)
+
+
+def test_an_unknown_scheme_is_a_config_error_for_the_draw_and_the_theory_alike():
+    from backprop_lab import theory
+    from backprop_lab.errors import ConfigError
+
+    message = "init.scheme: must be one of normal, xavier, kaiming_normal, kaiming_uniform, torch_default, got 'he'"
+    with pytest.raises(ConfigError) as drawn:
+        init_params([4, 1], "he", "fan_out", seed=0)
+    with pytest.raises(ConfigError) as predicted:
+        theory.forward([4, 1], "he", "fan_out", 1.0, shift=0.0)
+    assert str(drawn.value) == str(predicted.value) == message

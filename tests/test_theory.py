@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from backprop_lab import theory
+from backprop_lab import init_schemes, theory
 from backprop_lab.init import init_params
 
 
@@ -16,7 +16,7 @@ from backprop_lab.init import init_params
                                           ("torch_default", "fan_out"), ("normal", "fan_out")])  # fmt: skip
 def test_the_formulas_give_the_variance_the_init_draws(scheme, mode):
     params = init_params([400, 300, 1], scheme, mode, seed=0)
-    v, bias_v = theory.weight_variance(scheme, mode, 400, 300)
+    v, bias_v = init_schemes.scheme(scheme).variances(400, 300, mode)
     assert params["w1"].var().item() == pytest.approx(v, rel=0.02)
     assert params["b1"].var().item() == pytest.approx(bias_v, rel=0.2, abs=1e-12)
 

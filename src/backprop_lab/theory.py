@@ -7,7 +7,7 @@ Both halves of Kaiming's argument, for a layer `z = a @ w + b` with zero-mean we
   the std of z from layer to layer when the shift is 0.
 - backward: the gradient at a layer's input is `g @ w.t()`, a sum over its n_out outputs, then the ReLU's mask keeps
   half: Var(g_prev) = n_out * v * Var(g) / 2. Fan-out scaling (v = 2/n_out) keeps the gradient's std.
-The notebook's weights are (in, out), so torch's `mode="fan_out"` is the one that scales by n_in (init.py).
+The notebook's weights are (in, out), so torch's `mode="fan_out"` is the one that scales by n_in (init_schemes.py).
 
 Theory and measurement part where the assumptions fail: MNIST's pixels are not Gaussian (many are exactly the
 lowest value), the shift moves each layer's mean away from 0, and a layer of 80 units is a small sample.
@@ -18,20 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-
-def weight_variance(scheme: str, mode: str, n_in: int, n_out: int) -> tuple[float, float]:
-    """(variance of a weight entry, variance of a bias entry) that the init draws."""
-    if scheme == "normal":
-        return 1.0, 0.0
-    if scheme == "xavier":
-        return 1 / n_in, 0.0
-    if scheme == "kaiming_normal":
-        return 2 / n_in, 0.0
-    if scheme == "kaiming_uniform":  # torch's fan_out of an (in, out) tensor is its size(0), n_in
-        return 2 / (n_in if mode == "fan_out" else n_out), 0.0
-    if scheme == "torch_default":  # nn.Linear: kaiming_uniform_(a=sqrt(5)), gain^2 = 1/3; bias U(+-1/sqrt(n_in))
-        return 1 / (3 * n_in), 1 / (3 * n_in)
-    raise ValueError(f"no variance formula for init scheme {scheme!r}")
+from backprop_lab import init_schemes
 
 
 @dataclass
@@ -51,9 +38,9 @@ class Layer:
 def forward(widths: list[int], scheme: str, mode: str, input_second_moment: float, shift: float,
             gain: float = 1.0) -> list[Layer]:  # fmt: skip
     """The predicted statistics of every layer, from the input's E[x^2] (1 for normalized data)."""
-    layers, second_moment = [], input_second_moment
+    layers, second_moment, drawn = [], input_second_moment, init_schemes.scheme(scheme)
     for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:]), start=1):
-        v, bias_v = weight_variance(scheme, mode, n_in, n_out)
+        v, bias_v = drawn.variances(n_in, n_out, mode)
         v *= gain**2
         std = math.sqrt(n_in * v * second_moment + bias_v)
         layer = Layer(i, std)
@@ -69,8 +56,8 @@ def forward(widths: list[int], scheme: str, mode: str, input_second_moment: floa
 def backward(widths: list[int], scheme: str, mode: str, output_grad_std: float, gain: float = 1.0) -> dict[int, float]:
     """The predicted std of the loss's gradient at every layer's output, from the measured one at the net's output."""
     n = len(widths) - 1
-    stds = {n: output_grad_std}
+    stds, drawn = {n: output_grad_std}, init_schemes.scheme(scheme)
     for i in range(n - 1, 0, -1):  # the gradient at z_i comes back through w_{i+1} (n_out = widths[i + 1]) and a mask
-        v, _ = weight_variance(scheme, mode, widths[i], widths[i + 1])
+        v, _ = drawn.variances(widths[i], widths[i + 1], mode)
         stds[i] = gain * math.sqrt(widths[i + 1] * v / 2) * stds[i + 1]
     return dict(sorted(stds.items()))
