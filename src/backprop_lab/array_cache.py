@@ -2,7 +2,7 @@
 
 The course's pickle takes over a second to decompress and unpickle on every run; its arrays, kept as .npy files, load
 in milliseconds. Each array is checked on every load against the dtype, shape and SHA-256 the caller gives (for the
-course's MNIST, constants in datasets.py), never against anything the cache holds: a cache that was changed, cut
+course's MNIST, constants in datasets/mnist.py), never against anything the cache holds: a cache that was changed, cut
 short, or holds anything but regular files is read again from the source. Hashing the 188 MB of arrays is most of
 a warm load. Writing the cache is an optimisation: a directory that cannot be written costs the speed, nothing else.
 """
@@ -18,17 +18,23 @@ import tempfile
 import tokenize
 from collections.abc import Callable
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 
-from backprop_lab.datasets import ArrayDigest, Split
+from backprop_lab.datasets.split import Split
 
 # What a cache file that is not a whole .npy of the expected array raises while it is opened and mapped: gone,
 # unreadable, a link or a FIFO (refused below), a malformed header (numpy's ValueError, or the TokenError of the
 # tokenizer numpy reads a version 1 or 2 header with), a size that does not match.
 _NOT_A_CACHE = (OSError, ValueError, TypeError, tokenize.TokenError)
 _HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+class ArrayDigest(NamedTuple):
+    dtype: str  # numpy's dtype.str, byte order included
+    shape: tuple[int, ...]
+    sha256: str  # of the array's bytes in C order
 
 
 def digest(array: np.ndarray) -> ArrayDigest:

