@@ -112,13 +112,14 @@ def run(
         recording.record_data(d, data.dataset_input(cfg, d))
 
         widths, shift, factor = list(cfg.model.widths), cfg.model.relu_shift, cfg.check.factor
+        scheme = cfg.init.scheme, cfg.init.mode, cfg.init.gain
         with console.status("init, forward, backward against autograd"), _timed(wall, "check_s"):
-            initialized = stages.initialize(widths, cfg.init, cfg.seed, setup)
+            initialized = stages.initialize(widths, *scheme, cfg.seed, setup)
             x, y = d.x_train.to(setup.dtype), d.y_train.to(setup.dtype)
             layers = forward.activation_stats(x, initialized.params, shift)
             checked = backward.run_check(setup.code, initialized.params, x, y, shift, cfg.impl.compute_input_grad,
                                          factor, cfg.bug.name, launch_dir, cfg.impl.time_limit_s)  # fmt: skip
-        predicted = stages.predict(widths, cfg.init, d.stats, shift, checked.layer_stats)
+        predicted = stages.predict(widths, *scheme, d.stats, shift, checked.layer_stats)
         expected = None if cfg.bug.name == names.NONE else bugs.expected_node(cfg.bug.name, widths)
         recording.record_check(initialized, layers, checked, predicted, factor, setup.dtype, expected, name)
 

@@ -50,8 +50,8 @@ class Initialized:
     stats: dict[int, dict[str, float]]  # init/* by layer, of the draw itself (before the cast to the run's dtype)
 
 
-def initialize(widths: list[int], init_cfg: DictConfig, seed: int, setup: Setup) -> Initialized:
-    params = init.init_params(widths, init_cfg.scheme, init_cfg.mode, seed, init_cfg.gain)
+def initialize(widths: list[int], scheme: str, mode: str, gain: float, seed: int, setup: Setup) -> Initialized:
+    params = init.init_params(widths, scheme, mode, seed, gain)
     stats = init.param_stats(params)
     return Initialized({k: p.to(setup.device, setup.dtype) for k, p in params.items()}, stats)
 
@@ -62,11 +62,10 @@ class Predicted:
     backward: dict[int, float]  # the gradient's std at each layer's output, from the measured one at the output
 
 
-def predict(widths: list[int], init_cfg: DictConfig, data_stats: dict[str, float], shift: float,
+def predict(widths: list[int], scheme: str, mode: str, gain: float, data_stats: dict[str, float], shift: float,
             back_stats: dict[int, dict[str, float]]) -> Predicted:  # fmt: skip
     """What theory predicts for this init, to set beside what was measured."""
     second_moment = data_stats["data/train_mean"] ** 2 + data_stats["data/train_std"] ** 2
-    scheme, mode, gain = init_cfg.scheme, init_cfg.mode, init_cfg.gain
     output_grad_std = back_stats[len(widths) - 1]["back/std"]
     return Predicted(theory.forward(widths, scheme, mode, second_moment, shift, gain),
                      theory.backward(widths, scheme, mode, output_grad_std, gain))  # fmt: skip
