@@ -91,6 +91,7 @@ def test_schema_rejects_types_and_keys(override, error):
         (["data=synthetic", "data.n_features=0"], "data.n_features"),
         (["data.n_train=0"], "data.n_train"),
         (["data.n_valid=-5"], "data.n_valid"),
+        (["data=synthetic", "data.n_train=null"], "data.n_train: must be a positive integer for data=synthetic"),
         (["check.factor=0"], "check.factor"),
         (["check.factor=-8"], "check.factor"),
         (["data.near_zero_tol=0"], "data.near_zero_tol"),

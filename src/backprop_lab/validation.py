@@ -88,8 +88,11 @@ def validate(cfg: Any) -> None:
     features = dataset(cfg.data.name).width(cfg.data)
     _require(widths[0] == features, "model.widths[0]", f"{features} (the features of data={cfg.data.name})", widths[0])
     _require(widths[-1] == 1, "model.widths[-1]", "1 (MSE on the digit label as a float)", widths[-1])
-    for key in ("n_train", "n_valid"):
+    whole = dataset(cfg.data.name).rows(cfg.data)
+    for key, rows in zip(("n_train", "n_valid"), whole):
         n = cfg.data[key]
+        if rows is None:  # generated data has no whole split for null to take
+            _require(n is not None and n > 0, f"data.{key}", f"a positive integer for data={cfg.data.name}", n)
         _require(n is None or n > 0, f"data.{key}", "a positive integer or null", n)
     _require(math.isfinite(cfg.model.relu_shift), "model.relu_shift", "a finite number", cfg.model.relu_shift)
     _require(_finite_in(cfg.init.gain, 0, math.inf), "init.gain", "a finite number > 0", cfg.init.gain)
