@@ -10,7 +10,7 @@ import pytest
 import torch
 from helpers import small_problem
 
-from backprop_lab import backward, bugs, grad_check, impls
+from backprop_lab import backward, bugs, grad_check, impls, names
 from backprop_lab.config import options
 from backprop_lab.impls.common import backward_order
 
@@ -90,7 +90,7 @@ def test_a_wrong_shape_is_its_own_verdict():
 def test_the_first_divergent_node_is_the_first_not_close_in_backward_order():
     truth, ref = truth_and_reference()
     good, bad = judge(ref, ref, truth), judge(ref * 3, ref, truth)
-    assert grad_check.first_divergent([good, good]) == grad_check.NONE
+    assert grad_check.first_divergent([good, good]) == names.NONE
     named = [grad_check.check_node(n, *(ref * 3, ref, truth) if n in ("act1", "w1") else (ref, ref, truth), 64, FACTOR)
              for n in ("lin2", "w2", "act1", "lin1", "w1")]  # fmt: skip
     assert bad.verdict == "differs" and grad_check.first_divergent(named) == "act1"
@@ -137,7 +137,7 @@ def test_a_node_whose_tolerance_cannot_tell_is_inconclusive_never_ok():
     assert c.within and not c.close and not c.conclusive and c.verdict == "inconclusive"
     metrics = grad_check.metrics([c])
     assert metrics["grad/all_close"] == 0.0 and metrics["grad/inconclusive_nodes"] == 1.0
-    assert grad_check.first_divergent([c]) == grad_check.NONE and grad_check.overall([c]) == "inconclusive"
+    assert grad_check.first_divergent([c]) == names.NONE and grad_check.overall([c]) == "inconclusive"
     assert judge(ref * 1e3, ref, truth).verdict == "differs"  # far past even that tolerance: known wrong
 
 

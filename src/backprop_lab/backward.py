@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, Optional
 import torch
 
 from backprop_lab import diagnosis
-from backprop_lab.grad_check import NONE, NodeCheck, check, first_divergent, float64_truth, reduction_lengths
+from backprop_lab.grad_check import NodeCheck, check, first_divergent, float64_truth, reduction_lengths
 from backprop_lab.grad_stats import backward_stats, elementwise_diffs
 from backprop_lab.impls.common import layer_widths
+from backprop_lab.names import NONE
 
 if TYPE_CHECKING:
     from backprop_lab.impls import protocol
@@ -51,7 +52,7 @@ def run_check(
     params, x, y = {k: protocol.fresh(v) for k, v in params.items()}, protocol.fresh(x), protocol.fresh(y)
     untouched = protocol.Untouched(code, dict(params) | {"x": x, "y": y})
     with protocol.users_code(code, time_limit_s, "forward and backward"):
-        net = protocol.build(code, params, shift, input_grad, keep_nodes=True) if bug == bugs.NONE else (
+        net = protocol.build(code, params, shift, input_grad, keep_nodes=True) if bug == NONE else (
             bugs.Net(params, shift, bug))  # fmt: skip
         loss = net.forward(x, y)
         loss = loss.item() if isinstance(loss, torch.Tensor) else float(loss)

@@ -27,8 +27,8 @@ import torch
 
 from backprop_lab import diagnosis
 from backprop_lab.impls.common import n_layers
+from backprop_lab.names import NONE  # first_divergent when no node is conclusively wrong
 
-NONE = "none"  # first_divergent when no node is conclusively wrong
 # The most error a verdict of "ok" may allow, relative to the gradient's norm. The bank's smallest mistake (the
 # square's 2 forgotten) moves a gradient by 50 %: a tolerance of 10 % still tells it, with five times to spare.
 CONCLUSIVE_TOLERANCE = 0.1
