@@ -107,10 +107,10 @@ def test_a_sweep_as_a_frame(small_sweep):
 
 @pytest.mark.slow
 def test_a_store_without_runs(tmp_path):
-    from backprop_lab import tracking
+    from backprop_lab import lifecycle
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    tracking.prepare_store(uri, "backprop-lab")
+    lifecycle.prepare_store(uri, "backprop-lab")
     assert list(runs_frame(uri=uri).columns) == ["run_id", "name", "status"]
     with pytest.raises(TrackingError, match="no sweep"):
         runs_frame("latest", uri=uri)

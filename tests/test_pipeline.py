@@ -8,11 +8,12 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from helpers import CONTRACT, FAST, composed
+from helpers import FAST, composed
 from mlflow.tracking import MlflowClient
 
 from backprop_lab import impls, pipeline, timing
 from backprop_lab.impls.common import backward_order
+from backprop_lab.names import CONTRACT
 
 
 def run(store, tmp_path, *overrides):

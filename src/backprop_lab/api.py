@@ -45,7 +45,7 @@ def run(overrides: Sequence[str] = (), launch_dir: Union[str, Path, None] = None
     (an exception, KeyboardInterrupt), it ends FAILED or KILLED, and the exception is re-raised."""
     from rich.console import Console
 
-    from backprop_lab import entry, pipeline, redaction, validation
+    from backprop_lab import cli, entry, pipeline, redaction, validation
 
     if isinstance(overrides, str):  # list("init=xavier") would be eleven overrides of one character
         raise TypeError(f"overrides: a list of strings, e.g. [{overrides!r}]")
@@ -62,10 +62,10 @@ def run(overrides: Sequence[str] = (), launch_dir: Union[str, Path, None] = None
     try:
         return pipeline.run(cfg, overrides, launch, console=console)
     except KeyboardInterrupt:
-        entry.end_runs("KILLED")  # tracked_run has ended its run; this ends any other this call left open
+        cli.end_runs("KILLED")  # tracked_run has ended its run; this ends any other this call left open
         raise
     except BaseException:
-        entry.end_runs("FAILED")
+        cli.end_runs("FAILED")
         raise
 
 
