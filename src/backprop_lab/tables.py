@@ -1,5 +1,5 @@
 """Tables as data: a title, headers and rows of text cells, rendered alike to a rich Table (the console), markdown
-and HTML. The bench and the report build their cells once and render them here."""
+and HTML. The bench, the report and reruns build their cells once and render them here."""
 
 from __future__ import annotations
 
