@@ -19,6 +19,7 @@ CONFIGS = {  # a correct run, a known bug (its diagnosis tags), a deep model in 
 }
 MACHINE_METRICS = ("time/", "wall/", "mem/", "grad/")  # timings, and errors that depend on the CPU's rounding
 EXACT_GRAD = ("grad/all_close", "grad/all_finite", "grad/inconclusive_nodes", "grad/nodes_not_given")
+DIFF = "git.diff"
 MOMENT_TAGS = ("mlflow.", "git.", "config.", "overrides", "command", "backprop_lab.owner", "torch.", "version.",
                "data.sha256")  # fmt: skip
 
@@ -41,10 +42,11 @@ def record(uri: str, run_id: str) -> dict:
     def artifacts(path: str = "") -> list[str]:
         out = []
         for f in client.list_artifacts(run_id, path or None):
-            out += artifacts(f.path) if f.is_dir else [f.path]
+            out += artifacts(f.path) if f.is_dir else [f.path] * (not f.path.startswith("git/"))
         return out
 
-    tags = {k: (None if _moment(k) else v) for k, v in sorted(run.data.tags.items())}
+    # a checkout with uncommitted changes adds its diff's tags and patch: the state of the tree, not of the run
+    tags = {k: (None if _moment(k) else v) for k, v in sorted(run.data.tags.items()) if not k.startswith(DIFF)}
     inputs = [{"name": d.dataset.name, "source_type": d.dataset.source_type, "context": [t.value for t in d.tags]}
               for d in run.inputs.dataset_inputs]  # fmt: skip
     return {"params": dict(sorted(run.data.params.items())), "metrics": metrics, "tags": tags,

@@ -8,7 +8,7 @@ import pytest
 import torch
 from helpers import small_problem
 
-from backprop_lab import backward, bugs, diagnosis
+from backprop_lab import bugs, diagnosis, grad_check
 from backprop_lab.impls import autograd
 
 WIDTHS = [30, 16, 16, 16, 1]  # square layers for the missing transpose, as tests/test_backward.py
@@ -37,7 +37,7 @@ def bank_case(bug: str, dtype=torch.float32, rows=ROWS):
     second = net.backward() | net.node_grads()
     reference = autograd.Net(params, SHIFT)
     reference.forward(x, y)
-    truth = backward._truth(params, x, y, SHIFT, reference.masks)
+    truth = grad_check.float64_truth(params, x, y, SHIFT, reference.masks)
     pre = {k: v.detach() for k, v in reference.nodes.items() if k.startswith("lin")}
     return second, first, truth, pre
 
@@ -69,7 +69,7 @@ def test_the_shift_in_the_mask_is_the_runs_own():
     given = (net.backward() | net.node_grads())["lin3"]
     reference = autograd.Net(params, 1.5)
     reference.forward(x, y)
-    truth = backward._truth(params, x, y, 1.5, reference.masks)
+    truth = grad_check.float64_truth(params, x, y, 1.5, reference.masks)
     pre = {"lin3": reference.nodes["lin3"]}
 
     def at(shift):

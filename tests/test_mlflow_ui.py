@@ -7,7 +7,9 @@ import os
 
 import pytest
 import requests
-from helpers import CONTRACT, ROOT, MlflowServer, require
+from helpers import ROOT, MlflowServer, require
+
+from backprop_lab.names import CONTRACT
 
 pytestmark = pytest.mark.slow
 CHROMIUM = "/usr/bin/chromium"

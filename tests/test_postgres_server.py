@@ -16,8 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import CONTRACT, ROOT, SCRIPT, MlflowServer, free_port, require, split_sweep
+from helpers import ROOT, SCRIPT, MlflowServer, free_port, require, split_sweep
 from mlflow.tracking import MlflowClient
+
+from backprop_lab.names import CONTRACT
 
 pytestmark = pytest.mark.slow
 POSTGRES_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))

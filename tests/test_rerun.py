@@ -52,7 +52,7 @@ def test_a_changed_seed_changes_what_the_seed_drives(logged, tmp_path):
     config_yaml = (runs.logged_run(store, run_id).config_yaml or "").replace("seed: 0", "seed: 1")
     client.log_text(run_id, config_yaml, "config/config.yaml")
     (verdict,) = rerun.rerun(run_id, store, tmp_path, 1e-6, 1e-9, console=_quiet(), accept_edited=True)
-    said = client.get_run(verdict.rerun_id).data.tags[rerun.EDITED_TAG]
+    said = client.get_run(verdict.rerun_id).data.tags[names.EDITED_TAG]
     assert said.endswith("edited after the run, at seed (0 -> 1)")
     changed = {c.key for c in verdict.differing}
     assert {"init/w_mean", "init/w_std", "loss", "data/train_mean_raw"} <= changed  # synthetic data is seeded too

@@ -17,6 +17,7 @@ from helpers import FAST, ROOT, MlflowServer
 from hydra._internal.grammar.utils import escape_special_characters
 from mlflow.tracking import MlflowClient
 
+from backprop_lab.cli import USER_ERROR_EXIT
 from backprop_lab.errors import ConfigError
 from backprop_lab.validation import from_logged
 
@@ -147,7 +148,7 @@ def test_error_paths_print_no_secret(tmp_path, args):
 def test_report_on_an_unreachable_server_prints_no_secret(tmp_path):
     done = script("report", tmp_path, "--tracking-uri", f"http://bob:{PASSWORD}@127.0.0.1:9",
                   env={"BACKPROP_LAB_SERVER_WAIT_S": "2"})  # fmt: skip
-    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert done.returncode == USER_ERROR_EXIT and len(done.stderr.strip().splitlines()) == 1
     assert "bob:***@127.0.0.1:9" in done.stderr
     assert_no_leak(done.stdout, done.stderr)
 
@@ -170,7 +171,7 @@ def test_rerun_refuses_a_tampered_config_and_reads_no_environment(tmp_path):
     config = Path(run.info.artifact_uri.removeprefix("file://")) / "config" / "config.yaml"
     config.write_text(config.read_text().replace("experiment: backprop-lab", "experiment: ${oc.env:REAL_SECRET}"))
     rerun = script("rerun", tmp_path, run.info.run_id, env={"REAL_SECRET": f"y{PASSWORD}"})
-    assert rerun.returncode == 2
+    assert rerun.returncode == USER_ERROR_EXIT
     assert rerun.stderr.strip().splitlines() == [
         f"error: run {run.info.run_id}: its config no longer validates (tracking.experiment: the logged config holds "
         "an interpolation ('${oc.env:REAL_SECRET}'); refused, not resolved); check out commit "

@@ -10,7 +10,7 @@ import pytest
 import torch
 from helpers import FAST, cli, runs_in, small_problem
 
-from backprop_lab import backward
+from backprop_lab import backward, grad_check
 from backprop_lab.errors import ConfigError, UserCodeError
 from backprop_lab.impls import protocol
 
@@ -136,17 +136,17 @@ def test_correct_code_in_each_style_is_ok_at_every_node_it_gives(tmp_path, sourc
     given = [c.node for c in checked.checks if c.given]
     assert {"w1", "b1", "w3", "b3"} <= set(given)
     if source is not NET:  # the lesson's styles give every node, the input's too
-        assert backward.overall(checked.checks) == "ok" and "x" in given
+        assert grad_check.overall(checked.checks) == "ok" and "x" in given
 
 
 @pytest.mark.parametrize("bug", list(BUGGY))
 def test_the_banks_mistakes_written_by_a_learner_are_caught(tmp_path, bug):
     source, node = BUGGY[bug]
     checked = check(write(tmp_path, source, f"{bug}.py"))
-    assert backward.overall(checked.checks) == "wrong", [(c.node, c.verdict) for c in checked.checks]
-    assert backward.first_divergent(checked.checks) == node
+    assert grad_check.overall(checked.checks) == "wrong", [(c.node, c.verdict) for c in checked.checks]
+    assert grad_check.first_divergent(checked.checks) == node
     assert checked.mistake.kind == KINDS[bug], checked.mistake
-    line = backward.verdict_line(checked.checks, 8.0, torch.float64, checked.mistake)
+    line = grad_check.verdict_line(checked.checks, 8.0, torch.float64, checked.mistake)
     assert line.startswith(f"gradients WRONG from node {node} (") and line.endswith(checked.mistake.words)
 
 
@@ -156,8 +156,8 @@ def test_a_file_that_gives_only_weight_gradients_is_judged_on_them(tmp_path):
     verdicts = {c.node: c.verdict for c in checked.checks}
     assert {verdicts[k] for k in ("w1", "b1", "w2", "b2", "w3", "b3")} == {"ok"}
     assert {verdicts[k] for k in ("lin3", "act2", "lin2", "act1", "lin1", "x")} == {"not given"}
-    assert backward.overall(checked.checks) == "partial"
-    assert "not given: lin3, act2" in backward.verdict_line(checked.checks, 8.0, torch.float64)
+    assert grad_check.overall(checked.checks) == "partial"
+    assert "not given: lin3, act2" in grad_check.verdict_line(checked.checks, 8.0, torch.float64)
 
 
 def test_a_syntax_error_is_the_learners_line(tmp_path):
@@ -246,7 +246,7 @@ def test_a_backward_that_prints_a_lot_is_cut_and_still_checked(tmp_path, capsys)
     path = write(tmp_path, RELU.replace("    inp.g =", "    for i in range(1000):\n        print('debug', i)\n"
                                         "    inp.g =") + LIN + MSE)  # fmt: skip
     checked = check(path)
-    assert backward.overall(checked.checks) == "ok"
+    assert grad_check.overall(checked.checks) == "ok"
     out = capsys.readouterr().out
     assert out.count("debug") == protocol.MAX_PRINTED_LINES and "are not shown" in out
 
@@ -258,7 +258,7 @@ def test_a_net_that_hands_back_none_or_nan_is_judged_not_crashed(tmp_path):
     checked = check(write(tmp_path, nan_net))
     verdicts = {c.node: c.verdict for c in checked.checks}
     assert verdicts["w1"] == "non-finite" and verdicts["b1"] == "not given" and verdicts["w2"] == "ok"
-    assert backward.first_divergent(checked.checks) == "w1" and checked.mistake.kind == "non_finite"
+    assert grad_check.first_divergent(checked.checks) == "w1" and checked.mistake.kind == "non_finite"
 
 
 @pytest.mark.slow  # the entry script in a subprocess
@@ -281,7 +281,7 @@ def test_what_one_submission_leaves_on_the_shared_data_never_passes_as_the_next_
     params["w1"].g = torch.zeros_like(params["w1"])
     second = write(tmp_path, "def relu_grad(inp, out):\n    pass\n", "gina.py")
     checked = backward.run_check(str(second), params, x, y, 0.5, False, 8.0)
-    assert backward.overall(checked.checks) == "partial", [(c.node, c.verdict) for c in checked.checks]
+    assert grad_check.overall(checked.checks) == "partial", [(c.node, c.verdict) for c in checked.checks]
     assert {c.node: c.verdict for c in checked.checks}["x"] == "not given"
 
 
@@ -300,7 +300,7 @@ def test_a_forward_that_differs_from_the_labs_is_said_not_blamed_on_the_backward
     with pytest.raises(UserCodeError, match=r"your forward gives loss .* \(model.relu_shift=0.3\)"):
         backward.run_check(str(fixed), params, x, y, 0.3, False, 8.0)
     shifted = write(tmp_path, CORRECT + "\ndef relu(x, *, shift=0.5):\n    return x.clamp_min(0.) - shift\n", "kw.py")
-    assert backward.overall(backward.run_check(str(shifted), params, x, y, 0.3, False, 8.0).checks) == "ok"
+    assert grad_check.overall(backward.run_check(str(shifted), params, x, y, 0.3, False, 8.0).checks) == "ok"
 
 
 def test_a_wrongly_shaped_gradient_gets_its_verdict_and_diagnosis_not_a_crash_below(tmp_path):
@@ -308,12 +308,12 @@ def test_a_wrongly_shaped_gradient_gets_its_verdict_and_diagnosis_not_a_crash_be
     on the lab's gradient instead of crashing in the learner's correct lin_grad."""
     checked = check(write(tmp_path, LIN + RELU + "\ndef mse_grad(inp, targ):\n"
                                     "    inp.g = 2. * (inp - targ) / inp.shape[0]\n"))  # fmt: skip
-    assert backward.first_divergent(checked.checks) == "lin3"
+    assert grad_check.first_divergent(checked.checks) == "lin3"
     assert {c.node: c.verdict for c in checked.checks}["lin3"] == "shape" and checked.mistake.kind == "broadcast"
 
 
 def test_a_learners_file_imports_its_neighbours(tmp_path):
     (tmp_path / "my_utils.py").write_text("def t(w):\n    return w.t()\n")
     checked = check(write(tmp_path, "from my_utils import t\n" + LIN.replace("w.t()", "t(w)") + RELU + MSE))
-    assert backward.overall(checked.checks) == "ok"
+    assert grad_check.overall(checked.checks) == "ok"
     assert str(tmp_path.resolve()) not in __import__("sys").path  # put back

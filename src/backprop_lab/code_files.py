@@ -7,8 +7,6 @@ import hashlib
 from pathlib import Path
 from typing import Optional
 
-CODE_TAG = "impl.code_sha256"  # the SHA-256 of the file a run ran, logged beside it as `code/<name>`
-
 
 def is_file(code: str) -> bool:
     """`impl.code` names a file (my_backward.py, dir/x), not an importable module (pkg.backward)."""

@@ -30,7 +30,7 @@ class Diagnosis:
 def tolerance(dtype: torch.dtype) -> float:
     """How far (relative to the norm) a model may be from the given gradient and still explain it.
 
-    A correct float32 backward is 1e-7 to 1e-5 from the float64 truth (autograd's own error in backward.py), and so is
+    A correct float32 backward is 1e-7 to 1e-5 from the float64 truth (autograd's own error in grad_check.py), and so is
     a float32 gradient that a model explains exactly; two different models of a mistake differ by a tenth of the norm
     or more (the bank's closest pair, the mask taken from the shifted output and the right mask, by 0.57). 1e-3 sits a
     hundred times above the one and a hundred times below the other. It is relative to the larger norm, given's or
@@ -85,7 +85,7 @@ def diagnose(
     return found or Diagnosis("differs", f"differs (no pattern found): {measured}, relative error {error:.3g}")
 
 
-SAMPLE_ROWS = 2048  # of the input's gradient: its float64 truth is never held whole (backward.CHUNK_ROWS)
+SAMPLE_ROWS = 2048  # of the input's gradient: its float64 truth is never held whole (grad_check.CHUNK_ROWS)
 
 
 def diagnose_at(

@@ -54,9 +54,10 @@ class Row:
         return self.metrics.get(key)
 
 
-def swept_keys(records: list[RunRecord]) -> list[str]:
-    """Params whose value differs between the runs that logged them: the sweep's choices (the name's parts when
-    nothing differs). A run that failed before logging one (the device, resolved once the job runs) varies nothing."""
+def varying_params(records: list[RunRecord]) -> list[str]:
+    """Params whose value differs between the runs that logged them, read from the runs (an experiment's runs need
+    not be one sweep's, so not from sweep.swept_keys): the row's choices (the name's parts when nothing differs).
+    A run that failed before logging one (the device, resolved once the job runs) varies nothing."""
     keys = sorted({k for r in records for k in r.params})
     varying = [k for k in keys if len({r.params[k] for r in records if k in r.params}) > 1]
     if CODE_KEY in varying and not any(r.params.get("impl.name") == "user" for r in records):
@@ -66,7 +67,7 @@ def swept_keys(records: list[RunRecord]) -> list[str]:
 
 def to_rows(records: list[RunRecord]) -> list[Row]:
     """A row per run; for a sweep over seeds beside other choices, a row per non-seed choice (repeats.py)."""
-    keys = swept_keys(records)
+    keys = varying_params(records)
     rows = [Row(r.run_id, {k: r.params.get(k, "-") for k in keys}, r.status, r.metrics, r.tags, r.series, r.params,
                 r.metrics.get("time/backward_gflop")) for r in records]  # fmt: skip
     if repeats.repeated(rows):
