@@ -28,6 +28,7 @@ def prepare_store(uri: str, experiment: str, artifact_location: Optional[str] = 
     """Check the store, create it and the experiment if missing, end the runs of dead processes, and return the
     experiment's id. Processes that each create a fresh sqlite store at the same moment race inside MLflow's schema
     migrations, so creation holds a file lock (and a sweep calls this before its jobs start)."""
+    from backprop_lab import store_template
     from backprop_lab.sqlite_checks import creation_lock
     from backprop_lab.store import check_store, sqlite_file
 
@@ -40,6 +41,8 @@ def prepare_store(uri: str, experiment: str, artifact_location: Optional[str] = 
         try:
             db.parent.mkdir(parents=True, exist_ok=True)
             with creation_lock(db):
+                if not db.exists():
+                    store_template.place(db)
                 experiment_id = _experiment_id(uri, experiment, artifact_location)
         except OSError as e:
             why = f"cannot write the tracking store ({e.strerror})"

@@ -175,6 +175,11 @@ def _migrations() -> tuple[str, frozenset[str], str]:
     return head, frozenset(revisions), version("mlflow")
 
 
+def head_revision() -> str:
+    """The schema revision the installed MLflow writes and accepts."""
+    return _migrations()[0]
+
+
 def _check_schema(db: Path, uri: str, revisions: list[str]) -> None:
     """MLflow refuses any schema but its own head, and its advice (`mlflow db upgrade`) cannot help a newer one."""
     head, known, mlflow_version = _migrations()
