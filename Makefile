@@ -32,8 +32,8 @@ run: setup
 lint: setup-dev
 	$(PY) -m ruff check .
 
-test: lint  ## everything, as CI runs it
-	$(PY) -m pytest -q $(ARGS)
+test: lint  ## everything, as CI runs it: a worker per core (pytest-xdist), each taking the next test as it frees up
+	$(PY) -m pytest -q -n auto --dist worksteal $(ARGS)
 
 check: lint  ## the edit loop: the tests not marked slow (under a minute)
 	$(PY) -m pytest -q -m "not slow" $(ARGS)

@@ -37,11 +37,11 @@ MAX_LOGGED_CONFIG_DEPTH = 16
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml where it is built in: 10x faster
 
 
-def memory_needed(cfg: Any) -> int:
+def memory_needed(cfg: Any, whole: tuple[Optional[int], Optional[int]]) -> int:
     """Bytes the study holds at its peak, roughly: the data (raw and normalized), every layer's output and its
-    gradient for the hand-written net and for autograd's reference, and the weights with their gradients (float32)."""
-    rows = dataset(cfg.data.name).rows(cfg.data)
-    n_train, n_valid = cfg.data.n_train or rows[0], cfg.data.n_valid or rows[1]
+    gradient for the hand-written net and for autograd's reference, and the weights with their gradients (float32).
+    `whole`: the dataset's (train, valid) rows."""
+    n_train, n_valid = cfg.data.n_train or whole[0], cfg.data.n_valid or whole[1]
     widths = list(cfg.model.widths)
     data = (n_train + n_valid) * widths[0] * 2
     activations = n_train * sum(widths[1:]) * 2 * 2 * 2  # linear and ReLU outputs, their gradients, twice over
@@ -59,8 +59,8 @@ def memory_available() -> Optional[int]:
     return None
 
 
-def _check_memory(cfg: Any) -> None:
-    needed, available = memory_needed(cfg), memory_available()
+def _check_memory(cfg: Any, whole: tuple[Optional[int], Optional[int]]) -> None:
+    needed, available = memory_needed(cfg, whole), memory_available()
     if available is not None and needed > available:
         raise ConfigError(
             f"model.widths: {list(cfg.model.widths)} on {cfg.data.name} needs about {needed / 2**30:.1f} GiB "
@@ -85,10 +85,12 @@ def validate(cfg: Any) -> None:
     widths = list(cfg.model.widths)
     _require(len(widths) >= 2, "model.widths", "a list of at least 2 widths (inputs ... 1)", widths)
     _require(all(w > 0 for w in widths), "model.widths", "positive integers", widths)
-    features = dataset(cfg.data.name).width(cfg.data)
+    group = cfg.data
+    data = dataset(group.name)  # the files it names, its width and its rows, asked once here
+    data.check_files(group)
+    features, whole = data.width(group), data.rows(group)
     _require(widths[0] == features, "model.widths[0]", f"{features} (the features of data={cfg.data.name})", widths[0])
     _require(widths[-1] == 1, "model.widths[-1]", "1 (MSE on the digit label as a float)", widths[-1])
-    whole = dataset(cfg.data.name).rows(cfg.data)
     for key, rows in zip(("n_train", "n_valid"), whole):
         n = cfg.data[key]
         if rows is None:  # generated data has no whole split for null to take
@@ -113,8 +115,7 @@ def validate(cfg: Any) -> None:
     _require(cap >= 0, "tracking.git_diff_max_bytes", ">= 0", cap)
     if cfg.tracking.uri is not None:
         check_uri_syntax(cfg.tracking.uri)
-    dataset(cfg.data.name).check_files(cfg.data)
-    _check_memory(cfg)
+    _check_memory(cfg, whole)
 
 
 def describe(e: Exception) -> str:
