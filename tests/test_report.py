@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from helpers import ROOT
 from mlflow.tracking import MlflowClient
 
-from backprop_lab import report, report_figures, runs
+from backprop_lab import answers, report, report_figures, runs
 from backprop_lab.cli import USER_ERROR_EXIT
 
 pytestmark = pytest.mark.slow
@@ -24,7 +26,11 @@ def test_report_of_the_latest_sweep(sweep_store, tmp_path, capsys):
     names = {"report.md", "report.html", "backward_time.png", "backward_vs_autograd.png", "grad_check.png",
              "activation_std.png", "backward_std.png"}  # fmt: skip
     assert names <= {p.name for p in out.iterdir()}
-    table = [line for line in (out / "report.md").read_text().splitlines() if line.startswith("| ")]
+    md = (out / "report.md").read_text()
+    answer, every_run = (part.splitlines() for part in md.split("\n# ")[1:3])
+    assert answer[0] == answers.question("init_study")  # the study's answer first: the sweep varies the init
+    assert answer[2].startswith("| impl | init | last hidden std | predicted | forward log10 growth / layer")
+    table = [line for line in every_run if line.startswith("| ")]
     assert table[0].startswith("| impl | init | status | all close")
     assert len(table) == 1 + 4  # the header and one row per job
     assert all("| FINISHED | yes |" in row for row in table[1:])
@@ -67,12 +73,16 @@ def test_report_script_runs(sweep_store, tmp_path):
 
 
 def test_the_report_pages_carry_their_figures(sweep_store, tmp_path):
-    """Embedded, so that MLflow's artifact viewer shows them: no path relative to a folder it does not serve."""
+    """The HTML embeds them (it stands alone); the markdown links them beside it, as MLflow's viewer strips data:
+    URIs, and the folder is logged whole."""
     _, uri = sweep_store
     out = tmp_path / "report"
     assert report.main(["--tracking-uri", uri, "--out", str(out)]) == 0
     page, md = (out / "report.html").read_text(), (out / "report.md").read_text()
-    assert page.count('<img src="data:image/png;base64,') == md.count("](data:image/png;base64,") == 5
+    assert page.count('<img src="data:image/png;base64,') == md.count(".png)") == 5 and "data:" not in md
+    parent = runs.latest_sweep(uri, "backprop-lab")
+    logged = {f.path for f in MlflowClient(uri).list_artifacts(parent, "report")}
+    assert {f"report/{name}" for name in re.findall(r"\]\(([^)]+\.png)\)", md)} <= logged
 
 
 def _made_up_sweep(uri: str, children: list[tuple[dict, dict]]) -> str:
@@ -136,7 +146,7 @@ def test_a_scaling_sweep_lacking_a_ratio_still_fits_and_says_so(tmp_path, store)
     parent = _made_up_sweep(store, children)
     assert report.main([parent, "--tracking-uri", store, "--out", str(tmp_path)]) == 0
     md = (tmp_path / "report.md").read_text()
-    assert "- lean against autograd: n/a × on the smallest problem (0.01 GFLOP), 1.10 × on the largest" in md
+    assert "| lean | 1.00 | 0.01 | n/a | 0.04 | 1.10 |" in md  # the exponent; the missing ratio says n/a
     assert "scaling.png" in {p.name for p in tmp_path.iterdir()}
 
 
@@ -177,6 +187,6 @@ def test_a_bug_hunt_row_whose_check_could_not_tell_says_inconclusive_not_caught(
 
     rows = [bug_row("caught", 0.0, "wrong", "act1"), bug_row("tiny_gain", 0.0, "inconclusive", "none"),
             bug_row("missed", 1.0, "ok", "none")]  # fmt: skip
-    caught = {cells[0]: cells[2] for cells in report.table(rows, "bug_hunt").rows}
+    caught = {cells[0]: cells[1] for cells in report.report_tables(rows, "bug_hunt")[0].rows}
     assert caught == {"caught": "yes", "tiny_gain": "inconclusive", "missed": "NO, MISSED"}
     assert report._verdict(rows[1]) == "inconclusive" and report._verdict(rows[0]) == "NO"

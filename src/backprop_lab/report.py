@@ -18,17 +18,28 @@ from typing import Optional
 
 from rich.console import Console
 
-from backprop_lab import cli, lifecycle, repeats, report_figures, run_names, runs, store, tables, tracking
+from backprop_lab import (
+    answers,
+    cells,
+    cli,
+    lifecycle,
+    repeats,
+    report_figures,
+    run_names,
+    runs,
+    store,
+    tables,
+    tracking,
+)
+from backprop_lab.cells import verdict as _verdict
 from backprop_lab.errors import UserError
 from backprop_lab.objectives import METRIC as OBJECTIVE
 from backprop_lab.objectives import for_search
 from backprop_lab.runs import RunRecord
+from backprop_lab.tables import MISSING
 
 CHOICE_KEYS = ("impl.name", "init.scheme", "model.name", "data.name")  # what a run name is made of
-BUG_KEY = "bug.name"
-CODE_KEY = "impl.code"  # a sweep over users' files
-INF_AS_STORED = 1.7e308  # MLflow stores an infinite metric as the largest double
-MISSING = "n/a"  # a number the run did not log (a run of another version of the project, or one that stopped early)
+CODE_KEY = answers.CODE_KEY  # a sweep over users' files
 # the numbers every row shows: a FINISHED run lacking one is named under the table
 SHOWN = ("grad/all_close", "grad/worst_error_ratio", "time/forward_ms", "time/backward_ms", "time/backward_vs_autograd")
 
@@ -75,12 +86,6 @@ def to_rows(records: list[RunRecord]) -> list[Row]:
     return sorted(rows, key=lambda row: list(row.choices.values()))
 
 
-def _f(x: Optional[float], fmt: str = ".3g") -> str:
-    if x is None:
-        return MISSING
-    return "inf" if x >= INF_AS_STORED else format(x, fmt)
-
-
 def _header(key: str) -> str:
     """A group's choice by the group (`impl`), a user's file as the submission, any other swept value by its key
     (`init.gain`)."""
@@ -94,42 +99,9 @@ def _best_first(row: Row) -> tuple[int, float]:
     return (0, value) if value is not None else (1, 0.0)
 
 
-def _choice(value: str) -> str:
-    """A searched number as 4 significant digits (its param keeps every digit); anything else as it is."""
-    try:
-        return value if float(value).is_integer() else f"{float(value):.4g}"
-    except ValueError:
-        return value
-
-
-def _number(row: Row, key: str, fmt: str = ".3g") -> str:
-    """A run's number, or a row of repeats' mean with its 95% interval."""
-    return row.intervals[key].format(fmt) if key in row.intervals else _f(row.m(key), fmt)
-
-
-def _ms(row: Row, name: str) -> str:
-    """A run's median ± IQR; a row of repeats' mean median with its interval."""
-    if f"time/{name}_ms" in row.intervals:
-        return _number(row, f"time/{name}_ms", ".2f")
-    median, iqr = row.m(f"time/{name}_ms"), row.m(f"time/{name}_iqr_ms")
-    return MISSING if median is None else f"{median:.2f} ± {_f(iqr, '.2f')}"
-
-
 def _divergent(row: Row) -> str:
     """The first node not close; a row of repeats whose runs disagree on it says so."""
     return row.tags.get("first_divergent", "varies" if row.runs > 1 else "-")
-
-
-def _verdict(row: Row) -> str:
-    if row.runs > 1 and row.m("grad/all_close") is not None:
-        return f"{round(row.m('grad/all_close') * row.runs)}/{row.runs}"
-    if row.m("grad/all_close") == 0.0 and row.tags.get("grad.verdict") == "inconclusive":
-        return "inconclusive"  # no node known wrong, some beyond the run's precision: never a yes or a NO
-    return {1.0: "yes", 0.0: "NO"}.get(row.m("grad/all_close"), MISSING)
-
-
-def is_bug_hunt(rows: list[Row]) -> bool:
-    return any(BUG_KEY in row.choices for row in rows)
 
 
 def is_submissions(rows: list[Row]) -> bool:
@@ -165,59 +137,67 @@ def failure_line(error: str, code: str) -> str:
 
 
 def table(rows: list[Row], title: str) -> tables.Table:
-    """One column per swept choice (`impl`, `init`, ...), left-aligned, then the results. A sweep over the bug bank
-    says, for each bug, whether the check caught it and at which node, beside the node it was put in."""
+    """Every run: one column per swept choice (`impl`, `init`, ...), left-aligned, then the results; a sweep over
+    users' files, each submission's verdict and what is wrong or why it failed."""
     choices = [_header(key) for key in rows[0].choices]
     if is_submissions(rows):
-        headers = [*choices, "status", "verdict", "first divergent", "diagnosis (or why it failed)", "× autograd"]
-        cells = [[*r.choices.values(), r.status, _graded(r), r.tags.get("first_divergent", "-"), _diagnosis(r),
-                  _number(r, "time/backward_vs_autograd", ".2f")] for r in rows]  # fmt: skip
-    elif is_bug_hunt(rows):
-        headers = [*choices, "status", "caught", "first divergent", "expected", "where expected", "worst ratio"]
-        caught = {"NO": "yes", "yes": "NO, MISSED", "inconclusive": "inconclusive"}  # by the check's verdict
-        cells = [[*r.choices.values(), r.status, caught.get(_verdict(r), MISSING),
-                  r.tags.get("first_divergent", "-"), r.tags.get("bug.expected_node", "-"),
-                  "yes" if r.tags.get("first_divergent") == r.tags.get("bug.expected_node") else "NO",
-                  _f(r.m("grad/worst_error_ratio"))] for r in rows]  # fmt: skip
-    else:
-        searched = any(r.m(OBJECTIVE) is not None for r in rows)
-        if searched:  # best trial first
-            rows = sorted(rows, key=_best_first)
-        repeated = any(r.runs > 1 for r in rows)
-        timing = "(mean [95% interval])" if repeated else "(IQR)"
-        headers = [*choices, *(["runs"] if repeated else []), "status", *(["objective"] if searched else []),
-                   "all close", "first divergent", "worst ratio", f"forward ms {timing}", f"backward ms {timing}",
-                   "× autograd"]  # fmt: skip
-        cells = [[*map(_choice, r.choices.values()), *([str(r.runs)] if repeated else []), r.status,
-                  *([_number(r, OBJECTIVE, ".4g")] if searched else []), _verdict(r),
-                  _divergent(r), _number(r, "grad/worst_error_ratio"), _ms(r, "forward"), _ms(r, "backward"),
-                  _number(r, "time/backward_vs_autograd", ".2f")] for r in rows]  # fmt: skip
-    words = "rrrl" if is_submissions(rows) else ""  # the diagnosis, after status, verdict and node, is text
-    return tables.Table(title, headers, cells, align="l" * len(choices) + words)
+        ratio, ratios = cells.ratio_column(rows)
+        headers = [*choices, "status", "verdict", "first divergent", "diagnosis (or why it failed)", ratio]
+        body = [[*r.choices.values(), r.status, _graded(r), r.tags.get("first_divergent", "-"), _diagnosis(r), x]
+                for r, x in zip(rows, ratios)]  # fmt: skip
+        return tables.Table(title, headers, body, align="l" * len(choices) + "rrrl")  # the diagnosis is text
+    searched = any(r.m(OBJECTIVE) is not None for r in rows)
+    if searched:  # best trial first
+        rows = sorted(rows, key=_best_first)
+    ratios, ratio_cells = cells.ratio_columns(rows)
+    repeated = any(r.runs > 1 for r in rows)
+    timing = f"({repeats.describe('time/backward_ms')})" if repeated else "(median ± IQR)"
+    headers = [*choices, *(["runs"] if repeated else []), "status", *(["objective"] if searched else []),
+               "all close", "first divergent", "worst ratio", f"forward ms {timing}", f"backward ms {timing}",
+               *ratios]  # fmt: skip
+    body = [[*map(cells.choice, r.choices.values()), *([str(r.runs)] if repeated else []), r.status,
+             *([cells.value(r, OBJECTIVE, ".4g")] if searched else []), _verdict(r), _divergent(r),
+             cells.value(r, "grad/worst_error_ratio"), cells.ms(r, "forward"), cells.ms(r, "backward"), *x]
+            for r, x in zip(rows, ratio_cells)]  # fmt: skip
+    return tables.Table(title, headers, body, align="l" * len(choices))
 
 
-def _embedded(path: Path) -> str:
-    """A PNG as a data URI: the page and the markdown show it wherever they are opened, MLflow's viewer included."""
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+def report_tables(rows: list[Row], title: str) -> list[tables.Table]:
+    """The study's answer first, titled by its question (where there is a study: answers.py), then every run."""
+    answer = answers.answer_table(rows, _header)
+    return [*([answer] if answer else []), table(rows, title)]
+
+
+def tables_markdown(rows: list[Row], title: str, level: int = 1) -> str:
+    """The tables as markdown, each under a heading of `level`: the report's page, and a sweep's description."""
+    return "\n\n".join(tables.to_markdown(t, level) for t in report_tables(rows, title))
 
 
 def markdown(rows: list[Row], title: str, figures: list[Path]) -> str:
-    images = [f"![{f.stem}]({_embedded(f)})" for f in figures]
+    """The page MLflow's artifact viewer previews: it strips data: URIs, so each figure is linked by its path
+    beside the page (the report's folder is logged whole)."""
+    images = [f"![{f.stem}]({f.name})" for f in figures]
     notes = [f"- {line}" for line in note_lines(rows)]
-    return "\n".join([tables.to_markdown(table(rows, title)), "", *notes, "", *images, ""])
+    return "\n".join([tables_markdown(rows, title), "", *notes, "", *images, ""])
+
+
+def _embedded(path: Path) -> str:
+    """A PNG as a data URI: the HTML page shows its figures wherever it is opened, alone."""
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
 
 
 def html_page(rows: list[Row], title: str, figures: list[Path]) -> str:
     notes = "".join(f"<li>{html.escape(line)}</li>" for line in note_lines(rows))
     images = "".join(f'<p><img src="{_embedded(f)}" alt="{html.escape(f.stem)}"></p>' for f in figures)
-    body = tables.to_html(table(rows, title)) + (f"<ul>{notes}</ul>" if notes else "") + images
-    return tables.html_page(title, body)
+    body = "".join(tables.to_html(t) for t in report_tables(rows, title))
+    return tables.html_page(title, body + (f"<ul>{notes}</ul>" if notes else "") + images)
 
 
 def note_lines(rows: list[Row]) -> list[str]:
-    """The sentences under the table: what finished runs did not log, fitted scaling exponents, and which rows of
-    repeats cannot be told apart."""
-    return missing_lines(rows) + scaling_lines(rows) + repeats.indistinguishable(rows)
+    """The sentences under the tables: what finished runs did not log, what each ratio is against, which figures'
+    lines coincide, and which rows of repeats cannot be told apart."""
+    return (missing_lines(rows) + cells.baseline_lines(rows) + report_figures.coinciding_lines(rows)
+            + repeats.indistinguishable(rows))  # fmt: skip
 
 
 def missing_lines(rows: list[Row]) -> list[str]:
@@ -228,22 +208,6 @@ def missing_lines(rows: list[Row]) -> list[str]:
         lacking = [key for key in SHOWN if row.status == "FINISHED" and row.m(key) is None]
         if lacking:
             lines.append(f"{MISSING}: {row.label} logged no {', '.join(lacking)} (another version of the project?)")
-    return lines
-
-
-def scaling_lines(rows: list[Row]) -> list[str]:
-    """For a sweep over problem sizes: each implementation's fitted exponent, and where the hand-written backwards
-    are faster or slower than autograd's, smallest and largest problem."""
-    fits = report_figures.scaling_fits(rows)
-    if not fits:
-        return []
-    lines = [f"{impl}: backward ms grows as GFLOP^{slope:.2f}" for impl, (slope, _) in fits.items()]
-    for impl in (i for i in fits if i != "autograd"):
-        mine = sorted((r for r in rows if r.choices.get("impl.name") == impl and r.gflop), key=lambda r: r.gflop)
-        small, large = mine[0], mine[-1]
-        small_x, large_x = (_f(r.m("time/backward_vs_autograd"), ".2f") for r in (small, large))
-        lines.append(f"{impl} against autograd: {small_x} × on the smallest problem ({small.gflop:.3g} GFLOP), "
-                     f"{large_x} × on the largest ({large.gflop:.3g} GFLOP)")  # fmt: skip
     return lines
 
 
@@ -310,7 +274,8 @@ def report(args: argparse.Namespace) -> int:
         raise UserError(f"no job runs found for {title}")
 
     rows = to_rows(records)
-    console.print(tables.to_rich(table(rows, title)))
+    for shown in report_tables(rows, title):
+        console.print(tables.to_rich(shown))
     for line in note_lines(rows):
         console.print(line)
     out_dir = args.out or Path("reports") / (parent_id or args.experiment)

@@ -7,13 +7,16 @@ import math
 from typing import Optional
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
+from backprop_lab import cells
 from backprop_lab.objectives import METRIC as OBJECTIVE
 from backprop_lab.objectives import for_search
-from backprop_lab.repeats import at_step
+from backprop_lab.repeats import at_step, describe
 
 FACTOR_PARAM = "check.factor"
 THEORY = {"act/std": "theory/act_std", "back/std": "theory/back_std"}  # a measured series -> what theory predicts
+SAME = 1e-9  # two runs' lines coincide when every point agrees to this relative difference (the last bits)
 
 
 def _logged(rows, key: str) -> tuple[list, str]:
@@ -26,51 +29,76 @@ def _logged(rows, key: str) -> tuple[list, str]:
     return have, f"\nleft out, n/a: {', '.join(lacking[:4])}{more}"
 
 
-def _errors(rows, key: str, values) -> Optional[list[list[float]]]:
-    """Rows of repeats: each bar's 95% interval as matplotlib's (below, above) error bars; None for single runs."""
+def _errors(rows, key: str) -> Optional[list[list[float]]]:
+    """Rows of repeats: each bar's 95% interval as matplotlib's (below, above) error bars, on the scale the table
+    states it (a positive quantity's from its logs: never below zero); None for single runs."""
     if not any(key in r.intervals for r in rows):
         return None
-    spans = [(v - r.intervals[key].lo, r.intervals[key].hi - v) if key in r.intervals else (0, 0)
-             for r, v in zip(rows, values)]  # fmt: skip
-    return [[max(lo, 0) for lo, _ in spans], [max(hi, 0) for _, hi in spans]]
+    spans = [r.intervals[key].errorbar() if key in r.intervals else (0.0, 0.0) for r in rows]
+    return [[lo for lo, _ in spans], [hi for _, hi in spans]]
 
 
 def _bars(rows, values, ylabel: str, title: str, log: bool = False, line: Optional[float] = None,
-          key: Optional[str] = None) -> Figure:  # fmt: skip
-    """A bar per row; with `key`, rows of repeats get their interval as an error bar."""
-    fig = Figure(figsize=(max(5, 0.75 * len(rows) + 1.5), 4.2))
-    fig.subplots_adjust(left=0.14, right=0.97, bottom=0.32, top=0.86)
+          key: Optional[str] = None, labels: Optional[list[str]] = None) -> Figure:  # fmt: skip
+    """A bar per row (named by `labels`, else the row's label); with `key`, rows of repeats get their interval as an
+    error bar."""
+    fig = Figure(figsize=(max(5, 0.75 * len(rows) + 1.5), 4.2), layout="constrained")  # no label clipped
     ax = fig.subplots()
-    errors = _errors(rows, key, values) if key else None
-    ax.bar([r.label for r in rows], values, yerr=errors, capsize=3 if errors else 0)
+    errors = _errors(rows, key) if key else None
+    ax.bar(labels or [r.label for r in rows], values, yerr=errors, capsize=3 if errors else 0)
     if errors:
-        title += "\nbars: the 95% interval of the mean of the repeats"
+        title += f"\nbars: {describe(key)} of the repeats"
     if line is not None:
         ax.axhline(line, color="k", lw=0.8, ls="--")
     if log:
         ax.set_yscale("log")
-    ax.set(ylabel=ylabel, title=title, xlabel=" · ".join(k.split(".")[0] for k in rows[0].choices))
+    ax.set(ylabel=ylabel, title=title, xlabel=" · ".join(k.split(".")[0] for k in rows[0].choices) or "run")
     ax.tick_params(axis="x", labelrotation=35, labelsize=7)
     return fig
 
 
+def _same(a: list[tuple[int, float]], b: list[tuple[int, float]]) -> bool:
+    return len(a) == len(b) and all(s == t and math.isclose(x, y, rel_tol=SAME) for (s, x), (t, y) in zip(a, b))
+
+
+def coincide(rows, key: str) -> bool:
+    """Every row's line of `key`, and of what theory predicts for it, is the same: one line stands for all (an
+    impl study's forward half, where every implementation starts from the same weights)."""
+    return len(rows) > 1 and all(_same(r.series.get(k, []), rows[0].series.get(k, []))
+                                 for r in rows[1:] for k in (key, THEORY[key]))  # fmt: skip
+
+
+BY_LAYER = {"act/std": "forward half", "back/std": "backward half"}  # the by-layer figures, by their series
+
+
+def coinciding_lines(rows) -> list[str]:
+    """A note for each by-layer figure drawn once because every run's line is the same."""
+    return [f"{what} by layer: the {len(rows)} runs' lines coincide, drawn once" for key, what in BY_LAYER.items()
+            if any(r.series.get(key) for r in rows) and coincide(rows, key)]  # fmt: skip
+
+
 def _by_layer(rows, key: str, ylabel: str, title: str) -> Figure:
-    """One line per run, solid as measured, dashed as the init's variance formula predicts, in the same colour."""
-    fig = Figure(figsize=(6.5, 4))
-    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.13, top=0.9)
+    """One line per run, solid as measured, dashed as the init's variance formula predicts, in the same colour; a
+    single line, said so, where every run's is the same."""
+    fig = Figure(figsize=(6.5, 4), layout="constrained")
     ax = fig.subplots()
-    for i, r in enumerate(rows):
+    drawn = [(r, r.label) for r in rows]
+    if coincide(rows, key):
+        title += f": the {len(rows)} runs' lines coincide, drawn once"
+        drawn = [(rows[0], "every run")]
+    for i, (r, label) in enumerate(drawn):
         if r.series.get(key):
-            ax.plot(*zip(*r.series[key]), "o-", color=f"C{i % 10}", label=r.label, ms=3)
+            ax.plot(*zip(*r.series[key]), "o-", color=f"C{i % 10}", label=label, ms=3)
             band = [(s, r.intervals[at_step(key, s)]) for s, _ in r.series[key] if at_step(key, s) in r.intervals]
-            if band:  # rows of repeats: the mean's 95% interval at each layer
-                ax.fill_between([s for s, _ in band], [max(ci.lo, 1e-300) for _, ci in band],
-                                [ci.hi for _, ci in band], color=f"C{i % 10}", alpha=0.2, lw=0)  # fmt: skip
+            if band:  # rows of repeats: the 95% interval at each layer, from the logs (never at or below zero)
+                ax.fill_between([s for s, _ in band], [ci.lo for _, ci in band], [ci.hi for _, ci in band],
+                                color=f"C{i % 10}", alpha=0.2, lw=0)  # fmt: skip
         predicted = r.series.get(THEORY[key])
         if predicted:
             ax.plot(*zip(*predicted), "--", color=f"C{i % 10}", lw=0.9)
     ax.axhline(1, color="grey", lw=0.6, ls=":")
     ax.set_yscale("log")  # vanishing and exploding both show as straight lines
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are whole: no tick at 1.5
     ax.set(xlabel="layer", ylabel=ylabel, title=f"{title} (dashed: predicted)")
     ax.legend(fontsize=7)
     return fig
@@ -91,8 +119,7 @@ def scaling_fits(rows) -> dict[str, tuple[float, float]]:
 
 
 def _scaling(rows, peak_gflops: Optional[float]) -> Figure:
-    fig = Figure(figsize=(7, 4.5))
-    fig.subplots_adjust(left=0.12, right=0.97, bottom=0.12, top=0.9)
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.subplots()
     fits = scaling_fits(rows)
     gflops = sorted({r.gflop for r in rows if r.gflop})
@@ -128,8 +155,7 @@ def _trials(rows) -> Figure:
     scored = [(i, r) for i, r in enumerate(trials) if for_search(r.m(OBJECTIVE)) is not None]
     finite = [r.m(OBJECTIVE) for _, r in scored]
     best = [min(finite[: i + 1]) for i in range(len(finite))]
-    fig = Figure(figsize=(11, 4.2))
-    fig.subplots_adjust(left=0.07, right=0.97, bottom=0.13, top=0.88, wspace=0.28)
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
     by_trial, space = fig.subplots(1, 2)
     by_trial.plot([i for i, _ in scored], finite, "o", ms=4, label="trial (failed ones left out)")
     by_trial.step([i for i, _ in scored], best, where="post", color="k", lw=1, label="best so far")
@@ -158,12 +184,14 @@ def figures(rows, peak_gflops: Optional[float] = None) -> dict[str, Figure]:
     if timed:
         out["backward_time.png"] = _bars(timed, [r.m("time/backward_ms") for r in timed], "median ms",
                                          "backward time per run" + left_out, key="time/backward_ms")  # fmt: skip
-    ratios, left_out = _logged(rows, "time/backward_vs_autograd")
+    ratios, left_out = _logged(rows, cells.RATIO)
     if ratios:
-        out["backward_vs_autograd.png"] = _bars(ratios, [r.m("time/backward_vs_autograd") for r in ratios],
-                                                "backward / autograd's",
+        shared = cells.shared_baseline(ratios)  # named on the axis, or in each bar's name where they differ
+        labels = None if shared else [f"{r.label} ({cells.baseline(r)})" for r in ratios]
+        out["backward_vs_autograd.png"] = _bars(ratios, [r.m(cells.RATIO) for r in ratios],
+                                                f"backward / autograd's ({shared or 'its baseline'})",
                                                 "backward against autograd (below 1: faster)" + left_out,
-                                                line=1.0, key="time/backward_vs_autograd")  # fmt: skip
+                                                line=1.0, key=cells.RATIO, labels=labels)  # fmt: skip
     checked, left_out = _logged(rows, "grad/worst_error_ratio")
     if checked:
         factors = {r.params.get(FACTOR_PARAM) for r in checked}

@@ -4,11 +4,15 @@ and HTML. The bench, the report and reruns build their cells once and render the
 from __future__ import annotations
 
 import html
+import math
 from dataclasses import dataclass, field
+from typing import Optional
 
 from rich.table import Table as RichTable
 from rich.text import Text
 
+INF_AS_STORED = 1.7e308  # MLflow stores an infinite metric as the largest double (and -inf as its negative)
+MISSING = "n/a"  # a number the run did not log (a run of another version of the project, or one that stopped early)
 PAGE_STYLE = (
     "body{font-family:sans-serif}td,th{padding:2px 8px;text-align:right}.l{text-align:left}"
     "table{border-collapse:collapse}tr:nth-child(even){background:#f3f3f3}"
@@ -25,6 +29,16 @@ class Table:
 
     def left(self, column: int) -> bool:
         return self.align[column : column + 1] == "l"
+
+
+def number(x: Optional[float], fmt: str = ".3g") -> str:
+    """A number as a cell: `inf` for an infinity, also as MLflow gives it back (never 1.7976931348623157e+308), n/a
+    for one not logged."""
+    if x is None:
+        return MISSING
+    if math.isinf(x) or abs(x) >= INF_AS_STORED:
+        return "inf" if x > 0 else "-inf"
+    return format(x, fmt)
 
 
 def to_rich(table: Table) -> RichTable:
