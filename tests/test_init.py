@@ -91,5 +91,5 @@ def test_an_unknown_scheme_is_a_config_error_for_the_draw_and_the_theory_alike()
     with pytest.raises(ConfigError) as drawn:
         init_params([4, 1], "he", "fan_out", seed=0)
     with pytest.raises(ConfigError) as predicted:
-        theory.forward([4, 1], "he", "fan_out", 1.0, shift=0.0)
+        theory.forward([4, 1], "he", "fan_out", 0.0, 1.0, shift=0.0)
     assert str(drawn.value) == str(predicted.value) == message
