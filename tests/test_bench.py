@@ -65,9 +65,18 @@ def test_run_bench_on_a_tiny_problem():
     assert bench.find(result.rows, "module (notebook)", "forward") is not None  # its own forward code
     assert bench.find(result.rows, "lean +x.g", "forward") is None  # the same forward as lean's
     assert 0.2 < bench.find(result.rows, "autograd", "backward").vs_autograd < 5  # against itself: 1, up to noise
+    # the common baseline, autograd without x.g: a row's own where it computes no x.g, else of the medians
+    common = bench.find(result.rows, "autograd", "backward").median_ms
+    notebook = bench.find(result.rows, "module (notebook)", "backward")
+    assert notebook.vs_autograd_no_xg == pytest.approx(notebook.median_ms / common)
+    assert all(r.vs_autograd_no_xg == r.vs_autograd for r in result.rows if not r.input_grad)
     judged = targets.judge(result.rows, {})
     md = bench_render.markdown(result, judged, {}, {"cpu": "a CPU", "isa": "AVX2", "blas": "MKL 1", "onednn": "none"})
     assert "| module (notebook) | backward |" in md and "a CPU (AVX2, MKL 1, none)" in md.splitlines()[0]
+    header = next(line for line in md.splitlines() if line.startswith("| variant |"))
+    assert "| × autograd (same x.g) | × autograd (no x.g) |" in header  # each ratio names its baseline
+    logged = bench_render.metrics(result, judged, {})
+    assert logged["bench/module_notebook/backward_vs_autograd_no_xg"] == notebook.vs_autograd_no_xg
     assert bench_render.metric_name(result.rows[0]) == "bench/GEMMs_alone/forward_ms"
     assert bench_render.metric_name(bench.find(result.rows, "module (notebook)", "forward+backward")) == (
         "bench/module_notebook/forward_and_backward_ms"

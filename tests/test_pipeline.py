@@ -89,6 +89,23 @@ def test_params_tags_and_artifacts(one_run):
     assert run_.data.tags["first_divergent"] == "none"
     device = json.loads(Path(client.download_artifacts(result.run.run_id, "device.json")).read_text())
     assert {"versions", "cpu_model", "cpu_cores", "torch_threads", "blas"} <= set(device)
+
+
+def test_the_input_grad_param_is_what_the_run_computed(one_run):
+    """module, one of the notebook's four, computes x.g whatever `impl.compute_input_grad` (false here) says."""
+    _, result, client = one_run
+    assert result.timing.reference_input_grad and "x" in [c.node for c in result.checks]
+    assert client.get_run(result.run.run_id).data.params["impl.compute_input_grad"] == "true"
+
+
+def test_both_ratios_are_logged_with_their_baselines_and_the_load(one_run):
+    _, result, client = one_run
+    data = client.get_run(result.run.run_id).data
+    assert data.metrics[timing.COMMON_RATIO_METRIC] > 0 and data.metrics[timing.LOAD_METRIC] >= 0
+    assert data.metrics[timing.RATIO_METRIC] == result.timing.backward_vs_autograd
+    assert data.tags[timing.NOISY_TAG] == (",".join(result.timing.noisy()) or "none")
+    note = data.tags["mlflow.note.content"]
+    assert note.endswith(result.timing.ratio_line()) and "× autograd (+x.g)" in note and "(no x.g)" in note
 @pytest.mark.slow  # a store of its own: a few seconds each
 def test_same_seed_same_results(tmp_path, store):
     a, b = run(store, tmp_path, "impl=functional"), run(store, tmp_path, "impl=functional")
@@ -109,6 +126,31 @@ def test_every_implementation_agrees_with_input_grad(tmp_path, store, impl):
     )
     assert result.all_close and result.first_divergent == "none"
     assert [c.node for c in result.checks] == backward_order(4, input_grad=True)
+
+
+@pytest.mark.slow  # a store of its own: a few seconds each
+@pytest.mark.parametrize("asked", [False, True])
+def test_an_implementation_that_may_skip_x_g_logs_what_was_asked(tmp_path, store, asked):
+    result = run(store, tmp_path, "impl=lean", f"impl.compute_input_grad={str(asked).lower()}")
+    data = MlflowClient(store).get_run(result.run.run_id).data
+    assert data.params["impl.compute_input_grad"] == str(asked).lower() and result.timing.reference_input_grad is asked
+    if not asked:  # its own baseline is the common one: one measurement, one ratio
+        assert data.metrics[timing.COMMON_RATIO_METRIC] == data.metrics[timing.RATIO_METRIC]
+        assert "(+x.g)" not in data.tags["mlflow.note.content"]
+
+
+@pytest.mark.slow  # a store of its own: a few seconds each
+def test_a_noisy_timing_is_tagged_and_its_ratio_not_called_firm(tmp_path, store, monkeypatch):
+    def noisy(net, reference, x, y, min_run_time, threads, reference_input_grad, common=None):
+        busy = timing.Timed(38.3, 65.7, 10)  # the notebook's forward, seen in issue 21
+        return timing.Timing(busy, busy, timing.Timed(30.0, 1.0, 10), threads, 1.28, reference_input_grad, 3.19, 4.5)
+
+    monkeypatch.setattr(timing, "time_passes", noisy)
+    result = run(store, tmp_path)
+    data = MlflowClient(store).get_run(result.run.run_id).data
+    assert data.tags[timing.NOISY_TAG] == "forward,backward" and data.metrics[timing.LOAD_METRIC] == 4.5
+    assert "NOT firm: timing noisy (forward IQR 65.7 ms > 0.5 × median 38.3 ms" in data.tags["mlflow.note.content"]
+    assert "load average 4.50" in data.tags["mlflow.note.content"]
 
 
 @pytest.mark.slow  # a store of its own: a few seconds each

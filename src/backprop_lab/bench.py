@@ -74,10 +74,11 @@ class PassTiming:
     iqr_ms: float
     gflop: float
     close: Optional[bool]  # the variant's gradients against autograd's (None: forward only, or the bare products)
-    vs_autograd: Optional[float] = None
+    vs_autograd: Optional[float] = None  # over autograd asked for the same gradients (+x.g where input_grad)
     vs_roofline: Optional[float] = None
     vs_gemms: Optional[float] = None  # over the same pass's products timed alone
     input_grad: bool = False  # the pass computes the input's gradient
+    vs_autograd_no_xg: Optional[float] = None  # over autograd without x.g: one baseline for every row
 
     @property
     def gflops(self) -> float:
@@ -197,12 +198,15 @@ def variant_rows(v: Variant, params, x, y, shift, widths, min_run_time, threads,
 
 def relate(rows: list[PassTiming], peak_gflops: float) -> None:
     """Fill each row's ratios: to the roofline, to the same pass's products alone (with the input's gradient where
-    the variant computes it) and, for the bare products, to autograd's median (measured apart)."""
+    the variant computes it), for the bare products to autograd's median (measured apart), and to autograd without
+    the input's gradient: interleaved where that is the row's own baseline, else of the medians (measured apart)."""
     for row in rows:
         gemms = find(rows, Variant(GEMMS, row.input_grad).name, row.pass_) or find(rows, GEMMS, row.pass_)
         if row.vs_autograd is None:
             ref = find(rows, Variant(REFERENCE, row.input_grad).name, row.pass_) or find(rows, REFERENCE, row.pass_)
             row.vs_autograd = row.median_ms / ref.median_ms
+        common = row.median_ms / find(rows, REFERENCE, row.pass_).median_ms
+        row.vs_autograd_no_xg = common if row.input_grad else row.vs_autograd
         row.vs_roofline = row.median_ms / (row.gflop / peak_gflops * 1e3)
         row.vs_gemms = row.median_ms / gemms.median_ms
 

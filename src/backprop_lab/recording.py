@@ -21,7 +21,7 @@ from backprop_lab.timing import Timing
 
 def record_request(config: dict, config_yaml: str, overrides: list[str]) -> None:
     """What the run was asked to do, first: a job failing its checks can still be read and rerun."""
-    tracking.log_params(run_params.params(config))
+    tracking.log_params(run_params.requested(config))
     tracking.log_text(config_yaml, "config/config.yaml")
     tracking.log_json({"overrides": list(overrides)}, "config/overrides.json")
 
@@ -53,7 +53,8 @@ def record_check(initialized: Initialized, layers: list[forward.LayerStats], che
                  factor: float, dtype: torch.dtype, expected_node: Optional[str], name: str) -> None:  # fmt: skip
     """Init, forward and backward by layer (step = layer) beside theory's prediction, the check's verdicts (judged
     at `factor`, in `dtype`) and node table, and the figures titled `name`. `expected_node`: where a named bug
-    should first show."""
+    should first show. The params the option did not settle, as the check found them."""
+    tracking.log_params(run_params.computed(checked.input_grad))
     by_layer = {
         s.layer: s.metrics() | checked.layer_stats[s.layer] | p.metrics() | {"theory/back_std": back}
         for s, p, back in zip(layers, predicted.forward, predicted.backward.values())
@@ -82,10 +83,12 @@ def record_check(initialized: Initialized, layers: list[forward.LayerStats], che
 
 
 def record_timing(timed: Timing, widths: list[int], rows: int, input_grad: bool) -> None:
-    """The times, and the work of each pass's products (`input_grad`: the input's gradient was computed)."""
+    """The times, whether they are noisy, and the work of each pass's products (`input_grad`: the input's gradient
+    was computed)."""
     gflop = pass_flops(widths, rows, input_grad)
     work = {"time/forward_gflop": gflop["forward"], "time/backward_gflop": gflop["backward"]}
     tracking.log_metrics(timed.metrics() | work)
+    tracking.set_tags(timed.tags())
 
 
 def record_objective(value: float) -> None:

@@ -1,10 +1,14 @@
 """Repeats: a sweep over seeds (`seed=range(5)` beside any other choice) read as one row per non-seed choice, each
 number its mean with a 95% interval, and a plain statement where two rows cannot be told apart.
 
-The interval is Student's t on the mean of the repeats (scipy.stats): with n runs, mean ± t(0.975, n - 1) · s / √n.
-It says how well the repeats pin the mean down, at the noise they show; two rows whose intervals overlap are not
+The interval is Student's t (scipy.stats) with n - 1 degrees of freedom, on the scale the quantity lives on:
+- a positive, multiplicative quantity (a time, a std, a ratio: `positive`) on the log scale: the geometric mean
+  exp(m) with exp(m ± t · s / √n), m and s the mean and std of the logs. It cannot reach zero or below, and a
+  repeat twice as slow weighs as much as one twice as fast;
+- any other (a mean, a log-growth, a count) as the plain mean ± t · s / √n.
+It says how well the repeats pin the centre down, at the noise they show; two rows whose intervals overlap are not
 distinguishable at that noise (overlap is the conservative reading: non-overlap implies a difference, overlap
-does not prove sameness).
+does not prove sameness). With 2 or 3 repeats t is 12.7 or 4.3: the interval is wide by nature, and says so.
 """
 
 from __future__ import annotations
@@ -18,36 +22,72 @@ from backprop_lab import objectives
 
 SEED = "seed"
 CONFIDENCE = 0.95
+FEW = 3  # an interval from this many repeats or fewer says it is wide by nature
 # the numbers a row shows and what they are called in a sentence
-COMPARED = {"time/backward_vs_autograd": "backward × autograd", "time/backward_ms": "backward ms",
+COMPARED = {"time/backward_vs_autograd": "backward × autograd (same x.g)",
+            "time/backward_vs_autograd_no_xg": "backward × autograd (no x.g)", "time/backward_ms": "backward ms",
             objectives.METRIC: "objective"}  # fmt: skip
+# how a positive quantity's metric name ends: times, spreads, ratios, sizes (a log-growth or a mean can be negative)
+POSITIVE_ENDINGS = ("_ms", "_s", "_mb", "_gflop", "std", "std_raw", "ratio", "rel_diff", "vs_autograd",
+                    "vs_autograd_no_xg", "loss")  # fmt: skip
+
+
+def positive(key: str) -> bool:
+    """Whether the metric `key` (or a series' `key@step`) is a positive quantity, whose interval is on the log
+    scale."""
+    return key.split("@")[0].endswith(POSITIVE_ENDINGS)
+
+
+def describe(key: str) -> str:
+    """What a row of repeats shows for `key`, for a table's header."""
+    return "geometric mean [95% interval] (on the log scale)" if positive(key) else "mean [95% interval]"
 
 
 @dataclass(frozen=True)
 class Interval:
-    mean: float
+    center: float  # the mean; the geometric mean where `log`
     lo: float
     hi: float
     n: int
+    log: bool = False  # computed on the logs
 
     def overlaps(self, other: Interval) -> bool:
         return self.lo <= other.hi and other.lo <= self.hi
 
     def format(self, fmt: str = ".3g") -> str:
-        return f"{self.mean:{fmt}} [{self.lo:{fmt}}, {self.hi:{fmt}}]"
+        few = f" (n={self.n}, wide by nature)" if self.n <= FEW else ""
+        return f"{self.center:{fmt}} [{self.lo:{fmt}}, {self.hi:{fmt}}]{few}"
+
+    def errorbar(self) -> tuple[float, float]:
+        """(below, above) the centre: matplotlib's asymmetric error bar, as the table states the interval."""
+        return self.center - self.lo, self.hi - self.center
 
 
-def interval(values: list[float]) -> Optional[Interval]:
-    """The mean and its t interval; None with fewer than two values, or any that is not finite (the row then shows
-    the mean as it is, nan or inf: a repeat that overflowed is not averaged away)."""
+def _t(n: int) -> float:
     from scipy import stats
 
-    finite = [v for v in values if math.isfinite(v)]
-    if len(finite) < 2 or len(finite) < len(values):
+    return float(stats.t.ppf((1 + CONFIDENCE) / 2, n - 1))
+
+
+def interval(values: list[float], log: bool = False) -> Optional[Interval]:
+    """The mean and its t interval, of the logs where `log` (then exp of each); None with fewer than two values, any
+    that is not finite (the row then shows the mean as it is, nan or inf: a repeat that overflowed is not averaged
+    away), or, where `log`, any that is not positive (a zero has no log)."""
+    if len(values) < 2 or not all(math.isfinite(v) for v in values) or (log and min(values) <= 0):
         return None
-    mean = statistics.fmean(finite)
-    half = stats.t.ppf((1 + CONFIDENCE) / 2, len(finite) - 1) * statistics.stdev(finite) / math.sqrt(len(finite))
-    return Interval(mean, mean - half, mean + half, len(finite))
+    scaled = [math.log(v) for v in values] if log else values
+    mean = statistics.fmean(scaled)
+    half = _t(len(scaled)) * statistics.stdev(scaled) / math.sqrt(len(scaled))
+    if log:
+        return Interval(math.exp(mean), math.exp(mean - half), math.exp(mean + half), len(values), log=True)
+    return Interval(mean, mean - half, mean + half, len(values))
+
+
+def summarized(key: str, values: list[float]) -> tuple[float, Optional[Interval]]:
+    """The centre a row of repeats shows for `key` (its interval's, so the table and the figures agree; the plain
+    mean where there is no interval), and the interval."""
+    found = interval(values, positive(key))
+    return (found.center if found else statistics.fmean(values)), found
 
 
 def repeated(rows: list) -> bool:
@@ -76,9 +116,10 @@ def at_step(key: str, step: int) -> str:
 
 
 def grouped(rows: list) -> list:
-    """One row per non-seed choice: its metrics the means over its FINISHED repeats, with their intervals in
-    `intervals`, its series the mean by layer, its status the count of each status, its tags those all agree on;
-    `grad/all_close` the share of all its repeats (FAILED ones included) whose check found every node close."""
+    """One row per non-seed choice: its metrics the centres (`summarized`) over its FINISHED repeats, with their
+    intervals in `intervals`, its series the centre by layer, its status the count of each status, its tags those
+    all agree on; `grad/all_close` the share of all its repeats (FAILED ones included) whose check found every node
+    close."""
     groups: dict[tuple, list] = {}
     for row in rows:
         groups.setdefault(_others(row), []).append(row)
@@ -86,8 +127,9 @@ def grouped(rows: list) -> list:
     for key, members in groups.items():
         finished = [r for r in members if r.status == "FINISHED"] or members
         names = sorted({k for r in finished for k in r.metrics})
-        metrics = {k: statistics.fmean([r.metrics[k] for r in finished if k in r.metrics]) for k in names}
-        intervals = {k: i for k in names if (i := interval([r.metrics[k] for r in finished if k in r.metrics]))}
+        summaries = {k: summarized(k, [r.metrics[k] for r in finished if k in r.metrics]) for k in names}
+        metrics = {k: center for k, (center, _) in summaries.items()}
+        intervals = {k: i for k, (_, i) in summaries.items() if i}
         closes = [r.status == "FINISHED" and r.metrics.get("grad/all_close") == 1.0 for r in members]
         metrics["grad/all_close"] = sum(closes) / len(members)  # a share, counted: no interval of FINISHED ones
         intervals.pop("grad/all_close", None)
@@ -97,9 +139,10 @@ def grouped(rows: list) -> list:
         tags = {k: v for k, v in members[0].tags.items() if all(r.tags.get(k) == v for r in members)}
         series = {}
         for k in sorted({k for r in finished for k in r.series}):
-            steps = _by_step([r.series[k] for r in finished if r.series.get(k)])
-            series[k] = [(step, statistics.fmean(v)) for step, v in steps.items()]
-            intervals |= {at_step(k, step): i for step, v in steps.items() if (i := interval(v))}
+            steps = {step: summarized(at_step(k, step), v)
+                     for step, v in _by_step([r.series[k] for r in finished if r.series.get(k)]).items()}  # fmt: skip
+            series[k] = [(step, center) for step, (center, _) in steps.items()]
+            intervals |= {at_step(k, step): i for step, (_, i) in steps.items() if i}
         out.append(replace(members[0], run_id=f"{len(members)} runs", choices=dict(key), status=status,
                            metrics=metrics, tags=tags, series=series, intervals=intervals,
                            runs=len(members)))  # fmt: skip
@@ -111,12 +154,12 @@ def indistinguishable(rows: list) -> list[str]:
     and, for the ratio to autograd, the rows whose interval holds 1 (as fast as autograd, at this noise)."""
     lines = []
     for key, what in COMPARED.items():
-        known = sorted((r for r in rows if key in r.intervals), key=lambda r: r.intervals[key].mean)
+        known = sorted((r for r in rows if key in r.intervals), key=lambda r: r.intervals[key].center)
         for a, b in zip(known, known[1:]):
             if a.intervals[key].overlaps(b.intervals[key]):
                 lines.append(f"{what}: {a.label} {a.intervals[key].format()} and {b.label} "
                              f"{b.intervals[key].format()} overlap: not distinguishable at this noise")  # fmt: skip
-        if key == "time/backward_vs_autograd":  # autograd's own row is 1 by construction
+        if key == "time/backward_vs_autograd":  # autograd's own row is 1 by construction (both baselines are its)
             lines += [f"{what}: {r.label} {r.intervals[key].format()} holds 1: not distinguishable from autograd"
                       for r in known if r.intervals[key].lo <= 1 <= r.intervals[key].hi
                       and r.params.get("impl.name") != "autograd"]  # fmt: skip

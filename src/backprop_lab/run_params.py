@@ -9,6 +9,9 @@ import itertools
 import json
 
 NOT_PARAMS = ("tracking", "device", "sweep")  # where and how it is logged; the device is logged once resolved
+# options whose param is what the run did, logged once it is known: the notebook's four compute the input's gradient
+# whatever `impl.compute_input_grad` says, and a user's code may or may not (the check finds out)
+COMPUTED = {"impl": ("compute_input_grad",)}
 
 
 def compact_widths(widths: list[int]) -> str:
@@ -25,6 +28,20 @@ def params(config: dict) -> dict:
     out = {k: v for k, v in config.items() if k not in NOT_PARAMS}
     out["model"] = dict(out["model"], widths=compact_widths(out["model"]["widths"]))
     return out
+
+
+def requested(config: dict) -> dict:
+    """The params a run logs when it starts (and a sweep's parent for what its jobs share): `params` less the
+    COMPUTED ones, which the option does not settle."""
+    out = params(config)
+    for group, keys in COMPUTED.items():
+        out[group] = {k: v for k, v in out[group].items() if k not in keys}
+    return out
+
+
+def computed(input_grad: bool) -> dict:
+    """The COMPUTED params, as the run did them: `input_grad`, whether the implementation computed x.g."""
+    return {"impl": {"compute_input_grad": input_grad}}
 
 
 def config_digest(config: dict) -> str:

@@ -65,21 +65,30 @@ def grad_table(r: Result) -> RichTable:
 
 
 def timing_table(r: Result) -> RichTable:
+    """Each pass's median and IQR, autograd's backward named by what it computed (the ratio's baseline)."""
     tm = r.timing
+    labels = {"forward": "forward", "backward": "backward", "backward_autograd": f"backward, {tm.baseline}"}
     rows = []
-    for name in ("forward", "backward", "backward_autograd"):
+    for name, label in labels.items():
         timed = getattr(tm, name)
-        rows.append((name.replace("_", " "), f"{timed.median_ms:.2f}", f"{timed.iqr_ms:.2f}", str(timed.runs)))
-    title = f"timing: median of torch.utils.benchmark blocks, {tm.threads} threads"
-    caption = f"backward / autograd backward = {tm.backward_vs_autograd:.2f} (median of interleaved rounds)"
-    return _table(title, rows, "pass", "median ms", "IQR ms", "runs", caption=caption)
+        noisy = " (noisy)" if timed.noisy else ""
+        rows.append((label, f"{timed.median_ms:.2f}", f"{timed.iqr_ms:.2f}{noisy}", str(timed.runs)))
+    title = f"timing: median of torch.utils.benchmark blocks, {tm.threads} threads; ratios: of interleaved rounds"
+    return _table(title, rows, "pass", "median ms", "IQR ms", "runs")
+
+
+def print_timing(r: Result, console: Console) -> None:
+    """The timing table, then the ratios with their baselines, said not firm where a timing is noisy: a line of its
+    own, never wrapped to the table's width."""
+    console.print(timing_table(r))
+    console.print(r.timing.ratio_line(), soft_wrap=True)
 
 
 def print_summary(r: Result, console: Console) -> None:
     for table in (data_table(r), init_table(r), activation_table(r), grad_table(r)):
         console.print(table)
     console.print(f"verdict: {r.verdict}", soft_wrap=True)
-    console.print(timing_table(r))
+    print_timing(r, console)
     wall = "  ".join(f"{k.removesuffix('_s')} {v:.2f}s" for k, v in r.wall.items())
     console.print(f"wall time: {wall}")
     console.print(f"MLflow run [bold]{r.run_name}[/] id [bold]{r.run.run_id}[/] (experiment {r.run.experiment_id})")

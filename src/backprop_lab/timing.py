@@ -3,10 +3,19 @@ the two backwards in interleaved rounds.
 
 blocked_autorange warms up while it sizes its blocks and reports the median and IQR of many blocks; its Timer
 synchronizes CUDA around each block. The Timer defaults to one thread, so the thread count is passed and logged.
+
+The backward is compared with autograd twice. `time/backward_vs_autograd` against autograd asked for the same
+gradients (the input's too where the implementation computes it: always for the notebook's four): the fair
+comparison of one run. `time/backward_vs_autograd_no_xg` against autograd without the input's gradient, the one
+baseline every run shares, so that runs can be compared with each other.
+
+A timing whose spread is large against its median (NOISY_IQR_OVER_MEDIAN) is noisy: the machine was busy (its load
+average is logged beside), and a ratio from it is not firm.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +24,16 @@ from torch.utils import benchmark
 
 from backprop_lab import stop
 from backprop_lab.impls import autograd, protocol
+from backprop_lab.names import NONE
+
+# a timing whose IQR is more than this share of its median is noisy: the machine's other work shows in it
+NOISY_IQR_OVER_MEDIAN = 0.5
+NOISY_TAG = "time.noisy"  # the passes whose timing is noisy, comma-separated, or "none"
+LOAD_METRIC = "time/load_avg_1min"  # the machine's 1-minute load average when the timing ended
+RATIO_METRIC = "time/backward_vs_autograd"  # against autograd asked for the same gradients: BASELINES[input_grad]
+COMMON_RATIO_METRIC = "time/backward_vs_autograd_no_xg"  # against autograd without x.g: one baseline for all runs
+BASELINES = {True: "autograd (+x.g)", False: "autograd (no x.g)"}  # by whether autograd computed the input's gradient
+PASSES = ("forward", "backward", "backward_autograd")
 
 
 @dataclass
@@ -23,24 +42,57 @@ class Timed:
     iqr_ms: float
     runs: int
 
+    @property
+    def noisy(self) -> bool:
+        return self.iqr_ms > NOISY_IQR_OVER_MEDIAN * self.median_ms
+
 
 @dataclass
 class Timing:
     forward: Timed
     backward: Timed
-    backward_autograd: Timed
+    backward_autograd: Timed  # autograd asked for the input's gradient when `reference_input_grad`
     threads: int
-    backward_vs_autograd: float  # measured interleaved, not the ratio of the two medians
+    backward_vs_autograd: float  # against backward_autograd, measured interleaved, not the ratio of two medians
+    reference_input_grad: bool  # the baseline of backward_vs_autograd computed the input's gradient
+    backward_vs_autograd_no_xg: float  # against autograd without the input's gradient, measured interleaved
+    load_avg_1min: float
+
+    @property
+    def baseline(self) -> str:
+        return BASELINES[self.reference_input_grad]
+
+    def noisy(self) -> list[str]:
+        return [name for name in PASSES if getattr(self, name).noisy]
+
+    def noise_note(self) -> str:
+        """Why the timing is not firm, or "" when it is."""
+        passes = [f"{name.replace('_', ' ')} IQR {t.iqr_ms:.3g} ms > {NOISY_IQR_OVER_MEDIAN:g} × median "
+                  f"{t.median_ms:.3g} ms" for name in PASSES if (t := getattr(self, name)).noisy]  # fmt: skip
+        return f"timing noisy ({'; '.join(passes)}; load average {self.load_avg_1min:.2f})" if passes else ""
+
+    def ratio_line(self) -> str:
+        """The backward against both baselines, and whether the ratios are firm."""
+        line = f"backward {self.backward_vs_autograd:.2f} × {self.baseline}"
+        if self.reference_input_grad:
+            line += f", {self.backward_vs_autograd_no_xg:.2f} × {BASELINES[False]}"
+        note = self.noise_note()
+        return f"{line}; NOT firm: {note}" if note else line
 
     def metrics(self) -> dict[str, float]:
         out = {}
-        for name in ("forward", "backward", "backward_autograd"):
+        for name in PASSES:
             timed: Timed = getattr(self, name)
             out[f"time/{name}_ms"] = timed.median_ms
             out[f"time/{name}_iqr_ms"] = timed.iqr_ms
-        out["time/backward_vs_autograd"] = self.backward_vs_autograd
+        out[RATIO_METRIC] = self.backward_vs_autograd
+        out[COMMON_RATIO_METRIC] = self.backward_vs_autograd_no_xg
         out["time/threads"] = float(self.threads)
+        out[LOAD_METRIC] = self.load_avg_1min
         return out
+
+    def tags(self) -> dict[str, str]:
+        return {NOISY_TAG: ",".join(self.noisy()) or NONE}
 
 
 def _between_blocks(number: int, seconds: float) -> None:
@@ -95,22 +147,31 @@ def measure_paired(
     return Paired(_timed(mine), _timed(theirs), statistics.median(ratios))
 
 
-def time_passes(net, reference, x, y, min_run_time: float, threads: int) -> Timing:
-    """`net` and `reference` (autograd) must have run forward on (x, y): backward reuses that forward's state.
-    The two backwards are timed interleaved, each for `min_run_time` in all."""
+def time_passes(net, reference, x, y, min_run_time: float, threads: int, reference_input_grad: bool,
+                common=None) -> Timing:  # fmt: skip
+    """`net`, `reference` (autograd asked for the same gradients) and `common` (autograd without the input's
+    gradient, None where `reference` is that) must have run forward on (x, y): backward reuses that forward's state.
+    The backward is timed interleaved with each autograd's, each pair for `min_run_time` in all."""
     forward = measure(lambda: net.forward(x, y), "forward", min_run_time, threads)
     net.forward(x, y)
     backward = measure_paired(net.backward, reference.backward, "backward", min_run_time, threads)
-    return Timing(forward, backward.timed, backward.ref, threads, backward.ratio)
+    no_xg = backward.ratio
+    if common is not None:
+        no_xg = measure_paired(net.backward, common.backward, "backward, autograd without x.g", min_run_time,
+                               threads).ratio  # fmt: skip
+    load = os.getloadavg()[0]  # over the last minute: the timing's
+    return Timing(forward, backward.timed, backward.ref, threads, backward.ratio, reference_input_grad, no_xg, load)
 
 
 def time_implementation(code: protocol.Code, params: dict, x, y, shift: float, input_grad: bool,
                         reference_input_grad: bool, min_run_time: float, threads: int) -> Timing:  # fmt: skip
     """The stage: the implementation on fresh copies of the weights, against autograd asked for the input's gradient
-    when the check found the implementation computes it (`reference_input_grad`), a user's code run as theirs."""
+    when the check found the implementation computes it (`reference_input_grad`), and then against autograd without
+    it too, a user's code run as theirs."""
     with protocol.users_code(code, what="forward or backward while timed"):
         net = protocol.build(code, {k: protocol.fresh(v) for k, v in params.items()}, shift, input_grad)
         reference = autograd.Net(params, shift, input_grad=reference_input_grad)
-        net.forward(x, y)
-        reference.forward(x, y)
-        return time_passes(net, reference, x, y, min_run_time, threads)
+        common = autograd.Net(params, shift, input_grad=False) if reference_input_grad else None
+        for m in (net, reference, common or reference):
+            m.forward(x, y)
+        return time_passes(net, reference, x, y, min_run_time, threads, reference_input_grad, common)
