@@ -27,7 +27,7 @@ def test_report_of_the_latest_sweep(sweep_store, tmp_path, capsys):
              "activation_std.png", "backward_std.png"}  # fmt: skip
     assert names <= {p.name for p in out.iterdir()}
     md = (out / "report.md").read_text()
-    answer, every_run = (part.splitlines() for part in md.split("\n# ")[1:3])
+    answer, every_run = (part.splitlines() for part in re.split(r"^# ", md, flags=re.M)[1:3])
     assert answer[0] == answers.question("init_study")  # the study's answer first: the sweep varies the init
     assert answer[2].startswith("| impl | init | last hidden std | predicted | forward log10 growth / layer")
     table = [line for line in every_run if line.startswith("| ")]

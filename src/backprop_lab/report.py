@@ -73,7 +73,17 @@ def varying_params(records: list[RunRecord]) -> list[str]:
     varying = [k for k in keys if len({r.params[k] for r in records if k in r.params}) > 1]
     if CODE_KEY in varying and not any(r.params.get("impl.name") == "user" for r in records):
         varying.remove(CODE_KEY)  # a built-in's code follows its name: a choice only where it is a user's file
+    if cells.INPUT_GRAD_PARAM in varying and _follows_impl(records, cells.INPUT_GRAD_PARAM):
+        varying.remove(cells.INPUT_GRAD_PARAM)  # the notebook's four compute x.g whatever the option: their name says
     return varying or [k for k in CHOICE_KEYS if any(k in r.params for r in records)]
+
+
+def _follows_impl(records: list[RunRecord], key: str) -> bool:
+    """Every implementation of the runs logged one value of `key`: it says nothing their names do not."""
+    values: dict[str, set] = {}
+    for r in records:
+        values.setdefault(r.params.get("impl.name", ""), set()).add(r.params.get(key))
+    return all(len(v) == 1 for v in values.values())
 
 
 def to_rows(records: list[RunRecord]) -> list[Row]:
