@@ -49,7 +49,8 @@ def executed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("notebook")
     nb = nbformat.read(NOTEBOOK, as_version=4)
     at = nb.cells.index(tagged(nb, "parameters")) + 1
-    nb.cells.insert(at, nbformat.v4.new_code_cell(f"BASE = {FAST!r}", metadata={"tags": ["injected-parameters"]}))
+    injected = f"BASE = {FAST!r}\nLAUNCH_DIR = {str(tmp)!r}"  # the store in the test's folder, not the project's
+    nb.cells.insert(at, nbformat.v4.new_code_cell(injected, metadata={"tags": ["injected-parameters"]}))
     # the your-turn section again, as a learner who dropped the 2 would run it
     mine, call = tagged(nb, "your-turn"), tagged(nb, "your-check")
     assert MSE_TWO in mine.source
@@ -88,9 +89,12 @@ def test_the_sweep_is_a_frame_of_four_finished_runs_and_a_plot(executed):
     nb, tmp = executed
     cell = tagged(nb, "sweep")
     found = re.fullmatch(r"(\d+) runs, (\d+) flat columns", text(cell).strip())
-    assert found and int(found[1]) == 4 and int(found[2]) > 50, text(cell)
-    assert text(cell, "plain").count("FINISHED") == 4
-    assert (tmp / "mlruns" / "mlflow.db").is_file()  # the store is under the kernel's working directory
+    assert found and int(found[1]) == 5 and int(found[2]) > 50, text(cell)
+    assert text(cell, "plain").count("FINISHED") == 5 and "normal" in text(cell, "plain")
+    assert (tmp / "mlruns" / "mlflow.db").is_file()  # the store is the launch dir's, the one the CLI uses
+    assert not (tmp / "notebooks").exists()
+    ui = text(tagged(nb, "ui")).strip()
+    assert ui.startswith(f"cd {tmp} && ") and "ui --backend-store-uri" in ui, ui
     pngs = [o.data["image/png"] for o in tagged(nb, "plot").outputs if "image/png" in o.get("data", {})]
     assert len(pngs) == 1 and base64.b64decode(pngs[0]).startswith(b"\x89PNG")
 
