@@ -5,6 +5,7 @@ sweep (slow)."""
 from __future__ import annotations
 
 import math
+import re
 import statistics
 
 import pytest
@@ -42,6 +43,9 @@ def test_a_positive_quantity_s_interval_is_the_t_interval_of_its_logs():
     assert repeats.interval([1.0, 0.0], log=True) is None  # a zero has no log: the row shows the plain mean
     assert found.format().endswith("(n=3, wide by nature)")  # 2 or 3 repeats: said next to it
     assert "wide" not in repeats.interval([1.0, 2.0, 3.0, 4.0], log=True).format()
+    seen = repeats.Interval(0.99, 0.000434, 2243.04, 3, log=True)  # a loaded machine's 0.01 s timings
+    assert seen.format(".2f") == "0.99 [0.00043, 2243.04] (n=3, wide by nature)"  # its bound is not 0.00
+    assert seen.format(".2f", say_few=False) == "0.99 [0.00043, 2243.04]"  # for a table whose header says it
 
 
 def test_times_stds_and_ratios_are_positive_means_and_log_growths_are_not():
@@ -119,17 +123,21 @@ def test_one_run_without_a_divergent_tag_shows_a_dash():
 
 @pytest.mark.slow
 def test_a_seed_sweep_reports_means_intervals_and_error_bars(tmp_path):
+    """The report's tables (their layout is the report's) show each repeated number as its interval, every one of a
+    positive quantity above zero, and name the interval's kind; the parent's description the same."""
     done = cli(tmp_path, "-m", "impl=lean,module", "seed=range(3)", *FAST)
     assert done.returncode == 0, done.stderr[-2000:]
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     assert report.main(["--tracking-uri", uri, "--out", str(tmp_path / "report")]) == 0
-    table = [line for line in (tmp_path / "report" / "report.md").read_text().splitlines() if line.startswith("| ")]
-    assert table[0].startswith("| impl | runs | status | all close |") and "[95% interval]" in table[0]
-    assert len(table) == 1 + 2 and all("| 3 | FINISHED | 3/3 |" in line for line in table[1:])
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert repeats.describe("time/backward_ms") in text  # geometric mean [95% interval] (on the log scale)
+    rows = [line for line in text.splitlines() if line.startswith(("| lean |", "| module |"))]
+    bounds = [float(b) for line in rows for b in re.findall(r"\[(\S+), (\S+)\]", line) for b in b]
+    assert rows and bounds and min(bounds) > 0  # every interval shown is of a positive quantity: none reaches 0
     _, records = runs.sweep_records(uri, runs.latest_sweep(uri, "backprop-lab"))
     lean = [r.metrics["time/backward_vs_autograd"] for r in records if r.params["impl.name"] == "lean"]
     expected = repeats.interval(lean, log=True).format(".2f")
-    assert any(line.startswith("| lean |") and line.rstrip(" |").endswith(expected) for line in table)
+    assert any(expected in line for line in rows if line.startswith("| lean |"))
     parent = runs.sweep_records(uri, runs.latest_sweep(uri, "backprop-lab"))[0]
     assert "[95% interval]" in parent.tags["mlflow.note.content"]  # the parent's description: the same table
 

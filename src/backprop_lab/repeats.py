@@ -54,9 +54,15 @@ class Interval:
     def overlaps(self, other: Interval) -> bool:
         return self.lo <= other.hi and other.lo <= self.hi
 
-    def format(self, fmt: str = ".3g") -> str:
-        few = f" (n={self.n}, wide by nature)" if self.n <= FEW else ""
-        return f"{self.center:{fmt}} [{self.lo:{fmt}}, {self.hi:{fmt}}]{few}"
+    def format(self, fmt: str = ".3g", say_few: bool = True) -> str:
+        """`centre [lo, hi]`, and `(n=3, wide by nature)` from FEW repeats unless `say_few` is False (a table whose
+        header says it). A bound that `fmt` would round to 0 gets two significant digits: it is not 0."""
+        def shown(x: float) -> str:
+            text = format(x, fmt)
+            return format(x, ".2g") if x != 0 and float(text) == 0 else text
+
+        few = f" (n={self.n}, wide by nature)" if say_few and self.n <= FEW else ""
+        return f"{shown(self.center)} [{shown(self.lo)}, {shown(self.hi)}]{few}"
 
     def errorbar(self) -> tuple[float, float]:
         """(below, above) the centre: matplotlib's asymmetric error bar, as the table states the interval."""
