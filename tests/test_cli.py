@@ -24,6 +24,10 @@ def test_default_store_is_mlruns_under_the_launch_dir(tmp_path):  # and a single
     assert run.info.artifact_uri.startswith((tmp_path / "mlruns" / "artifacts").as_uri())
     assert run.info.run_id in done.stdout
     assert "mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1" in done.stdout
+    # the UI's classic runs view, not its GenAI mode (MLflow 3.17 opens that unless the address says otherwise)
+    page = f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs"
+    assert f"{page}?workflowType=machine_learning" in done.stdout
+    assert f"{page}/{run.info.run_id}?workflowType=machine_learning" in done.stdout
 
 
 def test_multirun_over_every_implementation_is_one_parent_with_six_children(tmp_path):
@@ -38,6 +42,12 @@ def test_multirun_over_every_implementation_is_one_parent_with_six_children(tmp_
     assert all(r.info.status == "FINISHED" and r.data.metrics["grad/all_close"] == 1.0 for r in children)
     assert parent.info.status == "FINISHED" and parent.data.metrics["sweep/jobs"] == 6
     assert parent.data.metrics["sweep/jobs_failed"] == 0 and "impl=" in parent.data.tags["overrides"]
+    *_, summary, ui, urls, report = done.stdout.splitlines()  # the sweep's, after the last job's line
+    assert summary.startswith("sweep 'impl=functional,") and f"parent run {parent.info.run_id}" in summary
+    assert "mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db" in ui
+    table = f"http://127.0.0.1:5000/#/experiments/{parent.info.experiment_id}/runs"
+    assert f"{table}?workflowType=machine_learning (the runs table)" in urls
+    assert report.startswith("report: ") and report.endswith(f"backprop-lab-report {parent.info.run_id}")
 
 
 def test_a_failed_job_is_a_failed_child_and_the_sweep_goes_on(tmp_path):
@@ -51,6 +61,8 @@ def test_a_failed_job_is_a_failed_child_and_the_sweep_goes_on(tmp_path):
     (failed,) = [r for r in children if r.info.status == "FAILED"]
     assert "model.widths" in failed.data.tags["error"]
     assert parent.info.status == "FAILED" and parent.data.metrics["sweep/jobs_failed"] == 1
+    assert done.stderr.splitlines()[-1] == f"error: 1 of 3 jobs failed (sweep run {parent.info.run_id})"
+    assert done.stdout.splitlines()[-1].endswith(f"backprop-lab-report {parent.info.run_id}")
 
 
 def test_parallel_joblib_sweep_loses_nothing(tmp_path):

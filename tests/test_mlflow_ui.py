@@ -4,16 +4,19 @@ experiment page in headless Chromium (Debian's chromium, driven by Playwright), 
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 import requests
 from helpers import ROOT, MlflowServer, require
 
 from backprop_lab.names import CONTRACT
+from backprop_lab.store import UI_HOST, UI_PORT
 
 pytestmark = pytest.mark.slow
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOT = ROOT / "ci-artifacts" / "mlflow-ui.png"
+UI_ADDRESS = f"http://{UI_HOST}:{UI_PORT}"
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +25,16 @@ def server(small_sweep):
     srv = MlflowServer(uri, cwd / "mlruns" / "artifacts", cwd=cwd)
     yield srv.url
     srv.stop()
+
+
+@pytest.fixture(scope="module")
+def printed(small_sweep, server) -> dict[str, str]:
+    """The addresses the sweep's last lines print, the runs table's and the sweep's, on this test's server (the
+    printed ones are the port `mlflow ui` serves by default)."""
+    cwd, _ = small_sweep
+    (line,) = [line for line in (cwd / "sweep.out").read_text().splitlines() if "(the runs table)" in line]
+    table, parent = re.findall(r"http://\S+", line)
+    return {"table": table.replace(UI_ADDRESS, server), "parent": parent.replace(UI_ADDRESS, server)}
 
 
 def search(base, experiment_id, filter_string=""):
@@ -44,8 +57,10 @@ def test_rest_api_finds_the_parent_and_every_child(server):
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
-NAMES = ["functional·xavier·synthetic", "functional·kaiming_uniform·synthetic", "nn·xavier·synthetic",
-         "nn·kaiming_uniform·synthetic"]  # fmt: skip
+NAMES = ["functional·xavier·synthetic·n_train=128", "functional·kaiming_uniform·synthetic·n_train=128",
+         "nn·xavier·synthetic·n_train=128", "nn·kaiming_uniform·synthetic·n_train=128"]  # fmt: skip
+# what MLflow 3.17's sidebar lists in its GenAI mode only (Traces it lists in both)
+GENAI_ENTRIES = ("Judges", "Evaluation", "Observability", "Sessions", "Prompts", "Agent versions", "Review")
 
 
 @pytest.fixture(scope="module")
@@ -77,12 +92,18 @@ def shot(page, name: str) -> None:
     assert path.stat().st_size > 10_000
 
 
-def test_the_runs_view_opens_on_the_sweep_and_its_children(server, browser, sweep_ids):
-    """The URL the summary prints opens the runs table (not MLflow's GenAI overview)."""
+def test_the_printed_address_opens_the_classic_runs_view_on_the_sweep_and_its_children(printed, browser, sweep_ids):
+    """The runs table the sweep's end prints opens in MLflow's model-training mode, whatever the browser chose
+    before (a fresh profile's default is the GenAI mode: Judges, Evaluation, runs as "Training runs")."""
     experiment_id, _, _ = sweep_ids
+    assert printed["table"].endswith(f"/#/experiments/{experiment_id}/runs?workflowType=machine_learning")
     page = browser.new_page(viewport={"width": 1400, "height": 900})
-    page.goto(f"{server}/#/experiments/{experiment_id}/runs")
+    page.goto(printed["table"])
     page.get_by_text("impl=functional,nn", exact=False).first.wait_for(timeout=60_000)
+    sidebar = page.locator("aside, nav").first.inner_text()
+    assert "Runs" in sidebar.splitlines(), sidebar
+    assert not [entry for entry in GENAI_ENTRIES if entry in sidebar], sidebar
+    assert page.get_by_text("Training runs", exact=True).count() == 0
     page.locator("[role=gridcell] button").first.click()  # the sweep's row folds its children: unfold it
     for name in NAMES:
         page.get_by_text(name, exact=True).first.wait_for(timeout=30_000)
@@ -92,10 +113,11 @@ def test_the_runs_view_opens_on_the_sweep_and_its_children(server, browser, swee
     page.close()
 
 
-def test_the_parents_description_renders_the_sweeps_table(server, browser, sweep_ids):
+def test_the_parents_description_renders_the_sweeps_table(printed, browser, sweep_ids):
     experiment_id, parent_id, _ = sweep_ids
+    assert printed["parent"].endswith(f"/#/experiments/{experiment_id}/runs/{parent_id}?workflowType=machine_learning")
     page = browser.new_page(viewport={"width": 1400, "height": 1100})
-    page.goto(f"{server}/#/experiments/{experiment_id}/runs/{parent_id}")
+    page.goto(printed["parent"])
     page.locator("table", has_text="first divergent").first.wait_for(timeout=60_000)  # markdown, rendered
     assert page.locator("table", has_text="first divergent").first.get_by_text("kaiming_uniform").count() >= 1
     shot(page, "parent-description")

@@ -579,3 +579,21 @@ def test_uri_syntax_imports_nothing_heavy():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_every_ui_address_asks_for_the_classic_runs_view():
+    """MLflow 3.17 opens an experiment in its GenAI mode unless the address carries the workflow type."""
+    assert store.ui_url("sqlite:////x/mlflow.db", "3") == \
+        "http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning"  # fmt: skip
+    assert store.ui_url("sqlite:////x/mlflow.db", "3", "abc") == \
+        "http://127.0.0.1:5000/#/experiments/3/runs/abc?workflowType=machine_learning"  # fmt: skip
+    # a tracking server serves its own UI; the browser asks for credentials itself, the address carries none
+    assert store.ui_url("https://bob:pw@tracking.example:8443/mlflow/", "3") == \
+        "https://tracking.example:8443/mlflow/#/experiments/3/runs?workflowType=machine_learning"  # fmt: skip
+
+
+def test_the_report_command_names_the_sweep_and_a_store_that_is_not_the_default(tmp_path):
+    default, _ = store.default_store(tmp_path)
+    assert store.report_command(default, tmp_path, "abc").endswith("backprop-lab-report abc")
+    elsewhere = store.report_command("http://bob:pw@h:5000", tmp_path, "abc")
+    assert elsewhere.endswith("backprop-lab-report abc --tracking-uri http://bob:***@h:5000")

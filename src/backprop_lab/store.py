@@ -52,16 +52,49 @@ def sqlite_file(uri: str) -> Optional[Path]:
     return Path(unquote(uri.removeprefix("sqlite:///").split("?")[0]))
 
 
+UI_HOST, UI_PORT = "127.0.0.1", 5000  # where `ui_command` serves the UI: the loopback interface only
+# MLflow 3.17's UI opens an experiment in its GenAI mode (Traces, Judges, runs under "Evaluations") unless the address
+# asks for the classic runs view: it reads the mode from the address, else from the browser's last choice, and no
+# longer from the experiment's `mlflow.experimentKind` tag (its switch between the two is always on)
+UI_MODE = "workflowType=machine_learning"
+
+
+def _command(name: str, launch_dir: Path) -> Path:
+    """The environment's own console script, as a path one can paste from the launch directory."""
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        return Path(name)
+    return path.relative_to(launch_dir.resolve()) if path.is_relative_to(launch_dir.resolve()) else path
+
+
+def _shown(uri: str, launch_dir: Path) -> str:
+    local_default, _ = default_store(launch_dir)
+    return "sqlite:///mlruns/mlflow.db" if uri == local_default else redact(uri)
+
+
 def ui_command(uri: str, launch_dir: Path) -> str:
     """The command that serves this store's UI on the loopback interface, as typed from the launch directory."""
+    return f"{_command('mlflow', launch_dir)} ui --backend-store-uri {_shown(uri, launch_dir)} " \
+           f"--host {UI_HOST} --port {UI_PORT}"  # fmt: skip
+
+
+def ui_url(uri: str, experiment_id: str, run_id: Optional[str] = None) -> str:
+    """The address of the experiment's runs table (or of one run) in the UI that serves this store, in the classic
+    runs view: a tracking server's own, else the one `ui_command` starts."""
+    parts = urlsplit(uri)
+    if parts.scheme in ("http", "https"):  # without its credentials: a browser asks for them itself
+        base = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path.rstrip('/')}"
+    else:
+        base = f"http://{UI_HOST}:{UI_PORT}"
+    page = f"{base}/#/experiments/{experiment_id}/runs" + (f"/{run_id}" if run_id else "")
+    return f"{page}?{UI_MODE}"
+
+
+def report_command(uri: str, launch_dir: Path, parent_run_id: str) -> str:
+    """The command that writes a sweep's report, as typed from the launch directory."""
     local_default, _ = default_store(launch_dir)
-    shown = "sqlite:///mlruns/mlflow.db" if uri == local_default else uri
-    cli = Path(sys.executable).parent / "mlflow"  # the environment's own mlflow, as a path one can paste
-    if not cli.exists():
-        cli = Path("mlflow")
-    elif cli.is_relative_to(launch_dir.resolve()):
-        cli = cli.relative_to(launch_dir.resolve())
-    return f"{cli} ui --backend-store-uri {redact(shown)} --host 127.0.0.1 --port 5000"
+    store_flag = "" if uri == local_default else f" --tracking-uri {_shown(uri, launch_dir)}"
+    return f"{_command('backprop-lab-report', launch_dir)} {parent_run_id}{store_flag}"
 
 
 # --- what it must be ------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ It also keeps what Hydra writes to disk free of credentials: Hydra saves the com
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -38,7 +39,10 @@ def open_parent(uri: str, experiment_id: str, run_name: str, tags: dict[str, str
 
 def aggregates(children: list) -> dict[str, float]:
     """The sweep in four numbers a runs table can sort: the worst check among its jobs, the best and worst backward
-    against autograd's."""
+    against autograd's. An infinite one is logged as `<name>_is_inf` = 1 instead: MLflow would store it as the
+    largest double, and its UI would show 1.7976931348623157e+308."""
+    from backprop_lab.tables import INF_AS_STORED
+
     def values(key: str) -> list[float]:
         return [c.metrics[key] for c in children if key in c.metrics]
 
@@ -49,7 +53,9 @@ def aggregates(children: list) -> dict[str, float]:
                             ("time/backward_vs_autograd", max, "worst_backward_vs_autograd")):  # fmt: skip
         found = values(key)
         if found:
-            out[f"sweep/{name}"] = pick(found)
+            value = pick(found)
+            infinite = math.isinf(value) or abs(value) >= INF_AS_STORED
+            out[f"sweep/{name}_is_inf" if infinite else f"sweep/{name}"] = 1.0 if infinite else value
     return out
 
 
@@ -69,14 +75,15 @@ def best_trial(parent, children: list) -> tuple[dict[str, float], dict[str, str]
 
 
 def description(parent, children: list) -> str:
-    """The report's table, as the parent run's description (markdown, rendered by the UI)."""
-    from backprop_lab import report, tables
+    """The report's tables, the study's answer first, as the parent run's description (markdown, rendered by the
+    UI; an infinity reads `inf`, as the report writes it)."""
+    from backprop_lab import report
 
     rows = report.to_rows(children)
-    text = tables.to_markdown(report.table(rows, parent.name), level=3)
+    text = report.tables_markdown(rows, parent.name, level=3)
     while len(text) > MAX_NOTE_CHARS and len(rows) > 1:  # a tag holds 8,000 characters
         rows = rows[: len(rows) // 2]
-        text = tables.to_markdown(report.table(rows, f"{parent.name} (first {len(rows)} jobs)"), level=3)
+        text = report.tables_markdown(rows, f"{parent.name} (first {len(rows)} jobs)", level=3)
     return text
 
 
@@ -104,7 +111,7 @@ def shared_params(config: DictConfig, swept: list[str]) -> dict:
     task = OmegaConf.to_container(config, resolve=False, enum_to_str=True)
     task.pop("hydra", None)
     varying = {key.split(".")[0] for key in swept}
-    shared = {k: v for k, v in run_params.params(task).items() if k not in varying}
+    shared = {k: v for k, v in run_params.requested(task).items() if k not in varying}
     return {SWEPT_PARAM: ", ".join(swept)} | shared
 
 
@@ -264,11 +271,12 @@ class MlflowSweep(Callback):
                 sweep_env.hand_to_jobs(None, self.swept)
                 return
             experiment_id = lifecycle.prepare_store(self.uri, config.tracking.experiment, artifact_location)
+            self.experiment_id, self.launch_dir = experiment_id, launch_dir
             overrides = list(config.hydra.overrides.task)
             self.started = time.perf_counter()
             tags = {"overrides": " ".join(overrides), "launcher": config.hydra.launcher._target_.rsplit(".", 1)[-1]}
-            name = submissions.given or run_names.parent_name(overrides, self.swept)  # a folder by the folder
-            self.parent_run_id = open_parent(self.uri, experiment_id, name[:250],
+            self.name = (submissions.given or run_names.parent_name(overrides, self.swept))[:250]  # a folder by its own
+            self.parent_run_id = open_parent(self.uri, experiment_id, self.name,
                                              tags | environment_tags(), shared_params(config, self.swept))  # fmt: skip
         except UserError as e:  # the store's own one line
             raise SystemExit(f"error: {e}") from None
@@ -307,14 +315,29 @@ class MlflowSweep(Callback):
                 raise SystemExit(f"error: {failed} of {jobs} jobs failed in the dry run; they would in the sweep")
             return
         # as at the start, an exception here would be a warning and the exit status 0: the verdict is a SystemExit
+        parent_run_id = self.parent_run_id
         try:
             counts = self.finish(None)
             redact_hydra_files(config, job=False)
         except Exception as e:
             raise SystemExit(f"error: the sweep's parent run cannot be ended: {_first_line(e)}") from None
+        if parent_run_id:
+            print("\n".join(self.closing_lines(parent_run_id, counts)), flush=True)
         failed = counts.get("FAILED", 0) + counts.get("KILLED", 0)
         if failed:
-            raise SystemExit(f"error: {failed} of {counts['jobs']} jobs failed")
+            raise SystemExit(f"error: {failed} of {counts['jobs']} jobs failed (sweep run {parent_run_id})")
+
+    def closing_lines(self, parent_run_id: str, counts: dict[str, int]) -> list[str]:
+        """The sweep's last lines, after the last job's: its parent run, where to see it, how to report it."""
+        failed = counts.get("FAILED", 0) + counts.get("KILLED", 0)
+        return [
+            f"sweep {self.name!r}: {counts.get('jobs', 0)} jobs, {failed} failed; parent run {parent_run_id} "
+            f"(experiment {self.experiment_id})",
+            f"open it:  {store.ui_command(self.uri, self.launch_dir)}",
+            f"          then {store.ui_url(self.uri, self.experiment_id)} (the runs table), "
+            f"{store.ui_url(self.uri, self.experiment_id, parent_run_id)} (the sweep's table)",
+            f"report:   {store.report_command(self.uri, self.launch_dir, parent_run_id)}",
+        ]
 
     def finish(self, status: Optional[str]) -> dict[str, int]:
         """Close the parent run: FINISHED, FAILED if any job failed, or the status given (KILLED on Ctrl-C)."""
