@@ -56,7 +56,7 @@ def _experiment_id(uri: str, experiment: str, artifact_location: Optional[str]) 
     found = retried(client.get_experiment_by_name, experiment)
     if found is None:
         try:
-            # the UI opens a "custom_model_development" experiment on its training-runs view, not the GenAI one
+            # what the experiment is, for MLflow's readers; 3.17's UI reads its mode from the address (store.UI_MODE)
             tags = {"mlflow.experimentKind": "custom_model_development"}
             return retried(client.create_experiment, experiment, artifact_location=artifact_location, tags=tags)
         except Exception:  # another process created it first
