@@ -41,7 +41,7 @@ def test_exactly_one_finished_run(one_run):
     runs = client.search_runs([result.run.experiment_id])
     assert [r.info.run_id for r in runs] == [result.run.run_id]
     assert runs[0].info.status == "FINISHED"
-    assert runs[0].info.run_name == "module·kaiming_uniform·synthetic"
+    assert runs[0].info.run_name == "module·kaiming_uniform·synthetic·n_train=128"  # FAST reads 128 rows, not 1,000
 
 
 def test_contract_metrics_and_verdict(one_run):
@@ -221,7 +221,9 @@ def test_a_1001_layer_model_logs_every_layer_in_batches(tmp_path, store, monkeyp
     result = run(store, tmp_path, "model=deep", f"model.widths={widths}", "data.n_train=64", "init=kaiming_normal")
     history = MlflowClient(store).get_metric_history(result.run.run_id, "act/std")
     assert sorted(m.step for m in history) == list(range(1, 1002))
-    assert len(calls) < 30  # about 4,000 act/* values and 4,000 init/* and grad/* values
+    # about 4,000 act/* values and 4,000 init/* and grad/* values in 17 batches; the rest a few writes per stage (its
+    # params, metrics, tags), whatever the depth
+    assert len(calls) < 32
 
 
 @pytest.mark.slow  # a store of its own: a few seconds each
