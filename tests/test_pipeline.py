@@ -149,7 +149,7 @@ def test_a_noisy_timing_is_tagged_and_its_ratio_not_called_firm(tmp_path, store,
     result = run(store, tmp_path)
     data = MlflowClient(store).get_run(result.run.run_id).data
     assert data.tags[timing.NOISY_TAG] == "forward,backward" and data.metrics[timing.LOAD_METRIC] == 4.5
-    assert "NOT firm: timing noisy (forward IQR 65.7 ms > 0.5 × median 38.3 ms" in data.tags["mlflow.note.content"]
+    assert "NOT firm: timing noisy (forward: IQR 65.7 ms > 0.5 × median 38.3 ms" in data.tags["mlflow.note.content"]
     assert "load average 4.50" in data.tags["mlflow.note.content"]
 
 

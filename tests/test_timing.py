@@ -30,7 +30,7 @@ def test_a_timing_is_noisy_when_its_iqr_passes_half_its_median():
     firm, noisy = crafted(), crafted(backward_iqr_ms=65.7)  # the notebook's forward: IQR 65.7 over median 38.3
     assert firm.noisy() == [] and firm.noise_note() == "" and firm.tags() == {timing.NOISY_TAG: "none"}
     assert noisy.noisy() == ["backward"] and noisy.tags() == {timing.NOISY_TAG: "backward"}
-    assert noisy.noise_note() == ("timing noisy (backward IQR 65.7 ms > 0.5 × median 38.3 ms; load average 3.25)")
+    assert noisy.noise_note() == ("timing noisy (backward: IQR 65.7 ms > 0.5 × median 38.3 ms; load average 3.25)")
     assert noisy.metrics()[timing.LOAD_METRIC] == 3.25
 
 

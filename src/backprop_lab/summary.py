@@ -9,6 +9,7 @@ from rich.table import Table as RichTable
 from backprop_lab.names import NONE
 from backprop_lab.pipeline import Result
 from backprop_lab.tables import Table, to_rich
+from backprop_lab.timing import PASSES
 
 OK, BAD = "[green]ok[/]", "[red]FAIL[/]"
 SHOUTED = {"non-finite": "NON-FINITE", "shape": "SHAPE"}  # verdicts whose cell is in capitals
@@ -67,12 +68,11 @@ def grad_table(r: Result) -> RichTable:
 def timing_table(r: Result) -> RichTable:
     """Each pass's median and IQR, autograd's backward named by what it computed (the ratio's baseline)."""
     tm = r.timing
-    labels = {"forward": "forward", "backward": "backward", "backward_autograd": f"backward, {tm.baseline}"}
     rows = []
-    for name, label in labels.items():
+    for name in PASSES:
         timed = getattr(tm, name)
         noisy = " (noisy)" if timed.noisy else ""
-        rows.append((label, f"{timed.median_ms:.2f}", f"{timed.iqr_ms:.2f}{noisy}", str(timed.runs)))
+        rows.append((tm.label(name), f"{timed.median_ms:.2f}", f"{timed.iqr_ms:.2f}{noisy}", str(timed.runs)))
     title = f"timing: median of torch.utils.benchmark blocks, {tm.threads} threads; ratios: of interleaved rounds"
     return _table(title, rows, "pass", "median ms", "IQR ms", "runs")
 

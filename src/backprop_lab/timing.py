@@ -62,12 +62,16 @@ class Timing:
     def baseline(self) -> str:
         return BASELINES[self.reference_input_grad]
 
+    def label(self, name: str) -> str:
+        """A pass (one of PASSES) as the console names it: autograd's backward by its baseline."""
+        return f"backward, {self.baseline}" if name == "backward_autograd" else name
+
     def noisy(self) -> list[str]:
         return [name for name in PASSES if getattr(self, name).noisy]
 
     def noise_note(self) -> str:
         """Why the timing is not firm, or "" when it is."""
-        passes = [f"{name.replace('_', ' ')} IQR {t.iqr_ms:.3g} ms > {NOISY_IQR_OVER_MEDIAN:g} × median "
+        passes = [f"{self.label(name)}: IQR {t.iqr_ms:.3g} ms > {NOISY_IQR_OVER_MEDIAN:g} × median "
                   f"{t.median_ms:.3g} ms" for name in PASSES if (t := getattr(self, name)).noisy]  # fmt: skip
         return f"timing noisy ({'; '.join(passes)}; load average {self.load_avg_1min:.2f})" if passes else ""
 
