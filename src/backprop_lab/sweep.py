@@ -322,7 +322,10 @@ class MlflowSweep(Callback):
         except Exception as e:
             raise SystemExit(f"error: the sweep's parent run cannot be ended: {_first_line(e)}") from None
         if parent_run_id:
-            print("\n".join(self.closing_lines(parent_run_id, counts)), flush=True)
+            try:
+                print("\n".join(self.closing_lines(parent_run_id, counts)), flush=True)
+            except OSError:  # stdout on a full device, or gone: the sweep's verdict below still stands
+                pass
         failed = counts.get("FAILED", 0) + counts.get("KILLED", 0)
         if failed:
             raise SystemExit(f"error: {failed} of {counts['jobs']} jobs failed (sweep run {parent_run_id})")
