@@ -24,8 +24,9 @@ def store(tmp_path):
 
 @pytest.fixture(scope="session")
 def small_sweep(tmp_path_factory):
-    """A real 2 x 2 sweep through the entry script: (launch dir, tracking URI)."""
+    """A real 2 x 2 sweep through the entry script: (launch dir, tracking URI); what it printed is in sweep.out."""
     tmp = tmp_path_factory.mktemp("sweep")
     done = cli(tmp, "-m", "impl=functional,nn", "init=xavier,kaiming_uniform", *FAST)
     assert done.returncode == 0, done.stderr
+    (tmp / "sweep.out").write_text(done.stdout)
     return tmp, f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}"

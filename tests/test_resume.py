@@ -105,7 +105,7 @@ def test_a_job_the_dry_run_finds_bad_fails_it_as_it_would_fail_the_sweep(tmp_pat
     assert dry.stdout.strip().splitlines()[-1].endswith("; 0 would be reused; 1 failed")
     assert dry.stderr.strip().splitlines()[-1] == "error: 1 of 2 jobs failed in the dry run; they would in the sweep"
     sweep = cli(tmp_path, *bad)
-    assert sweep.returncode == 1 and sweep.stderr.strip().splitlines()[-1] == "error: 1 of 2 jobs failed"
+    assert sweep.returncode == 1 and sweep.stderr.strip().splitlines()[-1].startswith("error: 1 of 2 jobs failed (")
 
 
 FAIL_AFTER_LOGGING = """
@@ -131,7 +131,7 @@ def test_a_job_that_fails_after_its_run_ended_fails_the_sweep(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=300,
                           env=os.environ | {"PYTHONPATH": str(ROOT / "src")})  # fmt: skip
     assert done.returncode == 1, done.stderr[-2000:]
-    assert done.stderr.strip().splitlines()[-1] == "error: 1 of 2 jobs failed"
+    assert done.stderr.strip().splitlines()[-1].startswith("error: 1 of 2 jobs failed (sweep run ")
     (parent,), children = split_sweep(runs_in(tmp_path / "mlruns"))
     assert sorted(c.info.status for c in children) == ["FINISHED", "FINISHED"]  # what they logged is whole
     (failed,) = [c for c in children if any(k.startswith("backprop_lab.job_failed.") for k in c.data.tags)]

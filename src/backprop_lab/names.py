@@ -22,6 +22,7 @@ SHAPE_TAG = "config.shape"  # run_params.shape_digest: runs that take about as l
 EDITED_TAG = "rerun.config_edited"  # on a rerun of a config accepted though it was edited: what was found
 CODE_CHANGED_TAG = "rerun.code_changed"  # on a rerun of today's file, accepted though it changed: what was found
 LOGGED_CODE_TAG = "rerun.ran_logged_code"  # on a rerun of the copy logged with the run: which copy
+THEORY_TAG = "theory.parted"  # theory.parted_note: each theory/* prediction beyond theory.FACTOR of its measurement
 
 # --- metrics ---------------------------------------------------------------------------------------------------------
 CONTRACT = [  # the metric names every run logs: a contract with whoever reads the store
@@ -47,5 +48,7 @@ CONTRACT = [  # the metric names every run logs: a contract with whoever reads t
     "time/backward_iqr_ms",
     "time/backward_autograd_iqr_ms",
     "time/backward_vs_autograd",
+    "time/backward_vs_autograd_no_xg",
     "time/threads",
+    "time/load_avg_1min",
 ]

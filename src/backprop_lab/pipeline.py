@@ -43,6 +43,8 @@ class Result:
     run: lifecycle.RunRef
     run_name: str
     ui_command: str
+    runs_table_url: str  # the experiment's runs table in the UI that ui_command serves
+    run_url: str  # this run's page there
     data_stats: dict[str, float]
     normalized_ok: bool
     init_stats: dict[int, dict[str, float]]  # by layer
@@ -138,12 +140,14 @@ def run(
         verdict = grad_check.verdict_line(checked.checks, factor, setup.dtype, checked.mistake)
         wall["run_s"] = time.perf_counter() - t_start
         wall["logging_s"] = wall["run_s"] - wall["data_s"] - wall["check_s"] - wall["timing_s"]
-        recording.record_end(wall, run_names.description(name, verdict, timed.backward_vs_autograd))
+        recording.record_end(wall, run_names.description(name, verdict, timed.ratio_line()))
 
     return Result(
         ref,
         name,
         store.ui_command(uri, launch_dir),
+        store.ui_url(uri, ref.experiment_id),
+        store.ui_url(uri, ref.experiment_id, ref.run_id),
         d.stats,
         d.normalized_ok,
         initialized.stats,

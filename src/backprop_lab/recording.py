@@ -9,10 +9,10 @@ from typing import Optional
 
 import torch
 
-from backprop_lab import environment, figures, forward, grad_check, run_params, tracking
+from backprop_lab import environment, figures, forward, grad_check, run_params, theory, tracking
 from backprop_lab.backward import Checked
 from backprop_lab.data import Data
-from backprop_lab.names import CODE_TAG, NOTE_TAG
+from backprop_lab.names import CODE_TAG, NOTE_TAG, THEORY_TAG
 from backprop_lab.objectives import METRIC
 from backprop_lab.products import pass_flops
 from backprop_lab.stages import Initialized, Predicted, Setup
@@ -62,6 +62,8 @@ def record_check(initialized: Initialized, layers: list[forward.LayerStats], che
     for layer, stats in initialized.stats.items():
         by_layer[layer] |= stats
     tracking.log_steps(by_layer)
+    parted = theory.parted(by_layer, predicted.forward)  # where theory's assumptions fail, said beside it
+    tracking.set_tags({THEORY_TAG: theory.parted_note(parted)})
     finite = forward.all_finite(layers) and math.isfinite(checked.loss)
     if not finite:  # exploding or vanishing statistics are a result of the init, recorded, not a crash
         tracking.set_tags({"non_finite": "activations or loss overflowed; see act/* by step and loss"})
@@ -77,8 +79,9 @@ def record_check(initialized: Initialized, layers: list[forward.LayerStats], che
     if expected_node is not None:
         tracking.set_tags({"bug.expected_node": expected_node})
     tracking.log_table(grad_check.table(checked.checks), "grad_check.json")
-    tracking.log_figure(figures.activation_figure(layers, predicted.forward, name), "figures/activations.png")
-    tracking.log_figure(figures.backward_figure(checked.layer_stats, predicted.backward, name), "figures/backward.png")
+    tracking.log_figure(figures.activation_figure(layers, predicted.forward, name, parted), "figures/activations.png")
+    backward_figure = figures.backward_figure(checked.layer_stats, predicted.backward, name, parted)
+    tracking.log_figure(backward_figure, "figures/backward.png")
     tracking.log_figure(figures.grad_diff_figure(checked.elementwise, name), "figures/grad_diff.png")
 
 

@@ -58,16 +58,16 @@ def initialize(widths: list[int], scheme: str, mode: str, gain: float, seed: int
 
 @dataclass
 class Predicted:
-    forward: list[theory.Layer]  # by layer, from the data's second moment
+    forward: list[theory.Layer]  # by layer, from the data's mean and std
     backward: dict[int, float]  # the gradient's std at each layer's output, from the measured one at the output
 
 
 def predict(widths: list[int], scheme: str, mode: str, gain: float, data_stats: dict[str, float], shift: float,
             back_stats: dict[int, dict[str, float]]) -> Predicted:  # fmt: skip
     """What theory predicts for this init, to set beside what was measured."""
-    second_moment = data_stats["data/train_mean"] ** 2 + data_stats["data/train_std"] ** 2
     output_grad_std = back_stats[len(widths) - 1]["back/std"]
-    return Predicted(theory.forward(widths, scheme, mode, second_moment, shift, gain),
+    data_moments = data_stats["data/train_mean"], data_stats["data/train_std"]
+    return Predicted(theory.forward(widths, scheme, mode, *data_moments, shift, gain),
                      theory.backward(widths, scheme, mode, output_grad_std, gain))  # fmt: skip
 
 

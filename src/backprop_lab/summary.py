@@ -93,20 +93,23 @@ def print_summary(r: Result, console: Console) -> None:
     console.print(f"wall time: {wall}")
     console.print(f"MLflow run [bold]{r.run_name}[/] id [bold]{r.run.run_id}[/] (experiment {r.run.experiment_id})")
     console.print(f"open it:  {r.ui_command}", soft_wrap=True)  # a command to copy: never broken by a wrap
-    page = f"http://127.0.0.1:5000/#/experiments/{r.run.experiment_id}/runs"
-    console.print(f"          then {page} (the runs table), {page}/{r.run.run_id} (this run)", soft_wrap=True)
+    console.print(f"          then {r.runs_table_url} (the runs table), {r.run_url} (this run)", soft_wrap=True)
 
 
 def print_job_line(r: Result, console: Console) -> None:
-    """One line per job of a sweep; the sweep's report has the tables."""
-    worst = max((c.max_rel_diff for c in r.checks if c.given), default=0.0)
+    """One line per job of a sweep; the sweep's report has the tables. Its numbers under the words the metrics they
+    are logged as use (grad/worst_error_ratio, grad/worst_max_rel_diff), the time's ratio with its baseline."""
+    given = [c for c in r.checks if c.given]
+    error_ratio = max((c.ratio for c in given), default=0.0)
+    rel_diff = max((c.max_rel_diff for c in given), default=0.0)
     verdict = OK if r.all_close else "[yellow]INCONCLUSIVE[/]" if r.first_divergent == NONE else BAD
     if r.first_divergent != NONE:
-        verdict += f" from {r.first_divergent}"
-    ratio = r.timing.backward_vs_autograd
+        verdict += f" from node {r.first_divergent}"
+    tm = r.timing
     console.print(
-        f"{r.run_name}: grads {verdict} (worst rel {worst:.2g}), backward {r.timing.backward.median_ms:.2f} ms "
-        f"= {ratio:.2f}x autograd" + (f", objective {r.objective:.4g}" if r.objective is not None else "")
-        + f", run {r.run.run_id}",
+        f"{r.run_name}: grads {verdict} (worst error ratio {error_ratio:.3g} × autograd's own error, "
+        f"worst max rel diff {rel_diff:.2g}), backward {tm.backward.median_ms:.2f} ms "
+        f"= {tm.backward_vs_autograd:.2f} × {tm.baseline}" + (" (noisy)" if tm.noise_note() else "")
+        + (f", objective {r.objective:.4g}" if r.objective is not None else "") + f", run {r.run.run_id}",
         soft_wrap=True,
     )
