@@ -120,10 +120,12 @@ def compare(original: LoggedRun, rerun: LoggedRun, rtol: float, atol: float) -> 
 def _changed_params(original: LoggedRun, logged: dict) -> list[str]:
     """The params the logged config no longer gives, as `key (logged value -> value now)`: the edit, where cheap."""
     try:
-        now = tracking.flatten(run_params.params(logged))
+        now = tracking.flatten(run_params.requested(logged))
     except (KeyError, TypeError, AttributeError, ValueError):  # not even the shape of a config: no params to compare
         return []
-    then = {k: v for k, v in original.record.params.items() if k.split(".")[0] not in run_params.NOT_PARAMS}
+    ran = tracking.flatten(run_params.computed(False))  # logged as the run did them, not as the config asked
+    then = {k: v for k, v in original.record.params.items()
+            if k.split(".")[0] not in run_params.NOT_PARAMS and k not in ran}  # fmt: skip
     return [f"{k} ({then.get(k, 'absent')[:40]} -> {now.get(k, 'absent')[:40]})"
             for k in sorted(now.keys() | then.keys()) if now.get(k) != then.get(k)]  # fmt: skip
 
