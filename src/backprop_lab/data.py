@@ -98,11 +98,12 @@ def _prepare_cached(key: str, seed: int, device: str) -> Data:
     return prepare(OmegaConf.create(json.loads(key)), seed, torch.device(device))
 
 
-def dataset_input(cfg: DictConfig, d: Data) -> tuple[str, str, str, dict, dict]:
-    """(name, digest, source, schema, profile) of the training split, for the runs table's Dataset column."""
+def dataset_input(cfg: DictConfig, seed: int, d: Data) -> tuple[str, str, str, dict, dict]:
+    """(name, digest, source, schema, profile) of the training split read by the data config `cfg` (and `seed`),
+    for the runs table's Dataset column."""
     schema = {"x": {"dtype": str(d.x_train.dtype), "shape": [-1, d.x_train.shape[1]]},
               "y": {"dtype": str(d.y_train.dtype), "shape": [-1], "meaning": "the digit, as a float"}}  # fmt: skip
     profile = {"train_rows": d.x_train.shape[0], "valid_rows": d.x_valid.shape[0], "sha256": d.sha256 or "none"}
-    digest = d.sha256 or hashlib.sha256(f"synthetic {cfg.seed} {d.x_train.shape}".encode()).hexdigest()
-    source = registry.dataset(cfg.data.name).source(cfg.data, cfg.seed)
-    return cfg.data.name, digest, str(source), schema, profile | d.stats
+    digest = d.sha256 or hashlib.sha256(f"synthetic {seed} {d.x_train.shape}".encode()).hexdigest()
+    name = cfg.name
+    return name, digest, str(registry.dataset(name).source(cfg, seed)), schema, profile | d.stats
