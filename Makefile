@@ -35,8 +35,8 @@ lint: setup-dev
 test: lint  ## everything, as CI runs it: a worker per core (pytest-xdist), each taking the next test as it frees up
 	$(PY) -m pytest -q -n auto --dist worksteal $(ARGS)
 
-check: lint  ## the edit loop: the tests not marked slow (under a minute)
-	$(PY) -m pytest -q -m "not slow" $(ARGS)
+check: lint  ## the edit loop: the tests not marked slow (under a minute), a worker per core too
+	$(PY) -m pytest -q -m "not slow" -n auto --dist worksteal $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs multirun
