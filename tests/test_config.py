@@ -110,6 +110,31 @@ def test_studies_compose(study, expected):
     assert (cfg.model.name, cfg.timing.min_run_time) == expected
 
 
+def preset_jobs():
+    """(preset, group, option) for each option a preset's sweep takes from a config group by glob."""
+    import yaml
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import Glob
+
+    from backprop_lab.config import options
+
+    for path in sorted((CONF / "experiment").glob("*.yaml")):
+        params = yaml.safe_load(path.read_text()).get("hydra", {}).get("sweeper", {}).get("params", {})
+        for group, spec in params.items():
+            value = OverridesParser.create().parse_overrides([f"{group}={spec}"])[0].value()
+            if isinstance(value, Glob):
+                yield from ((path.stem, group, option) for option in value.filter(options(group)))
+
+
+@pytest.mark.parametrize("preset, group, option", list(preset_jobs()))
+def test_every_job_a_preset_sweeps_over_a_group_composes_and_validates(preset, group, option):
+    """A preset that globs a group takes only the options a job can run without more input (impl=user needs the
+    learner's file: an impl study over it would fail a job every time)."""
+    cfg = composed(f"+experiment={preset}", f"{group}={option}")
+    validate(cfg)
+    assert "???" not in str(cfg), cfg
+
+
 @pytest.mark.parametrize(
     "override, key",
     [
