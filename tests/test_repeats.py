@@ -41,7 +41,7 @@ def test_a_positive_quantity_s_interval_is_the_t_interval_of_its_logs():
     assert found.hi == pytest.approx(found.center * math.exp(half))
     assert 0 < found.lo < min(times) and found.errorbar() == (found.center - found.lo, found.hi - found.center)
     assert repeats.interval([1.0, 0.0], log=True) is None  # a zero has no log: the row shows the plain mean
-    assert found.format().endswith("(n=3, wide by nature)")  # 2 or 3 repeats: said next to it
+    assert found.format().endswith("(n=3, wide by nature)")  # 2 or 3 repeats: said next to it, or under the table
     assert "wide" not in repeats.interval([1.0, 2.0, 3.0, 4.0], log=True).format()
     seen = repeats.Interval(0.99, 0.000434, 2243.04, 3, log=True)  # a loaded machine's 0.01 s timings
     assert seen.format(".2f") == "0.99 [0.00043, 2243.04] (n=3, wide by nature)"  # its bound is not 0.00
@@ -136,8 +136,9 @@ def test_a_seed_sweep_reports_means_intervals_and_error_bars(tmp_path):
     assert rows and bounds and min(bounds) > 0  # every interval shown is of a positive quantity: none reaches 0
     _, records = runs.sweep_records(uri, runs.latest_sweep(uri, "backprop-lab"))
     lean = [r.metrics["time/backward_vs_autograd"] for r in records if r.params["impl.name"] == "lean"]
-    expected = repeats.interval(lean, log=True).format(".2f")
+    expected = repeats.interval(lean, log=True).format(".2f", say_few=False)  # how few: said once, under the table
     assert any(expected in line for line in rows if line.startswith("| lean |"))
+    assert "- intervals from 3 repeats: wide by nature" in text
     parent = runs.sweep_records(uri, runs.latest_sweep(uri, "backprop-lab"))[0]
     assert "[95% interval]" in parent.tags["mlflow.note.content"]  # the parent's description: the same table
 
@@ -162,3 +163,13 @@ def test_repeats_lacking_a_number_are_shown_with_it_marked():
         "n/a: module logged no time/backward_vs_autograd (another version of the project?)"]
     figure = report_figures.figures([lean, module])["backward_vs_autograd.png"]
     assert len(figure.axes[0].patches) == 1 and "\nleft out, n/a: module\n" in figure.axes[0].get_title()
+
+
+def test_a_table_of_few_repeats_says_once_under_it_that_its_intervals_are_wide():
+    from types import SimpleNamespace
+
+    few = repeats.interval([1.0, 2.0, 4.0], log=True)
+    rows = [SimpleNamespace(intervals={"time/backward_ms": few}), SimpleNamespace(intervals={})]
+    (line,) = repeats.few_lines(rows)
+    assert line.startswith("intervals from 3 repeats: wide by nature") and "4.3 at n=3" in line
+    assert repeats.few_lines([SimpleNamespace(intervals={"t": repeats.interval([1.0, 2.0, 3.0, 4.0], log=True)})]) == []

@@ -19,7 +19,8 @@ BASELINES = {"+x.g": "autograd computing the input's gradient (x.g) too, as the 
 
 def value(row, key: str, fmt: str = ".3g") -> str:
     """A run's number, or a row of repeats' central value with its 95% interval."""
-    return row.intervals[key].format(fmt) if key in row.intervals else number(row.m(key), fmt)
+    # how few repeats make each interval is said once, under the table (repeats.few_lines), not in every cell
+    return row.intervals[key].format(fmt, say_few=False) if key in row.intervals else number(row.m(key), fmt)
 
 
 def ms(row, name: str) -> str:

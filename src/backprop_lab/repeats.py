@@ -69,6 +69,16 @@ class Interval:
         return self.center - self.lo, self.hi - self.center
 
 
+def few_lines(rows: list) -> list[str]:
+    """A line under a table whose rows of repeats have intervals from FEW repeats or fewer: wide by nature."""
+    few = sorted({i.n for row in rows for i in getattr(row, "intervals", {}).values() if i.n <= FEW})
+    if not few:
+        return []
+    counts = " or ".join(str(n) for n in few)
+    factors = ", ".join(f"{_t(n):.1f} at n={n}" for n in few)
+    return [f"intervals from {counts} repeats: wide by nature (Student's t is {factors}); more seeds narrow them"]
+
+
 def _t(n: int) -> float:
     from scipy import stats
 

@@ -183,12 +183,18 @@ def tables_markdown(rows: list[Row], title: str, level: int = 1) -> str:
     return "\n\n".join(tables.to_markdown(t, level) for t in report_tables(rows, title))
 
 
+def with_notes_markdown(rows: list[Row], title: str, level: int = 1) -> str:
+    """The tables, then the sentences that say what their numbers are (note_lines): the report's page, a sweep's
+    description."""
+    notes = [f"- {line}" for line in note_lines(rows)]
+    return "\n".join([tables_markdown(rows, title, level), "", *notes])
+
+
 def markdown(rows: list[Row], title: str, figures: list[Path]) -> str:
     """The page MLflow's artifact viewer previews: it strips data: URIs, so each figure is linked by its path
     beside the page (the report's folder is logged whole)."""
     images = [f"![{f.stem}]({f.name})" for f in figures]
-    notes = [f"- {line}" for line in note_lines(rows)]
-    return "\n".join([tables_markdown(rows, title), "", *notes, "", *images, ""])
+    return "\n".join([with_notes_markdown(rows, title), "", *images, ""])
 
 
 def _embedded(path: Path) -> str:
@@ -207,7 +213,7 @@ def note_lines(rows: list[Row]) -> list[str]:
     """The sentences under the tables: what finished runs did not log, what each ratio is against, which figures'
     lines coincide, and which rows of repeats cannot be told apart."""
     return (missing_lines(rows) + cells.baseline_lines(rows) + report_figures.coinciding_lines(rows)
-            + repeats.indistinguishable(rows))  # fmt: skip
+            + repeats.few_lines(rows) + repeats.indistinguishable(rows))  # fmt: skip
 
 
 def missing_lines(rows: list[Row]) -> list[str]:

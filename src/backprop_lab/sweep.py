@@ -75,15 +75,15 @@ def best_trial(parent, children: list) -> tuple[dict[str, float], dict[str, str]
 
 
 def description(parent, children: list) -> str:
-    """The report's tables, the study's answer first, as the parent run's description (markdown, rendered by the
-    UI; an infinity reads `inf`, as the report writes it)."""
+    """The report's tables, the study's answer first, and what their numbers are, as the parent run's description
+    (markdown, rendered by the UI; an infinity reads `inf`, as the report writes it)."""
     from backprop_lab import report
 
     rows = report.to_rows(children)
-    text = report.tables_markdown(rows, parent.name, level=3)
+    text = report.with_notes_markdown(rows, parent.name, level=3)
     while len(text) > MAX_NOTE_CHARS and len(rows) > 1:  # a tag holds 8,000 characters
         rows = rows[: len(rows) // 2]
-        text = report.tables_markdown(rows, f"{parent.name} (first {len(rows)} jobs)", level=3)
+        text = report.with_notes_markdown(rows, f"{parent.name} (first {len(rows)} jobs)", level=3)
     return text
 
 
