@@ -70,13 +70,21 @@ class Interval:
 
 
 def few_lines(rows: list) -> list[str]:
-    """A line under a table whose rows of repeats have intervals from FEW repeats or fewer: wide by nature."""
-    few = sorted({i.n for row in rows for i in getattr(row, "intervals", {}).values() if i.n <= FEW})
-    if not few:
+    """Lines under a table whose rows are repeats: what each kind of number is (every column that shows an
+    interval, the answer's too), and, from FEW repeats or fewer, that the intervals are wide by nature."""
+    intervals = [i for row in rows for i in getattr(row, "intervals", {}).values()]
+    if not intervals:
         return []
-    counts = " or ".join(str(n) for n in few)
-    factors = ", ".join(f"{_t(n):.1f} at n={n}" for n in few)
-    return [f"intervals from {counts} repeats: wide by nature (Student's t is {factors}); more seeds narrow them"]
+    kinds = [f"{describe(key)} for {what}" for key, what in (("time/backward_ms", "times, stds and ratios"),
+                                                             ("act/std_log10_growth", "log-growths and means"))]
+    lines = [f"a row of repeats shows the {kinds[0]}, the {kinds[1]}"]
+    few = sorted({i.n for i in intervals if i.n <= FEW})
+    if few:
+        counts = " or ".join(str(n) for n in few)
+        factors = ", ".join(f"{_t(n):.1f} at n={n}" for n in few)
+        lines.append(f"intervals from {counts} repeats: wide by nature (Student's t is {factors}); more seeds narrow "
+                     "them")  # fmt: skip
+    return lines
 
 
 def _t(n: int) -> float:
