@@ -230,7 +230,11 @@ def test_the_default_run_twice_gives_its_memory_and_time_on_an_empty_then_a_warm
     tiny = ("data=synthetic", "data.n_features=12", "model.widths=[12,8,1]", "data.n_train=64", "timing=fast")
     got = bench_processes.default_runs(tmp_path, tiny)
     assert 0.1 < got["default_run_peak_rss_gib"] < 4
-    assert 0 < got["default_run_outside_timing_s"] < got["default_run_first_outside_timing_s"]  # creating the store
+    # both measured; which is larger is no longer the test's to say: a new store is a copy of the cached empty one
+    # (store_template.py), so the first run's extra cost is small, and a comparison of two times is the bench's to
+    # print, not a test's to assert
+    assert 0 < got["default_run_outside_timing_s"] and 0 < got["default_run_first_outside_timing_s"]
+    assert (tmp_path / "mlruns" / "mlflow.db").is_file()  # the first run made the launch directory's store
     assert len(list((tmp_path / "mlruns" / "artifacts").iterdir())) >= 2  # two runs, in the launch directory's store
 
 
