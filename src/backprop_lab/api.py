@@ -15,7 +15,6 @@ torch, MLflow and pandas are imported when a function is called, so `import back
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -232,20 +231,15 @@ def _records(sweep: Optional[str] = None, experiment: str = EXPERIMENT, uri: Opt
 def flat_row(record: RunRecord) -> dict[str, object]:
     """One run as flat columns: run_id, name, status, params.<key>, metrics.<key> for one-number metrics,
     metrics.<key>@<layer> for each layer of a metric logged by layer (step = layer), tags.<key> of FRAME_TAGS."""
+    from backprop_lab.tables import as_logged
+
     row: dict[str, object] = {"run_id": record.run_id, "name": record.name, "status": record.status}
     row |= {f"params.{k}": v for k, v in sorted(record.params.items())}
-    row |= {f"metrics.{k}": _as_logged(v) for k, v in sorted(record.metrics.items()) if k not in record.series}
+    row |= {f"metrics.{k}": as_logged(v) for k, v in sorted(record.metrics.items()) if k not in record.series}
     for key, points in sorted(record.series.items()):
-        row |= {f"metrics.{key}@{layer}": _as_logged(value) for layer, value in points}
+        row |= {f"metrics.{key}@{layer}": as_logged(value) for layer, value in points}
     row |= {f"tags.{k}": record.tags[k] for k in FRAME_TAGS if k in record.tags}
     return row
-
-
-def _as_logged(value: float) -> float:
-    """An infinity as the run logged it: MLflow stores it as the largest double, which no measurement here reaches."""
-    from backprop_lab.tables import INF_AS_STORED
-
-    return math.copysign(math.inf, value) if abs(value) >= INF_AS_STORED else value
 
 
 def runs_frame(

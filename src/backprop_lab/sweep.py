@@ -41,7 +41,7 @@ def aggregates(children: list) -> dict[str, float]:
     """The sweep in four numbers a runs table can sort: the worst check among its jobs, the best and worst backward
     against autograd's. An infinite one is logged as `<name>_is_inf` = 1 instead: MLflow would store it as the
     largest double, and its UI would show 1.7976931348623157e+308."""
-    from backprop_lab.tables import INF_AS_STORED
+    from backprop_lab.tables import as_logged
 
     def values(key: str) -> list[float]:
         return [c.metrics[key] for c in children if key in c.metrics]
@@ -54,7 +54,7 @@ def aggregates(children: list) -> dict[str, float]:
         found = values(key)
         if found:
             value = pick(found)
-            infinite = math.isinf(value) or abs(value) >= INF_AS_STORED
+            infinite = math.isinf(as_logged(value))
             out[f"sweep/{name}_is_inf" if infinite else f"sweep/{name}"] = 1.0 if infinite else value
     return out
 

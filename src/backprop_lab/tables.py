@@ -31,12 +31,17 @@ class Table:
         return self.align[column : column + 1] == "l"
 
 
+def as_logged(x: float) -> float:
+    """An infinity as the run logged it: MLflow stores it as the largest double, which no measurement here reaches."""
+    return math.copysign(math.inf, x) if abs(x) >= INF_AS_STORED else x
+
+
 def number(x: Optional[float], fmt: str = ".3g") -> str:
     """A number as a cell: `inf` for an infinity, also as MLflow gives it back (never 1.7976931348623157e+308), n/a
     for one not logged."""
     if x is None:
         return MISSING
-    if math.isinf(x) or abs(x) >= INF_AS_STORED:
+    if math.isinf(as_logged(x)):
         return "inf" if x > 0 else "-inf"
     return format(x, fmt)
 
