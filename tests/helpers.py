@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import preloaded
 import pytest
 import requests
 import torch
@@ -54,7 +55,7 @@ def small_problem(widths, n=9, dtype=torch.float64, seed=0):
 
 
 def cli(cwd, *args, timeout=300):
-    return subprocess.run(
+    return preloaded.run(
         [sys.executable, str(SCRIPT), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
     )
 

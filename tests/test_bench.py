@@ -3,6 +3,7 @@ the real problem by scripts/bench.py only)."""
 
 from __future__ import annotations
 
+import preloaded
 import pytest
 import torch
 from helpers import composed, small_problem
@@ -287,7 +288,7 @@ def test_ctrl_c_during_the_bench_is_one_line(tmp_path):
 
     from helpers import FAST, ROOT
 
-    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "bench.py"), *FAST, "--min-run-time", "5",
+    proc = preloaded.popen([sys.executable, str(ROOT / "scripts" / "bench.py"), *FAST, "--min-run-time", "5",
                              "--no-log", "--no-compile"], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     time.sleep(8)  # past the imports, into the measurements

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import preloaded
 import pytest
 from helpers import FAST, ROOT, SCRIPT, cli, runs_in, split_sweep
 from mlflow.tracking import MlflowClient
@@ -119,7 +120,7 @@ def test_interrupting_a_sweep_kills_child_and_parent(tmp_path, signum):
     uri, artifact_location = store.default_store(tmp_path)
     lifecycle.prepare_store(uri, "backprop-lab", artifact_location)
     args = [sys.executable, str(SCRIPT), "-m", "impl=functional,nn", *FAST, "timing.min_run_time=60"]
-    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = preloaded.popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for_timing_stage(tmp_path / "mlruns", proc)
     proc.send_signal(getattr(signal, signum))
     _, err = proc.communicate(timeout=60)
@@ -159,7 +160,7 @@ def test_sigterm_during_timing_kills_a_single_run(tmp_path):
 
     uri, artifact_location = store.default_store(tmp_path)
     lifecycle.prepare_store(uri, "backprop-lab", artifact_location)
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), *FAST, "timing.min_run_time=60"], cwd=tmp_path,
+    proc = preloaded.popen([sys.executable, str(SCRIPT), *FAST, "timing.min_run_time=60"], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     deadline = time.time() + 120
     while time.time() < deadline and not [
@@ -181,7 +182,7 @@ def test_a_sweep_whose_store_cannot_be_reached_stops_at_once(tmp_path):
 
 
 def rerun(cwd, *args):
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / "rerun.py"), *args], cwd=cwd, capture_output=True,
+    return preloaded.run([sys.executable, str(ROOT / "scripts" / "rerun.py"), *args], cwd=cwd, capture_output=True,
                           text=True, timeout=300)  # fmt: skip
 
 

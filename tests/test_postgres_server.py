@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import preloaded
 import pytest
 from helpers import ROOT, SCRIPT, MlflowServer, free_port, require, split_sweep
 from mlflow.tracking import MlflowClient
@@ -89,7 +90,7 @@ SWEEP = [
 
 
 def test_parallel_sweep_against_postgres_server_loses_nothing(server, tmp_path):
-    done = subprocess.run([sys.executable, str(SCRIPT), *SWEEP, f"tracking.uri={server.url}",
+    done = preloaded.run([sys.executable, str(SCRIPT), *SWEEP, f"tracking.uri={server.url}",
                            "tracking.experiment=pg-parallel"], cwd=tmp_path, capture_output=True, text=True,
                           timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -100,7 +101,7 @@ def test_parallel_sweep_against_postgres_server_loses_nothing(server, tmp_path):
 
 
 def test_parallel_sweep_against_default_sqlite_store_loses_nothing(tmp_path):
-    done = subprocess.run([sys.executable, str(SCRIPT), *SWEEP], cwd=tmp_path, capture_output=True, text=True,
+    done = preloaded.run([sys.executable, str(SCRIPT), *SWEEP], cwd=tmp_path, capture_output=True, text=True,
                           timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "database is locked" not in done.stderr
@@ -114,7 +115,7 @@ def test_a_server_restart_between_jobs_loses_nothing(server, tmp_path):
     args = [sys.executable, str(SCRIPT), "-m", "impl=functional,layers,module", "data=synthetic", "data.n_train=256",
             "timing.min_run_time=1", f"tracking.uri={server.url}", "tracking.experiment=pg-restart"]  # fmt: skip
     env = os.environ | {"BACKPROP_LAB_SERVER_WAIT_S": "60"}
-    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = preloaded.popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 180
     while time.time() < deadline:
         assert proc.poll() is None, proc.communicate()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import preloaded
 import pytest
 from helpers import ROOT
 from mlflow.tracking import MlflowClient
@@ -60,11 +61,10 @@ def test_report_by_experiment_and_bad_run_id(sweep_store, tmp_path, capsys):
 
 
 def test_report_script_runs(sweep_store, tmp_path):
-    import subprocess
     import sys
 
     cwd, _ = sweep_store
-    done = subprocess.run(
+    done = preloaded.run(
         [sys.executable, str(ROOT / "scripts" / "report.py"), "--out", str(tmp_path)], cwd=cwd, capture_output=True,
         text=True,
     )  # fmt: skip
@@ -166,7 +166,7 @@ def test_ctrl_c_during_the_report_is_one_line(sweep_store, tmp_path):
     import time
 
     cwd, _ = sweep_store
-    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "report.py"), "--out", str(tmp_path)], cwd=cwd,
+    proc = preloaded.popen([sys.executable, str(ROOT / "scripts" / "report.py"), "--out", str(tmp_path)], cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     for _ in range(600):  # its first output is the table: past the imports, into the work
         if proc.stdout.readline().strip().startswith("sweep"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import preloaded
 import pytest
 import yaml
 from helpers import composed
@@ -152,7 +153,6 @@ def test_a_sweep_with_one_edited_child_reruns_none(tmp_path, capsys):
     ],
 )  # fmt: skip
 def test_a_logged_config_bomb_is_refused_in_a_line(logged, tmp_path, text, error):
-    import subprocess
     import sys
 
     from helpers import ROOT
@@ -162,7 +162,7 @@ def test_a_logged_config_bomb_is_refused_in_a_line(logged, tmp_path, text, error
     artifacts = client.get_run(run_id).info.artifact_uri.removeprefix("file://")
     (Path(artifacts) / "config" / "config.yaml").write_text(text)
     started = time.time()
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "rerun.py"), run_id, "--tracking-uri", store],
+    done = preloaded.run([sys.executable, str(ROOT / "scripts" / "rerun.py"), run_id, "--tracking-uri", store],
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert time.time() - started < 20
     assert done.returncode == USER_ERROR_EXIT and len(done.stderr.splitlines()) == 1, done.stderr

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections import Counter
 
+import preloaded
 import pytest
 from helpers import FAST, ROOT, SCRIPT, cli, runs_in, split_sweep
 from mlflow.tracking import MlflowClient
@@ -25,7 +26,7 @@ def job_runs(tmp_path) -> list:
 
 def test_a_killed_sweep_resumes_computing_only_what_is_missing(tmp_path):
     # the store is read only after the kill: a reader opening it while the sweep creates it would race the schema
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), *SWEEP], cwd=tmp_path, stdout=subprocess.PIPE,
+    proc = preloaded.popen([sys.executable, str(SCRIPT), *SWEEP], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)  # fmt: skip
     finished = 0
     while finished < 2:  # a job's line is printed once its run has ended FINISHED
@@ -127,7 +128,7 @@ main()
 
 
 def test_a_job_that_fails_after_its_run_ended_fails_the_sweep(tmp_path):
-    done = subprocess.run([sys.executable, "-c", FAIL_AFTER_LOGGING, "-m", "init=xavier,normal", *FAST],
+    done = preloaded.run([sys.executable, "-c", FAIL_AFTER_LOGGING, "-m", "init=xavier,normal", *FAST],
                           cwd=tmp_path, capture_output=True, text=True, timeout=300,
                           env=os.environ | {"PYTHONPATH": str(ROOT / "src")})  # fmt: skip
     assert done.returncode == 1, done.stderr[-2000:]

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import math
 import shlex
-import subprocess
 import sys
 import time
 
+import preloaded
 import pytest
 import yaml
 from helpers import FAST, ROOT, cli, runs_in, split_sweep
@@ -37,7 +37,7 @@ def test_the_shift_search_finds_and_records_its_best_trial(tmp_path):
     assert optuna["best_value"] == pytest.approx(best.data.metrics[objectives.METRIC])
     assert {float(best.data.params[k]) for k in optuna["best_params"]} == set(optuna["best_params"].values())
 
-    report = subprocess.run([sys.executable, str(ROOT / "scripts" / "report.py"), "--out", "report"], cwd=tmp_path,
+    report = preloaded.run([sys.executable, str(ROOT / "scripts" / "report.py"), "--out", "report"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=300)  # fmt: skip
     assert report.returncode == 0, report.stderr[-2000:]
     assert (tmp_path / "report" / "search_trials.png").stat().st_size > 10_000

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from urllib.parse import unquote
 
+import preloaded
 import pytest
 from helpers import FAST, ROOT, MlflowServer
 from hydra._internal.grammar.utils import escape_special_characters
@@ -42,7 +43,7 @@ BASIC_AUTH = base64.b64encode(f"alice:{unquote(PASSWORD)}".encode())  # the head
 def script(name: str, cwd: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     import os
 
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / f"{name}.py"), *args], cwd=cwd, text=True,
+    return preloaded.run([sys.executable, str(ROOT / "scripts" / f"{name}.py"), *args], cwd=cwd, text=True,
                           capture_output=True, timeout=300, env=os.environ | (env or {}))  # fmt: skip
 
 

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import preloaded
 import pytest
 from helpers import FAST, ROOT
 from mlflow.tracking import MlflowClient
@@ -23,12 +24,12 @@ SLOW_TIMING = [*FAST[:3], "timing.min_run_time=60"]
 
 
 def start(cwd: Path, *args: str, name: str = "run", **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(ROOT / "scripts" / f"{name}.py"), *args], cwd=cwd, text=True,
+    return preloaded.popen([sys.executable, str(ROOT / "scripts" / f"{name}.py"), *args], cwd=cwd, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)  # fmt: skip
 
 
 def run(cwd: Path, *args: str, name: str = "run", timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / f"{name}.py"), *args], cwd=cwd, text=True,
+    return preloaded.run([sys.executable, str(ROOT / "scripts" / f"{name}.py"), *args], cwd=cwd, text=True,
                           capture_output=True, timeout=timeout)  # fmt: skip
 
 

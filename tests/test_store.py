@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import preloaded
 import pytest
 from helpers import FAST, cli, runs_in, serve
 
@@ -360,7 +361,7 @@ def test_processes_starting_together_on_a_fresh_store_all_open_it(tmp_path):
     at = time.time() + 15  # every process has imported MLflow by then
     procs = []
     for i in range(8):
-        procs.append(subprocess.Popen([sys.executable, "-c", OPEN_AS_A_RUN_DOES, uri, str(at + 0.075 * i)],
+        procs.append(preloaded.popen([sys.executable, "-c", OPEN_AS_A_RUN_DOES, uri, str(at + 0.075 * i)],
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))  # fmt: skip
     outputs = [p.communicate(timeout=180)[0].strip() for p in procs]
     assert outputs == [""] * 8

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 
+import preloaded
 import pytest
 from helpers import FAST, SCRIPT, runs_in
 
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 
 def _run(cwd, *args, env=None, stdout=subprocess.PIPE):
-    return subprocess.run([sys.executable, str(SCRIPT), *args, *FAST], cwd=cwd, text=True, stdout=stdout,
+    return preloaded.run([sys.executable, str(SCRIPT), *args, *FAST], cwd=cwd, text=True, stdout=stdout,
                           stderr=subprocess.PIPE, env={**os.environ, **(env or {})}, timeout=300)  # fmt: skip
 
 

@@ -1,0 +1,288 @@
+"""The project's scripts in a process of their own, as a user runs them, without paying for the imports each time.
+
+A fresh interpreter spends about 4 s of CPU importing torch, MLflow and Hydra before a script does anything, and
+the suite starts a script a few hundred times. So each test worker starts one interpreter that imports those
+libraries (and computes nothing: a process forked from one that has used torch's OpenMP pool hangs in its first
+parallel loop), and forks a child of it for each script run. The child takes the run's working directory,
+environment, stdin, stdout, stderr and argv, and runs the script as `__main__`, as `python script.py` would; its
+pid, exit status and signals are its own.
+
+What a fork cannot stand in for runs in a fresh interpreter (`popen` decides): any interpreter option, a variable read
+when a library is imported (PYTHON*, locale, OpenMP and BLAS threads, TORCH_*, MLflow's but its tracking URI and
+credentials), a closed standard stream, a `preexec_fn`. So do the tests about start-up itself: `-X importtime`,
+a bash command line. BACKPROP_LAB_TESTS_FRESH=1 runs every one in a fresh interpreter.
+
+    python tests/preloaded.py SOCKET    # the forking interpreter; a test starts it through popen() and run()
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import importlib
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+# what the study's scripts import, heaviest first; the project's own modules are left to each run
+PRELOAD = ("torch", "mlflow", "mlflow.tracking", "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.db.utils",
+           "pandas", "scipy.stats", "matplotlib.figure", "matplotlib.backends.backend_agg", "PIL.Image", "hydra",
+           "hydra.core.plugins", "hydra._internal.utils", "omegaconf", "rich.console", "rich.table", "rich.progress",
+           "pygments.lexers", "requests", "sqlalchemy", "alembic", "psutil", "optuna")  # fmt: skip
+READ_AT_IMPORT = ("PYTHON", "LC_", "LANG", "OMP_", "GOMP_", "KMP_", "MKL_", "OPENBLAS_", "TORCH", "MLFLOW_", "HYDRA")
+READ_WHEN_USED = {"MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+                  "MLFLOW_TRACKING_TOKEN", "HYDRA_FULL_ERROR"}  # fmt: skip
+FRESH = "BACKPROP_LAB_TESTS_FRESH"
+
+
+def _startup_env(env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k.startswith(READ_AT_IMPORT) and k not in READ_WHEN_USED}
+
+
+def _forkable(args: list[str], env: Optional[dict[str, str]], kwargs: dict) -> bool:
+    """A script or `-c` code under this interpreter, with no option and no start-up setting of its own."""
+    if os.environ.get(FRESH) or len(args) < 2 or args[0] != sys.executable or set(kwargs) - {"text", "timeout"}:
+        return False
+    if not (args[1] == "-c" and len(args) > 2 or not args[1].startswith("-") and args[1].endswith(".py")):
+        return False
+    return env is None or _startup_env(env) == _startup_env(dict(os.environ))
+
+
+# ---- the test's side ----------------------------------------------------------------------------------------------
+
+
+class _Forker:
+    """The forking interpreter of this test worker, started at its first use."""
+
+    _instance: Optional[_Forker] = None
+
+    def __init__(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="preloaded-")
+        self.path = os.path.join(self.dir, "socket")
+        log = open(os.path.join(self.dir, "log"), "wb")
+        self.proc = subprocess.Popen([sys.executable, __file__, self.path], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
+        deadline = time.time() + 180
+        while not os.path.exists(self.path):
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"the preloaded interpreter did not start: {Path(log.name).read_text()[-3000:]}")
+            time.sleep(0.05)
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    @classmethod
+    def get(cls) -> _Forker:
+        if cls._instance is None or cls._instance.proc.poll() is not None:
+            cls._instance = cls()
+        return cls._instance
+
+    def fork(self, request: dict, fds: list[int]) -> socket.socket:
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.connect(self.path)
+        payload = json.dumps(request).encode()
+        socket.send_fds(conn, [len(payload).to_bytes(8, "big") + payload], fds)
+        return conn
+
+
+class ForkedProcess:
+    """subprocess.Popen's interface to a child of the preloaded interpreter (not of this process: its exit status
+    comes over the socket that asked for it)."""
+
+    def __init__(self, args, cwd=None, env=None, stdin=None, stdout=None, stderr=None, text=False):
+        self.args, self.returncode = args, None
+        ends, ours = [], {}
+        for name, given, mode in (("stdin", stdin, "w"), ("stdout", stdout, "r"), ("stderr", stderr, "r")):
+            if given == subprocess.PIPE:
+                read, write = os.pipe()
+                theirs, mine = (read, write) if mode == "w" else (write, read)
+                ends.append(theirs)
+                ours[name] = os.fdopen(mine, mode + ("" if text else "b"))
+            elif given == subprocess.DEVNULL:
+                ends.append(os.open(os.devnull, os.O_RDONLY if mode == "w" else os.O_WRONLY))
+            elif given == subprocess.STDOUT:
+                ends.append(os.dup(ends[-1]))
+            else:
+                ends.append(os.dup(given if isinstance(given, int) else given.fileno() if given else
+                                   (0, 1, 2)[len(ends)]))  # fmt: skip
+        self.stdin, self.stdout, self.stderr = ours.get("stdin"), ours.get("stdout"), ours.get("stderr")
+        request = {"argv": args[1:], "cwd": str(cwd or os.getcwd()), "env": dict(os.environ if env is None else env)}
+        try:
+            self._conn = _Forker.get().fork(request, ends)
+        finally:
+            for fd in ends:
+                os.close(fd)
+        self._reply = self._conn.makefile("r")
+        self.pid = int(self._reply.readline())
+
+    def poll(self) -> Optional[int]:
+        if self.returncode is None and select.select([self._conn], [], [], 0)[0]:
+            self._finish()
+        return self.returncode
+
+    def wait(self, timeout: Optional[float] = None) -> int:
+        if self.returncode is None:
+            if not select.select([self._conn], [], [], timeout)[0]:
+                raise subprocess.TimeoutExpired(self.args, timeout)
+            self._finish()
+        return self.returncode
+
+    def _finish(self) -> None:
+        line = self._reply.readline()
+        self.returncode = int(line) if line else -signal.SIGKILL  # the forking interpreter itself was killed
+        self._conn.close()
+
+    def send_signal(self, signum: int) -> None:
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def communicate(self, input=None, timeout: Optional[float] = None):
+        if self.stdin:
+            if input:
+                self.stdin.write(input)
+            self.stdin.close()
+        found: dict[str, object] = {}
+        readers = [threading.Thread(target=lambda n=n, s=s: found.__setitem__(n, s.read()), daemon=True)
+                   for n, s in (("out", self.stdout), ("err", self.stderr)) if s]  # fmt: skip
+        for reader in readers:
+            reader.start()
+        deadline = None if timeout is None else time.time() + timeout
+        for reader in readers:
+            reader.join(None if deadline is None else max(0.0, deadline - time.time()))
+            if reader.is_alive():
+                raise subprocess.TimeoutExpired(self.args, timeout)
+        self.wait(None if deadline is None else max(0.0, deadline - time.time()))
+        for stream in (self.stdout, self.stderr):
+            if stream:
+                stream.close()
+        return found.get("out"), found.get("err")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for stream in (self.stdin, self.stdout, self.stderr):
+            if stream:
+                stream.close()
+        self.wait()
+
+
+def popen(args: list[str], *, cwd=None, env=None, stdin=None, stdout=None, stderr=None, text=False, **kwargs):
+    """subprocess.Popen, or a ForkedProcess where a fork stands in for a fresh interpreter (the module's docstring)."""
+    args = [str(a) for a in args]
+    if not _forkable(args, env, kwargs):
+        return subprocess.Popen(args, cwd=cwd, env=env, stdin=stdin, stdout=stdout, stderr=stderr, text=text, **kwargs)
+    return ForkedProcess(args, cwd=cwd, env=env, stdin=stdin, stdout=stdout, stderr=stderr, text=text)
+
+
+def run(args: list[str], *, capture_output=False, timeout=None, check=False, input=None, **kwargs):
+    """subprocess.run, through popen."""
+    if capture_output:
+        kwargs["stdout"] = kwargs["stderr"] = subprocess.PIPE
+    if input is not None:
+        kwargs["stdin"] = subprocess.PIPE
+    with popen(args, **kwargs) as proc:
+        try:
+            out, err = proc.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise
+    if check and proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, args, out, err)
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
+# ---- the forking interpreter's side --------------------------------------------------------------------------------
+
+
+def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
+    data, fds, _, _ = socket.recv_fds(conn, 1 << 16, 3)
+    size = int.from_bytes(data[:8], "big")
+    while len(data) < 8 + size:
+        data += conn.recv(1 << 16)
+    return json.loads(data[8:]), fds
+
+
+def _become(request: dict, fds: list[int]) -> None:
+    """In the child: take the run's streams, directory, environment and argv, as `python ARGV...` starts."""
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    sys.argv = list(request["argv"])
+    sys.path[0] = "" if sys.argv[0] == "-c" else os.path.dirname(os.path.abspath(sys.argv[0]))
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+
+
+def serve(path: str) -> tuple[dict, list[int]]:
+    """Preload, then fork a child per request; the child returns from here (with its request) to run it."""
+    for name in PRELOAD:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path + ".tmp")
+    listener.listen(64)
+    os.rename(path + ".tmp", path)  # the socket appears only once it accepts
+    owner, waiting = os.getppid(), {}
+    while os.getppid() == owner:  # the test worker that started it is gone: so is it
+        if select.select([listener], [], [], 0.05)[0]:
+            conn, _ = listener.accept()
+            request, fds = _receive(conn)
+            pid = os.fork()
+            if pid == 0:
+                listener.close()
+                for other in [conn, *waiting.values()]:
+                    other.close()
+                return request, fds
+            for fd in fds:
+                os.close(fd)
+            conn.sendall(f"{pid}\n".encode())
+            waiting[pid] = conn
+        while waiting:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                break
+            conn = waiting.pop(pid)
+            with contextlib.suppress(OSError):
+                conn.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
+            conn.close()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    _request, _fds = serve(sys.argv[1])
+    _become(_request, _fds)
+    del _request, _fds
+    if sys.argv[0] == "-c":  # its own __main__, as `python -c` has: what it defines pickles by reference
+        import types
+
+        _main = sys.modules["__main__"] = types.ModuleType("__main__")
+        exec(compile(sys.argv.pop(1), "<string>", "exec"), _main.__dict__)
+    else:
+        import runpy
+
+        runpy.run_path(sys.argv[0], run_name="__main__")
