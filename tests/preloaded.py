@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import importlib
 import json
 import os
+import runpy
 import select
 import shutil
 import signal
@@ -31,6 +33,8 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
+import types
 from pathlib import Path
 from typing import Optional
 
@@ -243,6 +247,7 @@ def serve(path: str) -> tuple[dict, list[int]]:
     for name in PRELOAD:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
+    gc.freeze()  # what is loaded stays out of the children's collections, which would write to its pages
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path + ".tmp")
     listener.listen(64)
@@ -273,16 +278,51 @@ def serve(path: str) -> tuple[dict, list[int]]:
     sys.exit(0)
 
 
+def _exit_status(exit: SystemExit) -> int:
+    if exit.code is None or isinstance(exit.code, int):
+        return (exit.code or 0) & 0xFF
+    print(exit.code, file=sys.stderr)
+    return 1
+
+
+def _flush_standard_streams(status: int) -> int:
+    """As the interpreter does on exit: a stream that cannot be flushed is reported, and makes a success 120."""
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            if stream is not None:
+                stream.flush()
+        except Exception as e:  # noqa: BLE001 (whatever the interpreter would report)
+            with contextlib.suppress(Exception):
+                print(f"Exception ignored in: {stream!r}", file=sys.__stderr__)
+                traceback.print_exception(e, file=sys.__stderr__)
+            status = status or 120
+    return status
+
+
+def run_as_main() -> None:
+    """The script or code as __main__, then the interpreter's exit, but for freeing every module's objects: that
+    would write to each memory page the child shares with the preloaded interpreter, copying them all."""
+    status, interrupted = 0, False
+    try:
+        if sys.argv[0] == "-c":  # its own __main__, as `python -c` has: what it defines pickles by reference
+            main = sys.modules["__main__"] = types.ModuleType("__main__")
+            exec(compile(sys.argv.pop(1), "<string>", "exec"), main.__dict__)
+        else:
+            runpy.run_path(sys.argv[0], run_name="__main__")
+    except SystemExit as e:
+        status = _exit_status(e)
+    except BaseException as e:  # uncaught: its traceback, and a KeyboardInterrupt's death by SIGINT
+        sys.excepthook(type(e), e, e.__traceback__)
+        status, interrupted = 1, isinstance(e, KeyboardInterrupt)
+    threading._shutdown()  # the interpreter's exit: wait for the threads that are not daemons, then run atexit
+    atexit._run_exitfuncs()
+    status = _flush_standard_streams(status)
+    if interrupted:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    _request, _fds = serve(sys.argv[1])
-    _become(_request, _fds)
-    del _request, _fds
-    if sys.argv[0] == "-c":  # its own __main__, as `python -c` has: what it defines pickles by reference
-        import types
-
-        _main = sys.modules["__main__"] = types.ModuleType("__main__")
-        exec(compile(sys.argv.pop(1), "<string>", "exec"), _main.__dict__)
-    else:
-        import runpy
-
-        runpy.run_path(sys.argv[0], run_name="__main__")
+    _become(*serve(sys.argv[1]))
+    run_as_main()
