@@ -345,7 +345,8 @@ import sys, time
 import mlflow.store.tracking.sqlalchemy_store  # imported before the start, as a run has by the time it logs
 from backprop_lab import lifecycle
 from backprop_lab.errors import UserError
-time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+print("imported", flush=True)
+time.sleep(max(0.0, float(sys.stdin.readline()) + float(sys.argv[2]) - time.time()))
 try:
     lifecycle.prepare_store(sys.argv[1], "backprop-lab")
 except UserError as e:
@@ -358,11 +359,14 @@ def test_processes_starting_together_on_a_fresh_store_all_open_it(tmp_path):
     """8 processes 50-100 ms apart on one fresh store: before the check waited for the creation lock, 5 of 8 were
     told the store was "older ... run mlflow db upgrade" (MLflow's migrations seen half done)."""
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
-    at = time.time() + 15  # every process has imported MLflow by then
-    procs = []
-    for i in range(8):
-        procs.append(preloaded.popen([sys.executable, "-c", OPEN_AS_A_RUN_DOES, uri, str(at + 0.075 * i)],
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))  # fmt: skip
+    procs = [preloaded.popen([sys.executable, "-c", OPEN_AS_A_RUN_DOES, uri, str(0.075 * i)], text=True,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+             for i in range(8)]  # fmt: skip
+    assert [p.stdout.readline() for p in procs] == ["imported\n"] * 8  # each has imported MLflow: now they start
+    at = time.time() + 0.5
+    for p in procs:
+        p.stdin.write(f"{at}\n")
+        p.stdin.flush()
     outputs = [p.communicate(timeout=180)[0].strip() for p in procs]
     assert outputs == [""] * 8
 
