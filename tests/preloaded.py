@@ -21,6 +21,7 @@ import atexit
 import contextlib
 import gc
 import importlib
+import io
 import json
 import os
 import runpy
@@ -38,11 +39,11 @@ import types
 from pathlib import Path
 from typing import Optional
 
-# what the study's scripts import, heaviest first; the project's own modules are left to each run
-PRELOAD = ("torch", "mlflow", "mlflow.tracking", "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.db.utils",
-           "pandas", "scipy.stats", "matplotlib.figure", "matplotlib.backends.backend_agg", "PIL.Image", "hydra",
-           "hydra.core.plugins", "hydra._internal.utils", "omegaconf", "rich.console", "rich.table", "rich.progress",
-           "pygments.lexers", "requests", "sqlalchemy", "alembic", "psutil", "optuna")  # fmt: skip
+# what the study's scripts import, heaviest first; then the project's own modules (_preload)
+PRELOAD = ("torch", "torch.utils.benchmark", "mlflow", "mlflow.tracking", "mlflow.store.tracking.sqlalchemy_store",
+           "mlflow.store.db.utils", "pandas", "scipy.stats", "matplotlib.figure", "matplotlib.backends.backend_agg",
+           "PIL.Image", "hydra", "hydra.core.plugins", "hydra._internal.utils", "omegaconf", "rich.console",
+           "rich.table", "rich.progress", "pygments.lexers", "requests", "sqlalchemy", "alembic", "psutil", "optuna")
 READ_AT_IMPORT = ("PYTHON", "LC_", "LANG", "OMP_", "GOMP_", "KMP_", "MKL_", "OPENBLAS_", "TORCH", "MLFLOW_", "HYDRA")
 READ_WHEN_USED = {"MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
                   "MLFLOW_TRACKING_TOKEN", "HYDRA_FULL_ERROR"}  # fmt: skip
@@ -242,11 +243,31 @@ def _become(request: dict, fds: list[int]) -> None:
         stream.flush()
 
 
-def serve(path: str) -> tuple[dict, list[int]]:
-    """Preload, then fork a child per request; the child returns from here (with its request) to run it."""
+def _preload() -> None:
+    """The libraries, the project's modules (as each run would import them: nothing of theirs runs at import) and
+    Hydra's plugins; then a figure drawn, for matplotlib's fonts: nothing that starts a thread pool."""
+    import pkgutil
+
     for name in PRELOAD:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
+    import backprop_lab
+
+    for module in pkgutil.walk_packages(backprop_lab.__path__, "backprop_lab."):
+        if not module.name.endswith("__main__"):
+            importlib.import_module(module.name)
+    from hydra.core.plugins import Plugins
+    from matplotlib.figure import Figure
+
+    Plugins.instance()
+    figure = Figure(figsize=(2, 2))
+    figure.subplots().set(title="warm", xlabel="x")
+    figure.savefig(io.BytesIO(), format="png")
+
+
+def serve(path: str) -> tuple[dict, list[int]]:
+    """Preload, then fork a child per request; the child returns from here (with its request) to run it."""
+    _preload()
     gc.freeze()  # what is loaded stays out of the children's collections, which would write to its pages
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path + ".tmp")
