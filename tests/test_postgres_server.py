@@ -113,7 +113,7 @@ def test_parallel_sweep_against_default_sqlite_store_loses_nothing(tmp_path):
 def test_a_server_restart_between_jobs_loses_nothing(server, tmp_path):
     """Three jobs in one process; after the first lands, the server goes down and comes back: the rest land."""
     args = [sys.executable, str(SCRIPT), "-m", "impl=functional,layers,module", "data=synthetic", "data.n_train=256",
-            "timing.min_run_time=1", f"tracking.uri={server.url}", "tracking.experiment=pg-restart"]  # fmt: skip
+            "timing.min_run_time=0.3", f"tracking.uri={server.url}", "tracking.experiment=pg-restart"]  # fmt: skip
     env = os.environ | {"BACKPROP_LAB_SERVER_WAIT_S": "60"}
     proc = preloaded.popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 180
@@ -124,6 +124,7 @@ def test_a_server_restart_between_jobs_loses_nothing(server, tmp_path):
             break
         time.sleep(0.3)
     server.stop()
+    assert proc.poll() is None, "the sweep ended before the server went down: nothing was restarted between jobs"
     time.sleep(2)
     server.start()
     _, err = proc.communicate(timeout=300)

@@ -14,7 +14,7 @@ from helpers import FAST, ROOT, SCRIPT, cli, runs_in, split_sweep
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
-SWEEP = ["-m", "impl=functional,lean,autograd", *FAST[:3], "timing.min_run_time=1"]
+SWEEP = ["-m", "impl=functional,lean,autograd", *FAST[:3], "timing.min_run_time=0.2"]  # a job lasts a second or two
 
 
 def job_runs(tmp_path) -> list:
