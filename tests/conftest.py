@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 
 import pytest
@@ -30,3 +31,9 @@ def small_sweep(tmp_path_factory):
     assert done.returncode == 0, done.stderr
     (tmp / "sweep.out").write_text(done.stdout)
     return tmp, f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}"
+
+
+def pytest_collection_finish(session):
+    """What collection imported (torch, MLflow, pandas: a few million objects) is left out of every later garbage
+    collection, which would otherwise walk it all each time the tests' own objects fill the oldest generation."""
+    gc.freeze()

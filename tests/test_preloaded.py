@@ -11,6 +11,8 @@ import sys
 import preloaded
 import pytest
 
+pytestmark = pytest.mark.slow  # the preloaded interpreter takes a few seconds to start
+
 SHOW = """
 import os, sys
 print(sys.argv, __name__, repr(sys.path[0]), os.getcwd(), os.environ.get("SHOWN"), sys.stdin.read(), flush=True)
