@@ -21,6 +21,12 @@ raise SystemExit(int(sys.argv[-1]))
 """
 
 
+@pytest.fixture(autouse=True)
+def _forking(monkeypatch):
+    """These tests are about the fork itself, even in a suite run with every script fresh."""
+    monkeypatch.delenv(preloaded.FRESH, raising=False)
+
+
 @pytest.fixture
 def show(tmp_path):
     script = tmp_path / "show.py"
