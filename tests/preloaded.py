@@ -2,15 +2,15 @@
 
 A fresh interpreter spends about 4 s of CPU importing torch, MLflow and Hydra before a script does anything, and
 the suite starts a script a few hundred times. So each test worker starts one interpreter that imports those
-libraries (and computes nothing: a process forked from one that has used torch's OpenMP pool hangs in its first
-parallel loop), and forks a child of it for each script run. The child takes the run's working directory,
-environment, stdin, stdout, stderr and argv, and runs the script as `__main__`, as `python script.py` would; its
-pid, exit status and signals are its own.
+libraries and the project's modules (and computes nothing: a process forked from one that has used torch's OpenMP
+pool hangs in its first parallel loop), and forks a child of it for each script run. The child takes the run's
+working directory, environment, stdin, stdout, stderr and argv, and runs the script as `__main__`, as
+`python script.py` would; its pid, exit status and signals are its own.
 
 What a fork cannot stand in for runs in a fresh interpreter (`popen` decides): any interpreter option, a variable read
 when a library is imported (PYTHON*, locale, OpenMP and BLAS threads, TORCH_*, MLflow's but its tracking URI and
-credentials), a closed standard stream, a `preexec_fn`. So do the tests about start-up itself: `-X importtime`,
-a bash command line. BACKPROP_LAB_TESTS_FRESH=1 runs every one in a fresh interpreter.
+credentials), a Popen option such as `preexec_fn`. So do the tests about start-up itself (`-X importtime`) and
+a shell's command line (a closed stream, a pipe). BACKPROP_LAB_TESTS_FRESH=1 runs every one in a fresh interpreter.
 
     python tests/preloaded.py SOCKET    # the forking interpreter; a test starts it through popen() and run()
 """
