@@ -16,7 +16,7 @@ import pytest
 from helpers import FAST, ROOT
 from mlflow.tracking import MlflowClient
 
-from backprop_lab import lifecycle, store
+from backprop_lab import lifecycle, stop, store
 from backprop_lab.names import PARENT_TAG, SWEEP_TAG
 
 pytestmark = pytest.mark.slow
@@ -206,12 +206,14 @@ def test_the_joblib_workers_of_a_sweep_killed_by_sigkill_end_with_it(tmp_path):
     workers = {int(r.data.tags["backprop_lab.owner"].split("/")[2]) for r in runs(uri) if r.info.status == "RUNNING"
                and "grad/all_close" in r.data.metrics}  # fmt: skip
     assert workers <= _children(proc.pid)
+    killed = time.time()
     proc.kill()
-    proc.communicate()
+    proc.communicate()  # until the workers, which hold its stdout and stderr, have left too
     deadline = time.time() + 60  # PARENT_POLL_S, then the stop (or stop.STUCK_AFTER_S at the most)
     while time.time() < deadline and any(Path(f"/proc/{pid}").exists() for pid in workers):
         time.sleep(0.5)
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+    assert time.time() - killed < stop.STUCK_AFTER_S  # they left once their runs were ended, not at the last resort
     assert statuses(uri)["child"] == ["KILLED", "KILLED"]
 
 

@@ -155,6 +155,10 @@ def _end_quietly(uri: str, run_id: str, status: str, error: str, attempts: int =
         pass
 
 
+def has_open_runs() -> bool:
+    return bool(_open_runs)
+
+
 def end_open_runs(status: str) -> list[tuple[str, Optional[str]]]:
     """End every run this process started and did not end, newest first (a sweep's child before its parent):
     the last word of a process that is stopping. Returns (run id, None or why it could not be ended)."""

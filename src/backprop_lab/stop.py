@@ -60,17 +60,24 @@ def ignore_further() -> None:
 
 def end_with_parent(grace_s: float = STUCK_AFTER_S) -> None:
     """For a launcher's worker: once the process that started it is gone (killed, crashed), stop as on SIGTERM, and
-    leave for good `grace_s` later if that stop did not end the process. Started once per process."""
+    leave once the stop has ended the runs the worker had open (nothing else is left to do for a sweep that is
+    gone: its launcher would keep the worker waiting for the next job), or `grace_s` later if they are not all
+    ended. Started once per process."""
     if _watching.is_set():
         return
     _watching.set()
     parent = os.getppid()
 
     def watch() -> None:
+        from backprop_lab import lifecycle
+
         while os.getppid() == parent:
             time.sleep(PARENT_POLL_S)
         os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(grace_s)
+        leave_by = time.monotonic() + grace_s
+        time.sleep(PARENT_POLL_S)  # for the interrupt to reach the job before its open runs are counted
+        while lifecycle.has_open_runs() and time.monotonic() < leave_by:
+            time.sleep(0.1)
         os._exit(1)
 
     threading.Thread(target=watch, name="end-with-parent", daemon=True).start()
