@@ -74,13 +74,14 @@ class _Forker:
     def __init__(self) -> None:
         self.dir = tempfile.mkdtemp(prefix="preloaded-")
         self.path = os.path.join(self.dir, "socket")
-        log = open(os.path.join(self.dir, "log"), "wb")
-        self.proc = subprocess.Popen([sys.executable, __file__, self.path], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
+        log = Path(self.dir) / "log"
+        with log.open("wb") as errors:  # the interpreter holds its own copy
+            self.proc = subprocess.Popen([sys.executable, __file__, self.path], stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=errors)  # fmt: skip
         deadline = time.time() + 180
         while not os.path.exists(self.path):
             if self.proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"the preloaded interpreter did not start: {Path(log.name).read_text()[-3000:]}")
+                raise RuntimeError(f"the preloaded interpreter did not start: {log.read_text()[-3000:]}")
             time.sleep(0.05)
         atexit.register(self.close)
 
