@@ -6,7 +6,6 @@ import gc
 import os
 
 import pytest
-from helpers import FAST, cli
 
 os.environ.setdefault("BACKPROP_LAB_SERVER_WAIT_S", "3")  # tests of an unreachable server need not wait 15 s
 
@@ -26,11 +25,24 @@ def store(tmp_path):
 @pytest.fixture(scope="session")
 def small_sweep(tmp_path_factory):
     """A real 2 x 2 sweep through the entry script: (launch dir, tracking URI); what it printed is in sweep.out."""
+    from helpers import FAST, cli
+
     tmp = tmp_path_factory.mktemp("sweep")
     done = cli(tmp, "-m", "impl=functional,nn", "init=xavier,kaiming_uniform", *FAST)
     assert done.returncode == 0, done.stderr
     (tmp / "sweep.out").write_text(done.stdout)
     return tmp, f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="session")
+def parallel_sweep(tmp_path_factory):
+    """Four joblib workers at once, 12 jobs writing to a store that did not exist: (launch dir, what the command
+    returned). Made once per session (test_cli and test_postgres_server read it; neither writes to it)."""
+    from helpers import FAST, cli_once
+
+    return cli_once(tmp_path_factory, "parallel-sweep", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4",
+                    "impl=functional,layers,module,module_einsum,autograd,nn", "init=xavier,kaiming_uniform",
+                    *FAST)  # fmt: skip
 
 
 def pytest_collection_finish(session):

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
 import pickle
+import shutil
 import socket
 import struct
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Optional
@@ -58,6 +61,39 @@ def cli(cwd, *args, timeout=300):
     return preloaded.run(
         [sys.executable, str(SCRIPT), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
     )
+
+
+def made_once(tmp_path_factory, name: str, make: Callable[[Path], None]) -> Path:
+    """A folder that `make` fills once per test session, however many xdist workers ask: the first to ask makes it
+    while the others wait, then each reads it (pytest-xdist's recipe for a session fixture made once). Only for what
+    the tests that share it read and never write."""
+    from filelock import FileLock
+
+    if "PYTEST_XDIST_WORKER" not in os.environ:  # a single process: a folder of its own
+        folder = tmp_path_factory.mktemp(name)
+        make(folder)
+        return folder
+    root = tmp_path_factory.getbasetemp().parent  # the session's folder, above each worker's
+    folder, made = root / name, root / f"{name}.made"
+    with FileLock(root / f"{name}.lock"):
+        if not made.exists():  # a worker whose make failed left no mark: the next one tries again, and fails alike
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            make(folder)
+            made.touch()
+    return folder
+
+
+def cli_once(tmp_path_factory, name: str, *args: str) -> tuple[Path, subprocess.CompletedProcess]:
+    """`cli(folder, *args)` run once per session (made_once): its launch folder, and what it returned."""
+
+    def make(folder: Path) -> None:
+        done = cli(folder, *args)
+        (folder / "done.json").write_text(json.dumps([done.returncode, done.stdout, done.stderr]))
+
+    folder = made_once(tmp_path_factory, name, make)
+    returncode, stdout, stderr = json.loads((folder / "done.json").read_text())
+    return folder, subprocess.CompletedProcess([sys.executable, str(SCRIPT), *args], returncode, stdout, stderr)
 
 
 def runs_in(store_dir):

@@ -43,7 +43,8 @@ from typing import Optional
 PRELOAD = ("torch", "torch.utils.benchmark", "mlflow", "mlflow.tracking", "mlflow.store.tracking.sqlalchemy_store",
            "mlflow.store.db.utils", "pandas", "scipy.stats", "matplotlib.figure", "matplotlib.backends.backend_agg",
            "PIL.Image", "hydra", "hydra.core.plugins", "hydra._internal.utils", "omegaconf", "rich.console",
-           "rich.table", "rich.progress", "pygments.lexers", "requests", "sqlalchemy", "alembic", "psutil", "optuna")
+           "rich.table", "rich.progress", "rich.status", "pygments.lexers", "requests", "sqlalchemy",
+           "sqlalchemy.dialects.sqlite", "alembic", "filelock", "pyarrow.pandas_compat", "psutil", "optuna")
 READ_AT_IMPORT = ("PYTHON", "LC_", "LANG", "OMP_", "GOMP_", "KMP_", "MKL_", "OPENBLAS_", "TORCH", "MLFLOW_", "HYDRA")
 READ_WHEN_USED = {"MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
                   "MLFLOW_TRACKING_TOKEN", "HYDRA_FULL_ERROR"}  # fmt: skip
@@ -246,7 +247,8 @@ def _become(request: dict, fds: list[int]) -> None:
 
 def _preload() -> None:
     """The libraries, the project's modules (as each run would import them: nothing of theirs runs at import) and
-    Hydra's plugins; then a figure drawn, for matplotlib's fonts: nothing that starts a thread pool."""
+    Hydra's plugins; then a figure drawn, for matplotlib's fonts and the parser of a log axis's tick labels (mathtext):
+    nothing that starts a thread pool."""
     import pkgutil
 
     for name in PRELOAD:
@@ -262,7 +264,7 @@ def _preload() -> None:
 
     Plugins.instance()
     figure = Figure(figsize=(2, 2))
-    figure.subplots().set(title="warm", xlabel="x")
+    figure.subplots().set(title="warm", xlabel="x", yscale="log", ylim=(1e-3, 10))
     figure.savefig(io.BytesIO(), format="png")
 
 

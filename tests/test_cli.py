@@ -66,12 +66,9 @@ def test_a_failed_job_is_a_failed_child_and_the_sweep_goes_on(tmp_path):
     assert done.stdout.splitlines()[-1].endswith(f"backprop-lab-report {parent.info.run_id}")
 
 
-def test_parallel_joblib_sweep_loses_nothing(tmp_path):
+def test_parallel_joblib_sweep_loses_nothing(parallel_sweep):
     """Four workers at once, writing to a store that did not exist: every child lands with every metric."""
-    done = cli(
-        tmp_path, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4",
-        "impl=functional,layers,module,module_einsum,autograd,nn", "init=xavier,kaiming_uniform", *FAST,
-    )  # fmt: skip
+    tmp_path, done = parallel_sweep
     assert done.returncode == 0, done.stderr
     assert "database is locked" not in done.stderr and "already exists" not in done.stderr
     (parent,), children = split_sweep(runs_in(tmp_path / "mlruns"))
