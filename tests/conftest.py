@@ -45,6 +45,17 @@ def parallel_sweep(tmp_path_factory):
                     *FAST)  # fmt: skip
 
 
+def pytest_configure(config):
+    """Under pytest-xdist, one preloaded interpreter (tests/preloaded.py) for every worker's scripts, started before
+    the workers are, so that its imports are paid once and run while the workers collect. Only the tests marked slow
+    run scripts: a session that leaves them out (make check) starts none."""
+    workers, deselected = config.getoption("numprocesses", None), "not slow" in (config.option.markexpr or "")
+    if workers and not deselected and not hasattr(config, "workerinput"):
+        import preloaded
+
+        preloaded.share()
+
+
 def pytest_collection_finish(session):
     """What collection imported (torch, MLflow, pandas: a few million objects) is left out of every later garbage
     collection, which would otherwise walk it all each time the tests' own objects fill the oldest generation."""

@@ -1,7 +1,8 @@
 """The project's scripts in a process of their own, as a user runs them, without paying for the imports each time.
 
 A fresh interpreter spends about 4 s of CPU importing torch, MLflow and Hydra before a script does anything, and
-the suite starts a script a few hundred times. So each test worker starts one interpreter that imports those
+the suite starts a script a few hundred times. So the test session starts one interpreter (share(), which pytest's
+xdist workers use; a test process without workers starts its own at its first script) that imports those
 libraries and the project's modules (and computes nothing: a process forked from one that has used torch's OpenMP
 pool hangs in its first parallel loop), and forks a child of it for each script run. The child takes the run's
 working directory, environment, stdin, stdout, stderr and argv, and runs the script as `__main__`, as
@@ -49,6 +50,8 @@ READ_AT_IMPORT = ("PYTHON", "LC_", "LANG", "OMP_", "GOMP_", "KMP_", "MKL_", "OPE
 READ_WHEN_USED = {"MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
                   "MLFLOW_TRACKING_TOKEN", "HYDRA_FULL_ERROR"}  # fmt: skip
 FRESH = "BACKPROP_LAB_TESTS_FRESH"
+SHARED = "BACKPROP_LAB_TESTS_PRELOADED"  # the session's forking interpreter, for its workers (share())
+INHERITED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)  # what a child may find ignored
 
 
 def _startup_env(env: dict[str, str]) -> dict[str, str]:
@@ -61,41 +64,77 @@ def _forkable(args: list[str], env: Optional[dict[str, str]], kwargs: dict) -> b
         return False
     if not (args[1] == "-c" and len(args) > 2 or not args[1].startswith("-") and args[1].endswith(".py")):
         return False
-    return env is None or _startup_env(env) == _startup_env(dict(os.environ))
+    return _startup_env(dict(os.environ if env is None else env)) == _Forker.startup_env()
 
 
 # ---- the test's side ----------------------------------------------------------------------------------------------
 
 
 class _Forker:
-    """The forking interpreter of this test worker, started at its first use."""
+    """A forking interpreter: the one the test session shares (share(), found in $SHARED), or where there is none
+    or it is gone, this process's own, started at its first use."""
 
     _instance: Optional[_Forker] = None
+    _shared_gone = False
 
-    def __init__(self) -> None:
-        self.dir = tempfile.mkdtemp(prefix="preloaded-")
-        self.path = os.path.join(self.dir, "socket")
-        log = Path(self.dir) / "log"
-        with log.open("wb") as errors:  # the interpreter holds its own copy
-            self.proc = subprocess.Popen([sys.executable, __file__, self.path], stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=errors)  # fmt: skip
+    def __init__(self, pid: int, path: str, env: dict[str, str], proc: Optional[subprocess.Popen] = None) -> None:
+        self.pid, self.path, self.env, self.proc = pid, path, env, proc  # proc: where this process started it
+
+    @classmethod
+    def start(cls) -> _Forker:
+        folder = tempfile.mkdtemp(prefix="preloaded-")
+        with (Path(folder) / "log").open("wb") as errors:  # the interpreter holds its own copy
+            proc = subprocess.Popen([sys.executable, __file__, os.path.join(folder, "socket")],
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors)  # fmt: skip
+        forker = cls(proc.pid, os.path.join(folder, "socket"), _startup_env(dict(os.environ)), proc)
+        atexit.register(forker.close)
+        return forker
+
+    def alive(self) -> bool:
+        if self.proc is not None:
+            return self.proc.poll() is None
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def wait_ready(self) -> None:
+        """Until its socket appears, which it makes once it has preloaded and accepts."""
         deadline = time.time() + 180
         while not os.path.exists(self.path):
-            if self.proc.poll() is not None or time.time() > deadline:
+            if not self.alive() or time.time() > deadline:
+                log = Path(self.path).with_name("log")
                 raise RuntimeError(f"the preloaded interpreter did not start: {log.read_text()[-3000:]}")
             time.sleep(0.05)
-        atexit.register(self.close)
 
     def close(self) -> None:
         self.proc.terminate()
         self.proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        shutil.rmtree(os.path.dirname(self.path), ignore_errors=True)
+
+    @classmethod
+    def _shared(cls) -> Optional[_Forker]:
+        found = os.environ.get(SHARED)
+        if not found or cls._shared_gone:
+            return None
+        given = json.loads(found)
+        forker = cls(given["pid"], given["path"], given["env"])
+        cls._shared_gone = not forker.alive()
+        return None if cls._shared_gone else forker
 
     @classmethod
     def get(cls) -> _Forker:
-        if cls._instance is None or cls._instance.proc.poll() is not None:
-            cls._instance = cls()
+        if cls._instance is None or not cls._instance.alive():
+            cls._instance = cls._shared() or cls.start()
+            cls._instance.wait_ready()
         return cls._instance
+
+    @classmethod
+    def startup_env(cls) -> dict[str, str]:
+        """What the forking interpreter read when it started: a fork stands in for a run that would read the same."""
+        shared = cls._instance or cls._shared()
+        return shared.env if shared else _startup_env(dict(os.environ))
 
     def fork(self, request: dict, fds: list[int]) -> socket.socket:
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -126,7 +165,8 @@ class ForkedProcess:
                 ends.append(os.dup(given if isinstance(given, int) else given.fileno() if given else
                                    (0, 1, 2)[len(ends)]))  # fmt: skip
         self.stdin, self.stdout, self.stderr = ours.get("stdin"), ours.get("stdout"), ours.get("stderr")
-        request = {"argv": args[1:], "cwd": str(cwd or os.getcwd()), "env": dict(os.environ if env is None else env)}
+        request = {"argv": args[1:], "cwd": str(cwd or os.getcwd()), "env": dict(os.environ if env is None else env),
+                   "ignored": [s for s in INHERITED if signal.getsignal(s) == signal.SIG_IGN]}  # fmt: skip
         try:
             self._conn = _Forker.get().fork(request, ends)
         finally:
@@ -194,6 +234,14 @@ class ForkedProcess:
         self.wait()
 
 
+def share() -> None:
+    """Start the forking interpreter that the processes this one starts from now on (pytest-xdist's workers) share,
+    so that its imports are paid once; it ends with this process."""
+    if not os.environ.get(FRESH):
+        forker = _Forker.start()
+        os.environ[SHARED] = json.dumps({"pid": forker.pid, "path": forker.path, "env": forker.env})
+
+
 def popen(args: list[str], *, cwd=None, env=None, stdin=None, stdout=None, stderr=None, text=False, **kwargs):
     """subprocess.Popen, or a ForkedProcess where a fork stands in for a fresh interpreter (the module's docstring)."""
     args = [str(a) for a in args]
@@ -232,7 +280,11 @@ def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
 
 
 def _become(request: dict, fds: list[int]) -> None:
-    """In the child: take the run's streams, directory, environment and argv, as `python ARGV...` starts."""
+    """In the child: take the run's streams, directory, environment, argv and ignored signals, as `python ARGV...`
+    started by the asking process would."""
+    for signum in INHERITED:  # an ignored signal stays ignored across exec; Python sets its SIGINT handler otherwise
+        default = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
+        signal.signal(signum, signal.SIG_IGN if signum in request["ignored"] else default)
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)
@@ -277,7 +329,7 @@ def serve(path: str) -> tuple[dict, list[int]]:
     listener.listen(64)
     os.rename(path + ".tmp", path)  # the socket appears only once it accepts
     owner, waiting = os.getppid(), {}
-    while os.getppid() == owner:  # the test worker that started it is gone: so is it
+    while os.getppid() == owner:  # the process that started it (pytest's, or one test worker's) is gone: so is it
         if select.select([listener], [], [], 0.05)[0]:
             conn, _ = listener.accept()
             request, fds = _receive(conn)
