@@ -64,7 +64,7 @@ def _forkable(args: list[str], env: Optional[dict[str, str]], kwargs: dict) -> b
         return False
     if not (args[1] == "-c" and len(args) > 2 or not args[1].startswith("-") and args[1].endswith(".py")):
         return False
-    return _startup_env(dict(os.environ if env is None else env)) == _Forker.startup_env()
+    return env is None or _startup_env(env) == _startup_env(dict(os.environ))
 
 
 # ---- the test's side ----------------------------------------------------------------------------------------------
@@ -77,8 +77,8 @@ class _Forker:
     _instance: Optional[_Forker] = None
     _shared_gone = False
 
-    def __init__(self, pid: int, path: str, env: dict[str, str], proc: Optional[subprocess.Popen] = None) -> None:
-        self.pid, self.path, self.env, self.proc = pid, path, env, proc  # proc: where this process started it
+    def __init__(self, pid: int, path: str, proc: Optional[subprocess.Popen] = None) -> None:
+        self.pid, self.path, self.proc = pid, path, proc  # proc: where this process started it
 
     @classmethod
     def start(cls) -> _Forker:
@@ -86,7 +86,7 @@ class _Forker:
         with (Path(folder) / "log").open("wb") as errors:  # the interpreter holds its own copy
             proc = subprocess.Popen([sys.executable, __file__, os.path.join(folder, "socket")],
                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors)  # fmt: skip
-        forker = cls(proc.pid, os.path.join(folder, "socket"), _startup_env(dict(os.environ)), proc)
+        forker = cls(proc.pid, os.path.join(folder, "socket"), proc)
         atexit.register(forker.close)
         return forker
 
@@ -119,7 +119,7 @@ class _Forker:
         if not found or cls._shared_gone:
             return None
         given = json.loads(found)
-        forker = cls(given["pid"], given["path"], given["env"])
+        forker = cls(given["pid"], given["path"])
         cls._shared_gone = not forker.alive()
         return None if cls._shared_gone else forker
 
@@ -129,12 +129,6 @@ class _Forker:
             cls._instance = cls._shared() or cls.start()
             cls._instance.wait_ready()
         return cls._instance
-
-    @classmethod
-    def startup_env(cls) -> dict[str, str]:
-        """What the forking interpreter read when it started: a fork stands in for a run that would read the same."""
-        shared = cls._instance or cls._shared()
-        return shared.env if shared else _startup_env(dict(os.environ))
 
     def fork(self, request: dict, fds: list[int]) -> socket.socket:
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -239,7 +233,7 @@ def share() -> None:
     so that its imports are paid once; it ends with this process."""
     if not os.environ.get(FRESH):
         forker = _Forker.start()
-        os.environ[SHARED] = json.dumps({"pid": forker.pid, "path": forker.path, "env": forker.env})
+        os.environ[SHARED] = json.dumps({"pid": forker.pid, "path": forker.path})
 
 
 def popen(args: list[str], *, cwd=None, env=None, stdin=None, stdout=None, stderr=None, text=False, **kwargs):
