@@ -75,7 +75,6 @@ class _Forker:
     or it is gone, this process's own, started at its first use."""
 
     _instance: Optional[_Forker] = None
-    _shared_gone = False
 
     def __init__(self, pid: int, path: str, proc: Optional[subprocess.Popen] = None) -> None:
         self.pid, self.path, self.proc = pid, path, proc  # proc: where this process started it
@@ -116,12 +115,10 @@ class _Forker:
     @classmethod
     def _shared(cls) -> Optional[_Forker]:
         found = os.environ.get(SHARED)
-        if not found or cls._shared_gone:
+        if not found:
             return None
-        given = json.loads(found)
-        forker = cls(given["pid"], given["path"])
-        cls._shared_gone = not forker.alive()
-        return None if cls._shared_gone else forker
+        forker = cls(**json.loads(found))
+        return forker if forker.alive() else None
 
     @classmethod
     def get(cls) -> _Forker:
