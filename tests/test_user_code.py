@@ -10,9 +10,9 @@ import pytest
 import torch
 from helpers import FAST, cli, runs_in, small_problem
 
-from backprop_lab import backward, grad_check
+from backprop_lab import backward, grad_check, impls
 from backprop_lab.errors import ConfigError, UserCodeError
-from backprop_lab.impls import protocol
+from backprop_lab.isolation import output
 
 LIN = """
 def lin_grad(inp, out, w, b):
@@ -124,7 +124,12 @@ def write(tmp_path, source: str, name: str = "my_backward.py"):
     return path
 
 
-def check(path, widths=WIDTHS, n=60, dtype=torch.float64, time_limit_s=0.0):
+def load(path) -> None:
+    """The code loaded in its own process, and the process stopped: what loading alone says."""
+    impls.open_submission(str(path), None, 60.0).close()
+
+
+def check(path, widths=WIDTHS, n=60, dtype=torch.float64, time_limit_s=60.0):
     params, x, y = small_problem(widths, n=n, dtype=dtype)
     return backward.run_check(str(path), params, x, y, 0.5, False, 8.0, time_limit_s=time_limit_s)
 
@@ -211,9 +216,9 @@ def test_an_endless_backward_is_stopped_at_its_limit(tmp_path):
 
 def test_a_missing_file_or_one_defining_nothing_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match="impl.code: no file"):
-        protocol.load(str(tmp_path / "nope.py"))
+        load(tmp_path / "nope.py")
     with pytest.raises(ConfigError, match="defines none of Net, Lin, Relu, Mse, lin_grad"):
-        protocol.load(str(write(tmp_path, "x = 1\n")))
+        load(write(tmp_path, "x = 1\n"))
 
 
 @pytest.mark.slow  # the entry script in a subprocess
@@ -239,7 +244,7 @@ def test_a_learners_file_runs_end_to_end_and_is_logged_with_its_hash(tmp_path):
 ])  # fmt: skip
 def test_a_wrong_signature_is_said_with_the_one_expected(tmp_path, source, says):
     with pytest.raises(ConfigError, match=says):
-        protocol.load(str(write(tmp_path, source)))
+        load(write(tmp_path, source))
 
 
 def test_a_backward_that_prints_a_lot_is_cut_and_still_checked(tmp_path, capsys):
@@ -248,7 +253,7 @@ def test_a_backward_that_prints_a_lot_is_cut_and_still_checked(tmp_path, capsys)
     checked = check(path)
     assert grad_check.overall(checked.checks) == "ok"
     out = capsys.readouterr().out
-    assert out.count("debug") == protocol.MAX_PRINTED_LINES and "are not shown" in out
+    assert out.count("debug") == output.MAX_PRINTED_LINES and "are not shown" in out
 
 
 def test_a_net_that_hands_back_none_or_nan_is_judged_not_crashed(tmp_path):

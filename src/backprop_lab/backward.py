@@ -1,5 +1,6 @@
-"""Stage 4, backward: the chosen implementation's backward run on the run's data and weights, its gradient at every
-node checked against autograd's and the float64 truth (grad_check.py says how a node is judged)."""
+"""Stage 4, backward: the chosen implementation's backward run on the run's data and weights (the lab's own here, a
+learner's in a process of its own), its gradient at every node checked against autograd's and the float64 truth
+(grad_check.py says how a node is judged)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import torch
 from backprop_lab import diagnosis
 from backprop_lab.grad_check import NodeCheck, check, first_divergent, float64_truth, reduction_lengths
 from backprop_lab.grad_stats import backward_stats, elementwise_diffs
-from backprop_lab.impls.common import layer_widths
+from backprop_lab.impls.common import layer_widths, node_shapes
+from backprop_lab.isolation.submission import Ran, Submission
 from backprop_lab.names import NONE
 
 if TYPE_CHECKING:
@@ -34,40 +36,65 @@ class Checked:
 
 
 def run_check(
-    name: str | protocol.Code, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, shift: float,
-    input_grad: bool, factor: float, bug: str = "none", base: Optional[Path] = None, time_limit_s: float = 0.0,
+    name: str | protocol.Code | Submission, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+    shift: float, input_grad: bool, factor: float, bug: str = "none", base: Optional[Path] = None,
+    time_limit_s: float = 60.0,
 ) -> Checked:  # fmt: skip
-    """The implementation (an option of conf/impl/, or code: impls.load) with `bug` put in it, when one is named,
-    its backward run twice on one forward (the timing repeats it, and a backward that accumulates into stale state
-    must show), against autograd's at the same dtype and the float64 truth. A user's file is run as theirs
-    (protocol.users_code): its errors are their traceback, its calls bounded by `time_limit_s`, its inputs and
-    weights checked untouched."""
-    from backprop_lab import bugs, impls
-    from backprop_lab.impls import autograd, protocol
-    from backprop_lab.impls.common import backward_order
+    """The implementation's backward run twice on one forward (the timing repeats it, and a backward that
+    accumulates into stale state must show), every node against autograd's at the same dtype and the float64 truth.
+    `name`: an option of conf/impl/ or the lab's own code (run here, with `bug` put in it when one is named), or a
+    learner's (a Submission, or a file or module that is not the lab's, opened for this check: run in a process of
+    its own, within `time_limit_s`)."""
+    from backprop_lab import impls
 
-    code = impls.load(name, base)
+    if isinstance(name, str) and not impls.is_lab_code(name):
+        with impls.open_submission(name, base, time_limit_s) as submission:
+            return run_check(submission, params, x, y, shift, input_grad, factor, bug)
+    if isinstance(name, Submission):
+        widths = layer_widths(params)
+        due = node_shapes(widths, x.shape[0], input_grad=True)
+        ran = name.check(params, x, y, shift, input_grad, due, diagnosis.SAMPLE_ROWS)
+    else:
+        ran = run_here(impls.load(name), params, x, y, shift, input_grad, bug)
+    return judge(ran, params, x, y, shift, factor, name.label if isinstance(name, Submission) else None)
+
+
+def run_here(code: protocol.Code, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, shift: float,
+             input_grad: bool, bug: str) -> Ran:  # fmt: skip
+    """The lab's own implementation (with `bug` put in it, when one is named), in the lab's process."""
+    from backprop_lab import bugs
+    from backprop_lab.impls import protocol
+
     # fresh tensor objects over the same storage: a `.g` an earlier job's code left on the shared data or weights
     # (jobs of a sweep share one read of the data) cannot pass as this code's
     params, x, y = {k: protocol.fresh(v) for k, v in params.items()}, protocol.fresh(x), protocol.fresh(y)
-    untouched = protocol.Untouched(code, dict(params) | {"x": x, "y": y})
-    with protocol.users_code(code, time_limit_s, "forward and backward"):
-        net = protocol.build(code, params, shift, input_grad, keep_nodes=True) if bug == NONE else (
-            bugs.Net(params, shift, bug))  # fmt: skip
-        loss = net.forward(x, y)
-        loss = loss.item() if isinstance(loss, torch.Tensor) else float(loss)
-        first = _all_grads(net, net.backward())
-        # cloned: a backward writing its `.g`s in place would otherwise make the first call's values the second's
-        first = {k: (v[: diagnosis.SAMPLE_ROWS] if k == "x" else v).detach().clone() for k, v in first.items()
-                 if isinstance(v, torch.Tensor)}  # fmt: skip
-        manual = {k: v for k, v in _all_grads(net, net.backward()).items() if v is not None}  # None: not given
-    untouched.check()
-    not_given = getattr(net, "not_given", list)()
-    computed_x = "x" in manual or "x" in not_given  # autograd is asked for what the implementation computed
+    net = protocol.build(code, params, shift, input_grad, keep_nodes=True) if bug == NONE else bugs.Net(params, shift,
+                                                                                                      bug)  # fmt: skip
+    loss = net.forward(x, y)
+    loss = loss.item() if isinstance(loss, torch.Tensor) else float(loss)
+    first = _all_grads(net, net.backward())
+    # cloned: a backward writing its `.g`s in place would otherwise make the first call's values the second's
+    first = {k: (v[: diagnosis.SAMPLE_ROWS] if k == "x" else v).detach().clone() for k, v in first.items()
+             if isinstance(v, torch.Tensor)}  # fmt: skip
+    manual = {k: v for k, v in _all_grads(net, net.backward()).items() if v is not None}  # None: not given
+    return Ran(loss, manual, first, list(getattr(net, "not_given", list)()))
+
+
+def judge(ran: Ran, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, shift: float, factor: float,
+          learner: Optional[str] = None) -> Checked:  # fmt: skip
+    """What a backward gave, against autograd's at the same dtype and the float64 truth, node by node, and the kind
+    of mistake at the first wrong one. `learner`: the learner's code's name, whose forward must give the lab's loss
+    (the lab's own implementations are held to that by their tests)."""
+    from backprop_lab.impls import autograd, protocol
+    from backprop_lab.impls.common import backward_order
+
+    manual, first = ran.manual, ran.first
+    computed_x = "x" in manual or "x" in ran.not_given  # autograd is asked for what the implementation computed
     reference = autograd.Net(params, shift, computed_x)
-    protocol.forward_agrees(code, loss, reference.forward(x, y).item(), shift, x.dtype)
+    reference_loss = reference.forward(x, y).item()
+    if learner is not None:
+        protocol.forward_agrees(learner, ran.loss, reference_loss, shift, x.dtype)
     ref = reference.backward() | reference.node_grads()
-    protocol.check_given(code, manual, ref)
     stats = backward_stats(params, ref)
     truth = float64_truth(params, x, y, shift, reference.masks)
     pre_activations = {k: t.detach() for k, t in reference.nodes.items() if k.startswith("lin")}
@@ -83,11 +110,9 @@ def run_check(
         node, manual, first, truth, pre_activations, due_shape=tuple(ref[node].shape), rows=x.shape[0], shift=shift)
     leaves = [k for k in ref if k[0] in "wb" and k in manual]  # the parameters: other nodes are too large to draw
     elementwise = elementwise_diffs({k: manual[k] for k in leaves}, {k: ref[k] for k in leaves})
-    return Checked(loss, checks, elementwise, computed_x, stats, mistake)
+    return Checked(ran.loss, checks, elementwise, computed_x, stats, mistake)
 
 
 def _all_grads(net, grads) -> dict:
     """A backward's gradients with the intermediate nodes' (`node_grads`, where the implementation has it)."""
     return dict(grads or {}) | dict(getattr(net, "node_grads", dict)() or {})
-
-

@@ -53,7 +53,10 @@ class ModelConfig:
 class ImplConfig:
     name: str = MISSING  # the option of conf/impl/ (`user` for your own code)
     code: str = MISSING  # the implementation's code: a module, or a .py file (impls/protocol.py)
-    time_limit_s: float = 60.0  # a user's forward and backward in the check, together: past it, an endless loop
+    # a learner's code runs in a process of its own (isolation/): each thing it is asked (import, the check's forward
+    # and two backwards, the timing beyond its own budget) within this many seconds, or the process is stopped
+    time_limit_s: float = 60.0
+    memory_limit_gib: Optional[float] = None  # that process's memory; null: 3/4 of what the machine has free
     # the input's gradient, for the implementations that can skip it (lean, autograd, nn); nothing needs it, so it
     # is opt-in; the notebook's four always compute it, as the notebook did
     compute_input_grad: bool = False
@@ -129,7 +132,15 @@ def options(group: str) -> list[str]:
 
 
 def plain(cfg: Any) -> DictConfig:
-    """The composed config with interpolations resolved and enums as their names, read-only: what stages read."""
+    """The composed config with interpolations resolved and enums as their names, read-only: what stages read.
+    `impl.code` names a file or module: an interpolation there is refused, never resolved (it would put an
+    environment variable's value into a file name, and the file name into the store)."""
+    from backprop_lab.errors import ConfigError
+
+    code = cfg.impl._get_node("code") if isinstance(cfg, DictConfig) and "impl" in cfg else None
+    if code is not None and isinstance(code._value(), str) and "${" in code._value():
+        raise ConfigError(f"impl.code: a file or module name, not an interpolation ({code._value()[:60]!r}); refused, "
+                          "not resolved")  # fmt: skip
     out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     OmegaConf.set_readonly(out, True)
     return out

@@ -29,14 +29,18 @@ class UserCodeError(UserError):
     lab's) is the answer, after one line that says where it came from."""
 
     @classmethod
-    def from_exception(cls, e: BaseException, path) -> UserCodeError:
+    def from_exception(cls, e: BaseException, label, theirs=None) -> UserCodeError:
+        """`e`, as raised by the code named `label` (its file, or module); `theirs(filename)` tells the user's frames
+        (by default, the file `label` itself)."""
         import traceback
 
-        path = str(path)
-        frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename == path]
+        label = str(label)
+        theirs = theirs or (lambda filename: filename == label)
+        frames = [f for f in traceback.extract_tb(e.__traceback__) if theirs(f.filename)]
         lines = traceback.format_list(frames)
-        if isinstance(e, SyntaxError) and e.filename == path:  # a syntax error has no frame of theirs: its line is it
+        if isinstance(e, SyntaxError) and e.filename and theirs(e.filename):  # its line is its frame
             lines = traceback.format_exception_only(e)
-            return cls(f"{path}: your code does not compile:\n" + "".join(lines).rstrip())
+            return cls(f"{label}: your code does not compile:\n" + "".join(lines).rstrip())
         text = "".join(lines) + "".join(traceback.format_exception_only(e))
-        return cls(f"{path}: your code raised {type(e).__name__}: {e}\n" + "Traceback (your frames):\n" + text.rstrip())
+        return cls(f"{label}: your code raised {type(e).__name__}: {e}\n" + "Traceback (your frames):\n"
+                   + text.rstrip())  # fmt: skip

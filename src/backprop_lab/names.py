@@ -17,6 +17,7 @@ JOB_FAILED = "backprop_lab.job_failed."
 OWNER_TAG = "backprop_lab.owner"  # host/boot/pid/start of the process that must end the run
 ERROR_TAG = "error"  # why a run did not end FINISHED
 CODE_TAG = "impl.code_sha256"  # the SHA-256 of the file a run ran, logged beside it as `code/<name>`
+OWN_PROCESS_TAG = "impl.own_process"  # "true": a learner's code, run in a process of its own (isolation/)
 CONFIG_TAG = "config.sha256"  # run_params.config_digest of the config the run ran, set when it started
 SHAPE_TAG = "config.shape"  # run_params.shape_digest: runs that take about as long share it
 EDITED_TAG = "rerun.config_edited"  # on a rerun of a config accepted though it was edited: what was found

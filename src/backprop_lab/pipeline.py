@@ -90,61 +90,65 @@ def run(
     # what the stages need, read here once: below, the pipeline hands them plain values (and data its group)
     widths, shift, factor, seed = list(cfg.model.widths), cfg.model.relu_shift, cfg.check.factor, cfg.seed
     scheme, bug, impl = (cfg.init.scheme, cfg.init.mode, cfg.init.gain), cfg.bug.name, cfg.impl
-    input_grad, time_limit_s = impl.compute_input_grad, impl.time_limit_s
+    input_grad = impl.compute_input_grad
     min_run_time, num_threads, objective_name = cfg.timing.min_run_time, cfg.timing.num_threads, cfg.objective
     tracking_cfg, data_cfg = cfg.tracking, cfg.data
     uri_given, experiment = tracking_cfg.uri, tracking_cfg.experiment
     diff = tracking_cfg.git_diff, tracking_cfg.git_diff_max_bytes
     # bad input outside a sweep creates no run; inside one it must leave a FAILED child that says why
     setup = None if parent_run_id else stages.set_up(cfg, launch_dir, validated=True)
-    uri, artifact_location = store.resolve_store(uri_given, launch_dir)
-    name = run_names.run_name(cfg, sweep_env.swept_from_env() if parent_run_id else None)
-    config = OmegaConf.to_container(cfg)
-    identity = {names.CONFIG_TAG: run_params.config_digest(config), names.SHAPE_TAG: run_params.shape_digest(config)}
-    tags = environment.git_state() | {"overrides": " ".join(overrides) or "(none)"} | identity | (job_tags or {})
-    t_start = time.perf_counter()
-    # the overhead before this job: imports and setup for a process's first job, Hydra's work between jobs after
-    wall = {"startup_s": t_start - _previous_job_end if _previous_job_end else owner.process_age_s() or 0.0}
-
-    with (
-        _job_clock(),
-        lifecycle.tracked_run(uri, experiment, name, tags, artifact_location, parent_run_id) as ref,
-    ):
-        recording.record_request(config, OmegaConf.to_yaml(cfg), overrides)
-        setup = setup or stages.set_up(cfg, launch_dir, validated=False)
-        threads = num_threads or torch.get_num_threads()
-        git_diff = environment.git_diff_record(*diff) if tags.get("git.dirty") == "true" else None
-        recording.record_setup(setup, threads, git_diff)
-
-        with console.status("data: read, verify, normalize"), _timed(wall, "data_s"):
-            d = data.prepare_once(data_cfg, seed, setup.device)
-        recording.record_data(d, data.dataset_input(data_cfg, seed, d))
-
-        with console.status("init, forward, backward against autograd"), _timed(wall, "check_s"):
-            initialized = stages.initialize(widths, *scheme, seed, setup)
-            x, y = d.x_train.to(setup.dtype), d.y_train.to(setup.dtype)
-            layers = forward.activation_stats(x, initialized.params, shift)
-            checked = backward.run_check(setup.code, initialized.params, x, y, shift, input_grad, factor, bug,
-                                         launch_dir, time_limit_s)  # fmt: skip
-        predicted = stages.predict(widths, *scheme, d.stats, shift, checked.layer_stats)
-        expected = None if bug == names.NONE else bugs.expected_node(bug, widths)
-        recording.record_check(initialized, layers, checked, predicted, factor, setup.dtype, expected, name)
+    try:
+        uri, artifact_location = store.resolve_store(uri_given, launch_dir)
+        name = run_names.run_name(cfg, sweep_env.swept_from_env() if parent_run_id else None)
+        config = OmegaConf.to_container(cfg)
+        identity = {names.CONFIG_TAG: run_params.config_digest(config),
+                    names.SHAPE_TAG: run_params.shape_digest(config)}  # fmt: skip
+        tags = environment.git_state() | {"overrides": " ".join(overrides) or "(none)"} | identity | (job_tags or {})
+        t_start = time.perf_counter()
+        # the overhead before this job: imports and setup for a process's first job, Hydra's work between jobs after
+        wall = {"startup_s": t_start - _previous_job_end if _previous_job_end else owner.process_age_s() or 0.0}
 
         with (
-            console.status(f"timing forward and backward ({min_run_time:g} s each, {threads} threads)"),
-            _timed(wall, "timing_s"),
+            _job_clock(),
+            lifecycle.tracked_run(uri, experiment, name, tags, artifact_location, parent_run_id) as ref,
         ):
-            timed = timing.time_implementation(setup.code, initialized.params, x, y, shift, input_grad,
-                                               checked.input_grad, min_run_time, threads)  # fmt: skip
-        recording.record_timing(timed, widths, x.shape[0], checked.input_grad)
-        objective = stages.objective(objective_name, layers, checked, timed)
-        if objective is not None:
-            recording.record_objective(objective)
+            recording.record_request(config, OmegaConf.to_yaml(cfg), overrides)
+            setup = setup or stages.set_up(cfg, launch_dir, validated=False)
+            threads = num_threads or torch.get_num_threads()
+            git_diff = environment.git_diff_record(*diff) if tags.get("git.dirty") == "true" else None
+            recording.record_setup(setup, threads, git_diff)
 
-        verdict = grad_check.verdict_line(checked.checks, factor, setup.dtype, checked.mistake)
-        wall["run_s"] = time.perf_counter() - t_start
-        wall["logging_s"] = wall["run_s"] - wall["data_s"] - wall["check_s"] - wall["timing_s"]
-        recording.record_end(wall, run_names.description(name, verdict, timed.ratio_line()))
+            with console.status("data: read, verify, normalize"), _timed(wall, "data_s"):
+                d = data.prepare_once(data_cfg, seed, setup.device)
+            recording.record_data(d, data.dataset_input(data_cfg, seed, d))
+
+            with console.status("init, forward, backward against autograd"), _timed(wall, "check_s"):
+                initialized = stages.initialize(widths, *scheme, seed, setup)
+                x, y = d.x_train.to(setup.dtype), d.y_train.to(setup.dtype)
+                layers = forward.activation_stats(x, initialized.params, shift)
+                checked = backward.run_check(setup.code, initialized.params, x, y, shift, input_grad, factor, bug)
+            predicted = stages.predict(widths, *scheme, d.stats, shift, checked.layer_stats)
+            expected = None if bug == names.NONE else bugs.expected_node(bug, widths)
+            recording.record_check(initialized, layers, checked, predicted, factor, setup.dtype, expected, name)
+
+            with (
+                console.status(f"timing forward and backward ({min_run_time:g} s each, {threads} threads)"),
+                _timed(wall, "timing_s"),
+            ):
+                timed = stages.time(setup, initialized.params, x, y, shift, input_grad, checked.input_grad,
+                                    min_run_time, threads)  # fmt: skip
+            recording.record_timing(timed, widths, x.shape[0], checked.input_grad)
+            objective = stages.objective(objective_name, layers, checked, timed)
+            if objective is not None:
+                recording.record_objective(objective)
+
+            verdict = grad_check.verdict_line(checked.checks, factor, setup.dtype, checked.mistake)
+            wall["run_s"] = time.perf_counter() - t_start
+            wall["logging_s"] = wall["run_s"] - wall["data_s"] - wall["check_s"] - wall["timing_s"]
+            recording.record_end(wall, run_names.description(name, verdict, timed.ratio_line()))
+    finally:
+        if setup is not None:
+            setup.close()
 
     return Result(
         ref,

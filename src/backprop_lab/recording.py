@@ -12,7 +12,8 @@ import torch
 from backprop_lab import environment, figures, forward, grad_check, run_params, theory, tracking
 from backprop_lab.backward import Checked
 from backprop_lab.data import Data
-from backprop_lab.names import CODE_TAG, NOTE_TAG, THEORY_TAG
+from backprop_lab.isolation.submission import Submission
+from backprop_lab.names import CODE_TAG, NOTE_TAG, OWN_PROCESS_TAG, THEORY_TAG
 from backprop_lab.objectives import METRIC
 from backprop_lab.products import pass_flops
 from backprop_lab.stages import Initialized, Predicted, Setup
@@ -28,7 +29,8 @@ def record_request(config: dict, config_yaml: str, overrides: list[str]) -> None
 
 def record_setup(setup: Setup, threads: int, git_diff: Optional[environment.GitDiff]) -> None:
     """Where it runs and from what: the resolved device (the config's `auto` says nothing), what a rerun must match,
-    the uncommitted changes (`git_diff`, where the checkout is dirty), and a user's file: the bytes hashed and run."""
+    the uncommitted changes (`git_diff`, where the checkout is dirty), and a learner's code: the bytes hashed and run,
+    and the memory limit its process ran under."""
     tracking.log_params({"device": str(setup.device)})
     tracking.set_tags(environment.reproducibility_tags(threads))
     if git_diff is not None:
@@ -37,9 +39,12 @@ def record_setup(setup: Setup, threads: int, git_diff: Optional[environment.GitD
         tracking.set_tags(git_diff.tags)
     tracking.log_json(environment.device_info(setup.device), "device.json")
     code = setup.code
-    if code.path is not None:
-        tracking.log_bytes(code.source, f"code/{code.path.name}")
-        tracking.set_tags({CODE_TAG: code.sha256, "impl.style": code.style})
+    if isinstance(code, Submission):  # a learner's: run in its own process, within the memory it was given
+        tracking.log_params(run_params.own_process(code.memory_limit_gib))
+        tracking.set_tags({OWN_PROCESS_TAG: "true", "impl.style": code.style})
+        if code.path is not None:
+            tracking.log_bytes(code.source, f"code/{code.path.name}")
+            tracking.set_tags({CODE_TAG: code.sha256})
 
 
 def record_data(d: Data, dataset: tuple[str, str, str, dict, dict]) -> None:

@@ -112,10 +112,15 @@ def learn_arguments(arguments: Iterable[str]) -> None:
         learn_argument(argument)
 
 
+def is_secret_name(name: str) -> bool:
+    """An environment variable's name that says its value is a secret (`*PASSWORD`, `*TOKEN`, `*SECRET`, `*_KEY`)."""
+    return bool(_SECRET_ENV.search(name))
+
+
 def learn_environment(environ: dict[str, str] | None = None) -> None:
     """Secrets the process was handed in its environment, and credentials in any URI there."""
     for name, value in (os.environ if environ is None else environ).items():
-        if _SECRET_ENV.search(name):
+        if is_secret_name(name):
             learn(value)
         learn_argument(value)  # such as MLFLOW_TRACKING_URI's
 

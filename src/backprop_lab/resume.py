@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from backprop_lab import run_names, run_params, runs, store, sweep_env, tracking
-from backprop_lab.names import ALSO_IN, CODE_TAG, CONFIG_TAG, SHAPE_TAG
+from backprop_lab.impls import USER
+from backprop_lab.names import ALSO_IN, CODE_TAG, CONFIG_TAG, OWN_PROCESS_TAG, SHAPE_TAG
 
 DRY_RUN_FILE = "dry_run.jsonl"  # in the sweep's directory: one line per job, for the summary at the end
 
@@ -37,8 +38,7 @@ def handle(cfg: Any, parent_run_id: Optional[str], job: int, sweep_dir: Path) ->
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
-    from backprop_lab.code_files import file_path, file_sha256
-    from backprop_lab.impls import protocol
+    from backprop_lab.code_files import file_path, file_sha256, is_file
 
     if not (cfg.sweep.resume or cfg.sweep.dry_run):
         return None
@@ -51,7 +51,11 @@ def handle(cfg: Any, parent_run_id: Optional[str], job: int, sweep_dir: Path) ->
     digest = run_params.config_digest(config)
     done = [] if fresh else runs.finished_with_tag(uri, cfg.tracking.experiment, CONFIG_TAG, digest)
     changed = ""
-    if done and protocol.is_file(cfg.impl.code):  # the same config, but the file it names may have changed since
+    if done and cfg.impl.name == USER:  # judged before a learner's code had a process of its own: judged again
+        own = [r for r in done if r.tags.get(OWN_PROCESS_TAG) == "true"]
+        changed = "" if own else f"run {done[0].run_id} ran the code in the lab's own process; "
+        done = own
+    if done and is_file(cfg.impl.code):  # the same config, but the file it names may have changed since
         now = file_sha256(file_path(cfg.impl.code, launch_dir))
         same = [r for r in done if r.tags.get(CODE_TAG) == now]
         changed = "" if same else f"code changed since run {done[0].run_id}; "

@@ -10,8 +10,9 @@ import json
 
 NOT_PARAMS = ("tracking", "device", "sweep")  # where and how it is logged; the device is logged once resolved
 # options whose param is what the run did, logged once it is known: the notebook's four compute the input's gradient
-# whatever `impl.compute_input_grad` says, and a user's code may or may not (the check finds out)
-COMPUTED = {"impl": ("compute_input_grad",)}
+# whatever `impl.compute_input_grad` says, and a user's code may or may not (the check finds out); a learner's process
+# gets the memory the machine can spare when `impl.memory_limit_gib` is null (the lab's own code runs under none)
+COMPUTED = {"impl": ("compute_input_grad", "memory_limit_gib")}
 
 
 def compact_widths(widths: list[int]) -> str:
@@ -42,6 +43,11 @@ def requested(config: dict) -> dict:
 def computed(input_grad: bool) -> dict:
     """The COMPUTED params, as the run did them: `input_grad`, whether the implementation computed x.g."""
     return {"impl": {"compute_input_grad": input_grad}}
+
+
+def own_process(memory_limit_gib: float) -> dict:
+    """The memory limit a learner's process ran under, in GiB (two decimals)."""
+    return {"impl": {"memory_limit_gib": round(memory_limit_gib, 2)}}
 
 
 def config_digest(config: dict) -> str:

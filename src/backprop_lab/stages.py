@@ -12,10 +12,11 @@ from typing import Optional
 import torch
 from omegaconf import DictConfig
 
-from backprop_lab import bugs, environment, forward, grad_check, impls, init, objectives, theory
+from backprop_lab import bugs, environment, forward, grad_check, impls, init, objectives, theory, timing
 from backprop_lab.backward import Checked
 from backprop_lab.errors import ConfigError
 from backprop_lab.impls import protocol
+from backprop_lab.isolation.submission import Submission
 from backprop_lab.names import NONE
 from backprop_lab.timing import Timing
 from backprop_lab.validation import validate
@@ -25,23 +26,42 @@ from backprop_lab.validation import validate
 class Setup:
     device: torch.device
     dtype: torch.dtype
-    code: protocol.Code  # loaded once for the run: what is logged, checked and timed is one version of a user's file
+    # loaded once for the run: the lab's own code, or a learner's in its own process (what is logged, checked and
+    # timed is one version of their file); close() stops that process
+    code: protocol.Code | Submission
+
+    def close(self) -> None:
+        if isinstance(self.code, Submission):
+            self.code.close()
 
 
 def set_up(cfg: DictConfig, launch_dir: Path, validated: bool) -> Setup:
     """The config's values checked (unless the entry `validated` them), then what only the pipeline can check: the
     implementation's code loads, the bug fits the model and the implementation, the device is there and the dtype
     runs on it. Called before a single run exists, so that bad input creates none; inside a sweep's child, so that a
-    bad job leaves a FAILED child that says why."""
+    bad job leaves a FAILED child that says why. A learner's code is started in its own process: close() the Setup."""
     if not validated:
         validate(cfg)
-    code = impls.load(cfg.impl.code, launch_dir)
     bugs.check(cfg.bug.name, list(cfg.model.widths))
     if cfg.bug.name != NONE and cfg.impl.name != "functional":
         raise ConfigError(f"bug.name: {cfg.bug.name} is put into impl=functional's backward; got impl={cfg.impl.name}")
     device, dtype = environment.resolve_device(cfg.device), getattr(torch, cfg.dtype)
-    protocol.check_dtype(code, cfg.impl.name, device, dtype, cfg.model.relu_shift, cfg.impl.compute_input_grad)
+    impl = cfg.impl
+    if impl.name == impls.USER or not impls.is_lab_code(impl.code):  # a learner's: loaded in its own process, last
+        return Setup(device, dtype, impls.open_submission(impl.code, launch_dir, impl.time_limit_s,
+                                                          impl.memory_limit_gib))  # fmt: skip
+    code = impls.load(impl.code)
+    protocol.check_dtype(code, impl.name, device, dtype, cfg.model.relu_shift, impl.compute_input_grad)
     return Setup(device, dtype, code)
+
+
+def time(setup: Setup, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, shift: float,
+         input_grad: bool, reference_input_grad: bool, min_run_time: float, threads: int) -> Timing:  # fmt: skip
+    """Stage 5: the lab's own implementation timed here, a learner's in its own process (on the check's inputs)."""
+    if isinstance(setup.code, Submission):
+        return setup.code.time(shift, input_grad, reference_input_grad, min_run_time, threads)
+    return timing.time_implementation(setup.code, params, x, y, shift, input_grad, reference_input_grad,
+                                      min_run_time, threads)  # fmt: skip
 
 
 @dataclass

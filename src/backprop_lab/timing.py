@@ -15,6 +15,7 @@ average is logged beside), and a ratio from it is not firm.
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 from collections.abc import Callable
@@ -169,13 +170,43 @@ def time_passes(net, reference, x, y, min_run_time: float, threads: int, referen
 
 def time_implementation(code: protocol.Code, params: dict, x, y, shift: float, input_grad: bool,
                         reference_input_grad: bool, min_run_time: float, threads: int) -> Timing:  # fmt: skip
-    """The stage: the implementation on fresh copies of the weights, against autograd asked for the input's gradient
-    when the check found the implementation computes it (`reference_input_grad`), and then against autograd without
-    it too, a user's code run as theirs."""
-    with protocol.users_code(code, what="forward or backward while timed"):
-        net = protocol.build(code, {k: protocol.fresh(v) for k, v in params.items()}, shift, input_grad)
-        reference = autograd.Net(params, shift, input_grad=reference_input_grad)
-        common = autograd.Net(params, shift, input_grad=False) if reference_input_grad else None
-        for m in (net, reference, common or reference):
-            m.forward(x, y)
-        return time_passes(net, reference, x, y, min_run_time, threads, reference_input_grad, common)
+    """The stage, for the lab's own implementations: on fresh copies of the weights (a learner's code is timed
+    the same way, in its own process: isolation/child.py)."""
+    net = protocol.build(code, {k: protocol.fresh(v) for k, v in params.items()}, shift, input_grad)
+    return time_against_autograd(net, params, x, y, shift, reference_input_grad, min_run_time, threads)
+
+
+def time_against_autograd(net, params: dict, x, y, shift: float, reference_input_grad: bool, min_run_time: float,
+                          threads: int) -> Timing:  # fmt: skip
+    """`net` against autograd asked for the input's gradient when the check found the implementation computes it
+    (`reference_input_grad`), and then against autograd without it too."""
+    reference = autograd.Net(params, shift, input_grad=reference_input_grad)
+    common = autograd.Net(params, shift, input_grad=False) if reference_input_grad else None
+    for m in (net, reference, common or reference):
+        m.forward(x, y)
+    return time_passes(net, reference, x, y, min_run_time, threads, reference_input_grad, common)
+
+
+def as_plain(timed: Timing) -> dict:
+    """A Timing as JSON's numbers, to cross from a learner's process."""
+    out = {name: [getattr(timed, name).median_ms, getattr(timed, name).iqr_ms, getattr(timed, name).runs]
+           for name in PASSES}  # fmt: skip
+    return out | {"threads": timed.threads, "ratio": timed.backward_vs_autograd,
+                  "ratio_no_xg": timed.backward_vs_autograd_no_xg, "load": timed.load_avg_1min}
+
+
+def from_plain(plain: dict, reference_input_grad: bool) -> Timing:
+    """A Timing from a learner's process, every number checked to be one (ValueError otherwise)."""
+
+    def number(v, positive: bool = False) -> float:
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0 or (
+                positive and v == 0):  # fmt: skip
+            raise ValueError(v)
+        return float(v)
+
+    passes = []
+    for name in PASSES:
+        median, iqr, runs = plain[name]
+        passes.append(Timed(number(median, True), number(iqr), int(number(runs, True))))
+    return Timing(*passes, int(number(plain["threads"], True)), number(plain["ratio"], True), reference_input_grad,
+                  number(plain["ratio_no_xg"], True), number(plain["load"]))

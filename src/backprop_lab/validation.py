@@ -31,6 +31,7 @@ MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed's range
 MAX_MIN_RUN_TIME = 600.0  # seconds per measurement; three are taken: more is a typo, not a study
 MAX_EXPERIMENT_NAME = 500  # MLflow's limit
 MAX_THREADS = 1024
+MIN_CHILD_GIB = 1.0  # a learner's process: torch imported, the inputs mapped
 LOGGED_CONFIG = "config/config.yaml"  # the artifact a run logs its config in
 MAX_LOGGED_CONFIG_BYTES = 1024 * 1024
 MAX_LOGGED_CONFIG_DEPTH = 16
@@ -101,6 +102,12 @@ def validate(cfg: Any) -> None:
     _require(_finite_in(cfg.data.near_zero_tol, 0, 1), "data.near_zero_tol", "> 0 and < 1", cfg.data.near_zero_tol)
     # below 1, autograd itself would fail; far above, a wrong backward would pass (a bug is off by 1e3 and more)
     _require(1 <= cfg.check.factor <= MAX_FACTOR, "check.factor", f"from 1 to {MAX_FACTOR:g}", cfg.check.factor)
+    limit = cfg.impl.time_limit_s
+    _require(_finite_in(limit, 0, math.inf), "impl.time_limit_s", "a finite number of seconds > 0", limit)
+    memory = cfg.impl.memory_limit_gib
+    _require(memory is None or _finite_in(memory, MIN_CHILD_GIB - 1e-9, math.inf), "impl.memory_limit_gib",
+             f"null (3/4 of the free memory) or at least {MIN_CHILD_GIB:g} GiB (torch alone takes half of that)",
+             memory)  # fmt: skip
     run_time = cfg.timing.min_run_time
     _require(0 < run_time <= MAX_MIN_RUN_TIME, "timing.min_run_time", f"> 0 and at most {MAX_MIN_RUN_TIME:g} seconds",
              run_time)  # fmt: skip

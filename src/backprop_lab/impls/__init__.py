@@ -1,7 +1,8 @@
 """The backward implementations, one file each. The notebook's four, read side by side with the lesson's cells:
 `functional`, `layers`, `module`, `module_einsum`; `lean`, the fastest hand-written backward; and autograd's two,
 `autograd` (the reference every check uses) and `nn`. Which exist is said once, by the options in `conf/impl/`,
-each naming its code (`code: backprop_lab.impls.NAME`); `impl=user impl.code=FILE` is yours, through the same door.
+each naming its code (`code: backprop_lab.impls.NAME`); `impl=user impl.code=FILE` is yours, through the same door,
+in a process of its own (isolation/).
 What an implementation must define is `protocol.py`'s docstring.
 
 Each `Net(params, shift)` has `forward(x, y) -> loss` and `backward() -> grads`, grads mapping `w1`, `b1`, ...
@@ -41,15 +42,33 @@ def built_in() -> list[str]:
     return [name for name in options("impl") if name != USER]
 
 
-def load(code: str | protocol.Code, base: Optional[Path] = None) -> protocol.Code:
-    """An option's code (`module`) or a code itself (`backprop_lab.impls.module`, `my_backward.py`); a code
-    already loaded is itself."""
+def is_lab_code(code: str) -> bool:
+    """`code` is the lab's own: an option of conf/impl/ (but the user's), or the module one of them names. Anything
+    else is a learner's, and runs in a process of its own (isolation/)."""
     from backprop_lab.config import options
+
+    names = [name for name in options("impl") if name != USER]
+    return code in names or code in {code_of(name) for name in names}
+
+
+def load(code: str | protocol.Code) -> protocol.Code:
+    """The lab's own implementation: an option's (`module`) or its module (`backprop_lab.impls.module`); a code
+    already loaded is itself. ConfigError for anything else: a learner's code is never imported here."""
+    from backprop_lab.errors import ConfigError
 
     if isinstance(code, protocol.Code):
         return code
+    if not is_lab_code(code):
+        raise ConfigError(f"impl.code: {code!r} is not the lab's own implementation; a learner's runs as impl=user")
+    return protocol.load_module(code_of(code) if "." not in code else code)
 
-    return protocol.load(code_of(code) if code in options("impl") and code != USER else code, base)
+
+def open_submission(code: str, base: Optional[Path], time_limit_s: float, memory_limit_gib: Optional[float] = None):
+    """A learner's code (a file or a module), started in a process of its own and loaded there (isolation/):
+    close it when done (it is a context manager)."""
+    from backprop_lab.isolation.submission import Submission
+
+    return Submission(code, base, time_limit_s, memory_limit_gib).open()
 
 
 def input_grad_optional(code: str) -> bool:
@@ -57,8 +76,7 @@ def input_grad_optional(code: str) -> bool:
     return protocol.computes_input_grad_optionally(load(code))
 
 
-def build(code: str, params: dict[str, torch.Tensor], shift: float, input_grad: bool = False, keep_nodes=False,
-          base: Optional[Path] = None):  # fmt: skip
+def build(code: str, params: dict[str, torch.Tensor], shift: float, input_grad: bool = False, keep_nodes=False):
     """The implementation's Net; the notebook's four compute the input's gradient whatever `input_grad` says.
     `keep_nodes`: `node_grads()` will hold the gradient at every intermediate node (lean keeps them only if asked)."""
-    return protocol.build(load(code, base), params, shift, input_grad, keep_nodes)
+    return protocol.build(load(code), params, shift, input_grad, keep_nodes)

@@ -34,6 +34,17 @@ def layer_widths(params: dict[str, torch.Tensor]) -> list[int]:
     return [params["w1"].shape[0]] + [params[f"w{i}"].shape[1] for i in range(1, n_layers(params) + 1)]
 
 
+def node_shapes(widths: list[int], rows: int, input_grad: bool) -> dict[str, tuple[int, ...]]:
+    """Every node's shape, as its gradient's is due: lin{i} and act{i} (rows, width), w{i} (in, out), b{i} (out,),
+    and x (rows, inputs) when `input_grad`."""
+    shapes = {"x": (rows, widths[0])} if input_grad else {}
+    for i in range(1, len(widths)):
+        shapes |= {f"w{i}": (widths[i - 1], widths[i]), f"b{i}": (widths[i],), f"lin{i}": (rows, widths[i])}
+        if i < len(widths) - 1:
+            shapes[f"act{i}"] = (rows, widths[i])
+    return shapes
+
+
 def backward_order(n: int, input_grad: bool) -> list[str]:
     """Every node the backward computes a gradient at, in the order it does, from the loss towards the input:
     lin{L} (the output), w{L}, b{L}, act{L-1} (the shifted ReLU's output), lin{L-1}, w{L-1}, ..., b1, x."""

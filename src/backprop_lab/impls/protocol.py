@@ -1,7 +1,9 @@
 """What every implementation meets, the lab's own and yours: the one door an implementation comes through.
 
 An implementation is Python code, named by `impl.code`: a module (`backprop_lab.impls.module`, what each
-`conf/impl/*.yaml` names) or a file (`impl=user impl.code=my_backward.py`). The code defines one of three things:
+`conf/impl/*.yaml` names) or a file (`impl=user impl.code=my_backward.py`). The lab's own run in the lab's process;
+a learner's runs in a process of its own (isolation/), which builds it through this same door. The code defines one
+of three things:
 
 - `Net(params, shift)`, for anything: `forward(x, targ) -> loss`, then `backward() -> {node: gradient}`, the nodes
   being `w1`, `b1`, ... (weights shaped (in, out)), `lin{i}` (a linear layer's output), `act{i}` (the shifted ReLU's
@@ -19,24 +21,15 @@ gradient is "not given", filled from the lab's so that the nodes below it can st
 
 from __future__ import annotations
 
-import hashlib
 import importlib
-import importlib.util
 import inspect
 import math
-import signal
-import sys
-import threading
-import traceback
-from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
-from pathlib import Path
 from types import ModuleType
 from typing import Any, Optional
 
 import torch
 
-from backprop_lab.code_files import file_path, is_file
 from backprop_lab.errors import ConfigError, UserCodeError
 from backprop_lab.impls import functional, module
 from backprop_lab.impls.common import check_shapes, n_layers, stack
@@ -50,80 +43,45 @@ SIGNATURES = {
     "mse": ("mse(out, targ)", 2), "Lin": ("Lin(w, b)", 2), "Relu": ("Relu() or Relu(shift)", (0, 1)),
     "Mse": ("Mse()", 0),
 }  # fmt: skip
-MAX_PRINTED_LINES = 200  # of a user's own prints during the check: enough to debug, never a flood
 
 
 @dataclass(frozen=True)
 class Code:
-    """Where an implementation's code is, and what it is: for a file, its SHA-256 (logged, and checked by rerun)."""
+    """An implementation's code, loaded: the lab's own (run in the lab's process) or, in a learner's own process, the
+    learner's (isolation/child.py)."""
 
     module: ModuleType
-    path: Optional[Path]  # None for a module of an installed package
-    sha256: Optional[str]
-    source: Optional[bytes] = None  # the bytes hashed and run: what the run logs
+    label: str  # the module's name, or the file's path, as messages name it
 
     @property
     def style(self) -> str:
-        if hasattr(self.module, "Net"):
-            return "Net"
-        return "classes" if any(hasattr(self.module, c) for c in CLASSES) else "functions"
+        return style_of(self.module)
 
 
+def style_of(module: ModuleType) -> str:
+    if hasattr(module, "Net"):
+        return "Net"
+    return "classes" if any(hasattr(module, c) for c in CLASSES) else "functions"
 
 
-_loaded: dict[tuple[str, str], ModuleType] = {}  # (path, sha256): a file is executed once per process
+def load_module(name: str) -> Code:
+    """One of the lab's own implementations, by its module's name (what each `conf/impl/*.yaml` names)."""
+    return Code(importlib.import_module(name), name)
 
 
-def load(code: str, base: Optional[Path] = None) -> Code:
-    """The implementation `code` names: a file (relative to `base`, the launch directory) or an importable module.
-    A file's own errors (a syntax error, an exception at import) are the user's: UserCodeError, their traceback."""
-    if not is_file(code):
-        try:
-            return Code(importlib.import_module(code), None, None)
-        except ModuleNotFoundError as e:
-            raise ConfigError(f"impl.code: no module {code!r} ({e}); give a file (my_backward.py) or a module"
-                              ) from None  # fmt: skip
-    path = file_path(code, base)
-    if not path.is_file():
-        raise ConfigError(f"impl.code: no file {str(path)!r}; write the lesson's lin_grad, relu_grad and mse_grad "
-                          "(or Lin, Relu, Mse, or a Net) in it")  # fmt: skip
-    source = path.read_bytes()
-    digest = hashlib.sha256(source).hexdigest()
-    key = (str(path.resolve()), digest)
-    if key not in _loaded:
-        name = f"backprop_lab_user_{path.stem}_{digest[:12]}"
-        spec = importlib.util.spec_from_file_location(name, path)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod  # as an import would: dataclasses and pickling look their module up there
-        try:
-            with _beside(path):  # the user's own code, as pytest runs theirs: its folder's modules importable
-                exec(compile(source, str(path), "exec"), mod.__dict__)
-        except (Exception, SystemExit) as e:  # a script's sys.exit() at import is theirs too, never the lab's exit
-            del sys.modules[name]
-            raise UserCodeError.from_exception(e, path) from None
-        _loaded[key] = mod
-    code_ = Code(_loaded[key], path, digest, source)
-    if not (hasattr(code_.module, "Net") or any(hasattr(code_.module, n) for n in FUNCTIONS + CLASSES)):
-        raise ConfigError(f"impl.code: {path} defines none of Net, {', '.join(CLASSES)}, {', '.join(FUNCTIONS)}; "
+def described(module: ModuleType, label: str) -> str:
+    """The module's style (Net, classes or functions), after checking it defines something to check and that each of
+    the lesson's names it defines takes the lab's call: ConfigError with one line otherwise, before anything runs."""
+    if not (hasattr(module, "Net") or any(hasattr(module, n) for n in FUNCTIONS + CLASSES)):
+        raise ConfigError(f"impl.code: {label} defines none of Net, {', '.join(CLASSES)}, {', '.join(FUNCTIONS)}; "
                           "write at least one")  # fmt: skip
-    if code_.style != "Net":
-        _check_signatures(code_.module, path)
-    return code_
+    style = style_of(module)
+    if style != "Net":
+        _check_signatures(module, label)
+    return style
 
 
-@contextmanager
-def _beside(path: Path):
-    """The file's folder first on sys.path while it runs, as `python FILE` would have it (`from my_utils import`)."""
-    folder = str(path.parent.resolve())
-    sys.path.insert(0, folder)
-    try:
-        yield
-    finally:
-        if folder in sys.path:
-            sys.path.remove(folder)
-
-
-def _check_signatures(mod: ModuleType, path: Path) -> None:
+def _check_signatures(mod: ModuleType, label: str) -> None:
     """Each of the lesson's names the file defines, callable as the lab will call it: a wrong signature is said
     with the one expected, before anything runs."""
     for name, (expected, counts) in SIGNATURES.items():
@@ -131,7 +89,7 @@ def _check_signatures(mod: ModuleType, path: Path) -> None:
         if fn is None:
             continue
         if not callable(fn):
-            raise ConfigError(f"impl.code: {path}: {name} is a {type(fn).__name__}, not a function; "
+            raise ConfigError(f"impl.code: {label}: {name} is a {type(fn).__name__}, not a function; "
                               f"expected {expected}")  # fmt: skip
         try:
             signature = inspect.signature(fn)
@@ -139,7 +97,8 @@ def _check_signatures(mod: ModuleType, path: Path) -> None:
             continue  # a builtin: it will say so itself when called
         fits = [n for n in (counts if isinstance(counts, tuple) else (counts,)) if _accepts(signature, n)]
         if not fits:
-            raise ConfigError(f"impl.code: {path}: {name}{signature} does not take the lab's call; expected {expected}")
+            raise ConfigError(f"impl.code: {label}: {name}{signature} does not take the lab's call; "
+                              f"expected {expected}")  # fmt: skip
 
 
 def _accepts(signature: inspect.Signature, n: int) -> bool:
@@ -153,12 +112,6 @@ def _accepts(signature: inspect.Signature, n: int) -> bool:
 def fresh(t: torch.Tensor) -> torch.Tensor:
     """A new tensor object over the same storage: no attribute (`.g`) that code set on `t` comes with it."""
     return t.detach().view_as(t)
-
-
-def adopt(path: Path, mod: ModuleType) -> None:
-    """Loading `path` gives `mod` rather than executing the file: for code that already runs in this process (a
-    notebook's functions, api.check), whose file records the source that the run logs and hashes."""
-    _loaded[(str(path.resolve()), hashlib.sha256(path.read_bytes()).hexdigest())] = mod
 
 
 def _accepted(fn, options: dict[str, Any]) -> dict[str, Any]:
@@ -185,9 +138,7 @@ def check_dtype(
 ) -> None:
     """A tiny net of a built-in implementation run in `dtype` on `device`, before any run exists: some cannot run in
     some dtypes (the notebook's `.float()` masks promote a bfloat16 gradient). A user's code is tried on the real
-    problem instead, by the check, where its errors are theirs."""
-    if code.path is not None:
-        return
+    problem instead, in its own process, where its errors are theirs."""
     from backprop_lab import init
 
     params = {k: p.to(device, dtype) for k, p in init.init_params([3, 2, 1], "xavier", "fan_in", 0).items()}
@@ -380,119 +331,16 @@ class LessonClasses(_Lesson):
                 given.take(f"lin{i}", inp, _relu_input, inp, out)
 
 
-class TimeLimit(BaseException):  # not an Exception: a learner's `except Exception` must not swallow it
-    """A user's call that ran past `impl.time_limit_s`."""
-
-
-@contextmanager
-def users_code(code: Code, time_limit_s: float = 0.0, what: str = "backward"):
-    """Around a call into an implementation: for a user's file, an error raised in their code becomes their
-    traceback (UserCodeError), and a call past `time_limit_s` (an endless loop) is stopped. The lab's own code is
-    left alone: its errors are the lab's bugs."""
-    if code.path is None:
-        yield
-        return
-    limited = time_limit_s > 0 and threading.current_thread() is threading.main_thread()
-    printed = _BoundedPrints(sys.stdout)
-    if limited:
-        def on_alarm(signum, frame):
-            raise TimeLimit
-
-        previous = signal.signal(signal.SIGALRM, on_alarm)
-        signal.setitimer(signal.ITIMER_REAL, time_limit_s)
-    try:
-        with redirect_stdout(printed), _beside(code.path):
-            yield
-    except TimeLimit:
-        raise UserCodeError(f"{code.path}: your {what} ran past impl.time_limit_s={time_limit_s:g} s (an endless "
-                            "loop?); stopped") from None  # fmt: skip
-    except UserCodeError:
-        raise
-    except (Exception, SystemExit) as e:  # sys.exit() in their backward is theirs, never the lab's exit
-        if any(f.filename == str(code.path) for f in traceback.extract_tb(e.__traceback__)):
-            raise UserCodeError.from_exception(e, code.path) from None
-        raise UserCodeError(f"{code.path}: your code led to {type(e).__name__} in the lab's part: {e}") from None
-    finally:
-        if limited:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
-        printed.close()
-
-
-class _BoundedPrints:
-    """A user's prints passed through, up to MAX_PRINTED_LINES, then counted: a loop that prints cannot flood the
-    console or the launcher's log."""
-
-    def __init__(self, stream):
-        self.stream, self.lines, self.dropped = stream, 0, 0
-
-    def write(self, text: str) -> int:
-        if self.lines < MAX_PRINTED_LINES:
-            self.stream.write(text)
-        else:
-            self.dropped += text.count("\n")
-        self.lines += text.count("\n")
-        return len(text)
-
-    def flush(self) -> None:
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.dropped:
-            self.stream.write(f"(your code printed {self.lines} lines; the {self.dropped} after the first "
-                              f"{MAX_PRINTED_LINES} are not shown)\n")  # fmt: skip
-
-
 FORWARD_RTOL = 1e-3  # a correct forward differs from autograd's by rounding (1e-7 in float32), a wrong one by far more
 
 
-def forward_agrees(code: Code, loss: float, reference_loss: float, shift: float, dtype: torch.dtype) -> None:
+def forward_agrees(label: str, loss: float, reference_loss: float, shift: float, dtype: torch.dtype) -> None:
     """A user's forward (their lin, relu, mse, or Net) must give the lab's loss: the backward is judged against
     autograd on the lab's forward, so a different forward would make a correct backward look wrong. Within
     FORWARD_RTOL, or 32 of the dtype's epsilon where that is coarser (bfloat16's sums)."""
     rtol = max(FORWARD_RTOL, 32 * torch.finfo(dtype).eps)
-    if code.path is None or math.isclose(loss, reference_loss, rel_tol=rtol, abs_tol=1e-12):
+    if math.isclose(loss, reference_loss, rel_tol=rtol, abs_tol=1e-12):
         return
-    raise UserCodeError(f"{code.path}: your forward gives loss {loss:.6g} where the lab's gives {reference_loss:.6g} "
+    raise UserCodeError(f"{label}: your forward gives loss {loss:.6g} where the lab's gives {reference_loss:.6g} "
                         f"(model.relu_shift={shift:g}); the backward is judged on the lab's forward, so yours must "
                         "match it: a relu or Relu without a shift argument is the notebook's fixed 0.5")  # fmt: skip
-
-
-def check_given(code: Code, grads: dict[str, Any], reference: dict[str, torch.Tensor]) -> None:
-    """What a user's backward handed back, before it is judged: tensors, of the run's dtype, on its device (a shape
-    that differs is a verdict of its own, not an error)."""
-    if code.path is None:
-        return
-    for node, g in grads.items():
-        ref = reference.get(node)
-        if ref is None:
-            raise UserCodeError(f"{code.path}: your backward gave a gradient at {node!r}, which is no node of this "
-                                f"model; the nodes are {', '.join(reference)}")  # fmt: skip
-        if not isinstance(g, torch.Tensor):
-            raise UserCodeError(f"{code.path}: your backward gave {node} = {type(g).__name__}, not a tensor "
-                                f"(expected shape {tuple(ref.shape)})")  # fmt: skip
-        if g.dtype != ref.dtype:
-            raise UserCodeError(f"{code.path}: your gradient at {node} is {g.dtype}; the run's dtype is {ref.dtype} "
-                                "(a .double() or .float() too many?)")  # fmt: skip
-        if g.device != ref.device:
-            raise UserCodeError(f"{code.path}: your gradient at {node} is on {g.device}; the run's tensors are on "
-                                f"{ref.device}")  # fmt: skip
-
-
-class Untouched:
-    """The inputs and weights a user's code is handed, checked afterwards: changed in place, they would corrupt the
-    check of every node after (and the truth computed from them)."""
-
-    def __init__(self, code: Code, tensors: dict[str, torch.Tensor]):
-        self.code = code
-        self.copies = {} if code.path is None else {k: t.detach().clone() for k, t in tensors.items()}
-        self.tensors = tensors
-
-    def check(self) -> None:
-        changed = [k for k, copy in self.copies.items() if not torch.equal(self.tensors[k], copy)]
-        if changed:
-            for k in changed:  # put back, so that what follows (a report of the error) sees the real values
-                self.tensors[k].data.copy_(self.copies[k])
-            raise UserCodeError(f"{self.code.path}: your code changed {', '.join(changed)} in place (an in-place "
-                                "op such as +=, clamp_ or .data on an input or weight); the check needs them as "
-                                "they were: compute into new tensors")  # fmt: skip

@@ -1,0 +1,29 @@
+"""The memory a learner's process may take: `impl.memory_limit_gib`, or by default what the machine can spare."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from backprop_lab.validation import MIN_CHILD_GIB, memory_available
+
+SPARE_SHARE = 0.75  # of the memory free when the child starts: the rest is the lab's, to judge what comes back
+MIN_BYTES = int(MIN_CHILD_GIB * 2**30)
+
+
+def spare_bytes() -> int:
+    """What the machine can spare now: SPARE_SHARE of the kernel's MemAvailable, or of the room left under this
+    process's cgroup limit where that is less."""
+    available = memory_available() or 0
+    cgroup = Path("/sys/fs/cgroup")
+    try:
+        cap = (cgroup / "memory.max").read_text().strip()
+        if cap != "max":
+            available = min(available, int(cap) - int((cgroup / "memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    return max(int(available * SPARE_SHARE), MIN_BYTES)
+
+
+def memory_limit_bytes(gib: Optional[float]) -> int:
+    return spare_bytes() if gib is None else int(gib * 2**30)

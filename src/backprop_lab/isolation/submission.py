@@ -1,0 +1,326 @@
+"""The lab's side of a learner's code: a process of its own, asked to load the code, run the check and time it, and
+what it hands back turned into plain tensors and numbers, checked before anything is judged.
+
+The lab never imports the learner's module. Its clock bounds every request (`impl.time_limit_s`): at the limit the
+whole process group is killed, and the error says what the code was doing and for how long. However the child
+ends (an exit of its own, a signal, a crash), the lab says so in a line and its own exit status and run statuses
+stay its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import select
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from backprop_lab.code_files import file_path, is_file
+from backprop_lab.errors import ConfigError, UserCodeError
+from backprop_lab.isolation import limits, output, processes, wire
+
+MAX_SOURCE_BYTES = 1 << 20  # a learner's file is a few KiB; a megabyte is no lesson's
+MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+TIMED_PASSES = 6  # timing.min_run_time each, at most: the forward, and each backward paired with an autograd's
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x9b]")
+
+
+@dataclass
+class Ran:
+    """What a backward gave, as the check judges it."""
+
+    loss: float
+    manual: dict[str, torch.Tensor]  # node: the second call's gradient
+    first: dict[str, torch.Tensor]  # node: the first call's (the input's on its first rows)
+    not_given: list[str]  # nodes its code set no gradient at (the lab's stood in)
+
+
+def source_of(code: str, base: Optional[Path]) -> tuple[Optional[Path], Optional[bytes]]:
+    """The file `code` names and its bytes, or (None, None) for a module name; ConfigError, in one line, for what
+    is neither (no .py, a link to something that is not Python, too large, not there)."""
+    if not is_file(code):
+        if not MODULE_NAME.fullmatch(code):
+            raise ConfigError(f"impl.code: {code!r} is neither a .py file nor a module name (dotted identifiers)")
+        return None, None
+    path = file_path(code, base)
+    if path.suffix != ".py":
+        raise ConfigError(f"impl.code: {code} is not a .py file; give your Python file (my_backward.py) or a module")
+    if not path.is_file():
+        raise ConfigError(f"impl.code: no file {str(path)!r}; write the lesson's lin_grad, relu_grad and mse_grad "
+                          "(or Lin, Relu, Mse, or a Net) in it")  # fmt: skip
+    target = path.resolve()
+    if target.suffix != ".py":
+        raise ConfigError(f"impl.code: {code} links to {target.name}, which is not a .py file; refused, not read")
+    size = target.stat().st_size
+    if size > MAX_SOURCE_BYTES:
+        raise ConfigError(f"impl.code: {code} is {size:,} bytes; a submission is at most {MAX_SOURCE_BYTES:,}")
+    return path, target.read_bytes()[:MAX_SOURCE_BYTES]
+
+
+class Submission:
+    """A learner's code in a process of its own, for one run: `open()`, then `check()` and `time()`, then `close()`
+    (or use it as a context manager). Its `path`, `source` and `sha256` are the bytes the lab read, hashed and
+    handed to the child: what the run logs is what ran."""
+
+    def __init__(self, code: str, base: Optional[Path], time_limit_s: float, memory_limit_gib: Optional[float]):
+        self.code, self.base = code, (base or Path.cwd()).resolve()
+        self.path, self.source = source_of(code, base)
+        self.sha256 = hashlib.sha256(self.source).hexdigest() if self.source is not None else None
+        self.label = str(self.path) if self.path is not None else code
+        self.time_limit_s = time_limit_s
+        self.memory_limit_bytes = limits.memory_limit_bytes(memory_limit_gib)
+        self.style = ""
+        self.input_grad_optional = False
+        self.started: Optional[processes.Started] = None
+        self.sock = None
+        self.relay: Optional[output.Relay] = None
+        self.stage, self.stage_since = "starting", time.monotonic()
+
+    @property
+    def memory_limit_gib(self) -> float:
+        return self.memory_limit_bytes / 2**30
+
+    def __enter__(self) -> Submission:
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # the requests
+
+    def open(self) -> Submission:
+        """The child started and the code loaded in it: its style, or the code's error (ConfigError for one the
+        lab can say in a line, UserCodeError for the code's own traceback)."""
+        lab, child = wire.socket_pair()
+        read, write = os.pipe()
+        try:
+            self.started = processes.starter().start((child.fileno(), write))
+        finally:
+            child.close()
+            os.close(write)
+        self.sock, self.relay = lab, output.Relay(read, self.label)
+        message = {"op": "load", "launch_dir": str(self.base), "memory_limit_bytes": self.memory_limit_bytes}
+        fds = ()
+        if self.path is not None:
+            message |= {"file": str(self.path)}
+            fds = (wire.sealed_bytes(self.source),)
+        else:
+            message |= {"module": self.code}
+        try:
+            reply, _ = self._ask(message, fds, self.time_limit_s, "importing your code")
+        finally:
+            wire.close_all(fds)
+        loaded = reply.get("loaded")
+        if not isinstance(loaded, dict) or loaded.get("style") not in ("Net", "classes", "functions"):
+            raise self._garbled()
+        self.style, self.input_grad_optional = loaded["style"], loaded.get("input_grad_optional") is True
+        return self
+
+    def check(self, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, shift: float,
+              input_grad: bool, due: dict[str, tuple[int, ...]], sample_rows: int) -> Ran:  # fmt: skip
+        """A forward and two backwards in the child, on these inputs (shared, not copied: x and y once per sweep);
+        what it gave, checked to be what the lab can judge: tensors of the run's dtype and device, at its nodes."""
+        data_manifest, data_fd = _shared_data(x, y)
+        params_manifest, params_fd = wire.pack(params)
+        message = {"op": "check", "data": data_manifest, "params": params_manifest, "shift": shift,
+                   "input_grad": input_grad, "device": str(x.device), "due": {k: list(v) for k, v in due.items()},
+                   "sample_rows": sample_rows}  # fmt: skip
+        try:
+            reply, fds = self._ask(message, (data_fd, params_fd), self.time_limit_s, "running your check")
+        finally:
+            os.close(params_fd)
+        try:
+            return self._ran(reply, fds, due, x.dtype, x.device)
+        finally:
+            wire.close_all(fds)
+
+    def time(self, shift: float, input_grad: bool, reference_input_grad: bool, min_run_time: float, threads: int):
+        """The learner's passes timed against autograd's in the child, on the inputs of the check."""
+        from backprop_lab import timing
+
+        message = {"op": "time", "shift": shift, "input_grad": input_grad, "reference_input_grad": reference_input_grad,
+                   "min_run_time": min_run_time, "threads": threads}  # fmt: skip
+        limit = self.time_limit_s + TIMED_PASSES * min_run_time
+        reply, _ = self._ask(message, (), limit, "timing your code")
+        try:
+            return timing.from_plain(reply["timing"], reference_input_grad)
+        except (KeyError, TypeError, ValueError):
+            raise self._garbled() from None
+
+    def close(self) -> None:
+        """The child's whole process group stopped, and the rest of what it printed relayed."""
+        if self.started is not None:
+            self.started.kill()
+            self.started.wait()
+        if self.relay is not None:
+            self.relay.close()
+            self.relay = None
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    # waiting
+
+    def _ask(self, message: dict, fds: tuple, limit_s: float, doing: str) -> tuple[dict, list[int]]:
+        """Send a request, relay what the child prints, and take its reply; past `limit_s`, counted from the child's
+        first word on this request (a fresh interpreter first imports torch, which is not the learner's time; the
+        learner's code cannot have run before), the child is stopped."""
+        wire.send(self.sock, message, fds)
+        start = time.monotonic()
+        deadline = start + (processes.READY_TIMEOUT_S if message["op"] == "load" else limit_s)
+        self.stage, self.stage_since = doing, start
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                self._stop()
+                raise UserCodeError(f"{self.label}: your code ran past impl.time_limit_s={self.time_limit_s:g} s "
+                                    f"while {self.stage} ({now - self.stage_since:.1f} s of it, {now - start:.1f} s in "
+                                    "all); its process was stopped")  # fmt: skip
+            ready = select.select([self.sock, self.relay.fd], [], [], deadline - now)[0]
+            if self.relay.fd in ready:
+                self.relay.pump()
+            if self.sock not in ready:
+                continue
+            try:
+                reply, got = wire.receive(self.sock, max_fds=1)
+            except wire.WireError:
+                raise self._ended() from None
+            if "stage" in reply and len(reply) == 1:
+                if self.stage == doing:  # the child's first word: the learner's clock starts
+                    start = time.monotonic()
+                    deadline = start + limit_s
+                self.stage, self.stage_since = _clean(str(reply["stage"]), 200), time.monotonic()
+                continue
+            self.relay.pump()
+            if "error" in reply:
+                wire.close_all(got)
+                raise self._error(reply)
+            return reply, got
+
+    def _stop(self) -> None:
+        self.started.kill()
+        self.relay.pump()
+
+    def _ended(self) -> UserCodeError:
+        """The child gone without a reply: how it ended, in a line."""
+        self.started.kill()
+        status = self.started.wait()
+        self.relay.pump()
+        code = os.waitstatus_to_exitcode(status) if status is not None else None
+        if code is None:
+            how = "ended its process"
+        elif code < 0:
+            name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
+            how = f"was killed by {name}" + (" (out of memory, or killed from outside?)" if -code == 9 else "")
+        else:
+            how = f"ended its own process (exit status {code}: os._exit, or a crash)"
+        after = time.monotonic() - self.stage_since
+        return UserCodeError(f"{self.label}: your code {how} while {self.stage}, {after:.1f} s in; the lab's verdict "
+                             "needs it to hand its results back")  # fmt: skip
+
+    def _garbled(self) -> UserCodeError:
+        self._stop()
+        return UserCodeError(f"{self.label}: your code's process handed back what the lab cannot read (while "
+                             f"{self.stage}); its process was stopped")  # fmt: skip
+
+    def _error(self, reply: dict) -> Exception:
+        kind = reply.get("error")
+        if kind == "config":
+            return ConfigError(_clean(str(reply.get("text", "")), 500).splitlines()[0])
+        if kind == "in_place":
+            changed = [str(k)[:20] for k in reply.get("changed", [])][:20]
+            return UserCodeError(f"{self.label}: your code changed {', '.join(changed)} in place (an in-place op such "
+                                 "as +=, clamp_ or .data on an input or weight); the check needs them as they were: "
+                                 "compute into new tensors")  # fmt: skip
+        text = _clean(str(reply.get("text", "")), 16_000)
+        if "can't allocate memory" in text or "MemoryError" in text:
+            text += (f"\n(your code's process may use {self.memory_limit_gib:.1f} GiB: impl.memory_limit_gib)")
+        return UserCodeError(text)
+
+    def _ran(self, reply: dict, fds: list[int], due: dict, dtype: torch.dtype, device: torch.device) -> Ran:
+        try:
+            loss = reply["loss"]
+            if not isinstance(loss, (int, float)) or isinstance(loss, bool) or len(fds) != 1:
+                raise ValueError
+            names = {str(e.get("node")) for e in reply["given"]} | {f"first:{e.get('node')}" for e in reply["first"]}
+            values = wire.unpack(reply["tensors"], fds[0], names)
+            not_given = [str(n) for n in reply["not_given"] if str(n) in due]
+            manual = self._given(reply["given"], values, due, dtype, device, "")
+            first = self._given(reply["first"], values, due, dtype, device, "first:", strict=False)
+        except (KeyError, TypeError, ValueError, AttributeError, wire.WireError):
+            raise self._garbled() from None
+        return Ran(float(loss), manual, first, not_given)
+
+    def _given(self, entries: list, values: dict, due: dict, dtype: torch.dtype, device: torch.device, prefix: str,
+               strict: bool = True) -> dict[str, torch.Tensor]:  # fmt: skip
+        """Each gradient the child described, as the lab can judge it; `strict`: a gradient the lab cannot judge
+        is the learner's error, said in a line (the first call's are context only: left out)."""
+        out = {}
+        for entry in entries:
+            node = str(entry["node"])
+            if node not in due:
+                if not strict:
+                    continue
+                raise UserCodeError(f"{self.label}: your backward gave a gradient at {_clean(node, 40)!r}, which is no "
+                                    f"node of this model; the nodes are {', '.join(due)}")  # fmt: skip
+            problem = _unjudgeable(entry, due[node], dtype, device)
+            if problem:
+                if not strict:
+                    continue
+                raise UserCodeError(f"{self.label}: your {problem}")
+            shape = tuple(entry["shape"])
+            if entry.get("sent"):
+                t = values.get(prefix + node)
+                if t is None or tuple(t.shape) != shape or t.dtype != dtype:
+                    raise ValueError
+            elif shape == tuple(due[node]) and not (prefix and node == "x"):
+                raise ValueError  # a gradient of the node's shape is always sent
+            else:  # only its shape is judged: a placeholder of that shape, no memory
+                t = torch.zeros((), dtype=dtype).expand(shape)
+            out[node] = t.to(device)
+        return out
+
+
+def _unjudgeable(entry: dict, due: tuple, dtype: torch.dtype, device: torch.device) -> str:
+    node = entry["node"]
+    if "type" in entry:
+        return f"backward gave {node} = {_clean(str(entry['type']), 60)}, not a tensor (expected shape {tuple(due)})"
+    if not wire.is_shape(entry.get("shape")):
+        raise ValueError
+    given = str(entry.get("dtype"))
+    if given != str(dtype).removeprefix("torch."):
+        return (f"gradient at {node} is torch.{_clean(given, 40)}; the run's dtype is {dtype} (a .double() or .float() "
+                "too many?)")  # fmt: skip
+    if str(entry.get("device")) != str(device):
+        return f"gradient at {node} is on {_clean(str(entry.get('device')), 40)}; the run's tensors are on {device}"
+    return ""
+
+
+def _clean(text: str, limit: int) -> str:
+    """Untrusted text for a line or a tag: bounded, no terminal control characters, secrets masked."""
+    from backprop_lab.redaction import redact
+
+    cut = text[:limit] + (" ... (cut)" if len(text) > limit else "")
+    return redact(_CONTROL.sub("?", cut))
+
+
+_data: Optional[tuple[torch.Tensor, torch.Tensor, int, int, list, int]] = None  # x, y, their versions, the file
+
+
+def _shared_data(x: torch.Tensor, y: torch.Tensor) -> tuple[list, int]:
+    """x and y in a sealed memory file, made once for as long as they stay the same tensors (a sweep's jobs share
+    one read of the data): every child maps it, none can change it."""
+    global _data
+    if _data is None or not (_data[0] is x and _data[1] is y and _data[2] == x._version and _data[3] == y._version):
+        if _data is not None:
+            os.close(_data[5])
+        manifest, fd = wire.pack({"x": x, "y": y})
+        _data = (x, y, x._version, y._version, manifest, fd)
+    return _data[4], _data[5]
+
