@@ -15,10 +15,9 @@ torch, MLflow and pandas are imported when a function is called, so `import back
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import CodeType, FunctionType, ModuleType
+from types import ModuleType
 from typing import TYPE_CHECKING, Optional, Union
 
 from backprop_lab.config import TrackingConfig
@@ -89,10 +88,11 @@ def check(
     `code=` a file or module name as `impl.code=` takes it. Prints the node table and the verdict line (the first
     wrong node and what kind of mistake) and returns the run's Result; otherwise it is `run([*overrides])`.
 
-    Code given as objects goes through the same door as a file: its source is written to
-    `.backprop_lab/cells/cell_<sha256>.py` under the launch dir (logged with the run as `code/<that name>` and its
-    hash as `impl.code_sha256`), and the functions run as they are, with your notebook's names, their tracebacks
-    pointing into that file. Given nothing, or something not callable, raises before any run exists."""
+    Code given as objects goes through the same door as a file, and runs in a process of its own as every learner's
+    code does: their source, with what they use from the notebook (its imports, helpers and constants), is written
+    to `.backprop_lab/cells/cell_<sha256>.py` under the launch dir (cell_source.py; logged with the run as
+    `code/<that name>` and its hash as `impl.code_sha256`), so their tracebacks point into that file. Given
+    nothing, something not callable, or something a file cannot carry, raises one line before any run exists."""
     if isinstance(overrides, str):
         raise TypeError(f"overrides: a list of strings, e.g. [{overrides!r}]")
     launch = Path(launch_dir) if launch_dir is not None else Path.cwd()
@@ -102,6 +102,8 @@ def check(
         raise TypeError("check: give the functions or code=, not both")
     if isinstance(code, (str, Path)):
         name = str(code)
+    elif isinstance(code, ModuleType) and str(getattr(code, "__file__", "")).endswith(".py"):
+        name = code.__file__  # a module of a file: that file, as it is
     else:
         name = str(_cell_file(_code_objects(given, code), launch).relative_to(launch))
     result = run(["impl=user", f"impl.code={name}", *overrides], launch_dir=launch)
@@ -136,68 +138,18 @@ def _code_objects(given: dict[str, Callable], code: object) -> dict[str, Callabl
 
 
 def _cell_file(objects: dict[str, Callable], launch: Path) -> Path:
-    """The objects' source written to a file named by its SHA-256, and a module holding the objects themselves (their
-    functions recompiled to point into that file: a traceback trims to its frames there) registered as what loading
-    that file gives. The functions keep their own globals: a name from the notebook is the notebook's."""
+    """The objects as a module of their own (cell_source.py), written to a file named by its SHA-256."""
     import hashlib
 
-    blocks, lines = [], 3  # the header's two lines and a blank line come first
-    starts = {}
-    for name, obj in objects.items():
-        source = _source(obj)
-        header = f"# {name}: from {_origin(obj)}"
-        starts[name] = lines + 2  # after the header
-        blocks.append(f"{header}\n{source}")
-        lines += 2 + source.count("\n") + 1  # header, source, the blank line between blocks
-    text = ("# Given to backprop_lab.check() as Python objects: their source, as they ran. Names they use from where\n"
-            "# they were defined (a notebook's imports and helpers) are not in this file.\n\n"
-            + "\n\n".join(blocks) + "\n")  # fmt: skip
+    from backprop_lab import cell_source
+
+    text = cell_source.module_source(objects)
     digest = hashlib.sha256(text.encode()).hexdigest()
     path = launch / CELLS / f"cell_{digest[:12]}.py"
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.is_file() or path.read_text() != text:
         path.write_text(text)
-    module = ModuleType(f"backprop_lab_cell_{digest[:12]}", "code given to backprop_lab.check()")
-    module.__file__ = str(path)
-    for name, obj in objects.items():
-        setattr(module, name, _pointing_into(obj, path, starts[name]))
-    sys.modules[module.__name__] = module  # as an import would: pickling and dataclasses look a module up there
-    from backprop_lab.impls import protocol
-
-    protocol.adopt(path, module)
     return path
-
-
-def _source(obj: object) -> str:
-    import inspect
-    import textwrap
-
-    try:
-        return textwrap.dedent(inspect.getsource(obj)).rstrip("\n")
-    except (OSError, TypeError):  # a builtin, a callable object, a class defined in a notebook (Python < 3.13);
-        # named, not by address, so that the same objects hash the same
-        return f"# (no source: {type(obj).__name__} {getattr(obj, '__qualname__', '')})"
-
-
-def _origin(obj: object) -> str:
-    code = getattr(obj, "__code__", None)
-    return f"{code.co_filename}, line {code.co_firstlineno}" if code else type(obj).__name__
-
-
-def _pointing_into(obj: object, path: Path, line: int) -> object:
-    """A function as it is (globals, defaults, closure), its code saying it is at `line` of `path`, nested code
-    too (one without source, a lambda typed at a prompt, at the line saying so); anything else as it is."""
-    if not isinstance(obj, FunctionType):
-        return obj
-    shift = line - obj.__code__.co_firstlineno
-
-    def moved(code: CodeType) -> CodeType:
-        consts = tuple(moved(c) if isinstance(c, CodeType) else c for c in code.co_consts)
-        return code.replace(co_filename=str(path), co_firstlineno=code.co_firstlineno + shift, co_consts=consts)
-
-    fn = FunctionType(moved(obj.__code__), obj.__globals__, obj.__name__, obj.__defaults__, obj.__closure__)
-    fn.__kwdefaults__, fn.__qualname__, fn.__doc__ = obj.__kwdefaults__, obj.__qualname__, obj.__doc__
-    return fn
 
 
 def _existing_store(uri: Optional[str]) -> str:

@@ -4,8 +4,13 @@ the pipeline that logs it, and the rerun and resume that check it; nothing here 
 from __future__ import annotations
 
 import hashlib
+import sysconfig
 from pathlib import Path
 from typing import Optional
+
+# where Python's own library and installed packages are: code there is neither the lab's nor a learner's own
+_LIBRARIES = [sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")]
+INSTALLED = tuple({p for lib in _LIBRARIES for p in (lib, str(Path(lib).resolve()))})
 
 
 def is_file(code: str) -> bool:

@@ -11,23 +11,23 @@ lab what it is about to do (a `stage`), so that a call stopped at the time limit
 from __future__ import annotations
 
 import importlib
+import linecache
 import os
 import re
 import sys
-import sysconfig
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
 import torch
 
+from backprop_lab.code_files import INSTALLED
 from backprop_lab.errors import ConfigError, UserCodeError
 from backprop_lab.impls import protocol
 from backprop_lab.isolation import wire
 
 MAX_ERROR_CHARS = 16_000  # of a traceback sent to the lab: a long message is cut here, never a flood
 LAB_DIR = str(Path(__file__).resolve().parents[1])  # backprop_lab/: frames there are the lab's, not the learner's
-PYTHON_DIRS = tuple({sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")})
 
 
 class Reply(Exception):
@@ -39,7 +39,7 @@ class Reply(Exception):
 
 def theirs(filename: str) -> bool:
     """A frame of the learner's code: not the lab's, not Python's or an installed package's, not frozen."""
-    return not (filename.startswith("<") or filename.startswith(LAB_DIR) or filename.startswith(PYTHON_DIRS))
+    return not (filename.startswith("<") or filename.startswith(LAB_DIR) or filename.startswith(INSTALLED))
 
 
 class Child:
@@ -90,7 +90,10 @@ class Child:
             path = Path(message["file"])
             self.label = str(path)
             source = os.pread(fds[0], os.fstat(fds[0]).st_size, 0)
-            sys.path.insert(0, str(path.parent.resolve()))  # its neighbours importable, as `python FILE` has them
+            # its neighbours importable, as `python FILE` has them, then the launch directory's modules (a notebook's)
+            sys.path[:0] = [str(path.parent.resolve()), message["launch_dir"]]
+            lines = source.decode("utf-8", "replace").splitlines(True)
+            linecache.cache[str(path)] = (len(source), None, lines, str(path))  # tracebacks quote what ran
             module = ModuleType(f"backprop_lab_user_{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}")
             module.__file__ = str(path)
             sys.modules[module.__name__] = module  # as an import would: dataclasses and pickling look it up there

@@ -5,4 +5,5 @@ import sys
 
 from backprop_lab.isolation import child
 
-child.start(int(sys.argv[1]), int(sys.argv[2]))
+if __name__ == "__main__":
+    child.start(int(sys.argv[1]), int(sys.argv[2]))

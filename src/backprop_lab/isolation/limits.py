@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 from typing import Optional
 
@@ -11,9 +12,11 @@ SPARE_SHARE = 0.75  # of the memory free when the child starts: the rest is the 
 MIN_BYTES = int(MIN_CHILD_GIB * 2**30)
 
 
+@cache
 def spare_bytes() -> int:
-    """What the machine can spare now: SPARE_SHARE of the kernel's MemAvailable, or of the room left under this
-    process's cgroup limit where that is less."""
+    """What the machine can spare: SPARE_SHARE of the kernel's MemAvailable, or of the room left under this
+    process's cgroup limit where that is less; read once per lab process, so that a sweep's children share one
+    limit (and its runs one param)."""
     available = memory_available() or 0
     cgroup = Path("/sys/fs/cgroup")
     try:
