@@ -25,6 +25,50 @@ from backprop_lab.cli import USER_ERROR_EXIT
 from backprop_lab.config import options
 
 NO_RUN, FAILED = "none", "FAILED"
+LEARNER = "running the learner's code"
+CORRECT = """
+def lin_grad(inp, out, w, b):
+    inp.g = out.g @ w.t()
+    w.g = inp.t() @ out.g
+    b.g = out.g.sum(0)
+
+
+def relu_grad(inp, out):
+    inp.g = (inp > 0).float() * out.g
+
+
+def mse_grad(inp, targ):
+    inp.g = 2. * (inp.squeeze(-1) - targ).unsqueeze(-1) / inp.shape[0]
+"""
+
+
+ENDLESS_STR = "class E(Exception):\n    def __str__(self):\n        while True:\n            pass\n" + CORRECT.replace(
+    "    inp.g = (inp > 0)", "    raise E()\n    inp.g = (inp > 0)")
+
+
+def _learner(code: str) -> list[str]:
+    return ["impl=user", f"impl.code={code}", "impl.time_limit_s=2", *FAST]
+
+
+def _in_relu(lines: str) -> str:
+    """The correct backward, with `lines` run first in relu_grad."""
+    return CORRECT.replace("    inp.g = (inp > 0)", f"    {lines}\n    inp.g = (inp > 0)")
+
+
+def _writes(name: str, text: str) -> Callable[[Path], None]:
+    def setup(directory: Path) -> None:
+        (directory / name).parent.mkdir(parents=True, exist_ok=True)
+        (directory / name).write_text(text)
+
+    return setup
+
+
+def _link(name: str, target: str) -> Callable[[Path], None]:
+    def setup(directory: Path) -> None:
+        (directory / target).write_text("password = hunter2\n")
+        (directory / name).symlink_to(directory / target)
+
+    return setup
 
 
 @dataclass
@@ -39,6 +83,7 @@ class Case:
     when: str = "before any compute"
     env: dict[str, str] = field(default_factory=dict)
     stdout: str | None = None  # a file to write stdout to (a full device), instead of a pipe
+    traceback: bool = False  # the line is followed by the learner's own frames (theirs, none of the lab's)
 
 
 def _store(directory: Path) -> Path:
@@ -208,6 +253,58 @@ CASES = [
     Case("your own code, defining none of the lesson's", ["impl=user", "impl.code=empty.py", *FAST],
          "error: impl.code: {dir}/empty.py defines none of Net, Lin, Relu, Mse, lin_grad, relu_grad, mse_grad",
          setup=lambda d: (d / "empty.py").write_text("x = 1\n")),
+    # --- a learner's own code, run in a process of its own (tests/test_isolation.py has each class in full) ---
+    Case("your own code, a path without .py", _learner("sub/backward"), "error: impl.code: sub/backward is not a .py "
+         "file", setup=_writes("sub/backward", CORRECT)),
+    Case("your own code, a compiled library", _learner("lib.so"), "error: impl.code: lib.so is not a .py file",
+         setup=_writes("lib.so", "\x7fELF")),
+    Case("your own code, a link to a file that is not Python", _learner("link.py"),
+         "error: impl.code: link.py links to secret.txt, which is not a .py file; refused, not read",
+         setup=_link("link.py", "secret.txt")),
+    Case("your own code, an interpolation as its name", _learner("${oc.env:HOME}.py"),
+         "error: impl.code: a file or module name, not an interpolation ('${oc.env:HOME}.py'); refused, not resolved"),
+    Case("your own code, a module defining none of the lesson's", _learner("os"),
+         "error: impl.code: os defines none of Net, Lin, Relu, Mse, lin_grad, relu_grad, mse_grad"),
+    Case("your own code, os._exit(3) at import", _learner("exits.py"),
+         "error: {dir}/exits.py: your code ended its own process (exit status 3: os._exit, or a crash) while importing "
+         "your file", setup=_writes("exits.py", "import os\nos._exit(3)\n" + CORRECT)),
+    Case("your own code, an endless loop at import", _learner("loops.py"),
+         "error: {dir}/loops.py: your code ran past impl.time_limit_s=2 s while importing your file",
+         setup=_writes("loops.py", "while True:\n    pass\n" + CORRECT)),
+    Case("your own code, os._exit(0) in its backward", _learner("exits.py"),
+         "error: {dir}/exits.py: your code ended its own process (exit status 0: os._exit, or a crash) while running "
+         "your backward (its first call)", run=FAILED, setup=_writes("exits.py", _in_relu("import os; os._exit(0)")),
+         when=LEARNER),
+    Case("your own code, SIGKILL in its backward", _learner("killed.py"),
+         "error: {dir}/killed.py: your code was killed by SIGKILL (out of memory, or killed from outside?) while "
+         "running your backward", run=FAILED, when=LEARNER,
+         setup=_writes("killed.py", _in_relu("import os, signal; os.kill(os.getpid(), signal.SIGKILL)"))),
+    Case("your own code, KeyboardInterrupt raised in its backward", _learner("interrupts.py"),
+         "error: {dir}/interrupts.py: your code raised KeyboardInterrupt", run=FAILED, when=LEARNER, traceback=True,
+         setup=_writes("interrupts.py", _in_relu("raise KeyboardInterrupt"))),
+    Case("your own code, a loop that survives SIGTERM in its backward", _learner("stubborn.py"),
+         "error: {dir}/stubborn.py: your code ran past impl.time_limit_s=2 s while running your backward",
+         run=FAILED, when=LEARNER, setup=_writes("stubborn.py", "import signal\n"
+         "signal.signal(signal.SIGTERM, signal.SIG_IGN)\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\n"
+         + _in_relu("while True:\n        try:\n            pass\n        except:\n            pass"))),
+    Case("your own code, an exception whose message never ends", _learner("endless_str.py"),
+         "error: {dir}/endless_str.py: your code ran past impl.time_limit_s=2 s while reporting the error your code "
+         "raised while running your backward", run=FAILED, when=LEARNER, setup=_writes("endless_str.py", ENDLESS_STR)),
+    Case("your own code, a deep recursion", _learner("deep.py"),
+         "error: {dir}/deep.py: your code raised RecursionError", run=FAILED, when=LEARNER, traceback=True,
+         setup=_writes("deep.py", "def down(n):\n    return down(n + 1)\n" + _in_relu("down(0)"))),
+    Case("your own code, an endless loop while it is timed", _learner("timed.py"),
+         "error: {dir}/timed.py: your code ran past impl.time_limit_s=2 s while timing your forward and backward",
+         run=FAILED, when="timing", setup=_writes("timed.py", "calls = [0]\n" + _in_relu(
+             "calls[0] += 1\n    while calls[0] > 2:\n        pass"))),
+    Case("your own code, an allocation past its memory", _learner("hog.py"),
+         "error: {dir}/hog.py: your code raised RuntimeError", run=FAILED, when=LEARNER, traceback=True,
+         setup=_writes("hog.py", "import torch\n" + _in_relu("torch.empty(10**10)"))),
+    Case("your own code, a memory limit torch cannot start in", ["impl=user", "impl.code=x.py",
+                                                                "impl.memory_limit_gib=0.5"],
+         "error: impl.memory_limit_gib: must be null (3/4 of the free memory) or at least 1 GiB"),
+    Case("your own code, no time at all", ["impl=user", "impl.code=x.py", "impl.time_limit_s=0"],
+         "error: impl.time_limit_s: must be a finite number of seconds > 0, got 0.0"),
     Case("unknown bug", ["bug=nope"], "error: bug: no option 'nope'; choose one of bias_over_features"),
     Case("a bug in another implementation", ["bug=relu_unmasked", "impl=lean", *FAST],
          "error: bug.name: relu_unmasked is put into impl=functional's backward; got impl=lean"),
@@ -386,7 +483,8 @@ def markdown_table() -> str:
     for case in CASES:
         with tempfile.TemporaryDirectory() as tmp:
             done, seconds = run_case(case, Path(tmp).resolve(), fresh=True)
-            line = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "(nothing)"
+            lines = done.stderr.strip().splitlines() or ["(nothing)"]
+            line = lines[0] if case.traceback else lines[-1]
             line = line.replace(str(Path(tmp).resolve()), "DIR").replace("|", "\\|")
             line = re.sub(r"\b[0-9a-f]{32}\b", "RUN", line).replace(str(ROOT / ".venv"), ".venv")  # a run id, a path
         lines.append(f"| {case.what} | {case.script} | {done.returncode} | {seconds:.1f} | `{line}` | {case.when} | "

@@ -183,6 +183,10 @@ def check_code(uri: str, original: LoggedRun, code: str, launch_dir: Path,
         copy = _logged_copy(uri, run_id, code, then, trust.scratch)
         return str(copy), {LOGGED_CODE_TAG: f"code/{copy.name} ({then})"}
     path = file_path(code, launch_dir)
+    store_dir = next((d for d in runs.local_store_dirs(uri, run_id) if path.resolve().is_relative_to(d)), None)
+    if store_dir is not None:  # the logged config edited to point at a copy in the store: code from the store
+        raise UserError(f"impl.code: {code} is inside the tracking store ({store_dir}): code from the store runs only "
+                        f"with --run-logged-code, checked against its tag")  # fmt: skip
     now = file_sha256(path)
     if now is not None and now == then:
         return code, {}

@@ -153,6 +153,23 @@ def download_artifact(uri: str, run_id: str, path: str, dest: Path) -> Optional[
     return local if local.is_file() else None
 
 
+def local_store_dirs(uri: str, run_id: str) -> list[Path]:
+    """The folders on this machine that hold the store's data: a sqlite store's folder, and the run's experiment's
+    artifacts where they are local files. Code found there is the store's, not the user's."""
+    from urllib.parse import unquote, urlparse
+
+    from backprop_lab.store import sqlite_file
+
+    dirs = [db.resolve().parent] if (db := sqlite_file(uri)) is not None else []
+    try:
+        artifacts = urlparse(mlflow_client(uri).get_run(run_id).info.artifact_uri)
+    except Exception:  # a run the store cannot give: the rerun has already refused it
+        return dirs
+    if artifacts.scheme in ("", "file"):
+        dirs.append(Path(unquote(artifacts.path)).resolve().parents[1])  # <experiment>/<run>/artifacts
+    return dirs
+
+
 def _device_info(run_id: str, text: Optional[str]) -> dict:
     if not text:
         return {}

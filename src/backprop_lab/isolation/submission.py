@@ -44,11 +44,11 @@ class Ran:
 def source_of(code: str, base: Optional[Path]) -> tuple[Optional[Path], Optional[bytes]]:
     """The file `code` names and its bytes, or (None, None) for a module name; ConfigError, in one line, for what
     is neither (no .py, a link to something that is not Python, too large, not there)."""
-    if not is_file(code):
+    path = file_path(code, base)
+    if not is_file(code) and not path.exists():  # a module's name (a file's, such as lib.so, is the file's)
         if not MODULE_NAME.fullmatch(code):
             raise ConfigError(f"impl.code: {code!r} is neither a .py file nor a module name (dotted identifiers)")
         return None, None
-    path = file_path(code, base)
     if path.suffix != ".py":
         raise ConfigError(f"impl.code: {code} is not a .py file; give your Python file (my_backward.py) or a module")
     if not path.is_file():

@@ -1,0 +1,86 @@
+"""A teacher's folder of hostile and careless submissions, swept as a teacher sweeps it: every submission gets its
+own run with the lab's status, the sweep goes on past every one of them, the command's exit status is the lab's,
+and nothing changes after the command has returned."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from helpers import FAST, cli, runs_in, split_sweep
+from mlflow.tracking import MlflowClient
+from test_user_code import CORRECT
+
+from backprop_lab.names import OWN_PROCESS_TAG
+
+pytestmark = pytest.mark.slow  # sweeps in a subprocess
+
+
+def in_backward(lines: str) -> str:
+    return CORRECT.replace("    b.g = out.g.sum(0)", "    b.g = out.g.sum(0)\n" + lines)
+
+
+HOSTILE = {  # file: (source, the run's status, what its error says)
+    "a_good.py": (CORRECT, "FINISHED", None),
+    "b_exit0.py": (in_backward("    import os; os._exit(0)"), "FAILED", "ended its own process (exit status 0"),
+    "c_exit3_at_import.py": ("import os\nos._exit(3)\n" + CORRECT, "FAILED", "ended its own process (exit status 3"),
+    "d_atexit.py": ("import atexit, os\natexit.register(lambda: os._exit(0))\n" + CORRECT, "FINISHED", None),
+    "e_forks.py": ("import os, time\nif os.fork() == 0:\n    time.sleep(30)\n" + CORRECT, "FINISHED", None),
+    "f_sigkill.py": (in_backward("    import os, signal; os.kill(os.getpid(), signal.SIGKILL)"), "FAILED",
+                     "was killed by SIGKILL"),
+    "g_ctrl_c.py": (in_backward("    raise KeyboardInterrupt"), "FAILED", "your code raised KeyboardInterrupt"),
+    "h_chdir.py": ("import os\nos.chdir('/')\n" + CORRECT, "FINISHED", None),
+    "i_closes_stdout.py": ("import os, sys\nsys.stdout.close()\nos.close(1)\nos.close(2)\n" + CORRECT, "FINISHED",
+                           None),
+    "j_loops.py": (in_backward("    while True:\n        try:\n            pass\n        except:\n            pass"),
+                   "FAILED", "ran past impl.time_limit_s=3 s while running your backward"),
+    "k_good.py": (CORRECT, "FINISHED", None),
+}  # fmt: skip
+
+
+def test_a_folder_of_hostile_submissions_is_a_run_each_and_the_sweeps_own_exit(tmp_path):
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    for name, (source, *_) in HOSTILE.items():
+        (folder / name).write_text(source)
+    started = time.monotonic()
+    done = cli(tmp_path, "-m", "impl=user", "impl.code=submissions/", "impl.time_limit_s=3", *FAST)
+    failed = sum(status == "FAILED" for _, status, _ in HOSTILE.values())
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1].startswith(f"error: {failed} of {len(HOSTILE)} jobs failed")
+    assert time.monotonic() - started < 150
+    (parent,), children = split_sweep(runs_in(tmp_path / "mlruns"))
+    by_file = {r.data.params["impl.code"]: r for r in children}
+    assert sorted(by_file) == [f"submissions/{n}" for n in HOSTILE]  # one run each: the fork ran nothing twice
+    for name, (_, status, says) in HOSTILE.items():
+        run = by_file[f"submissions/{name}"]
+        assert run.info.status == status, (name, run.data.tags.get("error"))
+        assert run.data.tags[OWN_PROCESS_TAG] == "true"
+        if says:
+            assert says in run.data.tags["error"], (name, run.data.tags["error"])
+        else:
+            assert run.data.tags["grad.verdict"] == "ok", name
+    assert parent.info.status == "FAILED"
+    time.sleep(2)  # whatever a submission left behind is gone: the store stays as the command left it
+    after = {r.info.run_id: r.info.status for r in runs_in(tmp_path / "mlruns")}
+    assert after == {r.info.run_id: r.info.status for r in [parent, *children]}
+
+
+def test_a_resumed_sweep_judges_again_what_was_judged_in_the_labs_own_process(tmp_path):
+    """Verdicts given before the learner's code had a process of its own may have been changed by another file of
+    the folder: a resumed sweep reuses only runs tagged as judged apart."""
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    for name in ("a.py", "b.py"):
+        (folder / name).write_text(CORRECT)
+    assert cli(tmp_path, "-m", "impl=user", "impl.code=submissions/", *FAST).returncode == 0
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    _, children = split_sweep(runs_in(tmp_path / "mlruns"))
+    old = {r.data.params["impl.code"]: r.info.run_id for r in children}
+    client.delete_tag(old["submissions/a.py"], OWN_PROCESS_TAG)  # as a run of the lab before this one
+    resumed = cli(tmp_path, "-m", "impl=user", "impl.code=submissions/", "sweep.resume=true", *FAST)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    parents, children = split_sweep(runs_in(tmp_path / "mlruns"))
+    latest = max(parents, key=lambda r: r.info.start_time)
+    fresh = [r for r in children if r.data.tags.get("mlflow.parentRunId") == latest.info.run_id]
+    assert [r.data.params["impl.code"] for r in fresh] == ["submissions/a.py"]  # b.py was reused
