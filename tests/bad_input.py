@@ -261,8 +261,9 @@ CASES = [
     Case("your own code, a link to a file that is not Python", _learner("link.py"),
          "error: impl.code: link.py links to secret.txt, which is not a .py file; refused, not read",
          setup=_link("link.py", "secret.txt")),
-    Case("your own code, an interpolation as its name", _learner("${oc.env:HOME}.py"),
-         "error: impl.code: a file or module name, not an interpolation ('${oc.env:HOME}.py'); refused, not resolved"),
+    Case("your own code, an interpolation as its name", _learner("${{oc.env:HOME}}.py"),  # {{: format's braces
+         "error: impl.code: a file or module name, not an interpolation ('${{oc.env:HOME}}.py'); refused, not "
+         "resolved"),
     Case("your own code, a module defining none of the lesson's", _learner("os"),
          "error: impl.code: os defines none of Net, Lin, Relu, Mse, lin_grad, relu_grad, mse_grad"),
     Case("your own code, os._exit(3) at import", _learner("exits.py"),

@@ -65,7 +65,7 @@ def source_of(code: str, base: Optional[Path]) -> tuple[Optional[Path], Optional
 
 class Submission:
     """A learner's code in a process of its own, for one run: `open()`, then `check()` and `time()`, then `close()`
-    (or use it as a context manager). Its `path`, `source` and `sha256` are the bytes the lab read, hashed and
+    (`with Submission(...).open() as code:` closes it). Its `path`, `source` and `sha256` are the bytes the lab read, hashed and
     handed to the child: what the run logs is what ran."""
 
     def __init__(self, code: str, base: Optional[Path], time_limit_s: float, memory_limit_gib: Optional[float]):
@@ -86,8 +86,8 @@ class Submission:
     def memory_limit_gib(self) -> float:
         return self.memory_limit_bytes / 2**30
 
-    def __enter__(self) -> Submission:
-        return self.open()
+    def __enter__(self) -> Submission:  # opened already: `with Submission(...).open() as code:`
+        return self
 
     def __exit__(self, *exc) -> None:
         self.close()
