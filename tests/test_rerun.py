@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 
@@ -281,6 +282,34 @@ def test_store_code_never_runs_by_default_even_with_its_tag_rewritten(users_run,
         assert rerun.main([run_id, "--tracking-uri", store, *flags]) == USER_ERROR_EXIT
         assert "my_backward.py is gone from" in capsys.readouterr().err
     assert not list(tmp_path.rglob("EXECUTED")) and not list(artifacts.rglob("EXECUTED"))
+
+
+def test_a_config_edited_to_run_the_stores_copy_is_refused_though_its_hashes_agree(users_run, tmp_path, capsys):
+    """The logged config pointed at the copy in the store, and both unkeyed hashes written anew to agree: the file
+    is the store's, so it runs only with --run-logged-code (checked against its tag there)."""
+    import hashlib
+
+    store, run_id = users_run
+    client = MlflowClient(store)
+    artifacts = Path(client.get_run(run_id).info.artifact_uri.removeprefix("file://"))
+    logged = artifacts / "code" / "my_backward.py"
+    logged.write_text(logged.read_text() + SIDE_EFFECT)
+    config = yaml.safe_load(runs.logged_run(store, run_id).config_yaml)
+    config["impl"]["code"] = str(logged.relative_to(tmp_path))
+    client.log_text(run_id, yaml.safe_dump(config), "config/config.yaml")
+    client.set_tag(run_id, names.CONFIG_TAG, run_params.config_digest(config))
+    client.set_tag(run_id, names.CODE_TAG, hashlib.sha256(logged.read_bytes()).hexdigest())
+    with sqlite3.connect(tmp_path / "mlruns" / "mlflow.db") as db:  # the param too: the store's own file, edited
+        db.execute("UPDATE params SET value = ? WHERE run_uuid = ? AND key = 'impl.code'", (config["impl"]["code"],
+                                                                                           run_id))  # fmt: skip
+    db.close()
+    before = len(_runs_of(store, run_id))
+    for flags in ([], ["--accept-changed-code"], ["--accept-edited-config"]):
+        assert rerun.main([run_id, "--tracking-uri", store, *flags]) == USER_ERROR_EXIT
+        (err,) = capsys.readouterr().err.strip().splitlines()
+        assert err.startswith(f"error: impl.code: {config['impl']['code']} is inside the tracking store ("), err
+        assert err.endswith("code from the store runs only with --run-logged-code, checked against its tag")
+    assert len(_runs_of(store, run_id)) == before and not list(tmp_path.rglob("EXECUTED"))
 
 
 def test_a_sweep_of_a_users_file_changed_since_reruns_no_child(tmp_path, capsys, monkeypatch):
