@@ -25,7 +25,7 @@ from backprop_lab import cli, objectives, redaction, stop, streams, submissions,
 from backprop_lab.collector_pause import collector_paused
 from backprop_lab.config import CONF_DIR, plain, store_schema
 from backprop_lab.errors import UserError
-from backprop_lab.names import NONE
+from backprop_lab.names import NONE, USER_IMPL
 from backprop_lab.validation import describe, single_run, validate
 
 _main_pid: Optional[int] = None  # the process that ran main(); a job elsewhere is a launcher's worker
@@ -50,6 +50,10 @@ def job(cfg: DictConfig) -> Optional[float]:
         if not in_sweep:
             validate(cfg)  # before torch is imported: bad values cost nothing
             single_run(cfg)
+        if cfg.impl.name == USER_IMPL:  # the fork server imports torch while this process imports the pipeline
+            from backprop_lab.isolation import processes
+
+            processes.starter().warm()
 
         with collector_paused("the pipeline"):
             from rich.console import Console

@@ -4,6 +4,7 @@ of the store rely on, stated once. Nothing here imports anything."""
 from __future__ import annotations
 
 NONE = "none"  # no bug, no objective, no divergent node: the value a config and a tag say "nothing" with
+USER_IMPL = "user"  # the impl option whose code is a learner's (`impl.code=...`), run in a process of its own
 
 # --- tags ------------------------------------------------------------------------------------------------------------
 NOTE_TAG = "mlflow.note.content"  # the run's description, rendered as markdown in the UI

@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from backprop_lab import run_names, run_params, runs, store, sweep_env, tracking
-from backprop_lab.impls import USER
-from backprop_lab.names import ALSO_IN, CODE_TAG, CONFIG_TAG, OWN_PROCESS_TAG, SHAPE_TAG
+from backprop_lab.names import ALSO_IN, CODE_TAG, CONFIG_TAG, OWN_PROCESS_TAG, SHAPE_TAG, USER_IMPL
 
 DRY_RUN_FILE = "dry_run.jsonl"  # in the sweep's directory: one line per job, for the summary at the end
 
@@ -51,7 +50,7 @@ def handle(cfg: Any, parent_run_id: Optional[str], job: int, sweep_dir: Path) ->
     digest = run_params.config_digest(config)
     done = [] if fresh else runs.finished_with_tag(uri, cfg.tracking.experiment, CONFIG_TAG, digest)
     changed = ""
-    if done and cfg.impl.name == USER:  # judged before a learner's code had a process of its own: judged again
+    if done and cfg.impl.name == USER_IMPL:  # judged before a learner's code had a process of its own: judged again
         own = [r for r in done if r.tags.get(OWN_PROCESS_TAG) == "true"]
         changed = "" if own else f"run {done[0].run_id} ran the code in the lab's own process; "
         done = own

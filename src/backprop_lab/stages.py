@@ -17,7 +17,7 @@ from backprop_lab.backward import Checked
 from backprop_lab.errors import ConfigError
 from backprop_lab.impls import protocol
 from backprop_lab.isolation.submission import Submission
-from backprop_lab.names import NONE
+from backprop_lab.names import NONE, USER_IMPL
 from backprop_lab.timing import Timing
 from backprop_lab.validation import validate
 
@@ -47,7 +47,7 @@ def set_up(cfg: DictConfig, launch_dir: Path, validated: bool) -> Setup:
         raise ConfigError(f"bug.name: {cfg.bug.name} is put into impl=functional's backward; got impl={cfg.impl.name}")
     device, dtype = environment.resolve_device(cfg.device), getattr(torch, cfg.dtype)
     impl = cfg.impl
-    if impl.name == impls.USER or not impls.is_lab_code(impl.code):  # a learner's: loaded in its own process, last
+    if impl.name == USER_IMPL or not impls.is_lab_code(impl.code):  # a learner's: loaded in its own process, last
         return Setup(device, dtype, impls.open_submission(impl.code, launch_dir, impl.time_limit_s,
                                                           impl.memory_limit_gib))  # fmt: skip
     code = impls.load(impl.code)

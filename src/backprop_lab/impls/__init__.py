@@ -21,8 +21,7 @@ from typing import Optional
 import torch
 
 from backprop_lab.impls import protocol
-
-USER = "user"  # the option whose code is the user's (`impl.code=...`)
+from backprop_lab.names import USER_IMPL
 
 
 @cache
@@ -39,7 +38,7 @@ def built_in() -> list[str]:
     """The options whose code the lab ships: every one of conf/impl/ but the user's."""
     from backprop_lab.config import options
 
-    return [name for name in options("impl") if name != USER]
+    return [name for name in options("impl") if name != USER_IMPL]
 
 
 def is_lab_code(code: str) -> bool:
@@ -47,7 +46,7 @@ def is_lab_code(code: str) -> bool:
     else is a learner's, and runs in a process of its own (isolation/)."""
     from backprop_lab.config import options
 
-    names = [name for name in options("impl") if name != USER]
+    names = [name for name in options("impl") if name != USER_IMPL]
     return code in names or code in {code_of(name) for name in names}
 
 

@@ -24,7 +24,7 @@ import torch
 from backprop_lab.code_files import INSTALLED
 from backprop_lab.errors import ConfigError, UserCodeError
 from backprop_lab.impls import protocol
-from backprop_lab.isolation import wire
+from backprop_lab.isolation import sealed, wire
 
 MAX_ERROR_CHARS = 16_000  # of a traceback sent to the lab: a long message is cut here, never a flood
 LAB_DIR = str(Path(__file__).resolve().parents[1])  # backprop_lab/: frames there are the lab's, not the learner's
@@ -121,8 +121,8 @@ class Child:
         as given (the first call's too: a backward that accumulates must show), and the inputs compared afterwards
         with an untouched mapping of them."""
         device = torch.device(message["device"])
-        mapped = wire.unpack(message["data"], fds[0]) | wire.unpack(message["params"], fds[1])
-        untouched = wire.unpack(message["data"], fds[0]) | wire.unpack(message["params"], fds[1])
+        mapped = sealed.unpack(message["data"], fds[0]) | sealed.unpack(message["params"], fds[1])
+        untouched = sealed.unpack(message["data"], fds[0]) | sealed.unpack(message["params"], fds[1])
         self.inputs = {k: v.to(device) for k, v in mapped.items()}
         params = {k: v for k, v in self.inputs.items() if k not in ("x", "y")}
         x, y = self.inputs["x"], self.inputs["y"]
@@ -146,7 +146,7 @@ class Child:
         with self.their_code("handing back your gradients"):
             given, values = _described(manual, due, "")
             earlier, earlier_values = _described(first, due, "first:")
-            manifest, fd = wire.pack(values | earlier_values)
+            manifest, fd = sealed.pack(values | earlier_values)
         self.reply_fds = (fd,)
         return {"loss": loss, "not_given": not_given, "given": given, "first": earlier, "tensors": manifest}
 
@@ -184,7 +184,7 @@ def _described(grads: dict, due: dict[str, tuple], prefix: str) -> tuple[list[di
         plain = g.as_subclass(torch.Tensor) if type(g) is not torch.Tensor else g
         entry |= {"dtype": str(plain.dtype).removeprefix("torch."), "shape": list(plain.shape),
                   "device": str(plain.device)}  # fmt: skip
-        if entry["dtype"] in wire.DTYPES and (tuple(plain.shape) == due.get(node) or plain.numel() <= SMALL):
+        if entry["dtype"] in sealed.DTYPES and (tuple(plain.shape) == due.get(node) or plain.numel() <= SMALL):
             values[prefix + entry["node"]] = plain.detach()
             entry["sent"] = True
         described.append(entry)

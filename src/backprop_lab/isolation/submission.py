@@ -23,7 +23,7 @@ import torch
 
 from backprop_lab.code_files import file_path, is_file
 from backprop_lab.errors import ConfigError, UserCodeError
-from backprop_lab.isolation import limits, output, processes, wire
+from backprop_lab.isolation import limits, output, processes, sealed, wire
 
 MAX_SOURCE_BYTES = 1 << 20  # a learner's file is a few KiB; a megabyte is no lesson's
 MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
@@ -65,8 +65,8 @@ def source_of(code: str, base: Optional[Path]) -> tuple[Optional[Path], Optional
 
 class Submission:
     """A learner's code in a process of its own, for one run: `open()`, then `check()` and `time()`, then `close()`
-    (`with Submission(...).open() as code:` closes it). Its `path`, `source` and `sha256` are the bytes the lab read, hashed and
-    handed to the child: what the run logs is what ran."""
+    (`with Submission(...).open() as code:` closes it). Its `path`, `source` and `sha256` are the bytes the lab
+    read, hashed and handed to the child: what the run logs is what ran."""
 
     def __init__(self, code: str, base: Optional[Path], time_limit_s: float, memory_limit_gib: Optional[float]):
         self.code, self.base = code, (base or Path.cwd()).resolve()
@@ -109,7 +109,7 @@ class Submission:
         fds = ()
         if self.path is not None:
             message |= {"file": str(self.path)}
-            fds = (wire.sealed_bytes(self.source),)
+            fds = (sealed.sealed_bytes(self.source),)
         else:
             message |= {"module": self.code}
         try:
@@ -127,7 +127,7 @@ class Submission:
         """A forward and two backwards in the child, on these inputs (shared, not copied: x and y once per sweep);
         what it gave, checked to be what the lab can judge: tensors of the run's dtype and device, at its nodes."""
         data_manifest, data_fd = _shared_data(x, y)
-        params_manifest, params_fd = wire.pack(params)
+        params_manifest, params_fd = sealed.pack(params)
         message = {"op": "check", "data": data_manifest, "params": params_manifest, "shift": shift,
                    "input_grad": input_grad, "device": str(x.device), "due": {k: list(v) for k, v in due.items()},
                    "sample_rows": sample_rows}  # fmt: skip
@@ -249,7 +249,7 @@ class Submission:
             if not isinstance(loss, (int, float)) or isinstance(loss, bool) or len(fds) != 1:
                 raise ValueError
             names = {str(e.get("node")) for e in reply["given"]} | {f"first:{e.get('node')}" for e in reply["first"]}
-            values = wire.unpack(reply["tensors"], fds[0], names)
+            values = sealed.unpack(reply["tensors"], fds[0], names)
             not_given = [str(n) for n in reply["not_given"] if str(n) in due]
             manual = self._given(reply["given"], values, due, dtype, device, "")
             first = self._given(reply["first"], values, due, dtype, device, "first:", strict=False)
@@ -291,7 +291,7 @@ def _unjudgeable(entry: dict, due: tuple, dtype: torch.dtype, device: torch.devi
     node = entry["node"]
     if "type" in entry:
         return f"backward gave {node} = {_clean(str(entry['type']), 60)}, not a tensor (expected shape {tuple(due)})"
-    if not wire.is_shape(entry.get("shape")):
+    if not sealed.is_shape(entry.get("shape")):
         raise ValueError
     given = str(entry.get("dtype"))
     if given != str(dtype).removeprefix("torch."):
@@ -320,7 +320,7 @@ def _shared_data(x: torch.Tensor, y: torch.Tensor) -> tuple[list, int]:
     if _data is None or not (_data[0] is x and _data[1] is y and _data[2] == x._version and _data[3] == y._version):
         if _data is not None:
             os.close(_data[5])
-        manifest, fd = wire.pack({"x": x, "y": y})
+        manifest, fd = sealed.pack({"x": x, "y": y})
         _data = (x, y, x._version, y._version, manifest, fd)
     return _data[4], _data[5]
 
