@@ -175,6 +175,7 @@ class Submission:
         start = time.monotonic()
         deadline = start + (processes.READY_TIMEOUT_S if message["op"] == "load" else limit_s)
         self.stage, self.stage_since = doing, start
+        first_word = True
         while True:
             now = time.monotonic()
             if now >= deadline:
@@ -182,18 +183,21 @@ class Submission:
                 raise UserCodeError(f"{self.label}: your code ran past impl.time_limit_s={self.time_limit_s:g} s "
                                     f"while {self.stage} ({now - self.stage_since:.1f} s of it, {now - start:.1f} s in "
                                     "all); its process was stopped")  # fmt: skip
-            ready = select.select([self.sock, self.relay.fd], [], [], deadline - now)[0]
+            readable = [self.sock] + ([] if self.relay.closed else [self.relay.fd])
+            ready = select.select(readable, [], [], deadline - now)[0]
             if self.relay.fd in ready:
                 self.relay.pump()
             if self.sock not in ready:
                 continue
             try:
                 reply, got = wire.receive(self.sock, max_fds=1)
-            except wire.WireError:
+            except (wire.Closed, OSError):  # gone, or reset on its way out
                 raise self._ended() from None
+            except wire.WireError:
+                raise self._garbled() from None
             if "stage" in reply and len(reply) == 1:
-                if self.stage == doing:  # the child's first word: the learner's clock starts
-                    start = time.monotonic()
+                if first_word:  # the learner's clock starts
+                    start, first_word = time.monotonic(), False
                     deadline = start + limit_s
                 self.stage, self.stage_since = _clean(str(reply["stage"]), 200), time.monotonic()
                 continue

@@ -19,6 +19,10 @@ class WireError(Exception):
     """What came from the other side is not a message of the protocol (or nothing came: the peer is gone)."""
 
 
+class Closed(WireError):
+    """The other side closed its end: its process is gone (or going)."""
+
+
 class Expired(Exception):
     """No message before the deadline."""
 
@@ -51,7 +55,7 @@ def receive(sock: socket.socket, deadline: Optional[float] = None, max_fds: int 
         raise WireError("a message too long, or with too many file descriptors")
     if not data:
         close_all(fds)
-        raise WireError("the other side closed its end")
+        raise Closed("the other side closed its end")
     try:
         message = json.loads(data)
     except (ValueError, RecursionError):

@@ -1,0 +1,8 @@
+"""What a learner's own process costs, side by side: `python scripts/isolation_costs.py [--submissions 30]`."""
+
+import sys
+
+from backprop_lab.isolation.costs import main
+
+if __name__ == "__main__":
+    sys.exit(main())
