@@ -46,6 +46,52 @@ ENDLESS_STR = "class E(Exception):\n    def __str__(self):\n        while True:\
     "    inp.g = (inp > 0)", "    raise E()\n    inp.g = (inp > 0)")
 
 
+LYING = """
+import torch
+
+
+class Agreeable(torch.Tensor):  # every comparison says "no difference"
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", "") in ("sub", "__sub__", "abs", "norm", "allclose", "eq", "isclose"):
+            return torch.zeros(())
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+def relu_grad(inp, out):
+    inp.g = ((inp > 0).float() * out.g * 3).as_subclass(Agreeable)
+"""
+CHEATS = """
+import backprop_lab.grad_check as gc, backprop_lab.backward as bw
+gc.overall = lambda checks: "ok"
+gc.first_divergent = lambda checks: "none"
+bw.judge = lambda *args, **kwargs: None
+"""
+SPOILS = """
+import threading, time
+_seen = []
+
+
+def _spoil():
+    while True:
+        for t in _seen:
+            t.add_(1.0)
+        time.sleep(0.001)
+
+
+threading.Thread(target=_spoil, daemon=True).start()
+""" + CORRECT.replace("def mse_grad(inp, targ):\n", "def mse_grad(inp, targ):\n    _seen.append(targ)\n")
+
+
+def _judged(name: str, source: str) -> dict:
+    """A case that is no bad input: a FINISHED run, exit 0, its verdict line."""
+    return {"run": "FINISHED", "exit_code": 0, "verdict": True, "when": "judged", "setup": _writes(name, source)}
+
+
+def _in_lin(line: str) -> str:
+    return CORRECT.replace("    b.g = out.g.sum(0)", f"    b.g = out.g.sum(0)\n    {line}")
+
+
 def _learner(code: str) -> list[str]:
     return ["impl=user", f"impl.code={code}", "impl.time_limit_s=2", *FAST]
 
@@ -84,6 +130,7 @@ class Case:
     env: dict[str, str] = field(default_factory=dict)
     stdout: str | None = None  # a file to write stdout to (a full device), instead of a pipe
     traceback: bool = False  # the line is followed by the learner's own frames (theirs, none of the lab's)
+    verdict: bool = False  # not bad input but code that tries to change its verdict: `expected` is the verdict line
 
 
 def _store(directory: Path) -> Path:
@@ -301,6 +348,21 @@ CASES = [
     Case("your own code, an allocation past its memory", _learner("hog.py"),
          "error: {dir}/hog.py: your code raised RuntimeError", run=FAILED, when=LEARNER, traceback=True,
          setup=_writes("hog.py", "import torch\n" + _in_relu("torch.empty(10**10)"))),
+    # code that tries to change what is judged, or the lab: it cannot, and gets the verdict its values earn
+    Case("your own code, a tensor subclass that lies in comparisons", _learner("lies.py"),
+         "verdict: gradients WRONG from node lin1", **_judged("lies.py", LYING)),
+    Case("your own code, patching the lab's checker", _learner("cheats.py"),
+         "verdict: gradients WRONG from node w2", **_judged("cheats.py", CHEATS + _in_lin("w.g = w.g * 2"))),
+    Case("your own code, changing torch's defaults, seed and threads", _learner("defaults.py"),
+         "verdict: gradients ok at every node", **_judged("defaults.py", "import torch\n"
+         "torch.set_default_dtype(torch.float64)\ntorch.set_num_threads(1)\ntorch.manual_seed(7)\n" + CORRECT)),
+    Case("your own code, os.chdir, closing stdout, an atexit exit, a fork at import", _learner("meddles.py"),
+         "verdict: gradients ok at every node", **_judged("meddles.py", "import atexit, os, sys, time\n"
+         "os.chdir('/')\natexit.register(lambda: os._exit(0))\nif os.fork() == 0:\n    time.sleep(30)\n"
+         "sys.stdout.close()\nos.close(1)\n" + CORRECT)),
+    Case("your own code, a thread that keeps changing the data", _learner("spoils.py"),
+         "error: {dir}/spoils.py: your code changed y in place", run=FAILED, when=LEARNER,
+         setup=_writes("spoils.py", SPOILS)),
     Case("your own code, a memory limit torch cannot start in", ["impl=user", "impl.code=x.py",
                                                                 "impl.memory_limit_gib=0.5"],
          "error: impl.memory_limit_gib: must be null (3/4 of the free memory) or at least 1 GiB"),
@@ -477,6 +539,10 @@ def run_case(case: Case, directory: Path, timeout: float = 120,
     return done, time.perf_counter() - started
 
 
+def verdict_lines(done: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in done.stdout.splitlines() if line.startswith("verdict: ")]
+
+
 def markdown_table() -> str:
     import tempfile
 
@@ -484,7 +550,7 @@ def markdown_table() -> str:
     for case in CASES:
         with tempfile.TemporaryDirectory() as tmp:
             done, seconds = run_case(case, Path(tmp).resolve(), fresh=True)
-            lines = done.stderr.strip().splitlines() or ["(nothing)"]
+            lines = (verdict_lines(done) if case.verdict else done.stderr.strip().splitlines()) or ["(nothing)"]
             line = lines[0] if case.traceback else lines[-1]
             line = line.replace(str(Path(tmp).resolve()), "DIR").replace("|", "\\|")
             line = re.sub(r"\b[0-9a-f]{32}\b", "RUN", line).replace(str(ROOT / ".venv"), ".venv")  # a run id, a path

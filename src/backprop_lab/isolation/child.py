@@ -113,8 +113,7 @@ class Child:
         self.code = protocol.Code(module, self.label)
         with self.their_code("reading what your code defines"):
             style = protocol.described(module, self.label)
-            optional = protocol.computes_input_grad_optionally(self.code)
-        return {"loaded": {"style": style, "input_grad_optional": bool(optional)}}
+        return {"loaded": {"style": style}}
 
     def check(self, message: dict, fds: list[int]) -> dict:
         """A forward and two backwards on one forward, as the lab's check asks; every node's gradient handed back

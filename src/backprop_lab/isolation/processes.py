@@ -49,7 +49,10 @@ class Started:
         self.pid, self._waiter, self.status = pid, waiter, None
 
     def kill(self) -> None:
-        """The whole process group, and the process itself in case it has not made its group yet."""
+        """The whole process group, and the process itself in case it has not made its group yet; nothing once
+        it has been reaped (its pid may be another's by then)."""
+        if self.status is not None:
+            return
         for kill in (os.killpg, os.kill):
             try:
                 kill(self.pid, signal.SIGKILL)

@@ -75,8 +75,7 @@ class Submission:
         self.label = str(self.path) if self.path is not None else code
         self.time_limit_s = time_limit_s
         self.memory_limit_bytes = limits.memory_limit_bytes(memory_limit_gib)
-        self.style = ""
-        self.input_grad_optional = False
+        self.style = ""  # Net, classes or functions: what the code defines, as the child found it
         self.started: Optional[processes.Started] = None
         self.sock = None
         self.relay: Optional[output.Relay] = None
@@ -96,7 +95,7 @@ class Submission:
 
     def open(self) -> Submission:
         """The child started and the code loaded in it: its style, or the code's error (ConfigError for one the
-        lab can say in a line, UserCodeError for the code's own traceback)."""
+        lab can say in a line, UserCodeError for the code's own traceback), the child stopped."""
         lab, child = wire.socket_pair()
         read, write = os.pipe()
         try:
@@ -114,12 +113,14 @@ class Submission:
             message |= {"module": self.code}
         try:
             reply, _ = self._ask(message, fds, self.time_limit_s, "importing your code")
+            self.style = reply.get("loaded", {}).get("style") if isinstance(reply.get("loaded"), dict) else None
+            if self.style not in ("Net", "classes", "functions"):
+                raise self._garbled()
+        except BaseException:
+            self.close()
+            raise
         finally:
             wire.close_all(fds)
-        loaded = reply.get("loaded")
-        if not isinstance(loaded, dict) or loaded.get("style") not in ("Net", "classes", "functions"):
-            raise self._garbled()
-        self.style, self.input_grad_optional = loaded["style"], loaded.get("input_grad_optional") is True
         return self
 
     def check(self, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, shift: float,
@@ -158,6 +159,7 @@ class Submission:
         if self.started is not None:
             self.started.kill()
             self.started.wait()
+            self.started = None  # reaped: its pid may be another process's from now on
         if self.relay is not None:
             self.relay.close()
             self.relay = None
