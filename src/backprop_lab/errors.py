@@ -41,6 +41,7 @@ class UserCodeError(UserError):
         if isinstance(e, SyntaxError) and e.filename and theirs(e.filename):  # its line is its frame
             lines = traceback.format_exception_only(e)
             return cls(f"{label}: your code does not compile:\n" + "".join(lines).rstrip())
+        message = str(e)
         text = "".join(lines) + "".join(traceback.format_exception_only(e))
-        return cls(f"{label}: your code raised {type(e).__name__}: {e}\n" + "Traceback (your frames):\n"
-                   + text.rstrip())  # fmt: skip
+        return cls(f"{label}: your code raised {type(e).__name__}{': ' + message if message else ''}\n"
+                   "Traceback (your frames):\n" + text.rstrip())  # fmt: skip
