@@ -11,8 +11,9 @@ import time
 
 import pytest
 import torch
+from bad_input import LYING, SPOILS
 from helpers import small_problem
-from test_user_code import CORRECT, LIN, MSE, RELU, WIDTHS
+from test_user_code import CORRECT, LIN, MSE, NET, RELU, WIDTHS
 
 from backprop_lab import backward, grad_check, impls, redaction
 from backprop_lab.errors import ConfigError, UserCodeError
@@ -47,43 +48,10 @@ def verdict(checked) -> str:
 
 # --- 1. a wrong gradient is never judged ok ------------------------------------------------------------------------
 
-LYING_SUBCLASS = """
-import torch
-
-class Agreeable(torch.Tensor):
-    # every comparison, norm or difference says "no difference"
-    @classmethod
-    def __torch_function__(cls, func, types, args=(), kwargs=None):
-        name = getattr(func, "__name__", "")
-        if name in ("sub", "__sub__", "allclose", "equal", "eq", "__eq__", "abs", "norm", "isclose"):
-            return torch.zeros(()) if name != "equal" else True
-        return super().__torch_function__(func, types, args, kwargs or {})
-
-
-class Net:
-    def __init__(self, params, shift):
-        self.params = {k: v.detach().clone().requires_grad_() for k, v in params.items()}
-        self.shift = shift
-
-    def forward(self, x, targ):
-        z = x
-        n = len(self.params) // 2
-        for i in range(1, n + 1):
-            z = z @ self.params[f"w{i}"] + self.params[f"b{i}"]
-            if i < n:
-                z = z.clamp_min(0) - self.shift
-        self.loss = (z.squeeze(-1) - targ).pow(2).mean()
-        return self.loss.detach()
-
-    def backward(self):
-        grads = torch.autograd.grad(self.loss, list(self.params.values()), retain_graph=True)
-        return {k: (3 * g).as_subclass(Agreeable) for k, g in zip(self.params, grads)}
-"""
-
-
 def test_a_tensor_subclass_that_lies_in_comparisons_is_judged_on_its_values(tmp_path):
-    checked = check(write(tmp_path, LYING_SUBCLASS))
+    checked = check(write(tmp_path, LIN + MSE + LYING))  # its relu_grad, three times the truth
     assert verdict(checked) == "wrong" and checked.mistake.kind == "scale", checked.mistake
+    assert grad_check.first_divergent(checked.checks) == "lin2"
     assert all(type(t) is torch.Tensor for t in checked.elementwise.values())
 
 
@@ -182,22 +150,10 @@ def test_what_a_file_does_to_its_process_reaches_neither_the_lab_nor_the_next_fi
 
 
 def test_a_learners_thread_changing_the_shared_data_changes_only_its_own_copy(tmp_path):
-    spoils = """
-import threading, time
-_seen = []
-def _spoil():
-    while True:
-        for t in _seen:
-            t.add_(1.0)
-        time.sleep(0.001)
-threading.Thread(target=_spoil, daemon=True).start()
-"""
-    mse = "def mse_grad(inp, targ):\n"
-    mutator = spoils + CORRECT.replace(mse, mse + "    _seen.append(targ)\n")
     params, x, y = small_problem(WIDTHS, n=60)
     kept = x.clone(), y.clone()
     with pytest.raises(UserCodeError, match="changed y in place"):
-        backward.run_check(str(write(tmp_path, mutator, "mutator.py")), params, x, y, 0.5, False, 8.0)
+        backward.run_check(str(write(tmp_path, SPOILS, "mutator.py")), params, x, y, 0.5, False, 8.0)
     assert torch.equal(x, kept[0]) and torch.equal(y, kept[1])  # the lab's data, as it was
     assert verdict(backward.run_check(str(write(tmp_path, CORRECT, "next.py")), params, x, y, 0.5, False, 8.0)) == "ok"
 
@@ -354,6 +310,7 @@ def test_the_judge_checks_what_comes_back_before_judging(tmp_path):
     wrong_dtype = CORRECT.replace("    w.g = inp.t() @ out.g", "    w.g = (inp.t() @ out.g).half()")
     with pytest.raises(UserCodeError, match="gradient at w3 is torch.float16; the run's dtype is torch.float64"):
         check(write(tmp_path, wrong_dtype))
-    listed = LYING_SUBCLASS.replace("return {k: (3 * g).as_subclass(Agreeable)", "return {k: g.tolist()")
+    listed = NET.replace("return dict(zip(self.params, grads))", "return {k: g.tolist() for k, g in zip(self.params, "
+                                                                 "grads)}")  # fmt: skip
     with pytest.raises(UserCodeError, match=r"your backward gave w1 = list, not a tensor"):
         check(write(tmp_path, listed))
