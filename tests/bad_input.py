@@ -56,18 +56,20 @@ bw.judge = lambda *args, **kwargs: None
 """
 SPOILS = """
 import threading, time
-_seen = []
+_seen, _spoilt = [], threading.Event()
 
 
 def _spoil():
     while True:
         for t in _seen:
             t.add_(1.0)
+            _spoilt.set()
         time.sleep(0.001)
 
 
 threading.Thread(target=_spoil, daemon=True).start()
-""" + CORRECT.replace("def mse_grad(inp, targ):\n", "def mse_grad(inp, targ):\n    _seen.append(targ)\n")
+""" + CORRECT.replace("def mse_grad(inp, targ):\n", "def mse_grad(inp, targ):\n    _seen.append(targ)\n"
+                      "    _spoilt.wait()  # the thread has changed the data before the check looks\n")
 
 
 def _judged(name: str, source: str) -> dict:

@@ -107,6 +107,8 @@ import os, time
 if os.fork() == 0:
     open({str(pids)!r}, "a").write(f"{{os.getpid()}}\\n")
     time.sleep(300)
+while not os.path.exists({str(pids)!r}):  # the copy has written its pid before the check goes on
+    time.sleep(0.01)
 """
     path = write(tmp_path, forks + CORRECT)
     assert verdict(check(path)) == "ok"
