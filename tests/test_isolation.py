@@ -105,7 +105,8 @@ def test_a_fork_at_import_leaves_one_answer_and_no_process_behind(tmp_path):
     forks = f"""
 import os, time
 if os.fork() == 0:
-    open({str(pids)!r}, "a").write(f"{{os.getpid()}}\\n")
+    open({str(pids)!r} + ".tmp", "w").write(f"{{os.getpid()}}\\n")
+    os.rename({str(pids)!r} + ".tmp", {str(pids)!r})
     time.sleep(300)
 while not os.path.exists({str(pids)!r}):  # the copy has written its pid before the check goes on
     time.sleep(0.01)
