@@ -168,7 +168,6 @@ def _all_grads(net, grads) -> dict:
     return dict(grads or {}) | dict(getattr(net, "node_grads", dict)() or {})
 
 
-SMALL = 1 << 16  # entries: a gradient of another shape is sent whole up to this size (a shape verdict needs none)
 
 
 def _described(grads: dict, due: dict[str, tuple], prefix: str) -> tuple[list[dict], dict[str, torch.Tensor]]:
@@ -183,7 +182,7 @@ def _described(grads: dict, due: dict[str, tuple], prefix: str) -> tuple[list[di
         plain = g.as_subclass(torch.Tensor) if type(g) is not torch.Tensor else g
         entry |= {"dtype": str(plain.dtype).removeprefix("torch."), "shape": list(plain.shape),
                   "device": str(plain.device)}  # fmt: skip
-        if entry["dtype"] in sealed.DTYPES and (tuple(plain.shape) == due.get(node) or plain.numel() <= SMALL):
+        if entry["dtype"] in sealed.DTYPES and (tuple(plain.shape) == due.get(node) or plain.numel() <= sealed.SMALL):
             values[prefix + entry["node"]] = plain.detach()
             entry["sent"] = True
         described.append(entry)

@@ -22,6 +22,7 @@ from backprop_lab.isolation.wire import WireError
 SEALS = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW
 DTYPES = {str(d).removeprefix("torch."): d for d in (torch.float16, torch.bfloat16, torch.float32, torch.float64)}
 MAX_DIMS = 8
+SMALL = 1 << 16  # entries: a gradient of another shape than its node's is sent whole up to this size, never more
 ALIGN = 64
 
 

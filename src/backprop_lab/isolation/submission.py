@@ -10,6 +10,7 @@ stay its own.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 import select
@@ -259,7 +260,7 @@ class Submission:
             not_given = [str(n) for n in reply["not_given"] if str(n) in due]
             manual = self._given(reply["given"], values, due, dtype, device, "")
             first = self._given(reply["first"], values, due, dtype, device, "first:", strict=False)
-        except (KeyError, TypeError, ValueError, AttributeError, wire.WireError):
+        except (KeyError, TypeError, ValueError, AttributeError, OSError, wire.WireError):  # OSError: not a memfd
             raise self._garbled() from None
         return Ran(float(loss), manual, first, not_given)
 
@@ -283,8 +284,9 @@ class Submission:
             shape = tuple(entry["shape"])
             if entry.get("sent"):
                 t = values.get(prefix + node)
-                if t is None or tuple(t.shape) != shape or t.dtype != dtype:
-                    raise ValueError
+                if t is None or tuple(t.shape) != shape or t.dtype != dtype or t.numel() > max(
+                        math.prod(due[node]), sealed.SMALL):  # fmt: skip
+                    raise ValueError  # more than the child sends: not its message
             elif shape == tuple(due[node]) and not (prefix and node == "x"):
                 raise ValueError  # a gradient of the node's shape is always sent
             else:  # only its shape is judged: a placeholder of that shape, no memory
