@@ -172,6 +172,7 @@ ENDLESS = "    while True:\n        pass\n"
                                                 "            pass\n    inp.g = (inp > 0)"), "running your backward"),
     ("import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
      + CORRECT.replace("    inp.g = (inp > 0)", ENDLESS + "    inp.g = (inp > 0)"), "running your backward"),
+    ("import os\nwhile True:\n    os.write(1, b'\\n' * 65536)\n" + CORRECT, "importing your file"),  # a flood to relay
     ("class Endless(Exception):\n    def __str__(self):\n        while True:\n            pass\n"
      + CORRECT.replace("    inp.g = (inp > 0)", "    raise Endless()\n    inp.g = (inp > 0)"),
      "reporting the error your code raised while running your backward"),
@@ -213,6 +214,42 @@ def test_the_learners_whole_process_group_is_stopped(tmp_path):
     assert not _alive(int(pid_file.read_text()))
 
 
+FORGER = """
+from backprop_lab.isolation import wire
+_send = wire.send
+
+
+def send(sock, message, fds=()):  # the child's replies, rewritten on their way to the lab
+    if "loss" in message:
+        message = dict(message, loss=10**400)
+    if "timing" in message:
+        message = {"timing": dict(message["timing"], threads=10**400)}
+    return _send(sock, message, fds)
+
+
+wire.send = send
+"""
+
+
+def test_a_reply_the_learners_code_forges_is_its_own_failure_never_the_labs(tmp_path):
+    with pytest.raises(UserCodeError, match="handed back what the lab cannot read"):
+        check(write(tmp_path, FORGER + CORRECT))
+    params, x, y = small_problem(WIDTHS, n=60)
+    timing_only = FORGER.replace('if "loss" in message:', 'if False:')
+    with impls.open_submission(str(write(tmp_path, timing_only + CORRECT, "timing.py")), None, 60.0) as code:
+        code.check(params, x, y, 0.5, False, node_shapes(layer_widths(params), x.shape[0], input_grad=True), 2048)
+        with pytest.raises(UserCodeError, match="handed back what the lab cannot read"):
+            code.time(0.5, False, True, 0.01, 1)
+
+
+def test_the_labs_own_errors_raised_by_the_learners_code_are_their_traceback(tmp_path):
+    raises = at_relu("    raise ConfigError('model.widths: forged')\n")
+    forged = "from backprop_lab.errors import ConfigError\n" + raises
+    with pytest.raises(UserCodeError, match="your code raised ConfigError: model.widths: forged") as raised:
+        check(write(tmp_path, forged))
+    assert str(raised.value).startswith(str(tmp_path / "my_backward.py"))
+
+
 # --- 5. every way in gets the same protection -------------------------------------------------------------------
 
 def test_a_module_gets_what_a_file_gets(tmp_path, monkeypatch):
@@ -235,6 +272,7 @@ def test_a_module_gets_what_a_file_gets(tmp_path, monkeypatch):
     ("subdir/backward", CORRECT, r"is not a .py file"),
     ("lib.so", "\x7fELF", r"is not a .py file"),
     ("link.py", None, r"links to secret.txt, which is not a .py file; refused, not read"),
+    ("m\x1b[2Jred.py", CORRECT, r"^impl.code: 'm\?\[2Jred.py' has a control character in its name"),
 ])  # fmt: skip
 def test_a_file_that_is_not_python_is_one_line_and_never_read(tmp_path, monkeypatch, name, content, says):
     if content is None:
@@ -251,14 +289,15 @@ def test_a_file_that_is_not_python_is_one_line_and_never_read(tmp_path, monkeypa
 # --- 7. output is bounded, safe, and linear ----------------------------------------------------------------------
 
 def test_prints_straight_to_the_descriptors_are_bounded_cut_and_redacted(tmp_path, capsys):
-    noisy = ("import os\nos.write(1, b'x' * 100_000 + b'\\n')\nos.write(2, b'\\x1b[2Jcleared\\n')\n"
+    noisy = ("import os\nos.write(1, b'x' * 100_000 + b'\\n')\n"
+             "os.write(2, b'\\x1b[2Jcleared \\xc2\\x9d \\xe2\\x80\\xae\\n')\n"
              "print('http://alice:s3cr3tpass@example.org/x')\nfor i in range(1000):\n    os.write(1, b'line\\n')\n"
              + CORRECT)  # fmt: skip
     assert verdict(check(write(tmp_path, noisy))) == "ok"
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert len(lines[0]) < output.MAX_LINE_CHARS + 20 and lines[0].endswith("(cut)")
-    assert "\x1b" not in out and "?[2Jcleared" in out
+    assert "\x1b" not in out and "| ?[2Jcleared ? ?" in out  # C1 controls and a bidirectional override too
     assert "s3cr3tpass" not in out and "alice:***@" in out
     assert out.count("line\n") == output.MAX_PRINTED_LINES - 3 and "are not shown" in lines[-1]
 
@@ -294,6 +333,9 @@ def test_an_allocation_past_the_memory_limit_is_the_learners_error_and_the_next_
     with pytest.raises(UserCodeError, match=r"your code raised RuntimeError") as raised:
         check(write(tmp_path, "import torch\n" + hog, "hog.py"))
     assert "impl.memory_limit_gib" in str(raised.value)
+    shared = "import mmap\nm = mmap.mmap(-1, 3 << 30)\n" + CORRECT  # shared memory counts too
+    with pytest.raises(UserCodeError, match=r"your code raised OSError: \[Errno 12\] Cannot allocate memory"):
+        impls.open_submission(str(write(tmp_path, shared, "shared.py")), None, 60.0, 1.5).close()
     with pytest.raises(UserCodeError, match=r"your code raised RuntimeError"):  # 4 GiB, within what is free here,
         with impls.open_submission(str(write(tmp_path, "import torch\nbig = torch.ones(2**30)\n" + CORRECT, "big.py")),
                                    None, 60.0, 2.0):  # fmt: skip

@@ -84,3 +84,21 @@ def test_a_resumed_sweep_judges_again_what_was_judged_in_the_labs_own_process(tm
     latest = max(parents, key=lambda r: r.info.start_time)
     fresh = [r for r in children if r.data.tags.get("mlflow.parentRunId") == latest.info.run_id]
     assert [r.data.params["impl.code"] for r in fresh] == ["submissions/a.py"]  # b.py was reused
+
+
+def test_an_interpolated_name_in_a_sweep_is_refused_as_typed_never_resolved(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROBE_VALUE", "zq-never-shown-9137")
+    done = cli(tmp_path, "-m", "impl=user", "impl.code=x${y}.py,${oc.env:PROBE_VALUE}.py", *FAST)
+    assert done.returncode == 1
+    assert "Warning" not in done.stderr and "InterpolationKeyError" not in done.stderr, done.stderr
+    assert done.stderr.count("not an interpolation") == 2 and "'x${y}.py'" in done.stderr
+    assert "zq-never-shown-9137" not in done.stdout + done.stderr
+
+
+def test_a_file_name_that_reads_as_markup_is_printed_as_it_is(tmp_path):
+    (tmp_path / "subs").mkdir()
+    (tmp_path / "subs" / "e[f].py").write_text(CORRECT)
+    (tmp_path / "subs" / "l[blink red]x.py").write_text(CORRECT)
+    done = cli(tmp_path, "-m", "impl=user", "impl.code=subs/", *FAST)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "e[f]·" in done.stdout and "l[blink red]x·" in done.stdout

@@ -132,3 +132,11 @@ def test_a_folder_on_the_command_line_without_multirun_or_submissions_is_one_lin
     assert (single.returncode, single.stderr) == (1, "error: impl.code: subs/ is a folder; sweep its files with -m\n")
     assert empty.returncode == 1 and empty.stderr.startswith("error: impl.code: subs/ holds no .py file")
     assert not (tmp_path / "mlruns").exists()
+
+
+def test_a_file_whose_name_holds_a_control_character_is_refused_not_skipped(tmp_path):
+    (tmp_path / "subs").mkdir()
+    (tmp_path / "subs" / "ok.py").write_text("")
+    (tmp_path / "subs" / "m\x1b]0;TITLE\x07.py").write_text("")
+    with pytest.raises(UserError, match=r"^impl.code: 'subs/m\?\]0;TITLE\?.py' has a control character in its name"):
+        submissions.expand(["-m", "impl.code=subs/"], tmp_path)

@@ -146,6 +146,12 @@ def plain(cfg: Any) -> DictConfig:
     return out
 
 
+def typed_overrides(hydra_cfg: Any) -> list[str]:
+    """A job's overrides as they were typed, never resolved: an override holding `${...}` is text to show and log
+    (iterating Hydra's list would resolve it, and an environment lookup would put a variable's value in a line)."""
+    return [str(o) for o in OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)]
+
+
 def store_schema(store: Any) -> None:
     """Register the schema in Hydra's ConfigStore (handed in, so that only entry points import Hydra)."""
     store.store(name="schema", node=Config)

@@ -23,7 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from backprop_lab import cli, objectives, redaction, stop, streams, submissions, sweep_env
 from backprop_lab.collector_pause import collector_paused
-from backprop_lab.config import CONF_DIR, plain, store_schema
+from backprop_lab.config import CONF_DIR, plain, store_schema, typed_overrides
 from backprop_lab.errors import UserError
 from backprop_lab.names import NONE, USER_IMPL
 from backprop_lab.validation import describe, single_run, validate
@@ -68,7 +68,7 @@ def job(cfg: DictConfig) -> Optional[float]:
             return objectives.for_search(reused.get(objectives.METRIC)) if searching else None
         result = pipeline.run(
             cfg,
-            list(hydra_cfg.overrides.task),
+            typed_overrides(hydra_cfg),
             launch_dir,
             parent_run_id=sweep_env.parent_from_env() if in_sweep else None,
             job_tags={"hydra.job.num": str(hydra_cfg.job.num)} if in_sweep else None,
@@ -90,7 +90,7 @@ def job(cfg: DictConfig) -> Optional[float]:
             # line, and a message's status is 1, cli.USER_ERROR_EXIT
             raise SystemExit(f"error: {e}") from None
         _count_failed_job(str(e))
-        print(f"error: job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)}): {e}", file=sys.stderr)
+        print(f"error: job {hydra_cfg.job.num} ({' '.join(typed_overrides(hydra_cfg))}): {e}", file=sys.stderr)
     except Exception as e:
         if not in_sweep:
             raise

@@ -348,7 +348,7 @@ def _rerun(run_id: str, uri: str, launch_dir: Path, rtol: float, atol: float, co
     try:
         for prepared in todo:
             child = prepared.original
-            console.print(f"rerunning {child.record.name} ({child.record.run_id})")
+            console.print(f"rerunning {child.record.name} ({child.record.run_id})", markup=False)
             verdicts.append(compare(child, rerun_one(prepared, launch_dir, console, parent), rtol, atol))
     finally:
         sweep.close_parent(uri, parent)

@@ -5,7 +5,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
+
+# what no terminal may receive from text the project did not write (a learner's print, a file's name): C0 and C1
+# controls but tab and newline, and the bidirectional overrides that reorder what a line seems to say
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def safe(text: str) -> str:
+    """`text` as a terminal may show it: each control character a `?`."""
+    return CONTROL.sub("?", text)
 
 
 def tolerate_any_encoding() -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 from backprop_lab.errors import UserError
+from backprop_lab.streams import safe
 
 _CODE = re.compile(r"^(\+{0,2}impl\.code=)(.*)$", re.DOTALL)
 MULTIRUN_FLAGS = ("-m", "--multirun")
@@ -67,6 +68,10 @@ def expand(argv: list[str], cwd: Path) -> list[str]:
         if not found:
             raise UserError(f"impl.code: {value} {'holds' if folder else 'matches'} no .py file; a folder to sweep "
                             "holds the submissions, one .py file each")  # fmt: skip
+        unsafe = [f for f in found if safe(f) != f]
+        if unsafe:  # refused, not skipped: a submission left out without a word would go ungraded
+            raise UserError(f"impl.code: {safe(unsafe[0])!r} has a control character in its name (shown as ?), "
+                            "which no terminal or log should receive; rename the file and sweep again")  # fmt: skip
         given = arg
         out.append(match.group(1) + ",".join(hydra_quoted(f) for f in found))
     return out

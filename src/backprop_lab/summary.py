@@ -4,6 +4,7 @@ run in the MLflow UI."""
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table as RichTable
 
 from backprop_lab.names import NONE
@@ -91,7 +92,8 @@ def print_summary(r: Result, console: Console) -> None:
     print_timing(r, console)
     wall = "  ".join(f"{k.removesuffix('_s')} {v:.2f}s" for k, v in r.wall.items())
     console.print(f"wall time: {wall}")
-    console.print(f"MLflow run [bold]{r.run_name}[/] id [bold]{r.run.run_id}[/] (experiment {r.run.experiment_id})")
+    console.print(f"MLflow run [bold]{escape(r.run_name)}[/] id [bold]{r.run.run_id}[/] (experiment "
+                  f"{r.run.experiment_id})")  # fmt: skip
     console.print(f"open it:  {r.ui_command}", soft_wrap=True)  # a command to copy: never broken by a wrap
     console.print(f"          then {r.runs_table_url} (the runs table), {r.run_url} (this run)", soft_wrap=True)
 
@@ -107,7 +109,7 @@ def print_job_line(r: Result, console: Console) -> None:
         verdict += f" from node {r.first_divergent}"
     tm = r.timing
     console.print(
-        f"{r.run_name}: grads {verdict} (worst error ratio {error_ratio:.3g} × autograd's own error, "
+        f"{escape(r.run_name)}: grads {verdict} (worst error ratio {error_ratio:.3g} × autograd's own error, "
         f"worst max rel diff {rel_diff:.2g}), backward {tm.backward.median_ms:.2f} ms "
         f"= {tm.backward_vs_autograd:.2f} × {tm.baseline}" + (" (noisy)" if tm.noise_note() else "")
         + (f", objective {r.objective:.4g}" if r.objective is not None else "") + f", run {r.run.run_id}",

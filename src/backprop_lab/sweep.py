@@ -21,6 +21,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from backprop_lab import lifecycle, redaction, run_names, run_params, runs, store, submissions, sweep_env, tracking
+from backprop_lab.config import typed_overrides
 from backprop_lab.errors import UserError
 from backprop_lab.mlflow_client import MAX_NOTE_CHARS
 from backprop_lab.names import JOB_FAILED, NOTE_TAG, SWEEP_TAG
@@ -93,7 +94,7 @@ def sweep_overrides(config: DictConfig) -> list:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     sweeper = config.hydra.sweeper.get("params") or {}
-    given = list(config.hydra.overrides.task) + [f"{key}={value}" for key, value in sweeper.items()]
+    given = typed_overrides(config.hydra) + [f"{key}={value}" for key, value in sweeper.items()]
     return [o for o in OverridesParser.create().parse_overrides(given) if o.is_sweep_override()]
 
 
@@ -182,7 +183,7 @@ def _empty_sweep(config: DictConfig) -> Optional[str]:
             return f"hydra.sweeper.n_trials: {trials}; a search needs at least 1 trial"
         return None
     params = sweeper.get("params") or {}
-    given = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
+    given = [f"{key}={value}" for key, value in params.items()] + typed_overrides(config.hydra)
     try:  # as the basic sweeper expands them: a glob needs the config groups' options
         parsed = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader()).parse_overrides(given)
         for override in parsed:
@@ -197,7 +198,7 @@ def redact_hydra_files(config: DictConfig, job: bool = True) -> None:
     """Rewrite Hydra's saved configs with credentials masked (a no-op when there are none): a job's `.hydra/*.yaml`
     and, in a multirun, the sweep's `multirun.yaml`."""
     hydra_cfg = config.hydra
-    redaction.learn_arguments(hydra_cfg.overrides.task)  # a launcher's worker did not see the command line
+    redaction.learn_arguments(typed_overrides(hydra_cfg))  # a launcher's worker did not see the command line
     files = []
     if job and hydra_cfg.output_subdir is not None:
         files += (Path(hydra_cfg.runtime.output_dir) / hydra_cfg.output_subdir).glob("*.yaml")
@@ -272,7 +273,7 @@ class MlflowSweep(Callback):
                 return
             experiment_id = lifecycle.prepare_store(self.uri, config.tracking.experiment, artifact_location)
             self.experiment_id, self.launch_dir = experiment_id, launch_dir
-            overrides = list(config.hydra.overrides.task)
+            overrides = typed_overrides(config.hydra)
             self.started = time.perf_counter()
             tags = {"overrides": " ".join(overrides), "launcher": config.hydra.launcher._target_.rsplit(".", 1)[-1]}
             self.name = (submissions.given or run_names.parent_name(overrides, self.swept))[:250]  # a folder by its own

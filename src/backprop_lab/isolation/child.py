@@ -15,6 +15,7 @@ import linecache
 import os
 import re
 import sys
+import traceback
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
@@ -24,7 +25,7 @@ import torch
 from backprop_lab.code_files import INSTALLED
 from backprop_lab.errors import ConfigError, UserCodeError
 from backprop_lab.impls import protocol
-from backprop_lab.isolation import sealed, wire
+from backprop_lab.isolation import limits, sealed, wire
 
 MAX_ERROR_CHARS = 16_000  # of a traceback sent to the lab: a long message is cut here, never a flood
 LAB_DIR = str(Path(__file__).resolve().parents[1])  # backprop_lab/: frames there are the lab's, not the learner's
@@ -64,10 +65,10 @@ class Child:
             raise Reply(self.error(e)) from None
 
     def error(self, e: BaseException) -> dict:
-        if isinstance(e, ConfigError):
+        """The lab's own refusal (what the code defines, a module not there) as its one line; anything the learner's
+        code raised, the lab's error classes included, as their traceback under their file's name."""
+        if isinstance(e, ConfigError) and not theirs(traceback.extract_tb(e.__traceback__)[-1].filename):
             return {"error": "config", "text": str(e)[:MAX_ERROR_CHARS]}
-        if isinstance(e, UserCodeError):
-            return {"error": "user", "text": str(e)[:MAX_ERROR_CHARS]}
         try:
             text = str(UserCodeError.from_exception(e, self.label, theirs))
         except BaseException:  # noqa: B036 (an exception whose __str__ raises: its type is all there is to say)
@@ -80,11 +81,7 @@ class Child:
         """Import the learner's code (a file's bytes, as the lab read and hashed them, or a module by name) and say
         its style; with the memory limit set first, and the working directory and import path as `python FILE`
         would have them."""
-        limit = message.get("memory_limit_bytes")
-        if limit:
-            import resource
-
-            resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+        limits.apply(message["memory_limit_bytes"])
         os.chdir(message["launch_dir"])
         if "file" in message:
             path = Path(message["file"])

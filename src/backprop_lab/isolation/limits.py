@@ -30,3 +30,16 @@ def spare_bytes() -> int:
 
 def memory_limit_bytes(gib: Optional[float]) -> int:
     return spare_bytes() if gib is None else int(gib * 2**30)
+
+
+def apply(limit: int) -> None:
+    """In the learner's process, before its code runs: `limit` bytes of private memory (RLIMIT_DATA, what torch's
+    allocations and Python's take), and of any mapping besides what the process has mapped already (RLIMIT_AS:
+    torch's libraries and stacks, as they stand, plus the limit), so that a shared mapping (`mmap(-1, n)`, a tensor's
+    `share_memory_()`) counts too. Both hard limits: the learner's code cannot raise them."""
+    import resource
+
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    mapped, data = (int(status[k].split()[0]) * 1024 for k in ("VmSize", "VmData"))
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+    resource.setrlimit(resource.RLIMIT_AS, (limit + mapped - data, limit + mapped - data))

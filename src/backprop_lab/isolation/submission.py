@@ -25,11 +25,14 @@ import torch
 from backprop_lab.code_files import file_path, is_file
 from backprop_lab.errors import ConfigError, UserCodeError
 from backprop_lab.isolation import limits, output, processes, sealed, wire
+from backprop_lab.streams import safe
 
 MAX_SOURCE_BYTES = 1 << 20  # a learner's file is a few KiB; a megabyte is no lesson's
 MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 TIMED_PASSES = 6  # timing.min_run_time each, at most: the forward, and each backward paired with an autograd's
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x9b]")
+# what a reply the child made (or forged) can raise while the lab reads it: a missing key, a wrong type, a number
+# too large for a float (OverflowError), a file that is not a memfd (OSError)
+UNREADABLE = (KeyError, TypeError, ValueError, AttributeError, ArithmeticError, OSError, wire.WireError)
 
 
 @dataclass
@@ -45,6 +48,9 @@ class Ran:
 def source_of(code: str, base: Optional[Path]) -> tuple[Optional[Path], Optional[bytes]]:
     """The file `code` names and its bytes, or (None, None) for a module name; ConfigError, in one line, for what
     is neither (no .py, a link to something that is not Python, too large, not there)."""
+    if safe(code) != code:
+        raise ConfigError(f"impl.code: {safe(code)!r} has a control character in its name (shown as ?), which no "
+                          "terminal or log should receive; rename the file")  # fmt: skip
     path = file_path(code, base)
     if not is_file(code) and not path.exists():  # a module's name (a file's, such as lib.so, is the file's)
         if not MODULE_NAME.fullmatch(code):
@@ -152,7 +158,7 @@ class Submission:
         reply, _ = self._ask(message, (), limit, "timing your code")
         try:
             return timing.from_plain(reply["timing"], reference_input_grad)
-        except (KeyError, TypeError, ValueError):
+        except UNREADABLE:
             raise self._garbled() from None
 
     def close(self) -> None:
@@ -246,7 +252,7 @@ class Submission:
                                  "as +=, clamp_ or .data on an input or weight); the check needs them as they were: "
                                  "compute into new tensors")  # fmt: skip
         text = _clean(str(reply.get("text", "")), 16_000)
-        if "can't allocate memory" in text or "MemoryError" in text:
+        if "allocate memory" in text.lower() or "MemoryError" in text:
             text += (f"\n(your code's process may use {self.memory_limit_gib:.1f} GiB: impl.memory_limit_gib)")
         return UserCodeError(text)
 
@@ -255,14 +261,15 @@ class Submission:
             loss = reply["loss"]
             if not isinstance(loss, (int, float)) or isinstance(loss, bool) or len(fds) != 1:
                 raise ValueError
+            loss = float(loss)
             names = {str(e.get("node")) for e in reply["given"]} | {f"first:{e.get('node')}" for e in reply["first"]}
             values = sealed.unpack(reply["tensors"], fds[0], names)
             not_given = [str(n) for n in reply["not_given"] if str(n) in due]
             manual = self._given(reply["given"], values, due, dtype, device, "")
             first = self._given(reply["first"], values, due, dtype, device, "first:", strict=False)
-        except (KeyError, TypeError, ValueError, AttributeError, OSError, wire.WireError):  # OSError: not a memfd
+        except UNREADABLE:
             raise self._garbled() from None
-        return Ran(float(loss), manual, first, not_given)
+        return Ran(loss, manual, first, not_given)
 
     def _given(self, entries: list, values: dict, due: dict, dtype: torch.dtype, device: torch.device, prefix: str,
                strict: bool = True) -> dict[str, torch.Tensor]:  # fmt: skip
@@ -315,7 +322,7 @@ def _clean(text: str, limit: int) -> str:
     from backprop_lab.redaction import redact
 
     cut = text[:limit] + (" ... (cut)" if len(text) > limit else "")
-    return redact(_CONTROL.sub("?", cut))
+    return redact(safe(cut))
 
 
 _data: Optional[tuple[torch.Tensor, torch.Tensor, int, int, list, int]] = None  # x, y, their versions, the file
