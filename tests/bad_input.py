@@ -72,6 +72,24 @@ threading.Thread(target=_spoil, daemon=True).start()
                       "    _spoilt.wait()  # the thread has changed the data before the check looks\n")
 
 
+FLOODS = """
+import os, random, string
+os.write(1, "".join(random.choices(string.ascii_letters + string.digits, k=100_000)).encode() + b"\\n")
+os.write(2, b"\\x1b[2J\\x1b]0;title\\x07\\n")
+for i in range(1000):
+    os.write(1 + i % 2, b"line\\n")
+"""
+
+
+def _package(package: str, module: str, source: str) -> Callable[[Path], None]:
+    def setup(directory: Path) -> None:
+        (directory / package).mkdir()
+        (directory / package / "__init__.py").write_text("")
+        (directory / package / f"{module}.py").write_text(source)
+
+    return setup
+
+
 def _judged(name: str, source: str) -> dict:
     """A case that is no bad input: a FINISHED run, exit 0, its verdict line."""
     return {"run": "FINISHED", "exit_code": 0, "verdict": True, "when": "judged", "setup": _writes(name, source)}
@@ -349,6 +367,11 @@ CASES = [
          "verdict: gradients ok at every node", **_judged("meddles.py", "import atexit, os, sys, time\n"
          "os.chdir('/')\natexit.register(lambda: os._exit(0))\nif os.fork() == 0:\n    time.sleep(30)\n"
          "sys.stdout.close()\nos.close(1)\n" + CORRECT)),
+    Case("your own code, a module of a package, looping in its backward", _learner("learner_pkg.endless"),
+         "error: learner_pkg.endless: your code ran past impl.time_limit_s=2 s while running your backward",
+         run=FAILED, when=LEARNER, setup=_package("learner_pkg", "endless", _in_relu("while True:\n        pass"))),
+    Case("your own code, a 100 KB line of letters, escapes and 1,000 lines straight to fd 1 and 2",
+         _learner("floods.py"), "verdict: gradients ok at every node", **_judged("floods.py", FLOODS + CORRECT)),
     Case("your own code, a thread that keeps changing the data", _learner("spoils.py"),
          "error: {dir}/spoils.py: your code changed y in place", run=FAILED, when=LEARNER,
          setup=_writes("spoils.py", SPOILS)),
