@@ -13,7 +13,7 @@ import torch
 from backprop_lab import diagnosis
 from backprop_lab.grad_check import NodeCheck, check, first_divergent, float64_truth, reduction_lengths
 from backprop_lab.grad_stats import backward_stats, elementwise_diffs
-from backprop_lab.impls.common import layer_widths, node_shapes
+from backprop_lab.impls.common import all_grads, layer_widths, node_shapes
 from backprop_lab.isolation.submission import Ran, Submission
 from backprop_lab.names import NONE
 
@@ -72,11 +72,11 @@ def run_here(code: protocol.Code, params: dict[str, torch.Tensor], x: torch.Tens
                                                                                                       bug)  # fmt: skip
     loss = net.forward(x, y)
     loss = loss.item() if isinstance(loss, torch.Tensor) else float(loss)
-    first = _all_grads(net, net.backward())
+    first = all_grads(net, net.backward())
     # cloned: a backward writing its `.g`s in place would otherwise make the first call's values the second's
     first = {k: (v[: diagnosis.SAMPLE_ROWS] if k == "x" else v).detach().clone() for k, v in first.items()
              if isinstance(v, torch.Tensor)}  # fmt: skip
-    manual = {k: v for k, v in _all_grads(net, net.backward()).items() if v is not None}  # None: not given
+    manual = {k: v for k, v in all_grads(net, net.backward()).items() if v is not None}  # None: not given
     return Ran(loss, manual, first, list(getattr(net, "not_given", list)()))
 
 
@@ -112,7 +112,3 @@ def judge(ran: Ran, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.T
     elementwise = elementwise_diffs({k: manual[k] for k in leaves}, {k: ref[k] for k in leaves})
     return Checked(ran.loss, checks, elementwise, computed_x, stats, mistake)
 
-
-def _all_grads(net, grads) -> dict:
-    """A backward's gradients with the intermediate nodes' (`node_grads`, where the implementation has it)."""
-    return dict(grads or {}) | dict(getattr(net, "node_grads", dict)() or {})

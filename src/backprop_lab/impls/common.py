@@ -104,3 +104,8 @@ def autograd_backward(loss: torch.Tensor, leaves: dict[str, torch.Tensor]) -> Gr
         t.grad = None
     loss.backward(retain_graph=True)
     return {name: t.grad for name, t in leaves.items()}
+
+
+def all_grads(net, grads) -> dict:
+    """A backward's gradients with the intermediate nodes' (`node_grads`, where the implementation has it)."""
+    return dict(grads or {}) | dict(getattr(net, "node_grads", dict)() or {})

@@ -25,6 +25,7 @@ import torch
 from backprop_lab.code_files import INSTALLED
 from backprop_lab.errors import ConfigError, UserCodeError
 from backprop_lab.impls import protocol
+from backprop_lab.impls.common import all_grads
 from backprop_lab.isolation import limits, sealed, wire
 
 MAX_ERROR_CHARS = 16_000  # of a traceback sent to the lab: a long message is cut here, never a flood
@@ -129,11 +130,11 @@ class Child:
             loss = net.forward(x, y)
             loss = float(loss.item() if isinstance(loss, torch.Tensor) else loss)
         with self.their_code("running your backward (its first call)"):
-            first = _all_grads(net, net.backward())
+            first = all_grads(net, net.backward())
             first = {k: (v[:sample] if k == "x" else v).detach().clone() for k, v in first.items()
                      if isinstance(v, torch.Tensor)}  # fmt: skip
         with self.their_code("running your backward (its second call, on the same forward)"):
-            manual = {k: v for k, v in _all_grads(net, net.backward()).items() if v is not None}
+            manual = {k: v for k, v in all_grads(net, net.backward()).items() if v is not None}
             not_given = [str(n) for n in getattr(net, "not_given", list)()]
         changed = [k for k, v in untouched.items() if not torch.equal(self.inputs[k].cpu(), v)]
         if changed:
@@ -158,13 +159,6 @@ class Child:
             timed = timing.time_against_autograd(net, params, x, y, shift, bool(message["reference_input_grad"]),
                                                         float(message["min_run_time"]), int(message["threads"]))
         return {"timing": timing.as_plain(timed)}
-
-
-def _all_grads(net, grads) -> dict:
-    """A backward's gradients with the intermediate nodes' (`node_grads`, where the implementation has it)."""
-    return dict(grads or {}) | dict(getattr(net, "node_grads", dict)() or {})
-
-
 
 
 def _described(grads: dict, due: dict[str, tuple], prefix: str) -> tuple[list[dict], dict[str, torch.Tensor]]:
