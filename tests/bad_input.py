@@ -99,8 +99,10 @@ def _in_lin(line: str) -> str:
     return CORRECT.replace("    b.g = out.g.sum(0)", f"    b.g = out.g.sum(0)\n    {line}")
 
 
-def _learner(code: str) -> list[str]:
-    return ["impl=user", f"impl.code={code}", "impl.time_limit_s=2", *FAST]
+def _learner(code: str, limit_s: float | None = None) -> list[str]:
+    """A learner's code, run as impl=user; `limit_s` for the code that loops (the rest keeps the default, 60 s, so
+    that a loaded machine cannot make a correct file late)."""
+    return ["impl=user", f"impl.code={code}", *([f"impl.time_limit_s={limit_s:g}"] if limit_s else []), *FAST]
 
 
 def _in_relu(lines: str) -> str:
@@ -323,7 +325,7 @@ CASES = [
     Case("your own code, os._exit(3) at import", _learner("exits.py"),
          "error: {dir}/exits.py: your code ended its own process (exit status 3: os._exit, or a crash) while importing "
          "your file", setup=_writes("exits.py", "import os\nos._exit(3)\n" + CORRECT)),
-    Case("your own code, an endless loop at import", _learner("loops.py"),
+    Case("your own code, an endless loop at import", _learner("loops.py", limit_s=2),
          "error: {dir}/loops.py: your code ran past impl.time_limit_s=2 s while importing your file",
          setup=_writes("loops.py", "while True:\n    pass\n" + CORRECT)),
     Case("your own code, os._exit(0) in its backward", _learner("exits.py"),
@@ -337,18 +339,18 @@ CASES = [
     Case("your own code, KeyboardInterrupt raised in its backward", _learner("interrupts.py"),
          "error: {dir}/interrupts.py: your code raised KeyboardInterrupt", run=FAILED, when=LEARNER, traceback=True,
          setup=_writes("interrupts.py", _in_relu("raise KeyboardInterrupt"))),
-    Case("your own code, a loop that survives SIGTERM in its backward", _learner("stubborn.py"),
+    Case("your own code, a loop that survives SIGTERM in its backward", _learner("stubborn.py", limit_s=2),
          "error: {dir}/stubborn.py: your code ran past impl.time_limit_s=2 s while running your backward",
          run=FAILED, when=LEARNER, setup=_writes("stubborn.py", "import signal\n"
          "signal.signal(signal.SIGTERM, signal.SIG_IGN)\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\n"
          + _in_relu("while True:\n        try:\n            pass\n        except:\n            pass"))),
-    Case("your own code, an exception whose message never ends", _learner("endless_str.py"),
+    Case("your own code, an exception whose message never ends", _learner("endless_str.py", limit_s=2),
          "error: {dir}/endless_str.py: your code ran past impl.time_limit_s=2 s while reporting the error your code "
          "raised while running your backward", run=FAILED, when=LEARNER, setup=_writes("endless_str.py", ENDLESS_STR)),
     Case("your own code, a deep recursion", _learner("deep.py"),
          "error: {dir}/deep.py: your code raised RecursionError", run=FAILED, when=LEARNER, traceback=True,
          setup=_writes("deep.py", "def down(n):\n    return down(n + 1)\n" + _in_relu("down(0)"))),
-    Case("your own code, an endless loop while it is timed", _learner("timed.py"),
+    Case("your own code, an endless loop while it is timed", _learner("timed.py", limit_s=2),
          "error: {dir}/timed.py: your code ran past impl.time_limit_s=2 s while timing your forward and backward",
          run=FAILED, when="timing", setup=_writes("timed.py", "calls = [0]\n" + _in_relu(
              "calls[0] += 1\n    while calls[0] > 2:\n        pass"))),
@@ -367,7 +369,7 @@ CASES = [
          "verdict: gradients ok at every node", **_judged("meddles.py", "import atexit, os, sys, time\n"
          "os.chdir('/')\natexit.register(lambda: os._exit(0))\nif os.fork() == 0:\n    time.sleep(30)\n"
          "sys.stdout.close()\nos.close(1)\n" + CORRECT)),
-    Case("your own code, a module of a package, looping in its backward", _learner("learner_pkg.endless"),
+    Case("your own code, a module of a package, looping in its backward", _learner("learner_pkg.endless", limit_s=2),
          "error: learner_pkg.endless: your code ran past impl.time_limit_s=2 s while running your backward",
          run=FAILED, when=LEARNER, setup=_package("learner_pkg", "endless", _in_relu("while True:\n        pass"))),
     Case("your own code, a 100 KB line of letters, escapes and 1,000 lines straight to fd 1 and 2",
