@@ -8,6 +8,7 @@ import math as maths
 
 import pytest
 import torch
+from test_user_code import CLASSES
 
 from backprop_lab.cell_source import module_source
 from backprop_lab.errors import ConfigError
@@ -30,24 +31,6 @@ def lin_grad(inp, out, w, b):
     b.g = out.g.sum(0)
 
 
-class Module:
-    def __call__(self, *args):
-        self.args = args
-        self.out = self.forward(*args)
-        return self.out
-
-    def backward(self):
-        self.bwd(self.out, *self.args)
-
-
-class Relu(Module):
-    def forward(self, inp):
-        return inp.clamp_min(0.0) - 0.5
-
-    def bwd(self, out, inp):
-        inp.g = (inp > 0).float() * out.g
-
-
 def run(source: str) -> dict:
     namespace: dict = {}
     exec(compile(source, "cell.py", "exec"), namespace)  # a fresh namespace: nothing of this module's
@@ -64,11 +47,17 @@ def test_what_the_functions_use_is_carried_and_a_renamed_one_bound_to_the_lesson
     assert torch.allclose(inp.g, 2.0 * (inp.squeeze(-1) - targ).unsqueeze(-1) / 4)
 
 
-def test_a_class_brings_its_base_class():
-    cell = run(module_source({"Relu": Relu}))
-    relu = cell["Relu"]()
+def test_a_class_brings_its_base_class(tmp_path):
+    """The notebook's Relu(Module), from a module of its own (as a notebook's class is found through its cell)."""
+    import importlib.util
+
+    (tmp_path / "lesson_classes.py").write_text(CLASSES)
+    spec = importlib.util.spec_from_file_location("lesson_classes", tmp_path / "lesson_classes.py")
+    classes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(classes)
+    cell = run(module_source({"Relu": classes.Relu}))
     x = torch.tensor([[-1.0, 2.0]])
-    assert torch.equal(relu(x), torch.tensor([[-0.5, 1.5]])) and "Module" in cell
+    assert torch.equal(cell["Relu"]()(x), torch.tensor([[-0.5, 1.5]])) and "Module" in cell
 
 
 def test_what_a_file_cannot_carry_is_one_line():

@@ -113,8 +113,10 @@ def _globals_used(obj: Any) -> dict[str, Any]:
             raise ConfigError(f"check: {obj.__name__} reads {free} from an enclosing function, which a file cannot "
                               "carry; define it at the top level")  # fmt: skip
     else:
-        space = vars(sys.modules[obj.__module__]) if obj.__module__ in sys.modules else {}
-        codes = [c for f in vars(obj).values() if isinstance(f, types.FunctionType) for c in _code_objects(f.__code__)]
+        methods = [f for f in vars(obj).values() if isinstance(f, types.FunctionType)]
+        module = sys.modules.get(obj.__module__)  # where the class was defined: its methods' globals say it too
+        space = methods[0].__globals__ if methods else vars(module) if module else {}
+        codes = [c for f in methods for c in _code_objects(f.__code__)]
     names = [i.argval for code in codes for i in dis.get_instructions(code) if i.opname in ("LOAD_GLOBAL", "LOAD_NAME")]
     if isinstance(obj, type):
         names += [b.__name__ for b in obj.__bases__ if b is not object]
