@@ -123,8 +123,8 @@ def test_a_sign_flip_is_sign_not_a_scale():
     assert d.kind == "scale" and "× -2.000" in d.words and "sign flipped too" in d.words
 
 
-NAMED_FACTORS = [(3.0, "not 2, 1/2, N, 1/N or N/2"), (1 / 64, "= 1/N, N = 64"), (32.0, "= N/2, N = 64"),
-                 (2.0, "the square's 2 counted twice?")]  # fmt: skip
+NAMED_FACTORS = [(3.0, "not 2, 1/2, N, 1/N or N/2"), (1 / 64, "a factor of 1/N, N = 64: a mean where the sum is due?"),
+                 (32.0, "= N/2, N = 64"), (2.0, "the square's 2 counted twice?")]  # fmt: skip
 
 
 @pytest.mark.parametrize("factor, named", NAMED_FACTORS)

@@ -322,3 +322,20 @@ def test_a_learners_file_imports_its_neighbours(tmp_path):
     checked = check(write(tmp_path, "from my_utils import t\n" + LIN.replace("w.t()", "t(w)") + RELU + MSE))
     assert grad_check.overall(checked.checks) == "ok"
     assert str(tmp_path.resolve()) not in __import__("sys").path  # put back
+
+
+@pytest.mark.parametrize("rows", [60, 2000, 50_000])
+@pytest.mark.parametrize("slip, node", [
+    ("b.g = out.g.mean(0)", "b2"),  # a node of one entry, where any offset would fit
+    ("w.g = inp.t() @ out.g / inp.shape[0]", "w2"),
+])  # fmt: skip
+def test_a_mean_where_the_sum_is_due_is_a_factor_of_1_over_n_at_every_n(tmp_path, rows, slip, node):
+    """The commonest slip of the lesson, at every N up to the whole of MNIST's training rows: never "zero", never
+    an offset that any single number fits."""
+    line = {"b": "    b.g = out.g.sum(0)", "w": "    w.g = inp.t() @ out.g"}[node[0]]
+    params, x, y = small_problem([20, 12, 1], n=rows, dtype=torch.float32)
+    path = write(tmp_path, CORRECT.replace(line, "    " + slip))
+    checked = backward.run_check(str(path), params, x, y, 0.5, False, 8.0)
+    assert grad_check.first_divergent(checked.checks) == node
+    assert checked.mistake.kind == "scale" and f"a factor of 1/N, N = {rows}: a mean where the sum is due?" in (
+        checked.mistake.words), checked.mistake  # fmt: skip

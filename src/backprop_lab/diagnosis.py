@@ -72,11 +72,16 @@ def diagnose(
     if error <= tol:  # only rounding apart: the check's verdict came from a tolerance tighter than this one
         return Diagnosis("differs", f"differs (no pattern found): {measured}, relative error {error:.3g}: past the "
                                     "check's tolerance, too close for any model to tell")  # fmt: skip
-    if norm_g <= tol * norm_t:
+    if norm_g <= torch.finfo(given.dtype).eps * norm_t:  # zero to the dtype's resolution, not merely small: a mean
+        # where the sum is due is 1/N of the truth, a scale, however large N is
         return Diagnosis("zero", f"zero where the truth is not (||truth|| = {norm_t:.3g}): the gradient stops here")
 
     def fits(model: torch.Tensor) -> bool:
         return (g - model).norm().item() <= tol * max(norm_g, norm_t)
+
+    if t.numel() == 1:  # any offset, and any factor, fit a single number: only a factor with a name says anything
+        return _scale(g, t, rows, fits, tol, named_only=True) or Diagnosis(
+            "differs", f"differs (no pattern found): {measured}, on a node of one entry")  # fmt: skip
 
     found = (_accumulated(g, t, earlier, tol, measured) or _square_transposed(node, t, fits)
              or _square_wrong_axis(node, t, upstream, fits)
@@ -224,15 +229,21 @@ def _offset(g, t, pre_activation, shift, fits, tol) -> Diagnosis | None:
     return None
 
 
-def _scale(g, t, rows, fits, tol) -> Diagnosis | None:
+def _scale(g, t, rows, fits, tol, named_only: bool = False) -> Diagnosis | None:
+    """A constant factor, said with its name where it has one (2, 1/2, N, 1/N, N/2, -1); `named_only`: a factor
+    without a name is no diagnosis (on a node of one entry, every factor fits)."""
     c = ((g * t).sum() / (t * t).sum()).item()  # the least-squares factor
     if not fits(c * t):
         return None
     if math.isclose(c, -1, rel_tol=tol):
         return Diagnosis("sign", f"× {_number(c)} everywhere: the sign flipped (a difference the wrong way round?)")
     named = [(2, "the square's 2 counted twice?"), (1 / 2, "the square's 2 missing?"),
-             (rows, f"= N = {rows}: the mean's 1/N missing?"), (1 / rows, f"= 1/N, N = {rows}: divided by N twice?"),
+             (rows, f"= N = {rows}: the mean's 1/N missing?"),
+             (1 / rows, f"a factor of 1/N, N = {rows}: a mean where the sum is due?"),
              (rows / 2, f"= N/2, N = {rows}: the mean's 2/N missing?")]  # fmt: skip
-    why = next((w for f, w in named if math.isclose(abs(c), f, rel_tol=tol)), "not 2, 1/2, N, 1/N or N/2")
+    why = next((w for f, w in named if math.isclose(abs(c), f, rel_tol=tol)), None)
+    if why is None and named_only:
+        return None
     sign = "the sign flipped too; " if c < 0 else ""
+    why = why or "not 2, 1/2, N, 1/N or N/2"
     return Diagnosis("scale", f"× {_number(c)} everywhere: a constant factor ({sign}{why})")
