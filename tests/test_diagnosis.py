@@ -212,7 +212,8 @@ def test_every_kind_is_reachable():
     t = crafted()
     said = {diagnose_bank(bug).kind for bug in BANK} | {
         say(None, t).kind, say((-t).float(), t).kind, say(crafted((64, 64)), crafted((64, 1)), node="lin4").kind,
-        say(torch.full_like(t, float("nan")), t).kind, say((t + 0.3 * crafted(seed=1)).float(), t).kind}  # fmt: skip
+        say(torch.full_like(t, float("nan")), t).kind, say((t + 0.3 * crafted(seed=1)).float(), t).kind,
+        say(crafted((64,)).float(), crafted((64, 1)), node="lin4").kind}  # fmt: skip
     assert said == set(diagnosis.KINDS)
 
 

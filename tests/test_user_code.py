@@ -339,3 +339,23 @@ def test_a_mean_where_the_sum_is_due_is_a_factor_of_1_over_n_at_every_n(tmp_path
     assert grad_check.first_divergent(checked.checks) == node
     assert checked.mistake.kind == "scale" and f"a factor of 1/N, N = {rows}: a mean where the sum is due?" in (
         checked.mistake.words), checked.mistake  # fmt: skip
+
+
+@pytest.mark.parametrize("slip, widths, node, kind, says", [
+    (("b.g = out.g.sum(0)", "b.g = out.g.sum(0, keepdim=True)"), WIDTHS, "b3", "dims",
+     ["shape (1, 1) where (1,) is due", "keepdim", "lin_grad's `b.g"]),
+    (("/ inp.shape[0]", "/ inp.shape[0]).squeeze(-1"), WIDTHS, "lin3", "dims",
+     ["shape (60,) where (60, 1) is due", "unsqueeze(-1)", "mse_grad's"]),
+    (("inp.g = out.g @ w.t()", "inp.g = out.g @ (w if w.shape[0] == w.shape[1] else w.t())"), [12, 12, 12, 1], "act1",
+     "transposed", ["out.g @ w where out.g @ w.t() is due", "(12, 12)"]),
+])  # fmt: skip
+def test_each_shape_slip_gets_its_own_sentence(tmp_path, slip, widths, node, kind, says):
+    """A bias that kept its dimension, an mse_grad without its unsqueeze, a weight not transposed on a square layer:
+    each said as what it is, with the shape given, the shape due and the line that sets it."""
+    source = CORRECT.replace(*slip) if "squeeze" not in slip[1] else CORRECT.replace(
+        "inp.g = 2. * (inp.squeeze(-1) - targ).unsqueeze(-1) / inp.shape[0]",
+        "inp.g = (2. * (inp.squeeze(-1) - targ).unsqueeze(-1) / inp.shape[0]).squeeze(-1)")  # fmt: skip
+    assert source != CORRECT
+    checked = check(write(tmp_path, source), widths=widths)
+    assert grad_check.first_divergent(checked.checks) == node
+    assert checked.mistake.kind == kind and all(s in checked.mistake.words for s in says), checked.mistake

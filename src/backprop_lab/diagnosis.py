@@ -17,8 +17,8 @@ import torch
 
 # The tag logged; in about the order they are tested (a square node's transpose or wrong axis is told by its values,
 # after the shape kinds and the accumulated one).
-KINDS = ("not_given", "wrong_axis", "transposed", "broadcast", "non_finite", "zero", "accumulated", "relu_mask",
-         "offset", "sign", "scale", "differs")  # fmt: skip
+KINDS = ("not_given", "wrong_axis", "transposed", "dims", "broadcast", "non_finite", "zero", "accumulated",
+         "relu_mask", "offset", "sign", "scale", "differs")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -43,18 +43,20 @@ def tolerance(dtype: torch.dtype) -> float:
 def diagnose(
     node: str, given: torch.Tensor | None, truth: torch.Tensor, *, rows: int,
     pre_activation: torch.Tensor | None = None, upstream: torch.Tensor | None = None, shift: float = 0.5,
-    earlier: torch.Tensor | None = None,
+    earlier: torch.Tensor | None = None, weight: torch.Tensor | None = None, step: str | None = None,
 ) -> Diagnosis:  # fmt: skip
     """The kind of `given`'s difference from the float64 `truth` at `node` (lin{i}, act{i}, w{i}, b{i}, x).
 
     `rows` is the batch size N (to name the mean's 1/N). Context, where the caller has it (`diagnose_at`):
     `pre_activation`, the ReLU's input at a lin{i} below one (its output is `pre_activation.clamp_min(0) - shift`);
-    `upstream`, the truth at the node above (act{i} for lin{i}, lin{i} for b{i}); `earlier`, the user's gradient here
-    from the first of two backward calls on the same forward (`given` being the second's). Two calls on one forward
-    cannot show a stale gradient (it equals a fresh one), only an accumulated one."""
+    `upstream`, the truth at the node above (act{i} for lin{i}, lin{i} for b{i}, lin{i+1} for act{i}); `weight`, the
+    layer's weight an input's gradient is multiplied by (w{i+1} for act{i}); `earlier`, the user's gradient here
+    from the first of two backward calls on the same forward (`given` being the second's); `step`, the lesson's line
+    that sets this node's gradient, to name in a shape's sentence. Two calls on one forward cannot show a stale
+    gradient (it equals a fresh one), only an accumulated one."""
     if given is None:
         return Diagnosis("not_given", "not given: the backward left no gradient here")
-    shaped = _by_shape(node, tuple(given.shape), tuple(truth.shape), rows)
+    shaped = _by_shape(node, tuple(given.shape), tuple(truth.shape), rows, step)
     if shaped is not None:
         return shaped
     g, t = _f64(given, truth), truth.detach().double()
@@ -83,7 +85,8 @@ def diagnose(
         return _scale(g, t, rows, fits, tol, named_only=True) or Diagnosis(
             "differs", f"differs (no pattern found): {measured}, on a node of one entry")  # fmt: skip
 
-    found = (_accumulated(g, t, earlier, tol, measured) or _square_transposed(node, t, fits)
+    found = (_accumulated(g, t, earlier, tol, measured) or _weight_not_transposed(t, upstream, weight, fits)
+             or _square_transposed(node, t, fits)
              or _square_wrong_axis(node, t, upstream, fits)
              or _relu(g, t, pre_activation, upstream, shift, fits) or _offset(g, t, pre_activation, shift, fits, tol)
              or _scale(g, t, rows, fits, tol))  # fmt: skip
@@ -95,26 +98,45 @@ SAMPLE_ROWS = 2048  # of the input's gradient: its float64 truth is never held w
 
 def diagnose_at(
     node: str, manual: dict, earlier: dict, truth: dict, pre_activations: dict[str, torch.Tensor], *,
-    due_shape: tuple[int, ...], rows: int, shift: float,
+    due_shape: tuple[int, ...], rows: int, shift: float, params: dict[str, torch.Tensor] | None = None,
 ) -> Diagnosis:  # fmt: skip
     """`diagnose` at `node` with the context the check has: the user's gradients of the second and first backward
     calls (`manual`, `earlier`), the truth at every node (at "x" a function of a row range), the forward's lin{i}
-    outputs, and the node's due shape. The context taken: for lin{i} below a ReLU, its input and the truth at act{i};
-    for b{i}, the truth at lin{i} (what its sum runs over). The input's gradient is judged on its first
-    SAMPLE_ROWS rows: every kind but a shape (told by the shapes alone) holds row by row."""
+    outputs, the node's due shape and the weights. The context taken: for lin{i} below a ReLU, its input and the
+    truth at act{i}; for b{i}, the truth at lin{i} (what its sum runs over); for act{i} (or x), the truth at lin{i+1}
+    and w{i+1}. The input's gradient is judged on its first SAMPLE_ROWS rows: every kind but a shape (told by the
+    shapes alone) holds row by row."""
     given, due, before = manual.get(node), truth[node], earlier.get(node)
+    step = _step(node, truth)
     if callable(due):
         if given is not None and tuple(given.shape) != tuple(due_shape):
-            return _by_shape(node, tuple(given.shape), tuple(due_shape), rows)
+            return _by_shape(node, tuple(given.shape), tuple(due_shape), rows, step)
         due = due(0, SAMPLE_ROWS)
         given, before = (t[:SAMPLE_ROWS] if t is not None else None for t in (given, before))
-    layer = node.lstrip("linactwb")
+    layer = node.lstrip("linactwb") if node != "x" else "0"
     context = {}
     if node.startswith("lin") and f"act{layer}" in truth:
         context = {"pre_activation": pre_activations[node], "upstream": truth[f"act{layer}"]}
     elif node.startswith("b"):
         context = {"upstream": truth[f"lin{layer}"]}
-    return diagnose(node, given, due, rows=rows, shift=shift, earlier=before, **context)
+    elif (node.startswith("act") or node == "x") and params and f"w{int(layer) + 1}" in params:
+        above = int(layer) + 1  # the layer this node is the input of
+        upstream = truth[f"lin{above}"][:SAMPLE_ROWS] if node == "x" else truth[f"lin{above}"]
+        context = {"upstream": upstream, "weight": params[f"w{above}"]}
+    return diagnose(node, given, due, rows=rows, shift=shift, earlier=before, step=step, **context)
+
+
+def _step(node: str, truth: dict) -> str:
+    """The lesson's line that sets the node's gradient: what a sentence about its shape points at."""
+    if node.startswith("w"):
+        return "lin_grad's `w.g = inp.t() @ out.g`"
+    if node.startswith("b"):
+        return "lin_grad's `b.g = out.g.sum(0)`"
+    if node.startswith("act") or node == "x":
+        return "lin_grad's `inp.g = out.g @ w.t()`"
+    hidden = f"act{node.removeprefix('lin')}" in truth
+    return "relu_grad's `inp.g = (inp > 0).float() * out.g`" if hidden else (
+        "mse_grad's `inp.g = 2. * (inp.squeeze(-1) - targ).unsqueeze(-1) / inp.shape[0]`")  # fmt: skip
 
 
 def _f64(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -134,16 +156,28 @@ def _ratio(a: float, b: float) -> str:
     return _number(a / b) if b > 0 else "inf"
 
 
-def _by_shape(node: str, shape: tuple[int, ...], due: tuple[int, ...], rows: int) -> Diagnosis | None:
-    """A wrong shape, told by the shapes alone: None where they agree."""
+def _by_shape(node: str, shape: tuple[int, ...], due: tuple[int, ...], rows: int,
+              step: str | None = None) -> Diagnosis | None:  # fmt: skip
+    """A wrong shape, told by the shapes alone, in a sentence of its own naming the shape given, the shape due and
+    the lesson's line that sets it (`step`): None where they agree."""
     if shape == due:
         return None
     said = f"shape {_shape(shape)} where {_shape(due)} is due"
+    at = f" (in {step})" if step else ""
     if node.startswith("b") and shape == (rows,):
-        return Diagnosis("wrong_axis", f"{said}: the bias gradient summed over the features (sum(1)), not the rows")
+        return Diagnosis("wrong_axis", f"{said}: the bias gradient summed over the features (sum(1)), not the "
+                                       f"rows{at}")  # fmt: skip
     if len(shape) == 2 and shape == due[::-1]:
         how = "the (out, in) product g.t() @ x, where x.t() @ g is due" if node.startswith("w") else "transposed"
-        return Diagnosis("transposed", f"{said}: {how}")
+        return Diagnosis("transposed", f"{said}: {how}{at}")
+    if math.prod(shape) == math.prod(due) and [n for n in shape if n != 1] == [n for n in due if n != 1]:
+        if len(shape) > len(due):
+            how = ("a dimension of size 1 kept (sum(0, keepdim=True)? sum(0) is due)" if node.startswith("b")
+                   else "a dimension of size 1 too many")  # fmt: skip
+        else:
+            how = ("the output's dimension of size 1 dropped (the `.unsqueeze(-1)` missing?)" if node.startswith("lin")
+                   else "a dimension of size 1 missing")  # fmt: skip
+        return Diagnosis("dims", f"{said}: as many entries, {how}{at}")
     try:
         broadcast = torch.broadcast_shapes(shape, due) == shape
     except RuntimeError:
@@ -155,8 +189,19 @@ def _by_shape(node: str, shape: tuple[int, ...], due: tuple[int, ...], rows: int
             how = "the rows not summed"
         else:
             how = "a result broadcast to more entries than the node has"
-        return Diagnosis("broadcast", f"{said}: {how}")
-    return Diagnosis("differs", f"differs (no pattern found): {said}")
+        return Diagnosis("broadcast", f"{said}: {how}{at}")
+    return Diagnosis("differs", f"differs (no pattern found): {said}{at}")
+
+
+def _weight_not_transposed(t, upstream, weight, fits) -> Diagnosis | None:
+    """An input's gradient multiplied by the weight where its transpose is due: on a square layer the shapes agree
+    and only the values tell."""
+    if upstream is None or weight is None or weight.shape[0] != weight.shape[1]:
+        return None
+    if not fits(_f64(upstream, t) @ _f64(weight, t)):
+        return None
+    return Diagnosis("transposed", f"out.g @ w where out.g @ w.t() is due: a transposed weight (the layer is square, "
+                                   f"{_shape(tuple(weight.shape))}, so only the values tell)")  # fmt: skip
 
 
 def _accumulated(g, t, earlier, tol, measured) -> Diagnosis | None:
