@@ -359,3 +359,17 @@ def test_each_shape_slip_gets_its_own_sentence(tmp_path, slip, widths, node, kin
     checked = check(write(tmp_path, source), widths=widths)
     assert grad_check.first_divergent(checked.checks) == node
     assert checked.mistake.kind == kind and all(s in checked.mistake.words for s in says), checked.mistake
+
+
+@pytest.mark.parametrize("source, style, says", [
+    (CORRECT.replace("    inp.g = out.g @ w.t()\n", ""), "functions",
+     "PARTIAL: lin_grad set w.g and b.g but not inp.g: the chain stops at act2"),
+    (CLASSES.replace("        inp.g = out.g @ self.w.t()\n", ""), "classes",
+     "PARTIAL: Lin's bwd set w.g and b.g but not inp.g: the chain stops at act2"),
+])  # fmt: skip
+def test_partial_code_leads_with_partial_and_names_the_step_that_left_a_gradient_unset(tmp_path, source, style, says):
+    """A lin_grad that forgot `inp.g` is no "ok": the line says PARTIAL, which step left which gradient unset, and
+    where the learner's chain stops (the lab's own gradient stands in below, so the rest is still judged)."""
+    checked = check(write(tmp_path, source))
+    line = grad_check.verdict_line(checked.checks, 8.0, torch.float64, checked.mistake, style)
+    assert line.startswith(says) and line.endswith("not given: act2, act1, x"), line

@@ -222,9 +222,10 @@ def inconclusive_note(checks: list[NodeCheck], factor: float, dtype: torch.dtype
 
 
 def verdict_line(checks: list[NodeCheck], factor: float, dtype: torch.dtype,
-                 mistake: Optional[diagnosis.Diagnosis] = None) -> str:  # fmt: skip
-    """The check's answer in a line: ok, wrong from which node and what kind of mistake, or inconclusive where and
-    what would make it not."""
+                 mistake: Optional[diagnosis.Diagnosis] = None, style: Optional[str] = None) -> str:  # fmt: skip
+    """The check's answer in a line: ok, wrong from which node and what kind of mistake, partial (which of the
+    lesson's steps left which gradient unset: `style`, the code's, names them), or inconclusive where and what would
+    make it not."""
     worst = max((c.ratio for c in checks if c.given), default=0.0)
     worst_text = f"worst {'inf' if math.isinf(worst) else f'{worst:.2g}'} × autograd's own error"
     verdict = overall(checks)
@@ -235,9 +236,53 @@ def verdict_line(checks: list[NodeCheck], factor: float, dtype: torch.dtype,
         return f"gradients WRONG from node {first_divergent(checks)} ({worst_text}){kind}"
     if verdict == "partial":
         missing = [c.node for c in checks if not c.given]
-        return (f"gradients ok at every node given ({len(checks) - len(missing)} of {len(checks)}; {worst_text}); "
-                f"not given: {', '.join(missing)}")
+        return (f"PARTIAL: {unset_words(checks, style)}; the lab's own gradient stood in there, and every node given "
+                f"is ok ({len(checks) - len(missing)} of {len(checks)}; {worst_text}); not given: {', '.join(missing)}")
     return f"gradients INCONCLUSIVE {inconclusive_note(checks, factor, dtype)}"
+
+
+# the lesson's step that sets a node's gradient, and as what: (function, its class, the variable)
+_SETTERS = {"w": ("lin_grad", "Lin", "w.g"), "b": ("lin_grad", "Lin", "b.g"), "act": ("lin_grad", "Lin", "inp.g"),
+            "x": ("lin_grad", "Lin", "inp.g"), "relu": ("relu_grad", "Relu", "inp.g"),
+            "loss": ("mse_grad", "Mse", "inp.g")}  # fmt: skip
+
+
+def _setter(node: str, layers: int) -> tuple[str, str, str]:
+    if node.startswith("lin"):
+        return _SETTERS["loss" if node == f"lin{layers}" else "relu"]
+    return _SETTERS[node.rstrip("0123456789")]
+
+
+def _and(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
+def unset_words(checks: list[NodeCheck], style: Optional[str] = None) -> str:
+    """Which of the lesson's steps left which gradient unset, and where the learner's chain stops: "lin_grad set
+    w.g and b.g but not inp.g: the chain stops at act2". For a Net (or unknown code), the nodes."""
+    missing = [c.node for c in checks if not c.given]
+    if style not in ("functions", "classes"):
+        return f"the backward gave no gradient at {', '.join(missing)}"
+    layers = max(int(c.node[3:]) for c in checks if c.node.startswith("lin"))
+    steps: dict[str, dict] = {}
+    for c in checks:
+        function, cls, variable = _setter(c.node, layers)
+        step = steps.setdefault(function if style == "functions" else f"{cls}'s bwd", {"set": [], "unset": [],
+                                                                                        "stops": None})  # fmt: skip
+        if not c.given:
+            step["stops"] = step["stops"] or c.node
+        kind = "set" if c.given else "unset"
+        if variable not in step[kind]:
+            step[kind].append(variable)
+    said = []
+    for name, step in steps.items():
+        unset = step["unset"]
+        if not unset:
+            continue
+        done = [v for v in step["set"] if v not in unset]
+        what = f"{name} set {_and(done)} but not {_and(unset)}" if done else f"{name} set no {_and(unset)}"
+        said.append(f"{what}: the chain stops at {step['stops']}")
+    return "; ".join(said)
 
 
 def metrics(checks: list[NodeCheck]) -> dict[str, float]:
