@@ -302,7 +302,8 @@ def test_a_forward_that_differs_from_the_labs_is_said_not_blamed_on_the_backward
     the lab's; said in one line. With a shift argument, the same code is ok."""
     params, x, y = small_problem(WIDTHS, n=60)
     fixed = write(tmp_path, CORRECT + "\ndef relu(x):\n    return x.clamp_min(0.) - 0.5\n", "fixed.py")
-    with pytest.raises(UserCodeError, match=r"your forward gives loss .* \(model.relu_shift=0.3\)"):
+    with pytest.raises(UserCodeError, match=r"your forward gives loss .* where the lab's gives .*: your relu subtracts "
+                                            r"0.5 where model.relu_shift=0.3; .* run with model.relu_shift=0.5"):
         backward.run_check(str(fixed), params, x, y, 0.3, False, 8.0)
     shifted = write(tmp_path, CORRECT + "\ndef relu(x, *, shift=0.5):\n    return x.clamp_min(0.) - shift\n", "kw.py")
     assert grad_check.overall(backward.run_check(str(shifted), params, x, y, 0.3, False, 8.0).checks) == "ok"
@@ -373,3 +374,12 @@ def test_partial_code_leads_with_partial_and_names_the_step_that_left_a_gradient
     checked = check(write(tmp_path, source))
     line = grad_check.verdict_line(checked.checks, 8.0, torch.float64, checked.mistake, style)
     assert line.startswith(says) and line.endswith("not given: act2, act1, x"), line
+
+
+def test_a_relu_without_a_shift_is_told_the_shift_it_implies(tmp_path):
+    """course22p2's relu subtracts nothing: the line says so, and the shift that would make the forwards one."""
+    params, x, y = small_problem(WIDTHS, n=60)
+    plain = write(tmp_path, CORRECT + "\ndef relu(x):\n    return x.clamp_min(0.)\n", "plain_relu.py")
+    with pytest.raises(UserCodeError, match=r"your relu subtracts 0 where model.relu_shift=0.5; .* "
+                                            r"run with model.relu_shift=0,"):  # fmt: skip
+        backward.run_check(str(plain), params, x, y, 0.5, False, 8.0)

@@ -93,7 +93,7 @@ def judge(ran: Ran, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.T
     reference = autograd.Net(params, shift, computed_x)
     reference_loss = reference.forward(x, y).item()
     if learner is not None:
-        protocol.forward_agrees(learner, ran.loss, reference_loss, shift, x.dtype)
+        protocol.forward_agrees(learner, ran.loss, reference_loss, shift, x.dtype, ran.implied_shift)
     ref = reference.backward() | reference.node_grads()
     stats = backward_stats(params, ref)
     truth = float64_truth(params, x, y, shift, reference.masks)

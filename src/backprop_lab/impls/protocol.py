@@ -334,13 +334,32 @@ class LessonClasses(_Lesson):
 FORWARD_RTOL = 1e-3  # a correct forward differs from autograd's by rounding (1e-7 in float32), a wrong one by far more
 
 
-def forward_agrees(label: str, loss: float, reference_loss: float, shift: float, dtype: torch.dtype) -> None:
+def implied_shift(module: ModuleType, shift: float) -> Optional[float]:
+    """The shift the module's own ReLU (`relu`, or `Relu`) subtracts, called as the lab calls it at the run's
+    `shift`: its output at 2.0 is 2 - that shift. None where the module has no ReLU of its own."""
+    probe = torch.full((1, 1), 2.0)
+    if callable(getattr(module, "relu", None)):
+        out = _with_shift(module.relu, shift, first=1)(probe)
+    elif callable(getattr(module, "Relu", None)):
+        out = _with_shift(module.Relu, shift, first=0)()(probe)
+    else:
+        return None
+    return 2.0 - float(out.reshape(-1)[0])
+
+
+def forward_agrees(label: str, loss: float, reference_loss: float, shift: float, dtype: torch.dtype,
+                   implied: Optional[float] = None) -> None:  # fmt: skip
     """A user's forward (their lin, relu, mse, or Net) must give the lab's loss: the backward is judged against
     autograd on the lab's forward, so a different forward would make a correct backward look wrong. Within
-    FORWARD_RTOL, or 32 of the dtype's epsilon where that is coarser (bfloat16's sums)."""
+    FORWARD_RTOL, or 32 of the dtype's epsilon where that is coarser (bfloat16's sums). `implied`: the shift the
+    user's ReLU subtracts (implied_shift), to say what would make the two forwards one."""
     rtol = max(FORWARD_RTOL, 32 * torch.finfo(dtype).eps)
     if math.isclose(loss, reference_loss, rel_tol=rtol, abs_tol=1e-12):
         return
-    raise UserCodeError(f"{label}: your forward gives loss {loss:.6g} where the lab's gives {reference_loss:.6g} "
-                        f"(model.relu_shift={shift:g}); the backward is judged on the lab's forward, so yours must "
-                        "match it: a relu or Relu without a shift argument is the notebook's fixed 0.5")  # fmt: skip
+    said = f"{label}: your forward gives loss {loss:.6g} where the lab's gives {reference_loss:.6g}"
+    if implied is not None and not math.isclose(implied, shift, rel_tol=1e-6, abs_tol=1e-9):
+        raise UserCodeError(f"{said}: your relu subtracts {implied:g} where model.relu_shift={shift:g}; the backward "
+                            f"is judged on the lab's forward: run with model.relu_shift={implied:g}, or give your relu "
+                            "the shift as an argument")  # fmt: skip
+    raise UserCodeError(f"{said} (model.relu_shift={shift:g}); the backward is judged on the lab's forward, so yours "
+                        "must match it")  # fmt: skip

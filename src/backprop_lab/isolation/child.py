@@ -129,6 +129,8 @@ class Child:
         with self.their_code("running your forward"):
             loss = net.forward(x, y)
             loss = float(loss.item() if isinstance(loss, torch.Tensor) else loss)
+        with self.their_code("reading the shift your relu subtracts"):
+            implied = protocol.implied_shift(self.code.module, shift) if self.code.style != "Net" else None
         with self.their_code("running your backward (its first call)"):
             first = all_grads(net, net.backward())
             first = {k: (v[:sample] if k == "x" else v).detach().clone() for k, v in first.items()
@@ -145,7 +147,8 @@ class Child:
             earlier, earlier_values = _described(first, due, "first:")
             manifest, fd = sealed.pack(values | earlier_values)
         self.reply_fds = (fd,)
-        return {"loss": loss, "not_given": not_given, "given": given, "first": earlier, "tensors": manifest}
+        return {"loss": loss, "implied_shift": implied, "not_given": not_given, "given": given, "first": earlier,
+                "tensors": manifest}  # fmt: skip
 
     def time(self, message: dict) -> dict:
         """The learner's passes against autograd's, each measured alone (timing.py), on fresh weights."""

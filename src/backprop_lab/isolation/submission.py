@@ -43,6 +43,7 @@ class Ran:
     manual: dict[str, torch.Tensor]  # node: the second call's gradient
     first: dict[str, torch.Tensor]  # node: the first call's (the input's on its first rows)
     not_given: list[str]  # nodes its code set no gradient at (the lab's stood in)
+    implied_shift: Optional[float] = None  # what the code's own ReLU subtracts, where it has one
 
 
 def source_of(code: str, base: Optional[Path]) -> tuple[Optional[Path], Optional[bytes]]:
@@ -262,6 +263,8 @@ class Submission:
             if not isinstance(loss, (int, float)) or isinstance(loss, bool) or len(fds) != 1:
                 raise ValueError
             loss = float(loss)
+            implied = reply.get("implied_shift")
+            implied = float(implied) if isinstance(implied, (int, float)) and not isinstance(implied, bool) else None
             names = {str(e.get("node")) for e in reply["given"]} | {f"first:{e.get('node')}" for e in reply["first"]}
             values = sealed.unpack(reply["tensors"], fds[0], names)
             not_given = [str(n) for n in reply["not_given"] if str(n) in due]
@@ -269,7 +272,7 @@ class Submission:
             first = self._given(reply["first"], values, due, dtype, device, "first:", strict=False)
         except UNREADABLE:
             raise self._garbled() from None
-        return Ran(loss, manual, first, not_given)
+        return Ran(loss, manual, first, not_given, implied)
 
     def _given(self, entries: list, values: dict, due: dict, dtype: torch.dtype, device: torch.device, prefix: str,
                strict: bool = True) -> dict[str, torch.Tensor]:  # fmt: skip
