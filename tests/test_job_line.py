@@ -17,7 +17,7 @@ def test_a_wrong_job_names_its_first_divergent_node_and_each_number_by_its_metri
     console = Console(record=True, width=400)
     summary.print_job_line(result, console)
     line = console.export_text().strip()
-    assert f"grads FAIL from node {result.first_divergent} (" in line, line
+    assert f"grads WRONG from node {result.first_divergent} (" in line, line  # the report's word
     found = re.search(r"worst error ratio (\S+) × autograd's own error, worst max rel diff (\S+)\)", line)
     assert found, line
     checks = [c for c in result.checks if c.given]

@@ -93,6 +93,8 @@ def test_a_teachers_folder_is_a_child_run_per_submission_and_a_row_each(tmp_path
     assert done.returncode == 1, done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("error: 1 of 5 jobs failed")  # then the sweep's run
     assert "erin.py: your code does not compile" in done.stderr
+    assert "sweep 'impl.code=submissions/': 5 jobs: 2 ok, 2 WRONG, 1 failed to run; parent run" in done.stdout
+    assert "grads WRONG from node lin2" in done.stdout  # a job's line in the report's words
     (parent,), children = split_sweep(runs_in(tmp_path / "mlruns"))
     assert parent.info.run_name == "impl.code=submissions/" and parent.info.status == "FAILED"
     by_file = {r.data.params["impl.code"]: r for r in children}

@@ -4,6 +4,8 @@ of the store rely on, stated once. Nothing here imports anything."""
 from __future__ import annotations
 
 NONE = "none"  # no bug, no objective, no divergent node: the value a config and a tag say "nothing" with
+# a run's verdict (the grad.verdict tag) in the word every line and table says it with
+VERDICT_WORDS = {"ok": "ok", "wrong": "WRONG", "partial": "partial", "inconclusive": "inconclusive"}
 USER_IMPL = "user"  # the impl option whose code is a learner's (`impl.code=...`), run in a process of its own
 
 # --- tags ------------------------------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from backprop_lab import (
 )
 from backprop_lab.cells import verdict as _verdict
 from backprop_lab.errors import UserError
+from backprop_lab.names import VERDICT_WORDS
 from backprop_lab.objectives import METRIC as OBJECTIVE
 from backprop_lab.objectives import for_search
 from backprop_lab.runs import RunRecord
@@ -122,7 +123,7 @@ def is_submissions(rows: list[Row]) -> bool:
 def _graded(row: Row) -> str:
     """The check's verdict in a word, as the run's verdict line says it."""
     verdict = row.tags.get("grad.verdict")
-    return {"wrong": "WRONG"}.get(verdict, verdict or MISSING)
+    return VERDICT_WORDS.get(verdict, verdict or MISSING)
 
 
 def _diagnosis(row: Row) -> str:

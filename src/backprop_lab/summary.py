@@ -7,12 +7,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table as RichTable
 
-from backprop_lab.names import NONE
+from backprop_lab import grad_check
+from backprop_lab.names import NONE, VERDICT_WORDS
 from backprop_lab.pipeline import Result
 from backprop_lab.tables import Table, to_rich
 from backprop_lab.timing import PASSES
 
-OK, BAD = "[green]ok[/]", "[red]FAIL[/]"
+COLOURS = {"ok": "green", "wrong": "red", "partial": "yellow", "inconclusive": "yellow"}  # of a verdict's word
 SHOUTED = {"non-finite": "NON-FINITE", "shape": "SHAPE"}  # verdicts whose cell is in capitals
 # a verdict's cell, styled on the console by its text
 VERDICT_STYLES = {"ok": "green", "differs": "red", "NON-FINITE": "red", "SHAPE": "red", "inconclusive": "yellow",
@@ -104,7 +105,8 @@ def print_job_line(r: Result, console: Console) -> None:
     given = [c for c in r.checks if c.given]
     error_ratio = max((c.ratio for c in given), default=0.0)
     rel_diff = max((c.max_rel_diff for c in given), default=0.0)
-    verdict = OK if r.all_close else "[yellow]INCONCLUSIVE[/]" if r.first_divergent == NONE else BAD
+    judged = grad_check.overall(r.checks)
+    verdict = f"[{COLOURS[judged]}]{VERDICT_WORDS[judged]}[/]"  # the report's word for it
     if r.first_divergent != NONE:
         verdict += f" from node {r.first_divergent}"
     tm = r.timing

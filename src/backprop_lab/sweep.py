@@ -24,7 +24,7 @@ from backprop_lab import lifecycle, redaction, run_names, run_params, runs, stor
 from backprop_lab.config import typed_overrides
 from backprop_lab.errors import UserError
 from backprop_lab.mlflow_client import MAX_NOTE_CHARS
-from backprop_lab.names import JOB_FAILED, NOTE_TAG, SWEEP_TAG
+from backprop_lab.names import JOB_FAILED, NOTE_TAG, SWEEP_TAG, VERDICT_WORDS
 
 SWEPT_PARAM = "swept"  # on the parent: swept_keys, comma-separated
 
@@ -139,6 +139,9 @@ def close_parent(
               "FAILED": statuses.count("FAILED") + failed_after + without_run, "KILLED": statuses.count("KILLED")}
     jobs = len(children) + without_run
     failed = counts["FAILED"] + counts["KILLED"]
+    judged = [c.tags.get("grad.verdict") for c in children
+              if c.status == "FINISHED" and JOB_FAILED + parent_run_id not in c.tags]  # fmt: skip
+    counts |= {f"verdict.{v}": judged.count(v) for v in VERDICT_WORDS}
     summary = {"sweep/jobs": jobs, "sweep/jobs_failed": failed, "sweep/jobs_finished": counts["FINISHED"]}
     best_metrics, best_params, best_tags = best_trial(parent, children)
     tracking.log_metrics((metrics or {}) | summary | aggregates(children) | best_metrics, run_id=parent_run_id, uri=uri)
@@ -332,11 +335,11 @@ class MlflowSweep(Callback):
             raise SystemExit(f"error: {failed} of {counts['jobs']} jobs failed (sweep run {parent_run_id})")
 
     def closing_lines(self, parent_run_id: str, counts: dict[str, int]) -> list[str]:
-        """The sweep's last lines, after the last job's: its parent run, where to see it, how to report it."""
-        failed = counts.get("FAILED", 0) + counts.get("KILLED", 0)
+        """The sweep's last lines, after the last job's: what its jobs found (their verdicts counted, in the
+        report's words), its parent run, where to see it, how to report it."""
         return [
-            f"sweep {self.name!r}: {counts.get('jobs', 0)} jobs, {failed} failed; parent run {parent_run_id} "
-            f"(experiment {self.experiment_id})",
+            f"sweep {self.name!r}: {verdict_counts(counts)}; parent run {parent_run_id} (experiment "
+            f"{self.experiment_id})",
             f"open it:  {store.ui_command(self.uri, self.launch_dir)}",
             f"          then {store.ui_url(self.uri, self.experiment_id)} (the runs table), "
             f"{store.ui_url(self.uri, self.experiment_id, parent_run_id)} (the sweep's table)",
@@ -353,6 +356,14 @@ class MlflowSweep(Callback):
         self.parent_run_id = None
         _active.discard(self)
         return counts
+
+
+def verdict_counts(counts: dict[str, int]) -> str:
+    """"7 jobs: 2 ok, 3 WRONG, 1 partial, 1 failed to run": what the jobs found, in the report's words."""
+    failed = counts.get("FAILED", 0) + counts.get("KILLED", 0)
+    found = [f"{counts[f'verdict.{v}']} {word}" for v, word in VERDICT_WORDS.items() if counts.get(f"verdict.{v}")]
+    found += [f"{failed} failed to run"] if failed else []
+    return f"{counts.get('jobs', 0)} jobs: {', '.join(found) or 'none judged'}"
 
 
 _active: set[MlflowSweep] = set()
