@@ -274,3 +274,22 @@ def test_a_file_size_limit_hit_while_logging_is_one_line_and_an_honest_status(tm
     assert done.returncode != 0, done.stdout
     assert one_line(done).startswith("error: the tracking store cannot be written (disk I/O error)")
     assert statuses(uri) == {"parent": [], "child": []} | expected
+
+
+def test_a_failed_runs_whole_error_is_kept_and_its_first_line_is_its_description(tmp_path):
+    """A traceback longer than a tag holds: the tag is cut at a line and says where the rest is, the whole of it is
+    an artifact, and the description (what the UI shows first) is the reason in a line."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    error = "UserCodeError: f.py: your code raised RecursionError\n" + "".join(
+        f'  File "f.py", line {i}, in down\n    return down(n + 1)\n' for i in range(400))  # fmt: skip
+    with pytest.raises(RuntimeError):
+        with lifecycle.tracked_run(uri, "e", "r", {}, (tmp_path / "artifacts").as_uri()) as ref:
+            raise RuntimeError(error)
+    run = MlflowClient(uri).get_run(ref.run_id)
+    tag = run.data.tags["error"]
+    assert len(tag) <= 6000 and tag.endswith(f"\n... (the whole error: {lifecycle.ERROR_ARTIFACT})")
+    assert tag.splitlines()[-2].startswith("    return down") or tag.splitlines()[-2].startswith("  File")
+    whole = MlflowClient(uri).download_artifacts(ref.run_id, lifecycle.ERROR_ARTIFACT, str(tmp_path))
+    assert open(whole).read() == f"RuntimeError: {error}"
+    assert run.data.tags["mlflow.note.content"] == (
+        "**FAILED**: RuntimeError: UserCodeError: f.py: your code raised RecursionError")  # fmt: skip

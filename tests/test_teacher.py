@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from helpers import FAST, cli, runs_in, split_sweep
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from test_user_code import BUGGY, CLASSES, CORRECT
 
@@ -106,7 +107,11 @@ def test_a_teachers_folder_is_a_child_run_per_submission_and_a_row_each(tmp_path
         assert run.info.status == ("FAILED" if verdict is None else "FINISHED"), name
         assert (tags.get("grad.verdict"), tags.get("first_divergent"), tags.get("grad.mistake")) == (
             verdict, node, kind), name  # fmt: skip
-    assert by_file["submissions/erin.py"].data.tags["error"].startswith("UserCodeError: ")
+    erin = by_file["submissions/erin.py"]
+    assert erin.data.tags["error"].startswith("UserCodeError: ")
+    assert erin.data.tags["mlflow.note.content"].startswith("**FAILED**: UserCodeError: ")  # the reason, described
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    assert [a.path for a in client.list_artifacts(erin.info.run_id, "code")] == ["code/erin.py"]  # what failed
 
     rows = {line.split(" | ")[0].lstrip("| "): line.rstrip(" |").split(" | ")[1:]
             for line in parent.data.tags["mlflow.note.content"].splitlines() if line.startswith("| submissions/")}

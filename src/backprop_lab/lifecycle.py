@@ -15,7 +15,7 @@ from typing import Any, NamedTuple, Optional
 from backprop_lab import owner, stop
 from backprop_lab.errors import TrackingError
 from backprop_lab.mlflow_client import MAX_METRICS_PER_BATCH, MAX_PARAM_CHARS, mlflow_client, retried
-from backprop_lab.names import ERROR_TAG, OWNER_TAG, PARENT_TAG
+from backprop_lab.names import ERROR_TAG, NOTE_TAG, OWNER_TAG, PARENT_TAG
 from backprop_lab.redaction import redact
 
 
@@ -139,18 +139,33 @@ def start_run(uri: str, experiment_id: str, run_name: str, tags: dict[str, str])
     return client, run.info.run_id
 
 
-def end_run(uri: str, run_id: str, status: str, error: Optional[str] = None, attempts: int = 6) -> None:
+ERROR_ARTIFACT = "error.txt"  # a failed run's whole error, where the tag holds less
+
+
+def end_run(uri: str, run_id: str, status: str, error: Optional[str] = None, attempts: int = 6,
+            described: bool = False) -> None:  # fmt: skip
+    """End the run with `status`, and `error` as its tag (cut at a line where the tag cannot hold it, the whole of it
+    then logged as ERROR_ARTIFACT); `described`: its first line is also the run's description, which the UI shows."""
     client = mlflow_client(uri)
     if error:
-        retried(client.set_tag, run_id, ERROR_TAG, redact(error)[:MAX_PARAM_CHARS], attempts=attempts)
+        error = redact(error)
+        tag = error
+        if len(error) > MAX_PARAM_CHARS:
+            retried(client.log_text, run_id, error, ERROR_ARTIFACT, attempts=attempts)
+            cut = error.rfind("\n", 0, MAX_PARAM_CHARS - 100)
+            tag = error[: cut if cut > 0 else MAX_PARAM_CHARS - 100] + f"\n... (the whole error: {ERROR_ARTIFACT})"
+        retried(client.set_tag, run_id, ERROR_TAG, tag, attempts=attempts)
+        if described:
+            first = error.splitlines()[0] if error.strip() else error
+            retried(client.set_tag, run_id, NOTE_TAG, f"**{status}**: {first[:MAX_PARAM_CHARS]}", attempts=attempts)
     retried(client.set_terminated, run_id, status, attempts=attempts)
     _open_runs.pop(run_id, None)
 
 
-def _end_quietly(uri: str, run_id: str, status: str, error: str, attempts: int = 6) -> None:
+def _end_quietly(uri: str, run_id: str, status: str, error: str, attempts: int = 6, described: bool = False) -> None:
     """On the way out of a failure: the failure is the news; a run that cannot be ended stays in `_open_runs`."""
     try:
-        end_run(uri, run_id, status, error, attempts)
+        end_run(uri, run_id, status, error, attempts, described)
     except Exception:
         pass
 
@@ -197,7 +212,7 @@ def tracked_run(
         if stop.requested.is_set():  # a Ctrl-C that surfaced as another error (an extension's import it cut short)
             _end_quietly(uri, run_id, "KILLED", "interrupted", attempts=2)
             raise KeyboardInterrupt from e
-        _end_quietly(uri, run_id, "FAILED", f"{type(e).__name__}: {e}")
+        _end_quietly(uri, run_id, "FAILED", f"{type(e).__name__}: {e}", described=True)
         raise
     else:
         end_run(uri, run_id, "FINISHED")

@@ -34,6 +34,7 @@ from backprop_lab import (
     sweep_env,
     timing,
 )
+from backprop_lab.errors import UserError
 
 _previous_job_end: Optional[float] = None  # perf_counter() when this process's last job ended
 
@@ -113,7 +114,11 @@ def run(
             lifecycle.tracked_run(uri, experiment, name, tags, artifact_location, parent_run_id) as ref,
         ):
             recording.record_request(config, OmegaConf.to_yaml(cfg), overrides)
-            setup = setup or stages.set_up(cfg, launch_dir, validated=False)
+            try:
+                setup = setup or stages.set_up(cfg, launch_dir, validated=False)
+            except UserError:  # a sweep's job: its FAILED run still holds the learner's file, as it was
+                recording.record_unloaded_code(impl.code, launch_dir)
+                raise
             threads = num_threads or torch.get_num_threads()
             git_diff = environment.git_diff_record(*diff) if tags.get("git.dirty") == "true" else None
             recording.record_setup(setup, threads, git_diff)

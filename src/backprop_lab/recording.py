@@ -3,6 +3,7 @@ tracking). The pipeline calls each as soon as its stage is done, so that a failu
 
 from __future__ import annotations
 
+import hashlib
 import math
 import resource
 from typing import Optional
@@ -45,6 +46,21 @@ def record_setup(setup: Setup, threads: int, git_diff: Optional[environment.GitD
         if code.path is not None:
             tracking.log_bytes(code.source, f"code/{code.path.name}")
             tracking.set_tags({CODE_TAG: code.sha256})
+
+
+def record_unloaded_code(code: str, launch_dir) -> None:
+    """A learner's file that did not load (it does not compile, raises, loops at import): its bytes and their hash,
+    as a loaded one's, so that its FAILED run shows what failed. Nothing for a name that is no file to read."""
+    from backprop_lab.errors import ConfigError
+    from backprop_lab.isolation.submission import source_of
+
+    try:
+        path, source = source_of(code, launch_dir)
+    except (ConfigError, OSError):
+        return
+    if path is not None:
+        tracking.log_bytes(source, f"code/{path.name}")
+        tracking.set_tags({CODE_TAG: hashlib.sha256(source).hexdigest()})
 
 
 def record_data(d: Data, dataset: tuple[str, str, str, dict, dict]) -> None:
