@@ -122,6 +122,7 @@ def test_a_teachers_folder_is_a_child_run_per_submission_and_a_row_each(tmp_path
     assert rows["submissions/dave.py"][3] == by_file["submissions/dave.py"].data.tags["grad.mistake_words"]
     assert rows["submissions/erin.py"][3] == "your code does not compile: SyntaxError: expected ':' (line 1)"
     assert rows["submissions/alice.py"][3] == "-"
+    assert not any("x.g)" in cell for cell in rows["submissions/erin.py"])  # a failed row: no baseline of nothing
 
     out = tmp_path / "report"
     assert report.main(["--tracking-uri", f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", "--out", str(out)]) == 0

@@ -45,8 +45,9 @@ def baseline(row) -> str:
 
 
 def shared_baseline(rows) -> Optional[str]:
-    """The baseline every row's ratio is against, or None where they differ."""
-    baselines = {baseline(r) for r in rows}
+    """The baseline every row's ratio is against (a row without a ratio, a failed run's, has none), or None where
+    they differ."""
+    baselines = {baseline(r) for r in rows if r.m(RATIO) is not None}
     return baselines.pop() if len(baselines) == 1 else None
 
 
@@ -57,7 +58,7 @@ def ratio_column(rows) -> tuple[str, list[str]]:
     shared = shared_baseline(rows)
     if shared:
         return f"× autograd ({shared})", cells
-    return "× autograd (its baseline)", [f"{c} ({baseline(r)})" for c, r in zip(cells, rows)]
+    return "× autograd (its baseline)", [c if c == MISSING else f"{c} ({baseline(r)})" for c, r in zip(cells, rows)]
 
 
 def ratio_columns(rows) -> tuple[list[str], list[list[str]]]:
