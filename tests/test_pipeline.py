@@ -86,6 +86,9 @@ def test_params_tags_and_artifacts(one_run):
     # every node in backward order, as MLflow's table format; module computes x.g, as the notebook did
     nodes = [row[table["columns"].index("node")] for row in table["data"]]
     assert nodes == ["lin2", "w2", "b2", "act1", "lin1", "w1", "b1", "x"]
+    assert table["columns"][:2] == ["node", "verdict"]  # what a reader looks for first
+    errors = [row[table["columns"].index("error")] for row in table["data"]]
+    assert errors == [c.error for c in result.checks]  # numbers, each float whole (MLflow's writer keeps ten decimals)
     assert run_.data.tags["first_divergent"] == "none"
     device = json.loads(Path(client.download_artifacts(result.run.run_id, "device.json")).read_text())
     assert {"versions", "cpu_model", "cpu_cores", "torch_threads", "blas"} <= set(device)

@@ -297,17 +297,13 @@ def metrics(checks: list[NodeCheck]) -> dict[str, float]:
     }
 
 
-def _exact_text(x):
-    """A float as the shortest text that reads back as the same float (`2.91e-11`, `inf`): MLflow's log_table writes
-    numbers with 10 decimals (2.91e-11 would be stored as 0 beside exact=false) and an infinity as null."""
-    return repr(x) if isinstance(x, float) else x
-
-
 def table(checks: list[NodeCheck]) -> dict[str, list]:
-    """Every node's row, as columns: what MLflow's log_table takes and its UI shows, every float at full precision."""
+    """Every node's row, as columns, the node first and its verdict second: numbers as numbers (tracking.log_table
+    keeps each float whole), shapes as `784x80`."""
     rows = [c.row() | {"shape": "x".join(map(str, c.shape)), "ref_shape": "x".join(map(str, c.ref_shape))}
             for c in checks]  # fmt: skip
-    return {key: [_exact_text(row[key]) for row in rows] for key in rows[0]}
+    keys = ["node", "verdict"] + [k for k in rows[0] if k not in ("node", "verdict")]
+    return {key: [row[key] for row in rows] for key in keys}
 
 
 def float64_truth(params, x, y, shift, masks) -> dict[str, torch.Tensor]:

@@ -7,6 +7,7 @@ at `uri` (a sweep's parent, an earlier run a resumed sweep reuses). What is writ
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -103,9 +104,17 @@ def log_bytes(data: bytes, artifact_file: str, run_id: Optional[str] = None, uri
 
 def log_table(columns: dict[str, list], artifact_file: str, run_id: Optional[str] = None,
               uri: Optional[str] = None) -> None:  # fmt: skip
-    """A table the UI shows as one, sortable (MLflow's log_table)."""
+    """A table the UI shows as one, sortable (MLflow's log_table, which registers it), its file then written again in
+    the same format with every float whole: MLflow's writer keeps ten decimals (2.91e-11 would read 0.0) and writes
+    an infinity as null. A float that is not finite is its name, `inf` or `nan` (JSON has no number for it)."""
     client, run_id = client_for(run_id, uri)
     retried(client.log_table, run_id, columns, artifact_file)
+
+    def cell(v):
+        return v if not isinstance(v, float) or math.isfinite(v) else repr(v)
+
+    data = [[cell(v) for v in row] for row in zip(*columns.values())]
+    retried(client.log_text, run_id, json.dumps({"columns": list(columns), "data": data}), artifact_file)
 
 
 def log_dataset(name: str, digest: str, source: str, schema: dict, profile: dict, context: str = "training",
