@@ -190,3 +190,17 @@ def test_a_bug_hunt_row_whose_check_could_not_tell_says_inconclusive_not_caught(
     caught = {cells[0]: cells[1] for cells in report.report_tables(rows, "bug_hunt")[0].rows}
     assert caught == {"caught": "yes", "tiny_gain": "inconclusive", "missed": "NO, MISSED"}
     assert report._verdict(rows[1]) == "inconclusive" and report._verdict(rows[0]) == "NO"
+
+
+def test_a_timing_from_a_single_block_says_it_has_no_spread():
+    """An IQR of exactly 0 comes from one block (a pass slower than the timing's budget): no "± 0.00"."""
+    from types import SimpleNamespace
+
+    from backprop_lab import cells
+
+    def row(iqr):
+        metrics = {"time/backward_ms": 455.96, "time/backward_iqr_ms": iqr}
+        return SimpleNamespace(intervals={}, m=metrics.get)
+
+    assert cells.ms(row(0.0), "backward") == "455.96 (one block: no spread)"
+    assert cells.ms(row(1.25), "backward") == "455.96 ± 1.25"

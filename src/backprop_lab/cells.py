@@ -27,8 +27,19 @@ def ms(row, name: str) -> str:
     """A run's median ± IQR; a row of repeats' central median with its interval."""
     if f"time/{name}_ms" in row.intervals:
         return value(row, f"time/{name}_ms", ".2f")
-    median = row.m(f"time/{name}_ms")
-    return MISSING if median is None else f"{number(median, '.2f')} ± {number(row.m(f'time/{name}_iqr_ms'), '.2f')}"
+    median, iqr = row.m(f"time/{name}_ms"), row.m(f"time/{name}_iqr_ms")
+    if median is None:
+        return MISSING
+    return f"{number(median, '.2f')} {spread(iqr)}"
+
+
+def spread(iqr_ms) -> str:
+    """A timing's IQR beside its median; an IQR of exactly 0 comes from a single block (a pass slower than the
+    timing's budget), which has no spread to show, and says so rather than show a zero."""
+    return NO_SPREAD if iqr_ms == 0 else f"± {number(iqr_ms, '.2f')}"
+
+
+NO_SPREAD = "(one block: no spread)"
 
 
 def verdict(row) -> str:

@@ -74,7 +74,8 @@ def timing_table(r: Result) -> RichTable:
     for name in PASSES:
         timed = getattr(tm, name)
         noisy = " (noisy)" if timed.noisy else ""
-        rows.append((tm.label(name), f"{timed.median_ms:.2f}", f"{timed.iqr_ms:.2f}{noisy}", str(timed.runs)))
+        iqr = f"{timed.iqr_ms:.2f}" if timed.iqr_ms else "none (one block)"
+        rows.append((tm.label(name), f"{timed.median_ms:.2f}", f"{iqr}{noisy}", str(timed.runs)))
     title = f"timing: median of torch.utils.benchmark blocks, {tm.threads} threads; ratios: of interleaved rounds"
     return _table(title, rows, "pass", "median ms", "IQR ms", "runs")
 
