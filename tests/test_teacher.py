@@ -113,6 +113,8 @@ def test_a_teachers_folder_is_a_child_run_per_submission_and_a_row_each(tmp_path
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     assert [a.path for a in client.list_artifacts(erin.info.run_id, "code")] == ["code/erin.py"]  # what failed
 
+    note = parent.data.tags["mlflow.note.content"]
+    assert note.startswith("**5 jobs: 2 ok, 2 WRONG, 1 failed to run**\n")  # the answer first: the UI shows two rows
     rows = {line.split(" | ")[0].lstrip("| "): line.rstrip(" |").split(" | ")[1:]
             for line in parent.data.tags["mlflow.note.content"].splitlines() if line.startswith("| submissions/")}
     assert [cells[:3] for cells in rows.values()] == [

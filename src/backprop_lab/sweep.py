@@ -75,16 +75,18 @@ def best_trial(parent, children: list) -> tuple[dict[str, float], dict[str, str]
                                                                       "search.best_name": best.name}  # fmt: skip
 
 
-def description(parent, children: list) -> str:
-    """The report's tables, the study's answer first, and what their numbers are, as the parent run's description
+def description(parent, children: list, counts: dict[str, int]) -> str:
+    """The parent run's description: first the answer in a line (what its jobs found, counted: the UI shows a
+    description's first two rows), then the report's tables, the study's answer first, and what their numbers are
     (markdown, rendered by the UI; an infinity reads `inf`, as the report writes it)."""
     from backprop_lab import report
 
     rows = report.to_rows(children)
-    text = report.with_notes_markdown(rows, parent.name, level=3)
+    lead = f"**{verdict_counts(counts)}**\n\n"
+    text = lead + report.with_notes_markdown(rows, parent.name, level=3)
     while len(text) > MAX_NOTE_CHARS and len(rows) > 1:  # a tag holds 8,000 characters
         rows = rows[: len(rows) // 2]
-        text = report.with_notes_markdown(rows, f"{parent.name} (first {len(rows)} jobs)", level=3)
+        text = lead + report.with_notes_markdown(rows, f"{parent.name} (first {len(rows)} jobs)", level=3)
     return text
 
 
@@ -148,7 +150,8 @@ def close_parent(
     if best_params:
         tracking.log_params(best_params, parent_run_id, uri)
     if children:
-        tracking.set_tags({NOTE_TAG: description(parent, children)} | best_tags, parent_run_id, uri)
+        tracking.set_tags({NOTE_TAG: description(parent, children, counts | {"jobs": jobs})} | best_tags, parent_run_id,
+                          uri)  # fmt: skip
     lifecycle.end_run(uri, parent_run_id, status or ("FAILED" if failed else "FINISHED"))
     return counts | {"jobs": jobs}
 

@@ -56,14 +56,22 @@ def to_rich(table: Table) -> RichTable:
     return out
 
 
+MARKDOWN_SPECIAL = str.maketrans({c: "\\" + c for c in "\\|[]<>"})  # a table's rule, a link's or a tag's brackets
+
+
+def md_text(text: str) -> str:
+    """Text that markdown shows as it is: `1.15 [0.54, 2.46] (+x.g)` would be a link, `<x>` a tag."""
+    return text.translate(MARKDOWN_SPECIAL)
+
+
 def _md_cells(cells: list[str]) -> str:
-    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+    return "| " + " | ".join(md_text(c) for c in cells) + " |"
 
 
 def to_markdown(table: Table, level: int = 1) -> str:
     """The title as a heading of `level`, then the table; no trailing newline."""
     rule = "|" + "".join(":---|" if table.left(i) else "---:|" for i in range(len(table.headers)))
-    lines = [f"{'#' * level} {table.title}", "", _md_cells(table.headers), rule]
+    lines = [f"{'#' * level} {md_text(table.title)}", "", _md_cells(table.headers), rule]
     return "\n".join(lines + [_md_cells(row) for row in table.rows])
 
 
