@@ -13,6 +13,7 @@ import sys
 from types import SimpleNamespace
 
 import pytest
+import torch
 from helpers import FAST, ROOT, runs_in
 
 from backprop_lab import api, check, run, runs_frame
@@ -250,3 +251,24 @@ def test_an_error_in_a_learners_function_is_their_traceback_in_their_source(tmp_
     assert "backprop_lab/" not in text.replace(str(source), "")  # none of the lab's frames
     (logged,) = runs_in(tmp_path / "mlruns")
     assert logged.info.status == "FAILED"
+
+
+def einsum_lin_grad(inp, out, w, b):  # a learner's own name, and torch from the notebook's imports
+    inp.g = torch.einsum("bj,ij->bi", out.g, w)
+    w.g = inp.t() @ out.g
+    b.g = out.g.sum(0)
+
+
+@pytest.mark.slow
+def test_a_check_run_reruns_identical(tmp_path, capsys, monkeypatch):
+    """Its cell file stands on its own (torch carried, the renamed function bound to lin_grad): a rerun runs it
+    again, as it ran, and finds the same numbers."""
+    from backprop_lab import rerun
+
+    result = check(lin_grad=einsum_lin_grad, overrides=FAST, launch_dir=tmp_path)
+    (source,) = (tmp_path / ".backprop_lab" / "cells").glob("cell_*.py")
+    assert "import torch" in source.read_text() and "lin_grad = einsum_lin_grad" in source.read_text()
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert rerun.main([result.run.run_id, "--tracking-uri", f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"]) == 0
+    assert "verdict: IDENTICAL" in capsys.readouterr().out

@@ -383,3 +383,9 @@ def test_a_relu_without_a_shift_is_told_the_shift_it_implies(tmp_path):
     with pytest.raises(UserCodeError, match=r"your relu subtracts 0 where model.relu_shift=0.5; .* "
                                             r"run with model.relu_shift=0,"):  # fmt: skip
         backward.run_check(str(plain), params, x, y, 0.5, False, 8.0)
+
+
+def test_a_step_not_written_at_all_is_said_not_given_not_unset(tmp_path):
+    checked = check(write(tmp_path, LIN))  # only lin_grad: mse_grad and relu_grad are the lab's
+    line = grad_check.verdict_line(checked.checks, 8.0, torch.float64, checked.mistake, "functions", {"lin_grad"})
+    assert line.startswith("PARTIAL: no mse_grad or relu_grad given; every node given is ok (9 of 12;"), line

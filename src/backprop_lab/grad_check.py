@@ -222,10 +222,11 @@ def inconclusive_note(checks: list[NodeCheck], factor: float, dtype: torch.dtype
 
 
 def verdict_line(checks: list[NodeCheck], factor: float, dtype: torch.dtype,
-                 mistake: Optional[diagnosis.Diagnosis] = None, style: Optional[str] = None) -> str:  # fmt: skip
+                 mistake: Optional[diagnosis.Diagnosis] = None, style: Optional[str] = None,
+                 defined: Optional[set[str]] = None) -> str:  # fmt: skip
     """The check's answer in a line: ok, wrong from which node and what kind of mistake, partial (which of the
-    lesson's steps left which gradient unset: `style`, the code's, names them), or inconclusive where and what would
-    make it not."""
+    lesson's steps left which gradient unset: `style` and `defined`, the code's, name them), or inconclusive where
+    and what would make it not."""
     worst = max((c.ratio for c in checks if c.given), default=0.0)
     worst_text = f"worst {'inf' if math.isinf(worst) else f'{worst:.2g}'} × autograd's own error"
     verdict = overall(checks)
@@ -236,8 +237,9 @@ def verdict_line(checks: list[NodeCheck], factor: float, dtype: torch.dtype,
         return f"gradients WRONG from node {first_divergent(checks)} ({worst_text}){kind}"
     if verdict == "partial":
         missing = [c.node for c in checks if not c.given]
-        return (f"PARTIAL: {unset_words(checks, style)}; the lab's own gradient stood in there, and every node given "
-                f"is ok ({len(checks) - len(missing)} of {len(checks)}; {worst_text}); not given: {', '.join(missing)}")
+        given = f"{len(checks) - len(missing)} of {len(checks)}"
+        return (f"PARTIAL: {unset_words(checks, style, defined)}; every node given is ok ({given}; {worst_text}), the "
+                f"lab's own gradient standing in for the rest; not given: {', '.join(missing)}")  # fmt: skip
     return f"gradients INCONCLUSIVE {inconclusive_note(checks, factor, dtype)}"
 
 
@@ -257,9 +259,10 @@ def _and(words: list[str]) -> str:
     return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
 
 
-def unset_words(checks: list[NodeCheck], style: Optional[str] = None) -> str:
+def unset_words(checks: list[NodeCheck], style: Optional[str] = None, defined: Optional[set[str]] = None) -> str:
     """Which of the lesson's steps left which gradient unset, and where the learner's chain stops: "lin_grad set
-    w.g and b.g but not inp.g: the chain stops at act2". For a Net (or unknown code), the nodes."""
+    w.g and b.g but not inp.g: the chain stops at act2"; a step the code does not define at all (`defined`: the
+    lesson's names it does) is "not given" as a whole. For a Net (or unknown code), the nodes."""
     missing = [c.node for c in checks if not c.given]
     if style not in ("functions", "classes"):
         return f"the backward gave no gradient at {', '.join(missing)}"
@@ -267,20 +270,22 @@ def unset_words(checks: list[NodeCheck], style: Optional[str] = None) -> str:
     steps: dict[str, dict] = {}
     for c in checks:
         function, cls, variable = _setter(c.node, layers)
-        step = steps.setdefault(function if style == "functions" else f"{cls}'s bwd", {"set": [], "unset": [],
-                                                                                        "stops": None})  # fmt: skip
+        name = function if style == "functions" else cls
+        step = steps.setdefault(name, {"set": [], "unset": [], "stops": None})
         if not c.given:
             step["stops"] = step["stops"] or c.node
         kind = "set" if c.given else "unset"
         if variable not in step[kind]:
             step[kind].append(variable)
-    said = []
+    absent = [name for name, step in steps.items() if defined is not None and name not in defined]
+    said = [f"no {' or '.join(absent)} given"] if absent else []
     for name, step in steps.items():
         unset = step["unset"]
-        if not unset:
+        if not unset or name in absent:
             continue
         done = [v for v in step["set"] if v not in unset]
-        what = f"{name} set {_and(done)} but not {_and(unset)}" if done else f"{name} set no {_and(unset)}"
+        named = name if style == "functions" else f"{name}'s bwd"
+        what = f"{named} set {_and(done)} but not {_and(unset)}" if done else f"{named} set no {_and(unset)}"
         said.append(f"{what}: the chain stops at {step['stops']}")
     return "; ".join(said)
 

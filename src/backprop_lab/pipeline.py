@@ -147,7 +147,8 @@ def run(
             if objective is not None:
                 recording.record_objective(objective)
 
-            verdict = grad_check.verdict_line(checked.checks, factor, setup.dtype, checked.mistake, setup.code.style)
+            verdict = grad_check.verdict_line(checked.checks, factor, setup.dtype, checked.mistake, setup.code.style,
+                                              setup.code.defined)  # fmt: skip
             wall["run_s"] = time.perf_counter() - t_start
             wall["logging_s"] = wall["run_s"] - wall["data_s"] - wall["check_s"] - wall["timing_s"]
             recording.record_end(wall, run_names.description(name, verdict, timed.ratio_line()))

@@ -57,6 +57,11 @@ class Code:
     def style(self) -> str:
         return style_of(self.module)
 
+    @property
+    def defined(self) -> set[str]:
+        """Which of the lesson's functions or classes the code defines."""
+        return {name for name in FUNCTIONS + CLASSES if hasattr(self.module, name)}
+
 
 def style_of(module: ModuleType) -> str:
     if hasattr(module, "Net"):

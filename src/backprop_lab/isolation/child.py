@@ -111,7 +111,8 @@ class Child:
         self.code = protocol.Code(module, self.label)
         with self.their_code("reading what your code defines"):
             style = protocol.described(module, self.label)
-        return {"loaded": {"style": style}}
+            defined = sorted(self.code.defined)
+        return {"loaded": {"style": style, "defined": defined}}
 
     def check(self, message: dict, fds: list[int]) -> dict:
         """A forward and two backwards on one forward, as the lab's check asks; every node's gradient handed back

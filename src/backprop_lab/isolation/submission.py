@@ -24,6 +24,7 @@ import torch
 
 from backprop_lab.code_files import file_path, is_file
 from backprop_lab.errors import ConfigError, UserCodeError
+from backprop_lab.impls import protocol
 from backprop_lab.isolation import limits, output, processes, sealed, wire
 from backprop_lab.streams import safe
 
@@ -84,6 +85,7 @@ class Submission:
         self.time_limit_s = time_limit_s
         self.memory_limit_bytes = limits.memory_limit_bytes(memory_limit_gib)
         self.style = ""  # Net, classes or functions: what the code defines, as the child found it
+        self.defined: set[str] = set()  # which of the lesson's functions or classes it defines
         self.started: Optional[processes.Started] = None
         self.sock = None
         self.relay: Optional[output.Relay] = None
@@ -121,9 +123,11 @@ class Submission:
             message |= {"module": self.code}
         try:
             reply, _ = self._ask(message, fds, self.time_limit_s, "importing your code")
-            self.style = reply.get("loaded", {}).get("style") if isinstance(reply.get("loaded"), dict) else None
-            if self.style not in ("Net", "classes", "functions"):
+            loaded = reply.get("loaded") if isinstance(reply.get("loaded"), dict) else {}
+            self.style, defined = loaded.get("style"), loaded.get("defined")
+            if self.style not in ("Net", "classes", "functions") or not isinstance(defined, list):
                 raise self._garbled()
+            self.defined = {str(n) for n in defined} & set(protocol.FUNCTIONS + protocol.CLASSES)
         except BaseException:
             self.close()
             raise
