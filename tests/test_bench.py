@@ -174,8 +174,8 @@ def test_tables_render_the_same_cells_to_rich_markdown_and_html():
 
     table = tables.Table("runs [FAILED]", ["name", "value"], [["a|b", "1.50"], ["<x>", "NO"]], styles={"NO": "red"})
     assert tables.to_markdown(table, level=2).splitlines() == [
-        "## runs [FAILED]", "", "| name | value |", "|:---|---:|", "| a\\|b | 1.50 |", "| <x> | NO |",
-    ]  # fmt: skip
+        "## runs \\[FAILED\\]", "", "| name | value |", "|:---|---:|", "| a\\|b | 1.50 |", "| \\<x\\> | NO |",
+    ]  # fmt: skip  (markdown shows brackets and angles as they are only escaped: a link's, a tag's)
     page = tables.html_page("t", tables.to_html(table))
     assert "<h1>runs [FAILED]</h1>" in page
     assert '<tr><td class="l">a|b</td><td>1.50</td></tr><tr><td class="l">&lt;x&gt;</td><td>NO</td></tr>' in page

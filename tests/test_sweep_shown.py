@@ -48,8 +48,8 @@ def _child(run_id: str, impl: str, worst_ratio: float) -> RunRecord:
 def test_an_infinite_check_reads_inf_in_the_parents_description():
     parent = RunRecord("p" * 32, "bug_hunt", "RUNNING", {}, {}, {})
     children = [_child("a" * 32, "functional", STORED_INF), _child("b" * 32, "nn", 3.0)]
-    text = sweep.description(parent, children)
-    assert "| inf |" in text
+    text = sweep.description(parent, children, {"jobs": 2, "verdict.ok": 1, "verdict.wrong": 1})
+    assert text.startswith("**2 jobs: 1 ok, 1 WRONG**") and "| inf |" in text
     assert "1.797" not in text and "e+308" not in text
 
 
