@@ -163,7 +163,7 @@ def _by_shape(node: str, shape: tuple[int, ...], due: tuple[int, ...], rows: int
     if shape == due:
         return None
     said = f"shape {_shape(shape)} where {_shape(due)} is due"
-    at = f" (in {step})" if step else ""
+    at = f" (the lesson's line: {step})" if step else ""
     if node.startswith("b") and shape == (rows,):
         return Diagnosis("wrong_axis", f"{said}: the bias gradient summed over the features (sum(1)), not the "
                                        f"rows{at}")  # fmt: skip
