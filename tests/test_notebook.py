@@ -154,3 +154,18 @@ def test_your_turn_without_the_two_is_wrong_from_lin2_a_factor_of_one_half(execu
     source = tmp / run.data.params["impl.code"]  # the learner's functions as they ran, the 2 missing
     assert tags["impl.code_sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
     assert "def mse_grad(inp, targ):" in source.read_text() and MSE_TWO not in source.read_text()
+
+
+@pytest.mark.slow
+def test_the_your_turn_section_runs_on_its_own(tmp_path):
+    """A learner who opens the notebook at "Your turn" runs the parameters cell, then that section's cells only."""
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    cells = [tagged(nb, "parameters"), nbformat.v4.new_code_cell(f"BASE = {FAST!r}\nLAUNCH_DIR = {str(tmp_path)!r}")]
+    cells += [tagged(nb, tag) for tag in ("your-turn", "your-check", "ui")]
+    nb.cells = cells
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute(
+        env=env)  # fmt: skip
+    assert text(tagged(nb, "ui")).strip().startswith(f"cd {tmp_path} && ")
