@@ -249,6 +249,10 @@ def test_an_error_in_a_learners_function_is_their_traceback_in_their_source(tmp_
     assert f'File "{source}", line ' in text and "in relu_grad_crashing" in text
     assert "inp.g = out.g @ out  # (n, 80) @ (n, 80)" in text  # the line, read back from the source written
     assert "backprop_lab/" not in text.replace(str(source), "")  # none of the lab's frames
+    import traceback
+
+    frames = [f.name for f in traceback.extract_tb(raised.value.__traceback__)]
+    assert frames[-1] == "check" and "run" not in frames  # no frame of the lab's below check() (itself hidden)
     (logged,) = runs_in(tmp_path / "mlruns")
     assert logged.info.status == "FAILED"
 

@@ -21,7 +21,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Optional, Union
 
 from backprop_lab.config import TrackingConfig
-from backprop_lab.errors import ConfigError
+from backprop_lab.errors import ConfigError, UserCodeError
 
 if TYPE_CHECKING:
     import pandas
@@ -106,7 +106,11 @@ def check(
         name = code.__file__  # a module of a file: that file, as it is
     else:
         name = str(_cell_file(_code_objects(given, code), launch).relative_to(launch))
-    result = run(["impl=user", f"impl.code={name}", *overrides], launch_dir=launch)
+    try:
+        result = run(["impl=user", f"impl.code={name}", *overrides], launch_dir=launch)
+    except UserCodeError as e:  # its text is the learner's traceback; the lab's frames above it say nothing to them
+        __tracebackhide__ = True  # noqa: F841 (IPython and pytest leave a frame with it out of a traceback)
+        raise e.with_traceback(None) from None
     from rich.console import Console
 
     from backprop_lab import summary
