@@ -389,3 +389,13 @@ def test_a_step_not_written_at_all_is_said_not_given_not_unset(tmp_path):
     checked = check(write(tmp_path, LIN))  # only lin_grad: mse_grad and relu_grad are the lab's
     line = grad_check.verdict_line(checked.checks, 8.0, torch.float64, checked.mistake, "functions", {"lin_grad"})
     assert line.startswith("PARTIAL: no mse_grad or relu_grad given; every node given is ok (9 of 12;"), line
+
+
+def test_the_notebooks_model_beside_its_classes_is_said_to_be_unused(tmp_path, capsys):
+    model = ("\nclass Model:\n    def __init__(self, w1, b1, w2, b2):\n        self.layers = [Lin(w1, b1), Relu(), "
+             "Lin(w2, b2)]\n        self.loss = Mse()\n")  # fmt: skip
+    checked = check(write(tmp_path, CLASSES + model))
+    assert grad_check.overall(checked.checks) == "ok"
+    out = capsys.readouterr().out
+    said = "your Model is not run: the lab stacks the lesson's layers from your Lin, Relu and Mse"
+    assert f"my_backward.py: {said}" in out and out.startswith("note: ")

@@ -86,6 +86,16 @@ def described(module: ModuleType, label: str) -> str:
     return style
 
 
+def unused_model_note(module: ModuleType, style: str) -> Optional[str]:
+    """The notebook's `Model` (its layers and loss, forward and backward) is not how the lab builds a net: where the
+    code defines one beside the lesson's classes or functions, a line says what the lab takes instead."""
+    if style == "Net" or not inspect.isclass(getattr(module, "Model", None)):
+        return None
+    what = "Lin, Relu and Mse" if style == "classes" else "lin_grad, relu_grad and mse_grad"
+    return (f"your Model is not run: the lab stacks the lesson's layers from your {what} itself, for any depth, as "
+            "Model does (define Net(params, shift) to have a whole net of your own checked)")
+
+
 def _check_signatures(mod: ModuleType, label: str) -> None:
     """Each of the lesson's names the file defines, callable as the lab will call it: a wrong signature is said
     with the one expected, before anything runs."""

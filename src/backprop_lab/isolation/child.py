@@ -112,7 +112,8 @@ class Child:
         with self.their_code("reading what your code defines"):
             style = protocol.described(module, self.label)
             defined = sorted(self.code.defined)
-        return {"loaded": {"style": style, "defined": defined}}
+            note = protocol.unused_model_note(module, style)
+        return {"loaded": {"style": style, "defined": defined, "note": note}}
 
     def check(self, message: dict, fds: list[int]) -> dict:
         """A forward and two backwards on one forward, as the lab's check asks; every node's gradient handed back
