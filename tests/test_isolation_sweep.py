@@ -91,6 +91,11 @@ def test_a_resumed_sweep_judges_again_what_was_judged_in_the_labs_own_process(tm
     latest = max(parents, key=lambda r: r.info.start_time)
     fresh = [r for r in children if r.data.tags.get("mlflow.parentRunId") == latest.info.run_id]
     assert [r.data.params["impl.code"] for r in fresh] == ["submissions/a.py"]  # b.py was reused
+    note = latest.data.tags["mlflow.note.content"]  # and its row says so
+    assert [line for line in note.splitlines() if line.startswith("| submissions/b.py")][0].split(" | ")[1] == (
+        "FINISHED (reused)")  # fmt: skip
+    assert [line for line in note.splitlines() if line.startswith("| submissions/a.py")][0].split(" | ")[1] == (
+        "FINISHED")  # fmt: skip
 
 
 def test_an_interpolated_name_in_a_sweep_is_refused_as_typed_never_resolved(tmp_path, monkeypatch):

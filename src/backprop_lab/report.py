@@ -33,7 +33,7 @@ from backprop_lab import (
 )
 from backprop_lab.cells import verdict as _verdict
 from backprop_lab.errors import UserError
-from backprop_lab.names import VERDICT_WORDS
+from backprop_lab.names import PARENT_TAG, VERDICT_WORDS
 from backprop_lab.objectives import METRIC as OBJECTIVE
 from backprop_lab.objectives import for_search
 from backprop_lab.runs import RunRecord
@@ -57,6 +57,11 @@ class Row:
     gflop: Optional[float] = None  # the backward pass's matrix products, for the scaling figure
     intervals: dict[str, repeats.Interval] = field(default_factory=dict)  # a row of repeats: each mean's interval
     runs: int = 1  # the repeats this row stands for
+    reused: bool = False  # a run of an earlier sweep that this (resumed) one counts, not one it ran
+
+    @property
+    def status_cell(self) -> str:
+        return f"{self.status} (reused)" if self.reused else self.status
 
     @property
     def label(self) -> str:
@@ -64,6 +69,9 @@ class Row:
 
     def m(self, key: str) -> Optional[float]:
         return self.metrics.get(key)
+
+
+MEMORY_KEY = "impl.memory_limit_gib"
 
 
 def varying_params(records: list[RunRecord]) -> list[str]:
@@ -76,6 +84,8 @@ def varying_params(records: list[RunRecord]) -> list[str]:
         varying.remove(CODE_KEY)  # a built-in's code follows its name: a choice only where it is a user's file
     if cells.INPUT_GRAD_PARAM in varying and _follows_impl(records, cells.INPUT_GRAD_PARAM):
         varying.remove(cells.INPUT_GRAD_PARAM)  # the notebook's four compute x.g whatever the option: their name says
+    if MEMORY_KEY in varying and not any(MEMORY_KEY in r.tags.get("overrides", "") for r in records):
+        varying.remove(MEMORY_KEY)  # the memory each process had to spare, where no run chose one: not a choice
     return varying or [k for k in CHOICE_KEYS if any(k in r.params for r in records)]
 
 
@@ -87,11 +97,13 @@ def _follows_impl(records: list[RunRecord], key: str) -> bool:
     return all(len(v) == 1 for v in values.values())
 
 
-def to_rows(records: list[RunRecord]) -> list[Row]:
-    """A row per run; for a sweep over seeds beside other choices, a row per non-seed choice (repeats.py)."""
+def to_rows(records: list[RunRecord], sweep_id: Optional[str] = None) -> list[Row]:
+    """A row per run; for a sweep over seeds beside other choices, a row per non-seed choice (repeats.py). With the
+    sweep's id, a run another sweep ran (reused by this one, resumed) is marked so."""
     keys = varying_params(records)
     rows = [Row(r.run_id, {k: r.params.get(k, "-") for k in keys}, r.status, r.metrics, r.tags, r.series, r.params,
-                r.metrics.get("time/backward_gflop")) for r in records]  # fmt: skip
+                r.metrics.get("time/backward_gflop"), reused=bool(sweep_id) and r.tags.get(PARENT_TAG) != sweep_id)
+            for r in records]  # fmt: skip
     if repeats.repeated(rows):
         rows = repeats.grouped(rows)
     return sorted(rows, key=lambda row: list(row.choices.values()))
@@ -154,7 +166,7 @@ def table(rows: list[Row], title: str) -> tables.Table:
     if is_submissions(rows):
         ratio, ratios = cells.ratio_column(rows)
         headers = [*choices, "status", "verdict", "first divergent", "diagnosis (or why it failed)", ratio]
-        body = [[*r.choices.values(), r.status, _graded(r), r.tags.get("first_divergent", "-"), _diagnosis(r), x]
+        body = [[*r.choices.values(), r.status_cell, _graded(r), r.tags.get("first_divergent", "-"), _diagnosis(r), x]
                 for r, x in zip(rows, ratios)]  # fmt: skip
         return tables.Table(title, headers, body, align="l" * len(choices) + "rrrl")  # the diagnosis is text
     searched = any(r.m(OBJECTIVE) is not None for r in rows)
@@ -166,7 +178,7 @@ def table(rows: list[Row], title: str) -> tables.Table:
     headers = [*choices, *(["runs"] if repeated else []), "status", *(["objective"] if searched else []),
                "all close", "first divergent", "worst ratio", f"forward ms {timing}", f"backward ms {timing}",
                *ratios]  # fmt: skip
-    body = [[*map(cells.choice, r.choices.values()), *([str(r.runs)] if repeated else []), r.status,
+    body = [[*map(cells.choice, r.choices.values()), *([str(r.runs)] if repeated else []), r.status_cell,
              *([cells.value(r, OBJECTIVE, ".4g")] if searched else []), _verdict(r), _divergent(r),
              cells.value(r, "grad/worst_error_ratio"), cells.ms(r, "forward"), cells.ms(r, "backward"), *x]
             for r, x in zip(rows, ratio_cells)]  # fmt: skip
@@ -290,7 +302,7 @@ def report(args: argparse.Namespace) -> int:
     if not records:
         raise UserError(f"no job runs found for {title}")
 
-    rows = to_rows(records)
+    rows = to_rows(records, parent_id)
     for shown in report_tables(rows, title):
         console.print(tables.to_rich(shown))
     for line in note_lines(rows):

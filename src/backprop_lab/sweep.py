@@ -81,7 +81,7 @@ def description(parent, children: list, counts: dict[str, int]) -> str:
     (markdown, rendered by the UI; an infinity reads `inf`, as the report writes it)."""
     from backprop_lab import report
 
-    rows = report.to_rows(children)
+    rows = report.to_rows(children, parent.run_id)
     lead = f"**{verdict_counts(counts)}**\n\n"
     text = lead + report.with_notes_markdown(rows, parent.name, level=3)
     while len(text) > MAX_NOTE_CHARS and len(rows) > 1:  # a tag holds 8,000 characters
