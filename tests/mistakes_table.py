@@ -46,6 +46,12 @@ CASES = [  # (the mistake, as the learner wrote it, its source, widths, rows, th
     ("`w.mul_(0.5)` in lin_grad (an input changed in place)", CORRECT.replace("    b.g = out.g.sum(0)",
      "    b.g = out.g.sum(0)\n    w.mul_(0.5)"), WIDTHS, 60,
      "test_user_code.py::test_changing_a_weight_in_place_is_reported_and_undone"),
+    ("`out.g *= 2` at the end of lin_grad", CORRECT.replace("    b.g = out.g.sum(0)", "    b.g = out.g.sum(0)\n"
+     "    out.g *= 2"), WIDTHS, 60, "test_user_code.py::test_a_gradient_changed_in_place_after_it_was_set_is_judged_as_"
+     "it_stands_and_the_step_named"),
+    ("`out.g[inp <= 0] = 0; inp.g = out.g` in relu_grad", CORRECT.replace("    inp.g = (inp > 0).float() * out.g",
+     "    out.g[inp <= 0] = 0\n    inp.g = out.g"), WIDTHS, 60, "test_user_code.py::test_a_gradient_changed_in_place_"
+     "after_it_was_set_is_judged_as_it_stands_and_the_step_named"),
     ("relu_grad's result, three times too large, as a lying Tensor subclass", LIN + MSE + __import__("bad_input").LYING,
      WIDTHS, 60, "test_isolation.py::test_a_tensor_subclass_that_lies_in_comparisons_is_judged_on_its_values"),
 ]  # fmt: skip

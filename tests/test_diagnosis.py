@@ -213,7 +213,8 @@ def test_every_kind_is_reachable():
     said = {diagnose_bank(bug).kind for bug in BANK} | {
         say(None, t).kind, say((-t).float(), t).kind, say(crafted((64, 64)), crafted((64, 1)), node="lin4").kind,
         say(torch.full_like(t, float("nan")), t).kind, say((t + 0.3 * crafted(seed=1)).float(), t).kind,
-        say(crafted((64,)).float(), crafted((64, 1)), node="lin4").kind}  # fmt: skip
+        say(crafted((64,)).float(), crafted((64, 1)), node="lin4").kind,
+        diagnosis.changed_after("lin4", "lin_grad", say((2 * t).float(), t)).kind}  # fmt: skip
     assert said == set(diagnosis.KINDS)
 
 

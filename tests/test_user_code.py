@@ -399,3 +399,23 @@ def test_the_notebooks_model_beside_its_classes_is_said_to_be_unused(tmp_path, c
     out = capsys.readouterr().out
     said = "your Model is not run: the lab stacks the lesson's layers from your Lin, Relu and Mse"
     assert f"my_backward.py: {said}" in out and out.startswith("note: ")
+
+
+@pytest.mark.parametrize("slip, node, step", [
+    (("    b.g = out.g.sum(0)", "    b.g = out.g.sum(0)\n    out.g *= 2"), "lin3", "lin_grad"),
+    (("    inp.g = (inp > 0).float() * out.g", "    out.g[inp <= 0] = 0\n    inp.g = out.g"), "act2", "relu_grad"),
+])  # fmt: skip
+def test_a_gradient_changed_in_place_after_it_was_set_is_judged_as_it_stands_and_the_step_named(tmp_path, slip, node,
+                                                                                                 step):  # fmt: skip
+    """Right when set, changed by a later step: judged at the end of the backward as well, never "ok"."""
+    checked = check(write(tmp_path, CORRECT.replace(*slip)))
+    assert grad_check.first_divergent(checked.checks) == node
+    assert checked.mistake.kind == "changed_after" and f"{node}'s gradient was changed by {step}" in (
+        checked.mistake.words)  # fmt: skip
+
+
+def test_a_forward_that_changes_its_input_in_place_is_said_and_still_judged(tmp_path, capsys):
+    clamped = CLASSES.replace("return inp.clamp_min(0.) - self.shift", "return inp.clamp_min_(0.) - self.shift")
+    checked = check(write(tmp_path, clamped))
+    assert grad_check.overall(checked.checks) == "ok"
+    assert "your Relu's forward changed its input in place (lin1" in capsys.readouterr().out

@@ -109,6 +109,8 @@ def judge(ran: Ran, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.T
     mistake = None if node == NONE else diagnosis.diagnose_at(
         node, manual, first, truth, pre_activations, due_shape=tuple(ref[node].shape), rows=x.shape[0], shift=shift,
         params=params)
+    if mistake is not None and node in ran.changed:  # right as set, changed after: the change is the mistake
+        mistake = diagnosis.changed_after(node, ran.changed[node], mistake)
     leaves = [k for k in ref if k[0] in "wb" and k in manual]  # the parameters: other nodes are too large to draw
     elementwise = elementwise_diffs({k: manual[k] for k in leaves}, {k: ref[k] for k in leaves})
     return Checked(ran.loss, checks, elementwise, computed_x, stats, mistake)

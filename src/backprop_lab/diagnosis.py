@@ -18,7 +18,7 @@ import torch
 # The tag logged; in about the order they are tested (a square node's transpose or wrong axis is told by its values,
 # after the shape kinds and the accumulated one).
 KINDS = ("not_given", "wrong_axis", "transposed", "dims", "broadcast", "non_finite", "zero", "accumulated",
-         "relu_mask", "offset", "sign", "scale", "differs")  # fmt: skip
+         "relu_mask", "offset", "sign", "scale", "differs", "changed_after")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,13 @@ def diagnose(
              or _relu(g, t, pre_activation, upstream, shift, fits) or _offset(g, t, pre_activation, shift, fits, tol)
              or _scale(g, t, rows, fits, tol))  # fmt: skip
     return found or Diagnosis("differs", f"differs (no pattern found): {measured}, relative error {error:.3g}")
+
+
+def changed_after(node: str, step: str, as_it_stands: Diagnosis) -> Diagnosis:
+    """A gradient set right, then changed by a later step (in place, `out.g *= 2`, or replaced): judged as it stands
+    at the end of the backward, the change named."""
+    return Diagnosis("changed_after", f"{node}'s gradient was changed by {step} after it was set (an in-place op on "
+                                      f"out.g?); as it stands at the end: {as_it_stands.words}")  # fmt: skip
 
 
 SAMPLE_ROWS = 2048  # of the input's gradient: its float64 truth is never held whole (grad_check.CHUNK_ROWS)

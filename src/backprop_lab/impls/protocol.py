@@ -173,13 +173,16 @@ def computes_input_grad_optionally(code: Code) -> bool:
 
 
 class _Given:
-    """Which nodes the user's code gave a gradient at, and their values as given (cloned at once: a later step
-    that changes a tensor in place cannot change what is judged)."""
+    """Which nodes the user's code gave a gradient at, and their values: as each was set (cloned at once), then, for
+    one that a later step changed in place or replaced (`out.g *= 2` in lin_grad), as it stands at the end of the
+    backward, with the step that changed it (`changed`)."""
 
     def __init__(self) -> None:
         self.grads: dict[str, torch.Tensor] = {}
         self.not_given: list[str] = []
         self.stood_in: list[torch.Tensor] = []  # the tensors whose `.g` is the lab's, to take back before a next call
+        self.held: dict[str, tuple] = {}  # node: (the tensor it is the `.g` of, that `.g`, its version when set)
+        self.changed: dict[str, str] = {}  # node: the step after which its `.g` was no longer what was set
 
     def take(self, node: str, tensor: torch.Tensor, stand_in, *args) -> None:
         """After a user step: keep `tensor.g` as given, or mark the node not given and let the lab's,
@@ -190,10 +193,26 @@ class _Given:
             if g.shape != tensor.shape:  # judged as given (its verdict: shape); the steps below get the lab's
                 tensor.g = stand_in(*args)
                 self.stood_in.append(tensor)
+            else:
+                self.held[node] = (tensor, g, g._version)
         else:
             self.not_given.append(node)
             tensor.g = stand_in(*args)
             self.stood_in.append(tensor)
+
+    def after(self, step: str, node: str) -> None:
+        """After `step`, which read `node`'s gradient (its `out.g`): whether it changed it, in place or by another."""
+        if node in self.held and node not in self.changed:
+            tensor, g, version = self.held[node]
+            if getattr(tensor, "g", None) is not g or g._version != version:
+                self.changed[node] = step
+
+    def settle(self) -> None:
+        """At the end of a backward: each node a later step changed, as it stands now."""
+        for node in self.changed:
+            g = getattr(self.held[node][0], "g", None)
+            if isinstance(g, torch.Tensor):
+                self.grads[node] = g.detach().clone()
 
     @staticmethod
     def forget_stand_ins(previous: Optional[_Given]) -> None:
@@ -253,7 +272,25 @@ class _Lesson:
         _Given.forget_stand_ins(self.given)
         self.given = _Given()
         self._walk(self.given)
+        self.given.settle()
         return {k: v for k, v in self.given.grads.items() if k[0] in "wbx"}
+
+    def changed(self) -> dict[str, str]:
+        """The nodes a later step changed after their gradient was set, and the step."""
+        return dict(self.given.changed)
+
+    def _forward_step(self, step: str, node: str, fn, inp: torch.Tensor) -> torch.Tensor:
+        """`fn(inp)`, a step of the forward, noting where it changed its input in place (the notebook's Relu's
+        `clamp_min_`): the gradients are still judged, but a learner should know."""
+        before = inp.detach().clone()
+        out = fn(inp)
+        if self.forward_note is None and not torch.equal(inp.detach(), before):
+            self.forward_note = (f"your {step} changed its input in place ({node}, the output of the step before): "
+                                 "an in-place op such as clamp_min_ where clamp_min is due? The gradients are judged "
+                                 "all the same, against the lab's own forward")  # fmt: skip
+        return out
+
+    forward_note: Optional[str] = None
 
     def _walk(self, given: _Given) -> None:
         raise NotImplementedError
@@ -285,7 +322,7 @@ class LessonFunctions(_Lesson):
         self.x, self.trg = x, targ
         self.inps, self.lins = [], []
         for i, (w, b) in enumerate(self.layers):
-            self.inps.append(x if i == 0 else self.relu(self.lins[-1]))
+            self.inps.append(x if i == 0 else self._forward_step("relu", f"lin{i}", self.relu, self.lins[-1]))
             self.lins.append(self.lin(self.inps[-1], w, b))
         return self.mse(self.lins[-1], targ)
 
@@ -299,10 +336,12 @@ class LessonFunctions(_Lesson):
             if i < n - 1:
                 if relu_grad:
                     relu_grad(self.lins[i], self.inps[i + 1])
+                    given.after("relu_grad", f"act{i + 1}")
                 given.take(f"lin{i + 1}", self.lins[i], _relu_input, self.lins[i], self.inps[i + 1])
             step = (self.inps[i], self.lins[i], self.layers[i][0])
             if lin_grad:
                 lin_grad(*step, self.layers[i][1])
+                given.after("lin_grad", f"lin{i + 1}")
             given.take(f"w{i + 1}", self.layers[i][0], _weight, *step)
             given.take(f"b{i + 1}", self.layers[i][1], _bias, *step)
             given.take(f"act{i}" if i else "x", self.inps[i], _input, *step)
@@ -324,8 +363,9 @@ class LessonClasses(_Lesson):
         check_shapes(x, targ, self.params)
         self.x, self.trg, self.outs = x, targ, []
         inp = x
-        for layer in self.layers:
-            inp = layer(inp)
+        for k, layer in enumerate(self.layers):
+            inp = self._forward_step(f"{type(layer).__name__}'s forward", _out_node(k - 1), layer, inp) if k else (
+                layer(inp))  # fmt: skip
             self.outs.append(inp)
         return self.loss(inp, targ)
 
@@ -335,6 +375,7 @@ class LessonClasses(_Lesson):
         given.take(f"lin{n}", self.outs[-1], _loss_input, self.outs[-1], self.trg)
         for k in reversed(range(len(self.layers))):
             self.layers[k].backward()
+            given.after(f"{type(self.layers[k]).__name__}'s bwd", _out_node(k))
             inp, out = (self.outs[k - 1] if k else self.x), self.outs[k]
             i = k // 2 + 1  # the layer's number: lin{i}, then act{i}
             if k % 2 == 0:  # a linear layer: its weight, its bias, then its input (act{i-1}, or x)
@@ -344,6 +385,11 @@ class LessonClasses(_Lesson):
                 given.take(f"act{i - 1}" if k else "x", inp, _input, inp, out, w)
             else:  # a ReLU: its input is lin{i}
                 given.take(f"lin{i}", inp, _relu_input, inp, out)
+
+
+def _out_node(k: int) -> str:
+    """The node the k-th layer of a stack outputs: lin{i} for a linear layer, act{i} for the ReLU after it."""
+    return f"{'lin' if k % 2 == 0 else 'act'}{k // 2 + 1}"
 
 
 FORWARD_RTOL = 1e-3  # a correct forward differs from autograd's by rounding (1e-7 in float32), a wrong one by far more

@@ -140,16 +140,19 @@ class Child:
         with self.their_code("running your backward (its second call, on the same forward)"):
             manual = {k: v for k, v in all_grads(net, net.backward()).items() if v is not None}
             not_given = [str(n) for n in getattr(net, "not_given", list)()]
-        changed = [k for k, v in untouched.items() if not torch.equal(self.inputs[k].cpu(), v)]
-        if changed:
-            return {"error": "in_place", "changed": changed}
+            changed = {str(k): str(v) for k, v in getattr(net, "changed", dict)().items()}
+            note = getattr(net, "forward_note", None)
+        spoilt = [k for k, v in untouched.items() if not torch.equal(self.inputs[k].cpu(), v)]
+        if spoilt:
+            return {"error": "in_place", "changed": spoilt}
         due = {k: tuple(v) for k, v in message["due"].items()}
         with self.their_code("handing back your gradients"):
             given, values = _described(manual, due, "")
             earlier, earlier_values = _described(first, due, "first:")
             manifest, fd = sealed.pack(values | earlier_values)
         self.reply_fds = (fd,)
-        return {"loss": loss, "implied_shift": implied, "not_given": not_given, "given": given, "first": earlier,
+        return {"loss": loss, "implied_shift": implied, "not_given": not_given, "changed": changed,
+                "notes": [note] if isinstance(note, str) else [], "given": given, "first": earlier,
                 "tensors": manifest}  # fmt: skip
 
     def time(self, message: dict) -> dict:

@@ -16,7 +16,7 @@ import re
 import select
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -45,6 +45,7 @@ class Ran:
     first: dict[str, torch.Tensor]  # node: the first call's (the input's on its first rows)
     not_given: list[str]  # nodes its code set no gradient at (the lab's stood in)
     implied_shift: Optional[float] = None  # what the code's own ReLU subtracts, where it has one
+    changed: dict[str, str] = field(default_factory=dict)  # node: the step that changed its gradient after it was set
 
 
 def source_of(code: str, base: Optional[Path]) -> tuple[Optional[Path], Optional[bytes]]:
@@ -274,11 +275,14 @@ class Submission:
             names = {str(e.get("node")) for e in reply["given"]} | {f"first:{e.get('node')}" for e in reply["first"]}
             values = sealed.unpack(reply["tensors"], fds[0], names)
             not_given = [str(n) for n in reply["not_given"] if str(n) in due]
+            changed = {str(k): _clean(str(v), 60) for k, v in dict(reply.get("changed", {})).items() if str(k) in due}
+            for note in list(reply.get("notes", []))[:3]:  # what the lab noticed of the code, said in a line each
+                print(f"note: {_clean(self.label + ': ' + str(note), 500)}", flush=True)
             manual = self._given(reply["given"], values, due, dtype, device, "")
             first = self._given(reply["first"], values, due, dtype, device, "first:", strict=False)
         except UNREADABLE:
             raise self._garbled() from None
-        return Ran(loss, manual, first, not_given, implied)
+        return Ran(loss, manual, first, not_given, implied, changed)
 
     def _given(self, entries: list, values: dict, due: dict, dtype: torch.dtype, device: torch.device, prefix: str,
                strict: bool = True) -> dict[str, torch.Tensor]:  # fmt: skip
