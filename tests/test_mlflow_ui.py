@@ -159,3 +159,41 @@ def _has_playwright() -> bool:
     except ImportError:
         return False
     return True
+
+
+def test_a_teachers_parent_leads_with_its_answer_and_its_brackets_stay_text(tmp_path, browser):
+    """A teacher's folder swept (one correct file, one wrong, one that does not compile): the parent's description
+    opens on its counts, in the report's words, and a cell with an interval's brackets before a baseline (a row of
+    repeats) renders as text, not as a link."""
+    from helpers import FAST, cli
+    from mlflow.tracking import MlflowClient
+    from test_user_code import CORRECT
+
+    from backprop_lab.tables import md_text
+
+    (tmp_path / "submissions").mkdir()
+    (tmp_path / "submissions" / "alice.py").write_text(CORRECT)
+    (tmp_path / "submissions" / "bob.py").write_text(CORRECT.replace("2. * ", ""))
+    (tmp_path / "submissions" / "erin.py").write_text("def lin_grad(inp, out, w, b)\n    pass\n")
+    assert cli(tmp_path, "-m", "impl=user", "impl.code=submissions/", *FAST).returncode == 1
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("backprop-lab").experiment_id
+    (parent,) = client.search_runs([experiment], "tags.`backprop_lab.sweep` = 'parent'")
+    cell = "1.15 [0.54, 2.46] (+x.g)"
+    run = client.create_run(experiment, run_name="brackets")
+    client.set_tag(run.info.run_id, "mlflow.note.content", f"| ratio |\n|---:|\n| {md_text(cell)} |")
+    client.set_terminated(run.info.run_id)
+    srv = MlflowServer(uri, tmp_path / "mlruns" / "artifacts", cwd=tmp_path)
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(f"{srv.url}/#/experiments/{experiment}/runs/{parent.info.run_id}?workflowType=machine_learning")
+        page.get_by_text("3 jobs: 1 ok, 1 WRONG, 1 failed to run", exact=False).first.wait_for(timeout=60_000)
+        page.locator("table", has_text="diagnosis").first.wait_for(timeout=30_000)
+        shot(page, "teacher-parent")
+        page.goto(f"{srv.url}/#/experiments/{experiment}/runs/{run.info.run_id}?workflowType=machine_learning")
+        page.get_by_text(cell, exact=False).first.wait_for(timeout=60_000)  # the brackets, shown as they are
+        assert page.locator("a", has_text="0.54, 2.46").count() == 0
+        page.close()
+    finally:
+        srv.stop()
