@@ -419,3 +419,17 @@ def test_a_forward_that_changes_its_input_in_place_is_said_and_still_judged(tmp_
     checked = check(write(tmp_path, clamped))
     assert grad_check.overall(checked.checks) == "ok"
     assert "your Relu's forward changed its input in place (lin1" in capsys.readouterr().out
+
+
+def test_a_gradient_that_would_not_fit_is_foreseen_on_a_preflight_not_allocated(tmp_path):
+    """An (N, 1) output minus an (N,) target is (N, N): seen on the first rows, said before the full data is
+    touched, with what it would take and the limit it would pass."""
+    broadcast = LIN + RELU + "\ndef mse_grad(inp, targ):\n    inp.g = 2. * (inp - targ) / inp.shape[0]\n"
+    params, x, y = small_problem([20, 12, 1], n=20_000, dtype=torch.float32)
+    with impls.open_submission(str(write(tmp_path, broadcast)), None, 60.0, 1.0) as code:
+        said = (r"on a preflight of 64 rows your gradient at lin2 is \(64, 64\), so on the full data \(20000, 20000\): "
+                r"1\.5 GiB, which with .* is more than .* \(1\.0 GiB, impl\.memory_limit_gib\); not run on the full "
+                r"data\. shape "
+                r"\(64, 64\) where \(64, 1\) is due: an \(N, 1\) output minus an \(N,\) target")  # fmt: skip
+        with pytest.raises(UserCodeError, match=said):
+            backward.run_check(code, params, x, y, 0.5, False, 8.0)

@@ -200,6 +200,12 @@ def _by_shape(node: str, shape: tuple[int, ...], due: tuple[int, ...], rows: int
     return Diagnosis("differs", f"differs (no pattern found): {said}{at}")
 
 
+def shape_words(node: str, shape: tuple[int, ...], due: tuple[int, ...], rows: int) -> str:
+    """What a wrong shape says, in words (the preflight's, before the full data is touched)."""
+    found = _by_shape(node, shape, due, rows)
+    return found.words if found else ""
+
+
 def _weight_not_transposed(t, upstream, weight, fits) -> Diagnosis | None:
     """An input's gradient multiplied by the weight where its transpose is due: on a square layer the shapes agree
     and only the values tell."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import linecache
+import math
 import os
 import re
 import sys
@@ -19,6 +20,7 @@ import traceback
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
+from typing import Optional
 
 import torch
 
@@ -28,6 +30,11 @@ from backprop_lab.impls import protocol
 from backprop_lab.impls.common import all_grads
 from backprop_lab.isolation import limits, sealed, wire
 
+PREFLIGHT_ROWS = 64  # the rows a preflight runs on: enough for every shape to show, a fraction of a second
+PREFLIGHT_ABOVE = 4096  # rows: below this the full run is itself a preflight
+# a gradient is made of temporaries as large (`2. * (inp - targ)`), and the check keeps a copy of its first call's:
+# one foreseen at more than this share of the process's memory would not be made
+FORESEEN_COPIES = 4
 MAX_ERROR_CHARS = 16_000  # of a traceback sent to the lab: a long message is cut here, never a flood
 LAB_DIR = str(Path(__file__).resolve().parents[1])  # backprop_lab/: frames there are the lab's, not the learner's
 
@@ -126,6 +133,11 @@ class Child:
         params = {k: v for k, v in self.inputs.items() if k not in ("x", "y")}
         x, y = self.inputs["x"], self.inputs["y"]
         shift, input_grad, sample = float(message["shift"]), bool(message["input_grad"]), int(message["sample_rows"])
+        due = {k: tuple(v) for k, v in message["due"].items()}
+        if x.shape[0] > PREFLIGHT_ABOVE:
+            foreseen = self.preflight(params, x, y, shift, input_grad, due, message["memory_limit_bytes"])
+            if foreseen:
+                return foreseen
         with self.their_code("building your net"):
             net = protocol.build(self.code, params, shift, input_grad, keep_nodes=True)
         with self.their_code("running your forward"):
@@ -145,7 +157,6 @@ class Child:
         spoilt = [k for k, v in untouched.items() if not torch.equal(self.inputs[k].cpu(), v)]
         if spoilt:
             return {"error": "in_place", "changed": spoilt}
-        due = {k: tuple(v) for k, v in message["due"].items()}
         with self.their_code("handing back your gradients"):
             given, values = _described(manual, due, "")
             earlier, earlier_values = _described(first, due, "first:")
@@ -154,6 +165,30 @@ class Child:
         return {"loss": loss, "implied_shift": implied, "not_given": not_given, "changed": changed,
                 "notes": [note] if isinstance(note, str) else [], "given": given, "first": earlier,
                 "tensors": manifest}  # fmt: skip
+
+    def preflight(self, params, x, y, shift: float, input_grad: bool, due: dict, limit: int) -> Optional[dict]:
+        """The learner's forward and backward on the first PREFLIGHT_ROWS rows, before the full data: a gradient
+        whose shape grows with the rows faster than the node's (an (N, N) from an (N, 1) output minus an (N,)
+        target) is foreseen at the full N, and where it would not fit the process's memory, said (a reply the lab
+        turns into a line) instead of allocated."""
+        rows, n = PREFLIGHT_ROWS, x.shape[0]
+        with self.their_code(f"running a preflight of your forward and backward on {rows} rows"):
+            net = protocol.build(self.code, {k: protocol.fresh(v) for k, v in params.items()}, shift, input_grad)
+            net.forward(x[:rows], y[:rows])
+            grads = all_grads(net, net.backward())
+        for node, g in grads.items():
+            if not isinstance(g, torch.Tensor) or node not in due:
+                continue
+            small_due = tuple(rows if d == n else d for d in due[node])
+            shape = tuple(g.shape)
+            if shape == small_due:
+                continue
+            full = tuple(n if d == rows else d for d in shape)
+            size = math.prod(full) * g.element_size()
+            if size * FORESEEN_COPIES > limit:
+                return {"error": "foreseen", "node": node, "shape": list(shape), "full": list(full), "bytes": size,
+                        "rows": rows, "due": list(small_due)}  # fmt: skip
+        return None
 
     def time(self, message: dict) -> dict:
         """The learner's passes against autograd's, each measured alone (timing.py), on fresh weights."""

@@ -146,7 +146,7 @@ class Submission:
         params_manifest, params_fd = sealed.pack(params)
         message = {"op": "check", "data": data_manifest, "params": params_manifest, "shift": shift,
                    "input_grad": input_grad, "device": str(x.device), "due": {k: list(v) for k, v in due.items()},
-                   "sample_rows": sample_rows}  # fmt: skip
+                   "sample_rows": sample_rows, "memory_limit_bytes": self.memory_limit_bytes}  # fmt: skip
         try:
             reply, fds = self._ask(message, (data_fd, params_fd), self.time_limit_s, "running your check")
         finally:
@@ -254,6 +254,8 @@ class Submission:
         kind = reply.get("error")
         if kind == "config":
             return ConfigError(_clean(str(reply.get("text", "")), 500).splitlines()[0])
+        if kind == "foreseen":  # a shape that grows faster than its node's, seen on a few rows
+            return self._foreseen(reply)
         if kind == "in_place":
             changed = [str(k)[:20] for k in reply.get("changed", [])][:20]
             return UserCodeError(f"{self.label}: your code changed {', '.join(changed)} in place (an in-place op such "
@@ -263,6 +265,21 @@ class Submission:
         if "allocate memory" in text.lower() or "MemoryError" in text:
             text += (f"\n(your code's process may use {self.memory_limit_gib:.1f} GiB: impl.memory_limit_gib)")
         return UserCodeError(text)
+
+    def _foreseen(self, reply: dict) -> UserCodeError:
+        from backprop_lab import diagnosis
+
+        try:
+            node, rows = str(reply["node"]), int(reply["rows"])
+            shape, full, due = (tuple(int(d) for d in reply[k]) for k in ("shape", "full", "due"))
+            gib = float(reply["bytes"]) / 2**30
+        except UNREADABLE:
+            return self._garbled()
+        said = diagnosis.shape_words(node, shape, due, rows)
+        return UserCodeError(f"{self.label}: on a preflight of {rows} rows your gradient at {_clean(node, 20)} is "
+                             f"{shape}, so on the full data {full}: {gib:.1f} GiB, which with its temporaries and the "
+                             f"check's copies is more than your code's process may use ({self.memory_limit_gib:.1f} "
+                             f"GiB, impl.memory_limit_gib); not run on the full data. {said}")  # fmt: skip
 
     def _ran(self, reply: dict, fds: list[int], due: dict, dtype: torch.dtype, device: torch.device) -> Ran:
         try:
