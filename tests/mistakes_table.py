@@ -35,6 +35,12 @@ CASES = [  # (the mistake, as the learner wrote it, its source, widths, rows, th
     ("`inp.g = 2. * (inp - targ) / inp.shape[0]` (an (N, N) broadcast)", LIN + RELU + "\ndef mse_grad(inp, targ):\n"
      "    inp.g = 2. * (inp - targ) / inp.shape[0]\n", WIDTHS, 60,
      "test_user_code.py::test_a_wrongly_shaped_gradient_gets_its_verdict_and_diagnosis_not_a_crash_below"),
+    ("the same broadcast on N = 50,000", LIN + RELU + "\ndef mse_grad(inp, targ):\n    inp.g = 2. * (inp - targ) / "
+     "inp.shape[0]\n", WIDTHS, 50_000, "test_user_code.py::test_a_gradient_that_would_not_fit_is_foreseen_on_a_"
+     "preflight_not_allocated"),
+    ("course22p2's `w.g = (inp.unsqueeze(-1) * out.g.unsqueeze(1)).sum(0)`, 784-80-1, N = 50,000", CORRECT.replace(
+     "w.g = inp.t() @ out.g", "w.g = (inp.unsqueeze(-1) * out.g.unsqueeze(1)).sum(0)"), [784, 80, 1], 50_000,
+     "test_user_code.py::test_a_per_example_product_summed_afterwards_is_foreseen_with_its_line"),
     ("a lin_grad that never sets `inp.g`", CORRECT.replace("    inp.g = out.g @ w.t()\n", ""), WIDTHS, 60,
      "test_user_code.py::test_partial_code_leads_with_partial_and_names_the_step_that_left_a_gradient_unset"),
     ("Lin's `bwd` that never sets `inp.g`", CLASSES.replace("        inp.g = out.g @ self.w.t()\n", ""), WIDTHS, 60,
@@ -68,7 +74,7 @@ def sentence(source: str, widths: list[int], rows: int) -> str:
         try:
             checked = backward.run_check(str(path), params, x, y, 0.5, False, 8.0)
         except UserError as e:
-            return "error: " + str(e).splitlines()[0].replace(str(path), "learner.py")
+            return "error: " + " ".join(line.strip() for line in str(e).splitlines()).replace(str(path), "learner.py")
     return "verdict: " + grad_check.verdict_line(checked.checks, 8.0, torch.float32, checked.mistake, style, defined)
 
 

@@ -28,12 +28,14 @@ from backprop_lab.code_files import INSTALLED
 from backprop_lab.errors import ConfigError, UserCodeError
 from backprop_lab.impls import protocol
 from backprop_lab.impls.common import all_grads
-from backprop_lab.isolation import limits, sealed, wire
+from backprop_lab.isolation import foresight, limits, sealed, wire
 
-PREFLIGHT_ROWS = 64  # the rows a preflight runs on: enough for every shape to show, a fraction of a second
+# the rows a preflight runs on: enough for every shape to show, a fraction of a second; a prime, so that no layer's
+# width is taken for the rows
+PREFLIGHT_ROWS = 61
 PREFLIGHT_ABOVE = 4096  # rows: below this the full run is itself a preflight
-# a gradient is made of temporaries as large (`2. * (inp - targ)`), and the check keeps a copy of its first call's:
-# one foreseen at more than this share of the process's memory would not be made
+# a tensor comes with temporaries as large (`2. * (inp - targ)`), and the check keeps a copy of a gradient's first
+# call: one foreseen at more than this share of the process's memory would not be made
 FORESEEN_COPIES = 4
 MAX_ERROR_CHARS = 16_000  # of a traceback sent to the lab: a long message is cut here, never a flood
 LAB_DIR = str(Path(__file__).resolve().parents[1])  # backprop_lab/: frames there are the lab's, not the learner's
@@ -167,12 +169,15 @@ class Child:
                 "tensors": manifest}  # fmt: skip
 
     def preflight(self, params, x, y, shift: float, input_grad: bool, due: dict, limit: int) -> Optional[dict]:
-        """The learner's forward and backward on the first PREFLIGHT_ROWS rows, before the full data: a gradient
-        whose shape grows with the rows faster than the node's (an (N, N) from an (N, 1) output minus an (N,)
-        target) is foreseen at the full N, and where it would not fit the process's memory, said (a reply the lab
-        turns into a line) instead of allocated."""
+        """The learner's forward and backward on the first PREFLIGHT_ROWS rows, before the full data. A gradient
+        whose shape grows with the rows faster than its node's (an (N, N) from an (N, 1) output minus an (N,)
+        target), or any tensor their steps make that is larger than anything the net needs (a per-example product
+        summed afterwards), is foreseen at the full N; where it would not fit the process's memory it is said (a
+        reply the lab turns into a line) instead of allocated."""
         rows, n = PREFLIGHT_ROWS, x.shape[0]
-        with self.their_code(f"running a preflight of your forward and backward on {rows} rows"):
+        ceiling = max(math.prod(s) for s in due.values())
+        watch = foresight.Watch(rows, n, ceiling, theirs)
+        with self.their_code(f"running a preflight of your forward and backward on {rows} rows"), watch:
             net = protocol.build(self.code, {k: protocol.fresh(v) for k, v in params.items()}, shift, input_grad)
             net.forward(x[:rows], y[:rows])
             grads = all_grads(net, net.backward())
@@ -188,6 +193,11 @@ class Child:
             if size * FORESEEN_COPIES > limit:
                 return {"error": "foreseen", "node": node, "shape": list(shape), "full": list(full), "bytes": size,
                         "rows": rows, "due": list(small_due)}  # fmt: skip
+        made = watch.largest
+        if made and made.bytes * FORESEEN_COPIES > limit:
+            rest = tuple(d for d in made.shape if d != rows)
+            weight = next((k for k, s in due.items() if k[0] == "w" and s == rest), "")  # a weight's, per example
+            return made.reply(rows) | {"per_example": weight}
         return None
 
     def time(self, message: dict) -> dict:

@@ -256,6 +256,8 @@ class Submission:
             return ConfigError(_clean(str(reply.get("text", "")), 500).splitlines()[0])
         if kind == "foreseen":  # a shape that grows faster than its node's, seen on a few rows
             return self._foreseen(reply)
+        if kind == "foreseen_made":  # a tensor larger than anything the net needs, made on the way
+            return self._foreseen_made(reply)
         if kind == "in_place":
             changed = [str(k)[:20] for k in reply.get("changed", [])][:20]
             return UserCodeError(f"{self.label}: your code changed {', '.join(changed)} in place (an in-place op such "
@@ -280,6 +282,23 @@ class Submission:
                              f"{shape}, so on the full data {full}: {gib:.1f} GiB, which with its temporaries and the "
                              f"check's copies is more than your code's process may use ({self.memory_limit_gib:.1f} "
                              f"GiB, impl.memory_limit_gib); not run on the full data. {said}")  # fmt: skip
+
+    def _foreseen_made(self, reply: dict) -> UserCodeError:
+        try:
+            rows, line, gib = int(reply["rows"]), int(reply["line"]), float(reply["bytes"]) / 2**30
+            shape, full = (tuple(int(d) for d in reply[k]) for k in ("shape", "full"))
+            file, function, source, weight = (_clean(str(reply[k]), 120) for k in ("file", "function", "source",
+                                                                                     "per_example"))  # fmt: skip
+        except UNREADABLE:
+            return self._garbled()
+        text = (f"{self.label}: on a preflight of {rows} rows, line {line} of {file} (in {function}) makes a tensor "
+                f"of {shape}, so on the full data {full}: {gib:.1f} GiB, which with its temporaries and the check's "
+                f"copies is more than your code's process may use ({self.memory_limit_gib:.1f} GiB, "
+                f"impl.memory_limit_gib); not run on the full data.\n    {source}")  # fmt: skip
+        if weight:
+            text += (f"\nThat is {weight}'s gradient for every example at once, summed afterwards: a matrix product "
+                     "(inp.t() @ out.g) sums over the examples as it multiplies, with no such tensor")  # fmt: skip
+        return UserCodeError(text)
 
     def _ran(self, reply: dict, fds: list[int], due: dict, dtype: torch.dtype, device: torch.device) -> Ran:
         try:
