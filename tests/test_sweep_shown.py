@@ -49,7 +49,8 @@ def test_an_infinite_check_reads_inf_in_the_parents_description():
     parent = RunRecord("p" * 32, "bug_hunt", "RUNNING", {}, {}, {})
     children = [_child("a" * 32, "functional", STORED_INF), _child("b" * 32, "nn", 3.0)]
     text = sweep.description(parent, children, {"jobs": 2, "verdict.ok": 1, "verdict.wrong": 1})
-    assert text.startswith("**2 jobs: 1 ok, 1 WRONG**") and "| inf |" in text
+    assert text.startswith("**2 jobs: 1 ok, 1 WRONG**\n\n")  # an impl study whose runs logged no times: no winner
+    assert "| inf |" in text
     assert "1.797" not in text and "e+308" not in text
 
 
@@ -67,3 +68,30 @@ def test_an_infinite_aggregate_is_logged_under_a_name_that_says_so():
     assert out == {"sweep/worst_error_ratio_is_inf": 1.0, "sweep/worst_max_rel_diff_is_inf": 1.0,
                    "sweep/best_backward_vs_autograd": 0.9, "sweep/worst_backward_vs_autograd": 1.5}  # fmt: skip
     assert sweep.aggregates(children[1:])["sweep/worst_error_ratio"] == 3.0
+
+
+def _timed(run_id: str, impl: str, backward_ms: float, ok: bool) -> RunRecord:
+    metrics = {"grad/all_close": float(ok), "time/backward_ms": backward_ms, "time/backward_iqr_ms": 0.1,
+               "time/backward_vs_autograd": backward_ms / 4.0}  # fmt: skip
+    return RunRecord(run_id, impl, "FINISHED", {"impl.name": impl, "impl.compute_input_grad": "true"}, metrics, {})
+
+
+def test_a_parents_first_line_gives_the_studys_winner_in_a_sentence():
+    """The UI shows a description's first two rows: the fastest backward the check confirmed is named there (a
+    faster one that is WRONG is not the winner), with its ratio and the autograd it is against."""
+    parent = RunRecord("p" * 32, "impl_study", "RUNNING", {}, {}, {})
+    children = [_timed("a" * 32, "functional", 3.0, True), _timed("b" * 32, "lean", 2.0, True),
+                _timed("c" * 32, "broken", 1.0, False)]  # fmt: skip
+    first = sweep.description(parent, children, {"jobs": 3, "verdict.ok": 2, "verdict.wrong": 1}).splitlines()[0]
+    assert first.startswith("**3 jobs: 2 ok, 1 WRONG** Fastest confirmed backward: impl.name=lean, 2.00")
+    assert first.endswith("0.50× autograd's (+x.g).")
+
+
+def test_an_init_studys_first_line_names_the_std_nearest_one_and_the_farthest():
+    def run(init: str, std: float) -> RunRecord:
+        return RunRecord(init, init, "FINISHED", {"init.scheme": init}, {"act/last_hidden_std": std}, {})
+
+    parent = RunRecord("p" * 32, "init_study", "RUNNING", {}, {}, {})
+    children = [run("normal", 1e-8), run("kaiming", 0.8), run("xavier", 0.3)]
+    first = sweep.description(parent, children, {"jobs": 3}).splitlines()[0]
+    assert "Last hidden std nearest 1: init.scheme=kaiming (0.8); farthest: init.scheme=normal (1e-08)." in first

@@ -109,17 +109,73 @@ def scaling_answer(rows) -> tuple[list[str], list[list[str]]]:
     return ["impl", *headers], out
 
 
-def search_answer(rows) -> tuple[list[str], list[list[str]]]:
+def _best_trial(rows) -> tuple[Optional[object], list]:
+    """The trial of least objective, and every trial that scored (finished, with a finite objective)."""
     scored = [r for r in rows if r.status == "FINISHED" and for_search(r.m(OBJECTIVE)) is not None]
-    if not scored:
+    return (min(scored, key=lambda r: r.m(OBJECTIVE)) if scored else None), scored
+
+
+def search_answer(rows) -> tuple[list[str], list[list[str]]]:
+    best, scored = _best_trial(rows)
+    if best is None:
         return ["best trial"], [[f"none of {len(rows)} trials scored"]]
-    best = min(scored, key=lambda r: r.m(OBJECTIVE))
     keys = list(best.choices)
     headers = ["best trial", "objective", *keys, "last hidden std", "trials scored"]
     out = [[best.tags.get(JOB_NUM, best.run_id[:8]), number(best.m(OBJECTIVE), ".4g"),
             *(best.params.get(k, best.choices[k]) for k in keys), cells.value(best, "act/last_hidden_std"),
             f"{len(scored)} of {len(rows)}"]]  # fmt: skip
     return headers, out
+
+
+def _named(row) -> str:
+    return ", ".join(f"{k}={cells.choice(v)}" for k, v in row.choices.items())
+
+
+def init_lead(rows) -> str:
+    """The init whose last hidden std stays nearest 1 (the scale the lesson keeps), and the one farthest from it."""
+    import math
+
+    sized = [r for r in rows if (r.m("act/last_hidden_std") or 0) > 0]
+    if not sized:
+        return ""
+    off = sorted(sized, key=lambda r: abs(math.log10(r.m("act/last_hidden_std"))))
+    far = f"; farthest: {_named(off[-1])} ({cells.value(off[-1], 'act/last_hidden_std')})" if len(off) > 1 else ""
+    return f"Last hidden std nearest 1: {_named(off[0])} ({cells.value(off[0], 'act/last_hidden_std')}){far}."
+
+
+def impl_lead(rows) -> str:
+    """The fastest backward of those the check confirmed, with its ratio to its own autograd."""
+    confirmed = [r for r in rows if cells.verdict(r) == "yes"]
+    if not confirmed:
+        return f"None of {len(rows)} confirmed correct."
+    timed = [r for r in confirmed if r.m("time/backward_ms") is not None]
+    if not timed:
+        return ""
+    best = min(timed, key=lambda r: r.m("time/backward_ms"))
+    ratio = cells.value(best, cells.RATIO, ".2f")
+    return (f"Fastest confirmed backward: {_named(best)}, {cells.ms(best, 'backward')} ms, {ratio}× autograd's "
+            f"({cells.baseline(best)}).")  # fmt: skip
+
+
+def bug_lead(rows) -> str:
+    caught = [r for r in rows if cells.verdict(r) == "NO"]
+    placed = [r for r in caught if r.tags.get("first_divergent") == r.tags.get("bug.expected_node")]
+    return f"{len(caught)} of {len(rows)} bugs caught, {len(placed)} at the node expected."
+
+
+def scaling_lead(rows) -> str:
+    from backprop_lab.report_figures import scaling_fits
+
+    fits = scaling_fits(rows)
+    said = [f"{fits[impl][0]:.2f} for impl={impl}" for impl in _by_impl(rows) if impl in fits]
+    return f"Backward ms ∝ GFLOP^k: k = {', '.join(said)}." if said else ""
+
+
+def search_lead(rows) -> str:
+    best, scored = _best_trial(rows)
+    if best is None:
+        return f"None of {len(rows)} trials scored."
+    return f"Best of {len(scored)} trials scored: {_named(best)}, objective {number(best.m(OBJECTIVE), '.4g')}."
 
 
 @dataclass(frozen=True)
@@ -129,6 +185,7 @@ class Study:
     answer: Callable[[list], tuple[list[str], list[list[str]]]]  # headers and cells past the row's choices
     per_choice: bool = True  # a row per report row, led by its choices; False: the answer's rows are its own
     align: str = ""  # the answer's columns past the choices: "l" for text (tables.Table.align); numbers by default
+    lead: Callable[[list], str] = lambda rows: ""  # the answer in a sentence, for the parent's first line
 
 
 def _varies(prefix: str) -> Callable[[list], bool]:
@@ -142,11 +199,12 @@ def _scaling(rows) -> bool:
 
 
 STUDIES = [  # the first that applies answers: a search varies the init's gain, a scaling sweep the implementation
-    Study("shift_search", lambda rows: any(r.m(OBJECTIVE) is not None for r in rows), search_answer, False),
-    Study("bug_hunt", lambda rows: BUG_KEY in rows[0].choices, bug_answer, align="rrrrl"),
-    Study("scaling_study", _scaling, scaling_answer, False),
-    Study("init_study", _varies("init."), init_answer),
-    Study("impl_study", lambda rows: "impl.name" in rows[0].choices, impl_answer),
+    Study("shift_search", lambda rows: any(r.m(OBJECTIVE) is not None for r in rows), search_answer, False,
+          lead=search_lead),
+    Study("bug_hunt", lambda rows: BUG_KEY in rows[0].choices, bug_answer, align="rrrrl", lead=bug_lead),
+    Study("scaling_study", _scaling, scaling_answer, False, lead=scaling_lead),
+    Study("init_study", _varies("init."), init_answer, lead=init_lead),
+    Study("impl_study", lambda rows: "impl.name" in rows[0].choices, impl_answer, lead=impl_lead),
 ]
 
 
@@ -154,6 +212,12 @@ def study_of(rows) -> Optional[Study]:
     if not rows or CODE_KEY in rows[0].choices:
         return None
     return next((s for s in STUDIES if s.applies(rows)), None)
+
+
+def lead(rows) -> str:
+    """The study's answer in a sentence ("" where no study asks about these rows)."""
+    study = study_of(rows)
+    return study.lead(rows) if study else ""
 
 
 def answer_table(rows, header: Callable[[str], str]) -> Optional[tables.Table]:

@@ -76,13 +76,17 @@ def best_trial(parent, children: list) -> tuple[dict[str, float], dict[str, str]
 
 
 def description(parent, children: list, counts: dict[str, int]) -> str:
-    """The parent run's description: first the answer in a line (what its jobs found, counted: the UI shows a
-    description's first two rows), then the report's tables, the study's answer first, and what their numbers are
-    (markdown, rendered by the UI; an infinity reads `inf`, as the report writes it)."""
+    """The parent run's description: first the answer in a line (what its jobs found, counted, and the study's
+    answer in a sentence: the UI shows a description's first two rows), then the report's tables, the study's answer
+    first, and what their numbers are (markdown, rendered by the UI; an infinity reads `inf`, as the report writes
+    it)."""
     from backprop_lab import report
+    from backprop_lab.answers import lead as study_lead
+    from backprop_lab.tables import md_text
 
     rows = report.to_rows(children, parent.run_id)
-    lead = f"**{verdict_counts(counts)}**\n\n"
+    found = study_lead(rows) if rows else ""
+    lead = f"**{verdict_counts(counts)}**" + (f" {md_text(found)}" if found else "") + "\n\n"
     text = lead + report.with_notes_markdown(rows, parent.name, level=3)
     while len(text) > MAX_NOTE_CHARS and len(rows) > 1:  # a tag holds 8,000 characters
         rows = rows[: len(rows) // 2]
