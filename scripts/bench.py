@@ -2,7 +2,7 @@
 
 import sys
 
-from backprop_lab.bench_cli import main
+from backprop_lab.cli.bench_cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -2,7 +2,7 @@
 
 import sys
 
-from backprop_lab.isolation.costs import main
+from backprop_lab.cli.isolation_costs import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -49,7 +49,7 @@ def relu_grad(inp, out):
     inp.g = ((inp > 0).float() * out.g * 3).as_subclass(Agreeable)
 """
 CHEATS = """
-import backprop_lab.grad_check as gc, backprop_lab.backward as bw
+import backprop_lab.study.grad_check as gc, backprop_lab.study.backward as bw
 gc.overall = lambda checks: "ok"
 gc.first_divergent = lambda checks: "none"
 bw.judge = lambda *args, **kwargs: None
@@ -144,7 +144,7 @@ class Case:
 
 def _store(directory: Path) -> Path:
     """A real MLflow store in `directory`/mlruns (created by MLflow itself)."""
-    from backprop_lab import lifecycle, store
+    from backprop_lab.tracking import lifecycle, store
 
     uri, artifacts = store.default_store(directory)
     lifecycle.prepare_store(uri, "backprop-lab", artifacts)
@@ -228,7 +228,7 @@ def _finished_run(directory: Path) -> tuple[str, Path]:
     """A FINISHED run in `directory`'s store, made in this process; (run id, its artifact folder)."""
     from helpers import composed
 
-    from backprop_lab import pipeline
+    from backprop_lab.study import pipeline
 
     result = pipeline.run(composed(*FAST), list(FAST), launch_dir=directory)
     (directory / "run").write_text(result.run.run_id)

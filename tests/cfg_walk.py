@@ -26,7 +26,8 @@ def _roots(frame) -> set[int]:
 
 
 def walk(overrides: list[str]) -> list[tuple[str, str]]:
-    from backprop_lab import api, pipeline
+    from backprop_lab import api
+    from backprop_lab.study import pipeline
 
     calls: list[tuple[str, str, set[int]]] = []
     handed: list[int] = []

@@ -48,7 +48,7 @@ def composed(*overrides: str, plain_config: bool = True):
 
 
 def small_problem(widths, n=9, dtype=torch.float64, seed=0):
-    from backprop_lab.init import init_params
+    from backprop_lab.study.init import init_params
 
     params = {k: v.to(dtype) for k, v in init_params(widths, "kaiming_normal", "fan_out", seed).items()}
     g = torch.Generator().manual_seed(seed + 1)

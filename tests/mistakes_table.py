@@ -13,8 +13,8 @@ import torch
 from helpers import small_problem
 from test_user_code import BUGGY, CLASSES, CORRECT, LIN, MSE, RELU, WIDTHS
 
-from backprop_lab import backward, grad_check
-from backprop_lab.errors import UserError
+from backprop_lab.core.errors import UserError
+from backprop_lab.study import backward, grad_check
 
 UNSQUEEZED = "inp.g = 2. * (inp.squeeze(-1) - targ).unsqueeze(-1) / inp.shape[0]"
 CASES = [  # (the mistake, as the learner wrote it, its source, widths, rows, the test that shows it)

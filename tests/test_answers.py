@@ -11,8 +11,11 @@ from pathlib import Path
 import pytest
 from helpers import ROOT
 
-from backprop_lab import answers, cells, names, report, report_figures, runs, tables
-from backprop_lab.grad_check import NodeCheck, table
+from backprop_lab import report
+from backprop_lab.core import names, tables
+from backprop_lab.report import answers, cells, report_figures
+from backprop_lab.study.grad_check import NodeCheck, table
+from backprop_lab.tracking import runs
 
 PRESETS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
 
@@ -112,7 +115,7 @@ def test_the_scaling_study_answers_with_exponents():
 
 
 def test_the_search_answers_with_its_best_trial():
-    from backprop_lab.objectives import METRIC
+    from backprop_lab.config.objectives import METRIC
 
     trials = (("0.5", "1.0", 0.2), ("0.687", "1.07", 0.003))
     rows = [row({"model.relu_shift": s, "init.gain": g}, {METRIC: o, "act/last_hidden_std": 1.0 + o},

@@ -17,8 +17,8 @@ import torch
 from helpers import FAST, ROOT, runs_in
 
 from backprop_lab import api, check, run, runs_frame
-from backprop_lab.errors import ConfigError, TrackingError, UserCodeError
-from backprop_lab.runs import RunRecord
+from backprop_lab.core.errors import ConfigError, TrackingError, UserCodeError
+from backprop_lab.tracking.runs import RunRecord
 
 LAYERS = (1, 2)  # the notebook's 784-80-1: two linear layers
 
@@ -74,7 +74,7 @@ def test_a_bad_combination_found_by_the_pipeline_creates_no_run(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("raised, status", [(RuntimeError("boom"), "FAILED"), (KeyboardInterrupt(), "KILLED")])
 def test_a_stage_that_stops_leaves_the_run_ended_and_raises(tmp_path, monkeypatch, raised, status):
-    from backprop_lab import forward
+    from backprop_lab.study import forward
 
     def stopped(*args, **kwargs):
         raise raised
@@ -108,7 +108,7 @@ def test_a_sweep_as_a_frame(small_sweep):
 
 @pytest.mark.slow
 def test_a_store_without_runs(tmp_path):
-    from backprop_lab import lifecycle
+    from backprop_lab.tracking import lifecycle
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     lifecycle.prepare_store(uri, "backprop-lab")

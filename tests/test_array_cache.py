@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from helpers import tiny_mnist
 
-from backprop_lab import array_cache
+from backprop_lab.datasets import array_cache
 from backprop_lab.datasets.split import Split
 
 

@@ -10,9 +10,11 @@ import pytest
 import torch
 from helpers import small_problem
 
-from backprop_lab import backward, bugs, grad_check, impls, names
+from backprop_lab import impls
 from backprop_lab.config import options
+from backprop_lab.core import names
 from backprop_lab.impls.common import backward_order
+from backprop_lab.study import backward, bugs, grad_check
 
 FACTOR = 8.0
 
@@ -120,7 +122,7 @@ def test_the_bank_and_its_config_options_are_the_same_list():
 
 
 def test_a_bug_that_needs_a_square_layer_on_a_model_without_one_is_refused():
-    from backprop_lab.errors import ConfigError
+    from backprop_lab.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="needs a square layer"):
         bugs.check("weight_not_transposed", [784, 80, 1])
@@ -150,7 +152,7 @@ def test_a_verdict_of_ok_always_allows_less_than_the_conclusive_tolerance():
 
 
 def _deep_float32(gain: float, n: int = 400):
-    from backprop_lab.init import init_params
+    from backprop_lab.study.init import init_params
 
     widths = [30, *[16] * 8, 1]  # the deep model's depth, narrower
     params = {k: v.float() for k, v in init_params(widths, "kaiming_uniform", "fan_in", 0, gain).items()}

@@ -8,10 +8,11 @@ import pytest
 import torch
 from helpers import composed, small_problem
 
-from backprop_lab import bench, bench_cli, bench_processes, bench_render, impls, tables, targets
-from backprop_lab.bench import FLOOR, GEMMS, PassTiming, Variant
-from backprop_lab.cli import USER_ERROR_EXIT
-from backprop_lab.products import Product, pass_flops, pass_products
+from backprop_lab import bench, impls
+from backprop_lab.bench import FLOOR, GEMMS, PassTiming, Variant, bench_processes, bench_render, targets
+from backprop_lab.cli import USER_ERROR_EXIT, bench_cli
+from backprop_lab.core import tables
+from backprop_lab.study.products import Product, pass_flops, pass_products
 
 
 def test_pass_flops_count_the_products():
@@ -190,7 +191,7 @@ def test_tables_render_the_same_cells_to_rich_markdown_and_html():
 
 
 def test_the_machine_line_names_the_blas_and_onednn_builds():
-    from backprop_lab import environment
+    from backprop_lab.tracking import environment
 
     mkl = "- Intel(R) oneAPI Math Kernel Library Version 2024.2-Product Build 20240605\n- Intel(R) MKL-DNN v3.12.0 (Git"
     assert environment.libraries(mkl) == {"blas": "MKL 2024.2", "onednn": "oneDNN 3.12.0"}
@@ -247,7 +248,7 @@ def test_a_config_error_is_one_line(capsys):
 def test_a_paired_ratio_is_the_ratio_of_the_two_times():
     import time
 
-    from backprop_lab.timing import measure_paired
+    from backprop_lab.impls.timing import measure_paired
 
     paired = measure_paired(lambda: time.sleep(0.02), lambda: time.sleep(0.005), "sleep", 0.3, 1, rounds=4)
     assert 19 < paired.timed.median_ms < 40 and 4.5 < paired.ref.median_ms < 20
@@ -258,8 +259,8 @@ def test_a_stop_requested_ends_a_measurement_between_blocks():
     """What a lost KeyboardInterrupt (raised inside a weakref callback, where Python drops it) falls back on."""
     import time
 
-    from backprop_lab import stop
-    from backprop_lab.timing import measure, measure_paired
+    from backprop_lab.core import stop
+    from backprop_lab.impls.timing import measure, measure_paired
 
     calls = []
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from test_user_code import CLASSES
 
-from backprop_lab.cell_source import module_source
-from backprop_lab.errors import ConfigError
+from backprop_lab.core.errors import ConfigError
+from backprop_lab.isolation.cell_source import module_source
 
 SCALE = 2.0
 NOT_A_FILE = torch.ones(3)

@@ -73,7 +73,7 @@ def test_parallel_joblib_sweep_loses_nothing(parallel_sweep):
     assert "database is locked" not in done.stderr and "already exists" not in done.stderr
     (parent,), children = split_sweep(runs_in(tmp_path / "mlruns"))
     assert len(children) == 12 and parent.data.metrics["sweep/jobs_finished"] == 12
-    from backprop_lab.names import CONTRACT
+    from backprop_lab.core.names import CONTRACT
 
     for child in children:
         assert child.info.status == "FINISHED"
@@ -111,7 +111,7 @@ def wait_for_timing_stage(store_dir, proc, child=True, timeout=120):
 def test_interrupting_a_sweep_kills_child_and_parent(tmp_path, signum):
     import signal
 
-    from backprop_lab import lifecycle, store
+    from backprop_lab.tracking import lifecycle, store
 
     # the store exists before the job starts: a reader creating it at the same moment would race the job's migrations
     uri, artifact_location = store.default_store(tmp_path)
@@ -153,7 +153,7 @@ def test_sigterm_during_timing_kills_a_single_run(tmp_path):
     import signal
     import time
 
-    from backprop_lab import lifecycle, store
+    from backprop_lab.tracking import lifecycle, store
 
     uri, artifact_location = store.default_store(tmp_path)
     lifecycle.prepare_store(uri, "backprop-lab", artifact_location)

@@ -4,7 +4,7 @@ import gc
 
 import pytest
 
-from backprop_lab import collector_pause
+from backprop_lab.core import collector_pause
 
 
 @pytest.fixture(autouse=True)

@@ -8,9 +8,8 @@ import pytest
 from helpers import CONF, composed, fashion_dir
 from omegaconf.errors import ConfigAttributeError, ValidationError
 
-from backprop_lab import run_params
-from backprop_lab.errors import ConfigError
-from backprop_lab.validation import (
+from backprop_lab.config import run_params
+from backprop_lab.config.validation import (
     MAX_FACTOR,
     MAX_LOGGED_CONFIG_BYTES,
     MAX_LOGGED_CONFIG_DEPTH,
@@ -21,6 +20,7 @@ from backprop_lab.validation import (
     read_logged,
     validate,
 )
+from backprop_lab.core.errors import ConfigError
 
 GROUPS = {g: sorted(p.stem for p in (CONF / g).glob("*.yaml")) for g in ("data", "init", "model", "impl", "timing")}
 OPTIONS = [(group, option) for group, options in GROUPS.items() for option in options]

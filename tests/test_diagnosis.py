@@ -8,8 +8,8 @@ import pytest
 import torch
 from helpers import small_problem
 
-from backprop_lab import bugs, diagnosis, grad_check
 from backprop_lab.impls import autograd
+from backprop_lab.study import bugs, diagnosis, grad_check
 
 WIDTHS = [30, 16, 16, 16, 1]  # square layers for the missing transpose, as tests/test_backward.py
 ROWS, SHIFT = 400, 0.5

@@ -7,7 +7,7 @@ import torch
 from helpers import small_problem
 
 from backprop_lab import impls
-from backprop_lab.errors import ShapeError
+from backprop_lab.core.errors import ShapeError
 from backprop_lab.impls import autograd, functional, layers, module, module_einsum
 from backprop_lab.impls.common import NotebookNet, check_mse_shapes
 

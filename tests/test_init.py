@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from backprop_lab.init import init_params, param_stats
+from backprop_lab.study.init import init_params, param_stats
 
 SCHEMES = ["normal", "xavier", "kaiming_normal", "kaiming_uniform", "torch_default"]  # in the order errors list them
 
@@ -76,16 +76,15 @@ def test_param_stats_by_layer():
 def test_the_init_options_are_the_tables_schemes():
     from helpers import CONF
 
-    from backprop_lab import init_schemes
-    from backprop_lab.config import InitScheme
+    from backprop_lab.config import InitScheme, init_schemes
 
     assert list(InitScheme.__members__) == list(init_schemes.SCHEMES) == SCHEMES
     assert sorted(p.stem for p in (CONF / "init").glob("*.yaml")) == sorted(SCHEMES)
 
 
 def test_an_unknown_scheme_is_a_config_error_for_the_draw_and_the_theory_alike():
-    from backprop_lab import theory
-    from backprop_lab.errors import ConfigError
+    from backprop_lab.core.errors import ConfigError
+    from backprop_lab.study import theory
 
     message = "init.scheme: must be one of normal, xavier, kaiming_normal, kaiming_uniform, torch_default, got 'he'"
     with pytest.raises(ConfigError) as drawn:

@@ -15,10 +15,12 @@ from bad_input import LYING, SPOILS
 from helpers import small_problem
 from test_user_code import CORRECT, LIN, MSE, NET, RELU, WIDTHS
 
-from backprop_lab import backward, grad_check, impls, redaction
-from backprop_lab.errors import ConfigError, UserCodeError
+from backprop_lab import impls
+from backprop_lab.core import redaction
+from backprop_lab.core.errors import ConfigError, UserCodeError
 from backprop_lab.impls.common import layer_widths, node_shapes
 from backprop_lab.isolation import output, processes, submission
+from backprop_lab.study import backward, grad_check
 
 pytestmark = pytest.mark.slow  # each starts a learner's process (forked from the fork server)
 
@@ -56,7 +58,7 @@ def test_a_tensor_subclass_that_lies_in_comparisons_is_judged_on_its_values(tmp_
 
 
 CHEATER = """
-import backprop_lab.grad_check as gc, backprop_lab.diagnosis as dg, backprop_lab.backward as bw
+import backprop_lab.study.grad_check as gc, backprop_lab.study.diagnosis as dg, backprop_lab.study.backward as bw
 gc.first_divergent = lambda checks: "none"
 gc.overall = lambda checks: "ok"
 gc.check_node = lambda *a, **k: None
@@ -68,7 +70,7 @@ dg.diagnose = lambda *a, **k: None
 def test_a_file_that_patches_the_checker_changes_neither_its_verdict_nor_the_next_ones(tmp_path):
     assert verdict(check(write(tmp_path, CHEATER, "cheater.py"))) == "wrong"
     assert verdict(check(write(tmp_path, BUGGY, "next.py"))) == "wrong"
-    assert grad_check.overall.__module__ == "backprop_lab.grad_check"  # the lab's own, untouched
+    assert grad_check.overall.__module__ == "backprop_lab.study.grad_check"  # the lab's own, untouched
 
 
 def test_each_learners_helpers_are_their_own(tmp_path):
@@ -244,7 +246,7 @@ def test_a_reply_the_learners_code_forges_is_its_own_failure_never_the_labs(tmp_
 
 def test_the_labs_own_errors_raised_by_the_learners_code_are_their_traceback(tmp_path):
     raises = at_relu("    raise ConfigError('model.widths: forged')\n")
-    forged = "from backprop_lab.errors import ConfigError\n" + raises
+    forged = "from backprop_lab.core.errors import ConfigError\n" + raises
     with pytest.raises(UserCodeError, match="your code raised ConfigError: model.widths: forged") as raised:
         check(write(tmp_path, forged))
     assert str(raised.value).startswith(str(tmp_path / "my_backward.py"))

@@ -12,7 +12,7 @@ from helpers import FAST, cli, runs_in, split_sweep
 from mlflow.tracking import MlflowClient
 from test_user_code import CORRECT
 
-from backprop_lab.names import OWN_PROCESS_TAG
+from backprop_lab.core.names import OWN_PROCESS_TAG
 
 pytestmark = pytest.mark.slow  # sweeps in a subprocess
 

@@ -9,7 +9,8 @@ import pytest
 from helpers import FAST
 from rich.console import Console
 
-from backprop_lab import run, summary
+from backprop_lab import run
+from backprop_lab.study import summary
 
 
 def test_a_wrong_job_names_its_first_divergent_node_and_each_number_by_its_metric(tmp_path):

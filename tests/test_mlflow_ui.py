@@ -10,8 +10,8 @@ import pytest
 import requests
 from helpers import ROOT, MlflowServer, require
 
-from backprop_lab.names import CONTRACT
-from backprop_lab.store import UI_HOST, UI_PORT
+from backprop_lab.core.names import CONTRACT
+from backprop_lab.tracking.store import UI_HOST, UI_PORT
 
 pytestmark = pytest.mark.slow
 CHROMIUM = "/usr/bin/chromium"
@@ -169,7 +169,7 @@ def test_a_teachers_parent_leads_with_its_answer_and_its_brackets_stay_text(tmp_
     from mlflow.tracking import MlflowClient
     from test_user_code import CORRECT
 
-    from backprop_lab.tables import md_text
+    from backprop_lab.core.tables import md_text
 
     (tmp_path / "submissions").mkdir()
     (tmp_path / "submissions" / "alice.py").write_text(CORRECT)

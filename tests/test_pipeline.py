@@ -11,9 +11,11 @@ import pytest
 from helpers import FAST, composed
 from mlflow.tracking import MlflowClient
 
-from backprop_lab import impls, pipeline, timing
+from backprop_lab import impls
+from backprop_lab.core.names import CONTRACT
+from backprop_lab.impls import timing
 from backprop_lab.impls.common import backward_order
-from backprop_lab.names import CONTRACT
+from backprop_lab.study import pipeline
 
 
 def run(store, tmp_path, *overrides):
@@ -187,7 +189,7 @@ def test_credentials_never_reach_params_tags_artifacts_or_console(tmp_path, stor
     store must work, so the secret rides in the command line and the overrides, both logged.)"""
     import sys
 
-    from backprop_lab import redaction
+    from backprop_lab.core import redaction
 
     password = "s3" + "cr3t-pw"  # built here, so the git diff logged with a dirty tree does not hold it either
     secret = f"postgresql://alice:{password}@db.example:5432/mlflow"
@@ -232,7 +234,7 @@ def test_a_1001_layer_model_logs_every_layer_in_batches(tmp_path, store, monkeyp
 @pytest.mark.slow  # a store of its own: a few seconds each
 @pytest.mark.parametrize("mode, cap, logged", [("patch", 10**6, True), ("hash", 10**6, False), ("patch", 10, False)])
 def test_the_git_diff_is_logged_as_asked(tmp_path, store, monkeypatch, mode, cap, logged):
-    from backprop_lab import environment
+    from backprop_lab.tracking import environment
 
     diff = "diff --git a/x b/x\n+url = postgresql://u:hunter2-pw@db/m\n"
     monkeypatch.setattr(environment, "git_state", lambda: {"git.commit": "abc", "git.dirty": "true"})

@@ -20,7 +20,7 @@ import pytest
 from helpers import ROOT, SCRIPT, MlflowServer, free_port, require, split_sweep
 from mlflow.tracking import MlflowClient
 
-from backprop_lab.names import CONTRACT
+from backprop_lab.core.names import CONTRACT
 
 pytestmark = pytest.mark.slow
 POSTGRES_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))

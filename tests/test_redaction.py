@@ -19,7 +19,7 @@ from hydra._internal.grammar.utils import escape_special_characters
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from backprop_lab import redaction
+from backprop_lab.core import redaction
 
 PARSER = OverridesParser.create()
 HALVES = ("Kq7v", "Zx9w")
@@ -150,7 +150,7 @@ def test_a_secret_once_seen_is_redacted_wherever_it_appears():
 def test_a_closed_descriptor_is_held_on_the_null_device(tmp_path):
     """Started with stdin, stdout and stderr closed, the process holds each on the null device, so that the next
     file it opens (the store, a log) does not take the number 1 and get what is written to stdout."""
-    code = ("import os, sys; from backprop_lab import redaction; redaction.protect_process([]); "
+    code = ("import os, sys; from backprop_lab.core import redaction; redaction.protect_process([]); "
             "f = open(sys.argv[1], 'w'); print('ok'); sys.stdout.flush(); "
             "f.write(' '.join([str(f.fileno() > 2)] + [os.readlink(f'/proc/self/fd/{n}') for n in (0, 1, 2)]))")
     command = f'{sys.executable} -c "{code}" {tmp_path / "fds"} <&- >&- 2>&-'

@@ -11,8 +11,9 @@ import statistics
 import pytest
 from helpers import FAST, cli
 
-from backprop_lab import cells, repeats, report, runs
-from backprop_lab.report import Row
+from backprop_lab import report
+from backprop_lab.report import Row, cells, repeats
+from backprop_lab.tracking import runs
 
 
 def row(impl: str, seed: int, ratio: float, ms: float, close: float = 1.0, status: str = "FINISHED") -> Row:
@@ -147,7 +148,7 @@ def test_a_seed_sweep_reports_means_intervals_and_error_bars(tmp_path):
 def test_repeats_lacking_a_number_are_shown_with_it_marked():
     """A choice whose repeats never logged the ratio (another version of the project) reads n/a in the table and
     its note, and its bar is left out of that figure; one repeat lacking it leaves the mean of the others."""
-    from backprop_lab import report_figures
+    from backprop_lab.report import report_figures
 
     rows = [row("lean", s, r, 1.0) for s, r in enumerate((0.90, 0.92, 0.91))]
     rows += [row("module", s, 3.0, 2.0) for s in range(3)]

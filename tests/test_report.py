@@ -9,8 +9,10 @@ import pytest
 from helpers import ROOT
 from mlflow.tracking import MlflowClient
 
-from backprop_lab import answers, report, report_figures, runs
+from backprop_lab import report
 from backprop_lab.cli import USER_ERROR_EXIT
+from backprop_lab.report import answers, report_figures
+from backprop_lab.tracking import runs
 
 pytestmark = pytest.mark.slow
 
@@ -88,7 +90,7 @@ def test_the_report_pages_carry_their_figures(sweep_store, tmp_path):
 def _made_up_sweep(uri: str, children: list[tuple[dict, dict]]) -> str:
     """A sweep written straight into a store, as another version of the project might have: its parent's id. Each
     child is (params, metrics at step 0); every one also logs the by-layer series the figures draw."""
-    from backprop_lab.names import PARENT_TAG, SWEEP_TAG
+    from backprop_lab.core.names import PARENT_TAG, SWEEP_TAG
 
     client = MlflowClient(uri)
     experiment = client.create_experiment("backprop-lab")
@@ -196,7 +198,7 @@ def test_a_timing_from_a_single_block_says_it_has_no_spread():
     """An IQR of exactly 0 comes from one block (a pass slower than the timing's budget): no "± 0.00"."""
     from types import SimpleNamespace
 
-    from backprop_lab import cells
+    from backprop_lab.report import cells
 
     def row(iqr):
         metrics = {"time/backward_ms": 455.96, "time/backward_iqr_ms": iqr}

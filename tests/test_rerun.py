@@ -12,8 +12,12 @@ import yaml
 from helpers import composed
 from mlflow.tracking import MlflowClient
 
-from backprop_lab import names, pipeline, rerun, run_params, runs
+from backprop_lab import rerun
 from backprop_lab.cli import USER_ERROR_EXIT
+from backprop_lab.config import run_params
+from backprop_lab.core import names
+from backprop_lab.study import pipeline
+from backprop_lab.tracking import runs
 
 FAST = ["data=synthetic", "data.n_train=200", "data.n_valid=50", "timing.min_run_time=0.01"]
 

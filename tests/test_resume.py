@@ -86,7 +86,7 @@ def test_a_search_of_no_trials_is_refused(tmp_path):
 
 
 def test_a_dry_run_refuses_a_deleted_experiment_as_the_sweep_does(tmp_path):
-    from backprop_lab import lifecycle
+    from backprop_lab.tracking import lifecycle
 
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     client = MlflowClient(uri)
@@ -111,8 +111,8 @@ def test_a_job_the_dry_run_finds_bad_fails_it_as_it_would_fail_the_sweep(tmp_pat
 
 FAIL_AFTER_LOGGING = """
 import sys
-from backprop_lab import summary
-from backprop_lab.entry import main
+from backprop_lab.study import summary
+from backprop_lab.cli.entry import main
 
 printed = []
 

@@ -13,7 +13,8 @@ import pytest
 import yaml
 from helpers import FAST, ROOT, cli, runs_in, split_sweep
 
-from backprop_lab import objectives, theory
+from backprop_lab.config import objectives
+from backprop_lab.study import theory
 
 pytestmark = pytest.mark.slow
 TRIALS = 6

@@ -19,8 +19,8 @@ from hydra._internal.grammar.utils import escape_special_characters
 from mlflow.tracking import MlflowClient
 
 from backprop_lab.cli import USER_ERROR_EXIT
-from backprop_lab.errors import ConfigError
-from backprop_lab.validation import from_logged
+from backprop_lab.config.validation import from_logged
+from backprop_lab.core.errors import ConfigError
 
 # Every character a user can type in a password that an HTTP client takes bare: `@` (the userinfo ends at the last
 # one), quotes, a space, `:`, `,`, `=`, Hydra's and a shell's specials; `#`, `/`, `?` and `\\` end or break the URI,

@@ -16,8 +16,9 @@ import pytest
 from helpers import FAST, ROOT
 from mlflow.tracking import MlflowClient
 
-from backprop_lab import lifecycle, stop, store
-from backprop_lab.names import PARENT_TAG, SWEEP_TAG
+from backprop_lab.core import stop
+from backprop_lab.core.names import PARENT_TAG, SWEEP_TAG
+from backprop_lab.tracking import lifecycle, store
 
 pytestmark = pytest.mark.slow
 SLOW_TIMING = [*FAST[:3], "timing.min_run_time=60"]

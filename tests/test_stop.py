@@ -4,7 +4,7 @@ import signal
 
 import pytest
 
-from backprop_lab import stop
+from backprop_lab.core import stop
 
 
 def test_the_first_signal_interrupts_and_arms_the_hang_report_the_second_is_only_noted(monkeypatch, capsys):

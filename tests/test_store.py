@@ -18,8 +18,8 @@ import preloaded
 import pytest
 from helpers import FAST, cli, runs_in, serve
 
-from backprop_lab import sqlite_checks, store
-from backprop_lab.errors import ConfigError, TrackingError
+from backprop_lab.core.errors import ConfigError, TrackingError
+from backprop_lab.tracking import sqlite_checks, store
 
 WAIT_S = 2.0
 BOUND_S = WAIT_S + 5  # "does not hang for minutes", not a speed target
@@ -343,8 +343,8 @@ def test_a_creation_that_never_ends_is_one_line(mlflow_db, tmp_path, monkeypatch
 OPEN_AS_A_RUN_DOES = """
 import sys, time
 import mlflow.store.tracking.sqlalchemy_store  # imported before the start, as a run has by the time it logs
-from backprop_lab import lifecycle
-from backprop_lab.errors import UserError
+from backprop_lab.tracking import lifecycle
+from backprop_lab.core.errors import UserError
 print("imported", flush=True)
 time.sleep(max(0.0, float(sys.stdin.readline()) + float(sys.argv[2]) - time.time()))
 try:
@@ -579,7 +579,7 @@ def test_a_uri_that_is_not_a_store(uri, expected):
 
 def test_uri_syntax_imports_nothing_heavy():
     code = (
-        "import sys; from backprop_lab import store; store.check_uri_syntax('sqlite:///x/mlflow.db'); "
+        "import sys; from backprop_lab.tracking import store; store.check_uri_syntax('sqlite:///x/mlflow.db'); "
         "heavy = {'mlflow', 'requests', 'sqlalchemy', 'alembic', 'torch'} & set(sys.modules); print(sorted(heavy))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)

@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 from mlflow.tracking import MlflowClient
 
-from backprop_lab import lifecycle, store_template
+from backprop_lab.tracking import lifecycle, store_template
 
 
 @pytest.fixture

@@ -8,8 +8,10 @@ import sys
 
 from helpers import composed
 
-from backprop_lab import api, run_names, sweep
-from backprop_lab.runs import RunRecord
+from backprop_lab import api
+from backprop_lab.sweeps import sweep
+from backprop_lab.tracking import run_names
+from backprop_lab.tracking.runs import RunRecord
 
 STORED_INF = sys.float_info.max  # what MLflow gives back for a metric logged as inf
 

@@ -11,8 +11,9 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from test_user_code import BUGGY, CLASSES, CORRECT
 
-from backprop_lab import report, submissions
-from backprop_lab.errors import UserError
+from backprop_lab import report
+from backprop_lab.core.errors import UserError
+from backprop_lab.sweeps import submissions
 
 ODD_NAMES = ["a b.py", "c,d.py", "x=1.py", "p(q)[r]{s}.py", "o'brien.py", 'dq"x.py', "dollar${x}.py", "back\\s.py",
              "col:on.py", "ünï.py"]  # fmt: skip

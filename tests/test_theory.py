@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
-from backprop_lab import init_schemes, theory
-from backprop_lab.init import init_params
+from backprop_lab.config import init_schemes
+from backprop_lab.study import theory
+from backprop_lab.study.init import init_params
 
 
 @pytest.mark.parametrize("scheme, mode", [("xavier", "fan_out"), ("kaiming_normal", "fan_out"),
@@ -50,7 +51,7 @@ def test_the_forward_prediction_meets_a_gaussian_measurement():
 
 def _measured(widths, scheme, shift, x):
     """act/std by layer, as forward.activation_stats measures it (over units and samples together)."""
-    from backprop_lab.forward import activation_stats
+    from backprop_lab.study.forward import activation_stats
 
     return [s.std for s in activation_stats(x, init_params(widths, scheme, "fan_out", seed=3), shift)]
 

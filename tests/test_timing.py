@@ -7,8 +7,10 @@ from types import SimpleNamespace
 
 from rich.console import Console
 
-from backprop_lab import run_names, summary, timing
-from backprop_lab.timing import Timed, Timing
+from backprop_lab.impls import timing
+from backprop_lab.impls.timing import Timed, Timing
+from backprop_lab.study import summary
+from backprop_lab.tracking import run_names
 
 
 def crafted(backward_iqr_ms: float = 1.0, input_grad: bool = True) -> Timing:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backprop_lab import mlflow_client
+from backprop_lab.tracking import mlflow_client
 
 # What a PostgreSQL-backed server answered when two jobs of a joblib sweep logged the same dataset at once
 RACED = ('BAD_REQUEST: (psycopg.errors.UniqueViolation) duplicate key value violates unique constraint "dataset_pk"'

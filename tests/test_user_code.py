@@ -10,9 +10,10 @@ import pytest
 import torch
 from helpers import FAST, cli, runs_in, small_problem
 
-from backprop_lab import backward, grad_check, impls
-from backprop_lab.errors import ConfigError, UserCodeError
+from backprop_lab import impls
+from backprop_lab.core.errors import ConfigError, UserCodeError
 from backprop_lab.isolation import output
+from backprop_lab.study import backward, grad_check
 
 LIN = """
 def lin_grad(inp, out, w, b):

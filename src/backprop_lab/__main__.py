@@ -1,5 +1,5 @@
 """`python -m backprop_lab [group=option key=value ...]`: the study's entry point, as `scripts/run.py`."""
 
-from backprop_lab.entry import main
+from backprop_lab.cli.entry import main
 
 main()

@@ -21,13 +21,13 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Optional, Union
 
 from backprop_lab.config import TrackingConfig
-from backprop_lab.errors import ConfigError, UserCodeError
+from backprop_lab.core.errors import ConfigError, UserCodeError
 
 if TYPE_CHECKING:
     import pandas
 
-    from backprop_lab.pipeline import Result
-    from backprop_lab.runs import RunRecord
+    from backprop_lab.study.pipeline import Result
+    from backprop_lab.tracking.runs import RunRecord
 
 EXPERIMENT = TrackingConfig.experiment
 # The tags a frame keeps (as tags.<key>): what a run was asked, what its check found, why it failed, its sweep.
@@ -44,7 +44,11 @@ def run(overrides: Sequence[str] = (), launch_dir: Union[str, Path, None] = None
     (an exception, KeyboardInterrupt), it ends FAILED or KILLED, and the exception is re-raised."""
     from rich.console import Console
 
-    from backprop_lab import cli, entry, pipeline, redaction, validation
+    from backprop_lab import cli
+    from backprop_lab.cli import entry
+    from backprop_lab.config import validation
+    from backprop_lab.core import redaction
+    from backprop_lab.study import pipeline
 
     if isinstance(overrides, str):  # list("init=xavier") would be eleven overrides of one character
         raise TypeError(f"overrides: a list of strings, e.g. [{overrides!r}]")
@@ -113,7 +117,7 @@ def check(
         raise e.with_traceback(None) from None
     from rich.console import Console
 
-    from backprop_lab import summary
+    from backprop_lab.study import summary
 
     console = Console()
     if not (console.is_terminal or console.is_jupyter):  # a pipe or a log: the table's width, not 80 columns
@@ -145,7 +149,7 @@ def _cell_file(objects: dict[str, Callable], launch: Path) -> Path:
     """The objects as a module of their own (cell_source.py), written to a file named by its SHA-256."""
     import hashlib
 
-    from backprop_lab import cell_source
+    from backprop_lab.isolation import cell_source
 
     text = cell_source.module_source(objects)
     digest = hashlib.sha256(text.encode()).hexdigest()
@@ -160,7 +164,7 @@ def _existing_store(uri: Optional[str]) -> str:
     """The store to read, checked as the CLI checks it: a file of another program, a damaged or foreign schema, or
     a store that is not there is a TrackingError with one line, before MLflow opens (and would create or migrate)
     it."""
-    from backprop_lab import store
+    from backprop_lab.tracking import store
 
     uri = store.resolve_store(uri, Path.cwd())[0]
     store.check_store(uri, existing=True)
@@ -169,9 +173,9 @@ def _existing_store(uri: Optional[str]) -> str:
 
 def _records(sweep: Optional[str] = None, experiment: str = EXPERIMENT, uri: Optional[str] = None) -> list[RunRecord]:
     """The job runs `runs_frame` tabulates, with every per-layer metric read by layer."""
-    from backprop_lab import runs
-    from backprop_lab.errors import TrackingError
-    from backprop_lab.redaction import redact
+    from backprop_lab.core.errors import TrackingError
+    from backprop_lab.core.redaction import redact
+    from backprop_lab.tracking import runs
 
     uri = _existing_store(uri)
     if sweep is None:
@@ -187,7 +191,7 @@ def _records(sweep: Optional[str] = None, experiment: str = EXPERIMENT, uri: Opt
 def flat_row(record: RunRecord) -> dict[str, object]:
     """One run as flat columns: run_id, name, status, params.<key>, metrics.<key> for one-number metrics,
     metrics.<key>@<layer> for each layer of a metric logged by layer (step = layer), tags.<key> of FRAME_TAGS."""
-    from backprop_lab.tables import as_logged
+    from backprop_lab.core.tables import as_logged
 
     row: dict[str, object] = {"run_id": record.run_id, "name": record.name, "status": record.status}
     row |= {f"params.{k}": v for k, v in sorted(record.params.items())}

@@ -11,8 +11,8 @@ import stat
 import zlib
 from pathlib import Path
 
+from backprop_lab.core.errors import DataError
 from backprop_lab.datasets.registry import MNIST_SHA256
-from backprop_lab.errors import DataError
 
 # The course's mnist.pkl.gz decompresses to about 220 MB and Fashion-MNIST's largest idx file to 47 MB. Nothing this
 # study reads is larger, so a file that decompresses past this, or a header that claims more, is refused (a gzip bomb,

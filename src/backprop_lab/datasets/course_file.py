@@ -12,9 +12,9 @@ import zipfile
 import zlib
 from pathlib import Path
 
+from backprop_lab.core.errors import DataError
 from backprop_lab.datasets.bounded_reads import CHUNK, MAX_DATA_BYTES, sha256_of, verify_sha256
 from backprop_lab.datasets.registry import MNIST_MEMBER, MNIST_SHA256, MNIST_WHEEL
-from backprop_lab.errors import DataError
 
 
 def default_cache_dir() -> Path:

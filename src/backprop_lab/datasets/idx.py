@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from backprop_lab.core.errors import DataError
 from backprop_lab.datasets.bounded_reads import MAX_DATA_BYTES, UNREADABLE, read_at_most, sha256_of
 from backprop_lab.datasets.split import Split
-from backprop_lab.errors import DataError
 
 _IDX_MAGIC = {3: 0x00000803, 1: 0x00000801}  # unsigned bytes; 3 dims for images, 1 for labels
 

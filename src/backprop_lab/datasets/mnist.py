@@ -9,14 +9,13 @@ from typing import Any
 
 import numpy as np
 
-from backprop_lab import array_cache
-from backprop_lab.array_cache import ArrayDigest
-from backprop_lab.datasets import course_file
+from backprop_lab.core.errors import DataError
+from backprop_lab.datasets import array_cache, course_file
+from backprop_lab.datasets.array_cache import ArrayDigest
 from backprop_lab.datasets.bounded_reads import UNREADABLE, gunzip_bounded, read_verified, verify_sha256
 from backprop_lab.datasets.registry import MNIST_FEATURES, MNIST_SHA256, refuse_another_hash_without_its_file
 from backprop_lab.datasets.safe_pickle import load_numpy_pickle
 from backprop_lab.datasets.split import Split
-from backprop_lab.errors import DataError
 
 # The arrays the course's mnist.pkl.gz holds (what read_mnist_pkl returns from the file of MNIST_SHA256): a fact of
 # the course's data, stated here so that a cache of them is checked against the code, never against itself.

@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 from omegaconf import MISSING
 
-from backprop_lab.errors import ConfigError
+from backprop_lab.core.errors import ConfigError
 
 MNIST_FEATURES = 784  # 28x28, for MNIST and Fashion-MNIST alike
 MNIST_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"  # the course's mnist.pkl.gz

@@ -11,7 +11,7 @@ import pickletools
 
 import numpy as np
 
-from backprop_lab.errors import DataError
+from backprop_lab.core.errors import DataError
 
 # A pickle of MNIST's six arrays has under 200 opcodes (numpy writes a few per array). Each opcode can cost the
 # unpickler a stack slot and a memo entry, so bounding them bounds those too.

@@ -20,8 +20,8 @@ from typing import Optional
 
 import torch
 
+from backprop_lab.core.names import USER_IMPL
 from backprop_lab.impls import protocol
-from backprop_lab.names import USER_IMPL
 
 
 @cache
@@ -53,7 +53,7 @@ def is_lab_code(code: str) -> bool:
 def load(code: str | protocol.Code) -> protocol.Code:
     """The lab's own implementation: an option's (`module`) or its module (`backprop_lab.impls.module`); a code
     already loaded is itself. ConfigError for anything else: a learner's code is never imported here."""
-    from backprop_lab.errors import ConfigError
+    from backprop_lab.core.errors import ConfigError
 
     if isinstance(code, protocol.Code):
         return code

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from backprop_lab.errors import ShapeError
+from backprop_lab.core.errors import ShapeError
 
 Grads = dict[str, torch.Tensor]
 

@@ -30,7 +30,7 @@ from typing import Any, Optional
 
 import torch
 
-from backprop_lab.errors import ConfigError, UserCodeError
+from backprop_lab.core.errors import ConfigError, UserCodeError
 from backprop_lab.impls import functional, module
 from backprop_lab.impls.common import check_shapes, n_layers, stack
 
@@ -154,7 +154,7 @@ def check_dtype(
     """A tiny net of a built-in implementation run in `dtype` on `device`, before any run exists: some cannot run in
     some dtypes (the notebook's `.float()` masks promote a bfloat16 gradient). A user's code is tried on the real
     problem instead, in its own process, where its errors are theirs."""
-    from backprop_lab import init
+    from backprop_lab.study import init
 
     params = {k: p.to(device, dtype) for k, p in init.init_params([3, 2, 1], "xavier", "fan_in", 0).items()}
     x, y = torch.ones(4, 3, device=device, dtype=dtype), torch.ones(4, device=device, dtype=dtype)

@@ -24,8 +24,8 @@ from typing import Optional
 
 import torch
 
-from backprop_lab.code_files import INSTALLED
-from backprop_lab.errors import ConfigError, UserCodeError
+from backprop_lab.core.code_files import INSTALLED
+from backprop_lab.core.errors import ConfigError, UserCodeError
 from backprop_lab.impls import protocol
 from backprop_lab.impls.common import all_grads
 from backprop_lab.isolation import foresight, limits, sealed, wire
@@ -202,7 +202,7 @@ class Child:
 
     def time(self, message: dict) -> dict:
         """The learner's passes against autograd's, each measured alone (timing.py), on fresh weights."""
-        from backprop_lab import timing
+        from backprop_lab.impls import timing
 
         params = {k: v for k, v in self.inputs.items() if k not in ("x", "y")}
         x, y, shift = self.inputs["x"], self.inputs["y"], float(message["shift"])

@@ -6,7 +6,7 @@ from functools import cache
 from pathlib import Path
 from typing import Optional
 
-from backprop_lab.validation import MIN_CHILD_GIB, memory_available
+from backprop_lab.config.validation import MIN_CHILD_GIB, memory_available
 
 SPARE_SHARE = 0.75  # of the memory free when the child starts: the rest is the lab's, to judge what comes back
 MIN_BYTES = int(MIN_CHILD_GIB * 2**30)

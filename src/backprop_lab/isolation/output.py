@@ -14,8 +14,8 @@ import select
 import sys
 import time
 
-from backprop_lab.redaction import redact
-from backprop_lab.streams import safe
+from backprop_lab.core.redaction import redact
+from backprop_lab.core.streams import safe
 
 MAX_PRINTED_LINES = 200  # enough to debug, never a flood
 MAX_LINE_CHARS = 1000

@@ -28,7 +28,7 @@ READY_TIMEOUT_S = 300.0  # for the fork server's imports: seconds on an idle mac
 
 def child_environment() -> dict[str, str]:
     """The lab's environment less what the learner's code must not see: secrets, and MLflow's settings."""
-    from backprop_lab import redaction
+    from backprop_lab.core import redaction
 
     def kept(name: str, value: str) -> bool:
         return not (redaction.is_secret_name(name) or name.startswith("MLFLOW_") or redaction.redact(value) != value)
@@ -152,7 +152,7 @@ def serve(fd: int) -> None:
     """The fork server's loop: fork a child per request, and tell each child's wait status when asked."""
     import torch  # noqa: F401 (what every child needs, imported once here)
 
-    from backprop_lab import timing  # noqa: F401
+    from backprop_lab.impls import timing  # noqa: F401
     from backprop_lab.isolation import child
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the lab's to handle; this ends when the lab does

@@ -22,11 +22,11 @@ from typing import Optional
 
 import torch
 
-from backprop_lab.code_files import file_path, is_file
-from backprop_lab.errors import ConfigError, UserCodeError
+from backprop_lab.core.code_files import file_path, is_file
+from backprop_lab.core.errors import ConfigError, UserCodeError
+from backprop_lab.core.streams import safe
 from backprop_lab.impls import protocol
 from backprop_lab.isolation import limits, output, processes, sealed, wire
-from backprop_lab.streams import safe
 
 MAX_SOURCE_BYTES = 1 << 20  # a learner's file is a few KiB; a megabyte is no lesson's
 MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
@@ -158,7 +158,7 @@ class Submission:
 
     def time(self, shift: float, input_grad: bool, reference_input_grad: bool, min_run_time: float, threads: int):
         """The learner's passes timed against autograd's in the child, on the inputs of the check."""
-        from backprop_lab import timing
+        from backprop_lab.impls import timing
 
         message = {"op": "time", "shift": shift, "input_grad": input_grad, "reference_input_grad": reference_input_grad,
                    "min_run_time": min_run_time, "threads": threads}  # fmt: skip
@@ -269,7 +269,7 @@ class Submission:
         return UserCodeError(text)
 
     def _foreseen(self, reply: dict) -> UserCodeError:
-        from backprop_lab import diagnosis
+        from backprop_lab.study import diagnosis
 
         try:
             node, rows = str(reply["node"]), int(reply["rows"])
@@ -368,7 +368,7 @@ def _unjudgeable(entry: dict, due: tuple, dtype: torch.dtype, device: torch.devi
 
 def _clean(text: str, limit: int) -> str:
     """Untrusted text for a line or a tag: bounded, no terminal control characters, secrets masked."""
-    from backprop_lab.redaction import redact
+    from backprop_lab.core.redaction import redact
 
     cut = text[:limit] + (" ... (cut)" if len(text) > limit else "")
     return redact(safe(cut))

@@ -1,0 +1,306 @@
+"""The sweep report, from MLflow alone: one row per job, its figures, written to a folder and logged on the parent.
+
+python scripts/report.py                    # the latest sweep in the default store
+python scripts/report.py RUN_ID --out DIR   # a given sweep's parent run
+python scripts/report.py --experiment NAME  # every job run of an experiment
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from rich.console import Console
+
+from backprop_lab import cli, tracking
+from backprop_lab.config.objectives import METRIC as OBJECTIVE
+from backprop_lab.config.objectives import for_search
+from backprop_lab.core import tables
+from backprop_lab.core.errors import UserError
+from backprop_lab.core.names import PARENT_TAG, VERDICT_WORDS
+from backprop_lab.core.tables import MISSING
+from backprop_lab.report import answers, cells, repeats, report_figures
+from backprop_lab.report.cells import verdict as _verdict
+from backprop_lab.tracking import lifecycle, run_names, runs, store
+from backprop_lab.tracking.runs import RunRecord
+
+CHOICE_KEYS = ("impl.name", "init.scheme", "model.name", "data.name")  # what a run name is made of
+CODE_KEY = answers.CODE_KEY  # a sweep over users' files
+# the numbers every row shows: a FINISHED run lacking one is named under the table
+SHOWN = ("grad/all_close", "grad/worst_error_ratio", "time/forward_ms", "time/backward_ms", "time/backward_vs_autograd")
+
+
+@dataclass
+class Row:
+    run_id: str
+    choices: dict[str, str]  # the swept params, e.g. {"impl.name": "nn", "init.scheme": "xavier"}
+    status: str
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    series: dict[str, list[tuple[int, float]]]  # by layer: act/std, back/std and their theory/ predictions
+    params: dict[str, str]
+    gflop: Optional[float] = None  # the backward pass's matrix products, for the scaling figure
+    intervals: dict[str, repeats.Interval] = field(default_factory=dict)  # a row of repeats: each mean's interval
+    runs: int = 1  # the repeats this row stands for
+    reused: bool = False  # a run of an earlier sweep that this (resumed) one counts, not one it ran
+
+    @property
+    def status_cell(self) -> str:
+        return f"{self.status} (reused)" if self.reused else self.status
+
+    @property
+    def label(self) -> str:
+        return "·".join(self.choices.values()) or self.run_id[:8]
+
+    def m(self, key: str) -> Optional[float]:
+        return self.metrics.get(key)
+
+
+MEMORY_KEY = "impl.memory_limit_gib"
+
+
+def varying_params(records: list[RunRecord]) -> list[str]:
+    """Params whose value differs between the runs that logged them, read from the runs (an experiment's runs need
+    not be one sweep's, so not from sweep.swept_keys): the row's choices (the name's parts when nothing differs).
+    A run that failed before logging one (the device, resolved once the job runs) varies nothing."""
+    keys = sorted({k for r in records for k in r.params})
+    varying = [k for k in keys if len({r.params[k] for r in records if k in r.params}) > 1]
+    if CODE_KEY in varying and not any(r.params.get("impl.name") == "user" for r in records):
+        varying.remove(CODE_KEY)  # a built-in's code follows its name: a choice only where it is a user's file
+    if cells.INPUT_GRAD_PARAM in varying and _follows_impl(records, cells.INPUT_GRAD_PARAM):
+        varying.remove(cells.INPUT_GRAD_PARAM)  # the notebook's four compute x.g whatever the option: their name says
+    if MEMORY_KEY in varying and not any(MEMORY_KEY in r.tags.get("overrides", "") for r in records):
+        varying.remove(MEMORY_KEY)  # the memory each process had to spare, where no run chose one: not a choice
+    return varying or [k for k in CHOICE_KEYS if any(k in r.params for r in records)]
+
+
+def _follows_impl(records: list[RunRecord], key: str) -> bool:
+    """Every implementation of the runs logged one value of `key`: it says nothing their names do not."""
+    values: dict[str, set] = {}
+    for r in records:
+        values.setdefault(r.params.get("impl.name", ""), set()).add(r.params.get(key))
+    return all(len(v) == 1 for v in values.values())
+
+
+def to_rows(records: list[RunRecord], sweep_id: Optional[str] = None) -> list[Row]:
+    """A row per run; for a sweep over seeds beside other choices, a row per non-seed choice (repeats.py). With the
+    sweep's id, a run another sweep ran (reused by this one, resumed) is marked so."""
+    keys = varying_params(records)
+    rows = [Row(r.run_id, {k: r.params.get(k, "-") for k in keys}, r.status, r.metrics, r.tags, r.series, r.params,
+                r.metrics.get("time/backward_gflop"), reused=bool(sweep_id) and r.tags.get(PARENT_TAG) != sweep_id)
+            for r in records]  # fmt: skip
+    if repeats.repeated(rows):
+        rows = repeats.grouped(rows)
+    return sorted(rows, key=lambda row: list(row.choices.values()))
+
+
+def _header(key: str) -> str:
+    """A group's choice by the group (`impl`), a user's file as the submission, any other swept value by its key
+    (`init.gain`)."""
+    if key == CODE_KEY:
+        return "submission"
+    return key.split(".")[0] if key in run_names.NAME_KEYS.values() else key
+
+
+def _best_first(row: Row) -> tuple[int, float]:
+    value = for_search(row.m(OBJECTIVE))
+    return (0, value) if value is not None else (1, 0.0)
+
+
+def _divergent(row: Row) -> str:
+    """The first node not close; a row of repeats whose runs disagree on it says so."""
+    return row.tags.get("first_divergent", "varies" if row.runs > 1 else "-")
+
+
+def is_submissions(rows: list[Row]) -> bool:
+    """A sweep over users' files (impl=user impl.code=a.py,b.py, or a folder): a row per submission."""
+    return any(CODE_KEY in row.choices for row in rows)
+
+
+def _graded(row: Row) -> str:
+    """The check's verdict in a word, as the run's verdict line says it."""
+    verdict = row.tags.get("grad.verdict")
+    return VERDICT_WORDS.get(verdict, verdict or MISSING)
+
+
+def _diagnosis(row: Row) -> str:
+    """What is wrong at the first divergent node, in words; for a run that failed, why, in a line."""
+    if row.status != "FINISHED" and "error" in row.tags:
+        return failure_line(row.tags["error"], row.choices.get(CODE_KEY, ""))
+    return row.tags.get("grad.mistake_words", "-")
+
+
+def failure_line(error: str, code: str) -> str:
+    """A run's `error` tag in one line: its first, less the error's type and the file's path when it is the user's
+    (the row names the file); a syntax error's first line says only that, so its last (the error) and its line too."""
+    lines = [line.strip() for line in error.strip().splitlines() if line.strip()] or ["-"]
+    first = lines[0].removeprefix("UserCodeError: ")
+    name = Path(code).name
+    if name and f"{name}: " in first:
+        first = first.split(f"{name}: ", 1)[1]
+    if first.endswith(":") and len(lines) > 1:
+        where = re.search(r'line (\d+)', error)
+        first = f"{first} {lines[-1]}" + (f" (line {where.group(1)})" if where else "")
+    return first
+
+
+def table(rows: list[Row], title: str) -> tables.Table:
+    """Every run: one column per swept choice (`impl`, `init`, ...), left-aligned, then the results; a sweep over
+    users' files, each submission's verdict and what is wrong or why it failed."""
+    choices = [_header(key) for key in rows[0].choices]
+    if is_submissions(rows):
+        ratio, ratios = cells.ratio_column(rows)
+        headers = [*choices, "status", "verdict", "first divergent", "diagnosis (or why it failed)", ratio]
+        body = [[*r.choices.values(), r.status_cell, _graded(r), r.tags.get("first_divergent", "-"), _diagnosis(r), x]
+                for r, x in zip(rows, ratios)]  # fmt: skip
+        return tables.Table(title, headers, body, align="l" * len(choices) + "rrrl")  # the diagnosis is text
+    searched = any(r.m(OBJECTIVE) is not None for r in rows)
+    if searched:  # best trial first
+        rows = sorted(rows, key=_best_first)
+    ratios, ratio_cells = cells.ratio_columns(rows)
+    repeated = any(r.runs > 1 for r in rows)
+    timing = f"({repeats.describe('time/backward_ms')})" if repeated else "(median ± IQR)"
+    headers = [*choices, *(["runs"] if repeated else []), "status", *(["objective"] if searched else []),
+               "all close", "first divergent", "worst ratio", f"forward ms {timing}", f"backward ms {timing}",
+               *ratios]  # fmt: skip
+    body = [[*map(cells.choice, r.choices.values()), *([str(r.runs)] if repeated else []), r.status_cell,
+             *([cells.value(r, OBJECTIVE, ".4g")] if searched else []), _verdict(r), _divergent(r),
+             cells.value(r, "grad/worst_error_ratio"), cells.ms(r, "forward"), cells.ms(r, "backward"), *x]
+            for r, x in zip(rows, ratio_cells)]  # fmt: skip
+    return tables.Table(title, headers, body, align="l" * len(choices))
+
+
+def report_tables(rows: list[Row], title: str) -> list[tables.Table]:
+    """The study's answer first, titled by its question (where there is a study: answers.py), then every run."""
+    answer = answers.answer_table(rows, _header)
+    return [*([answer] if answer else []), table(rows, title)]
+
+
+def tables_markdown(rows: list[Row], title: str, level: int = 1) -> str:
+    """The tables as markdown, each under a heading of `level`: the report's page, and a sweep's description."""
+    return "\n\n".join(tables.to_markdown(t, level) for t in report_tables(rows, title))
+
+
+def with_notes_markdown(rows: list[Row], title: str, level: int = 1) -> str:
+    """The tables, then the sentences that say what their numbers are (note_lines): the report's page, a sweep's
+    description."""
+    notes = [f"- {line}" for line in note_lines(rows)]
+    return "\n".join([tables_markdown(rows, title, level), "", *notes])
+
+
+def markdown(rows: list[Row], title: str, figures: list[Path]) -> str:
+    """The page MLflow's artifact viewer previews: it strips data: URIs, so each figure is linked by its path
+    beside the page (the report's folder is logged whole)."""
+    images = [f"![{f.stem}]({f.name})" for f in figures]
+    return "\n".join([with_notes_markdown(rows, title), "", *images, ""])
+
+
+def _embedded(path: Path) -> str:
+    """A PNG as a data URI: the HTML page shows its figures wherever it is opened, alone."""
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def html_page(rows: list[Row], title: str, figures: list[Path]) -> str:
+    notes = "".join(f"<li>{html.escape(line)}</li>" for line in note_lines(rows))
+    images = "".join(f'<p><img src="{_embedded(f)}" alt="{html.escape(f.stem)}"></p>' for f in figures)
+    body = "".join(tables.to_html(t) for t in report_tables(rows, title))
+    return tables.html_page(title, body + (f"<ul>{notes}</ul>" if notes else "") + images)
+
+
+def note_lines(rows: list[Row]) -> list[str]:
+    """The sentences under the tables: what finished runs did not log, what each ratio is against, which figures'
+    lines coincide, and which rows of repeats cannot be told apart."""
+    return (missing_lines(rows) + cells.baseline_lines(rows) + report_figures.coinciding_lines(rows)
+            + repeats.few_lines(rows) + repeats.indistinguishable(rows))  # fmt: skip
+
+
+def missing_lines(rows: list[Row]) -> list[str]:
+    """Each FINISHED row lacking a number the report shows (its table cell reads n/a; its figures leave it out). A run
+    that failed lacks them for the reason its status gives."""
+    lines = []
+    for row in rows:
+        lacking = [key for key in SHOWN if row.status == "FINISHED" and row.m(key) is None]
+        if lacking:
+            lines.append(f"{MISSING}: {row.label} logged no {', '.join(lacking)} (another version of the project?)")
+    return lines
+
+
+def gemm_peak_gflops() -> float:
+    """The best single-precision GEMM throughput of this machine, for the scaling figure's roofline."""
+    import torch
+
+    from backprop_lab import bench
+
+    return max(bench.gemm_peak([(2048, 2048, 2048)], 0.3, torch.get_num_threads(), torch.device("cpu")).values())
+
+
+def write(rows: list[Row], title: str, out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = []
+    peak = gemm_peak_gflops() if report_figures.scaling_fits(rows) else None
+    for name, fig in report_figures.figures(rows, peak).items():
+        fig.savefig(out_dir / name, dpi=110)
+        names.append(out_dir / name)
+    (out_dir / "report.md").write_text(markdown(rows, title, names))
+    (out_dir / "report.html").write_text(html_page(rows, title, names))
+    return [out_dir / "report.md", out_dir / "report.html", *names]
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = cli.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("run_id", nargs="?", help="a sweep's parent run id (default: the latest sweep)")
+    parser.add_argument("--experiment", help="report every job run of this experiment instead of one sweep")
+    parser.add_argument("--tracking-uri", help="default: sqlite:///mlruns/mlflow.db under the current directory")
+    parser.add_argument("--out", type=Path, help="folder for report.md, report.html and the figures")
+    args = parser.parse_args(argv)
+    # the report starts no run: an interruption leaves only what it wrote so far
+    return cli.run(lambda: report(args), "the report is not finished; what it wrote or logged so far may be partial")
+
+
+def report(args: argparse.Namespace) -> int:
+    from backprop_lab.config import TrackingConfig
+
+    uri, _ = store.resolve_store(args.tracking_uri, Path.cwd())
+    console = Console(width=None if sys.stdout.isatty() else 140)
+    if args.out and args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out: {args.out} is a file; give a folder for report.md, report.html and the figures")
+    store.check_store(uri, existing=True)  # a reader: a mistyped path creates no store
+    experiment = args.experiment or TrackingConfig.experiment
+    for run_id in lifecycle.end_dead_runs_in(uri, experiment):
+        console.print(f"note: run {run_id} was left RUNNING by a process that died; it is now marked KILLED")
+
+    parent_id = None
+    if args.experiment and not args.run_id:
+        records = runs.experiment_records(uri, args.experiment)
+        title = f"experiment {args.experiment}"
+    else:
+        parent_id = args.run_id or runs.latest_sweep(uri, experiment)
+        if parent_id is None:
+            raise UserError("no sweep found in the store; run one with scripts/run.py -m ..., or name a run id")
+        parent, records = runs.sweep_records(uri, parent_id)
+        title = f"sweep {parent_id}: {parent.tags.get('overrides', '')}"
+        if parent.status != "FINISHED":
+            why = parent.tags.get("error", "")
+            console.print(f"note: this sweep ended {parent.status}" + (f" ({why})" if why else "") +
+                          "; the rows below are what its jobs logged before")  # fmt: skip
+            title += f" [{parent.status}]"
+    if not records:
+        raise UserError(f"no job runs found for {title}")
+
+    rows = to_rows(records, parent_id)
+    for shown in report_tables(rows, title):
+        console.print(tables.to_rich(shown))
+    for line in note_lines(rows):
+        console.print(line)
+    out_dir = args.out or Path("reports") / (parent_id or args.experiment)
+    written = write(rows, title, out_dir)
+    if parent_id:
+        tracking.log_artifacts(out_dir, "report", parent_id, uri)
+    console.print(f"wrote {', '.join(str(p) for p in written)}" + (f"; logged on run {parent_id}" if parent_id else ""))
+    return 0

@@ -1,0 +1,389 @@
+"""Rerun a logged run from MLflow alone, and prove the result is the same.
+
+    python scripts/rerun.py RUN_ID                      # a run, or a sweep's parent (every child is rerun)
+    python scripts/rerun.py RUN_ID --tracking-uri URI   # a store elsewhere, or a tracking server
+
+Before anything runs, each run's logged config (config/config.yaml) is bounded (validation.check_logged_bounds) and
+checked against the run's `config.sha256` tag, the digest of the params it ran with: a config edited in the store
+since, or one without the tag, is refused unless --accept-edited-config says to rerun it as it is now.
+
+A run of the user's own file (`impl.code=my_backward.py`) reruns the file at the logged path, relative to the
+current directory, only when it hashes to the run's `impl.code_sha256` tag: a file changed since, or gone, is refused
+unless --accept-changed-code says to run it as it is now (tagged `rerun.code_changed`). The copy logged with the run
+(`code/<name>`) is code from the store, which is data: it runs only with --run-logged-code, and only when it hashes to
+the tag (tagged `rerun.ran_logged_code`).
+
+The rerun logs a new run tagged `rerun_of=RUN_ID` beside the original. Every metric that is not a timing (data,
+init and activation statistics at every step, the loss, the gradient differences) must be bit-identical when the
+environment is the same; where it differs (versions, device, CPU, threads, commit, data hash), that is said first
+and the metrics are judged within --rtol/--atol instead. Timings are reported as ratios, never judged. Exit 0 only
+when every run's verdict is the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+
+from backprop_lab import cli, tracking
+from backprop_lab.config import run_params, validation
+from backprop_lab.core import tables
+from backprop_lab.core.code_files import file_path, file_sha256, is_file
+from backprop_lab.core.errors import ConfigError, UserError
+from backprop_lab.core.names import CODE_CHANGED_TAG, CODE_TAG, CONFIG_TAG, EDITED_TAG, LOGGED_CODE_TAG, SWEEP_TAG
+from backprop_lab.sweeps import sweep
+from backprop_lab.tracking import lifecycle, runs, store
+from backprop_lab.tracking.runs import LoggedRun
+
+TIMING_PREFIXES = ("time/", "wall/", "mem/")  # measurements of the machine: reported, never judged
+TRUST_STORE = "code from the store, run it only if you trust the store"
+
+
+@dataclass
+class MetricCheck:
+    key: str
+    step: int
+    original: Optional[float]  # None: not logged by that run
+    rerun: Optional[float]
+    same: bool
+
+
+@dataclass
+class Verdict:
+    original_id: str
+    rerun_id: str
+    environment: list[tuple[str, str, str]]  # what differs: (name, original, rerun)
+    checks: list[MetricCheck]
+    timings: list[tuple[str, float, float]]  # (key, original, rerun)
+    tolerance: Optional[tuple[float, float]] = None  # (rtol, atol) when the environment differs
+    differing: list[MetricCheck] = field(init=False)
+
+    def __post_init__(self):
+        self.differing = [c for c in self.checks if not c.same]
+
+    @property
+    def same(self) -> bool:
+        return not self.differing
+
+
+def fingerprint(run: LoggedRun) -> dict[str, str]:
+    """What must match for bit-identical numbers: code, data, libraries, device, CPU and threads."""
+    tags, device = run.record.tags, run.device
+    out = {f"version.{k}": v for k, v in device.get("versions", {}).items()}
+    out |= {
+        "device": tags.get("device", device.get("device", "unknown")),
+        "cpu": device.get("cpu_model", "unknown"),
+        "gpu": device.get("gpu_name", "none"),
+        "threads": tags.get("torch.threads", str(device.get("torch_threads", "unknown"))),
+        "deterministic algorithms": tags.get("torch.deterministic_algorithms", "unknown"),
+        "git.commit": tags.get("git.commit", "unknown"),
+        "git.diff": tags.get("git.diff_sha256", "none") if tags.get("git.dirty") == "true" else "none",
+        "data.sha256": tags.get("data.sha256", "unknown"),
+    }
+    return out
+
+
+def environment_differences(original: LoggedRun, rerun: LoggedRun) -> list[tuple[str, str, str]]:
+    a, b = fingerprint(original), fingerprint(rerun)
+    return [(k, a.get(k, "unknown"), b.get(k, "unknown")) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
+
+
+def same_value(a: Optional[float], b: Optional[float], tolerance: Optional[tuple[float, float]]) -> bool:
+    if a is None or b is None:
+        return a is b
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    if tolerance is None:
+        return a == b  # bit equality, as floats logged by MLflow
+    rtol, atol = tolerance
+    return math.isclose(a, b, rel_tol=rtol, abs_tol=atol)
+
+
+def compare(original: LoggedRun, rerun: LoggedRun, rtol: float, atol: float) -> Verdict:
+    environment = environment_differences(original, rerun)
+    tolerance = (rtol, atol) if environment else None
+    checks, timings = [], []
+    for key, step in sorted(original.points.keys() | rerun.points.keys()):
+        a, b = original.points.get((key, step)), rerun.points.get((key, step))
+        if key.startswith(TIMING_PREFIXES):
+            if a is not None and b is not None:
+                timings.append((key, a, b))
+        elif not key.startswith("sweep/"):
+            checks.append(MetricCheck(key, step, a, b, same_value(a, b, tolerance)))
+    return Verdict(original.record.run_id, rerun.record.run_id, environment, checks, timings, tolerance)
+
+
+def _changed_params(original: LoggedRun, logged: dict) -> list[str]:
+    """The params the logged config no longer gives, as `key (logged value -> value now)`: the edit, where cheap."""
+    try:
+        now = tracking.flatten(run_params.requested(logged))
+    except (KeyError, TypeError, AttributeError, ValueError):  # not even the shape of a config: no params to compare
+        return []
+    ran = tracking.flatten(run_params.computed(False))  # logged as the run did them, not as the config asked
+    then = {k: v for k, v in original.record.params.items()
+            if k.split(".")[0] not in run_params.NOT_PARAMS and k not in ran}  # fmt: skip
+    return [f"{k} ({then.get(k, 'absent')[:40]} -> {now.get(k, 'absent')[:40]})"
+            for k in sorted(now.keys() | then.keys()) if now.get(k) != then.get(k)]  # fmt: skip
+
+
+def edited(original: LoggedRun, logged: dict) -> Optional[str]:
+    """Why the logged config is not the one the run ran (its `config.sha256` tag, run_params.config_digest of its
+    params, no longer matches), or None when it is."""
+    tag = original.record.tags.get(CONFIG_TAG)
+    if not tag:
+        return f"it has no {CONFIG_TAG} tag to check its {validation.LOGGED_CONFIG} against"
+    try:
+        if run_params.config_digest(logged) == tag:
+            return None
+    except (KeyError, TypeError, AttributeError, ValueError):
+        pass  # not even the shape of a config: edited, whatever it was
+    changed = _changed_params(original, logged)
+    where = f", at {', '.join(changed[:4])}{' ...' if len(changed) > 4 else ''}" if changed else ""
+    mismatch = f"its {validation.LOGGED_CONFIG} does not hash to its {CONFIG_TAG} tag ({tag[:12]}...)"
+    return f"{mismatch}: edited after the run{where}"
+
+
+@dataclass
+class CodeTrust:
+    """What the user allowed for a run of their own file that is no longer the file it ran."""
+
+    accept_changed: bool = False  # run today's file though it changed (--accept-changed-code)
+    run_logged: bool = False  # run the copy logged with the run (--run-logged-code): code from the store
+    scratch: Optional[Path] = None  # where logged copies are written to run; needed with run_logged
+
+
+def _logged_copy(uri: str, run_id: str, code: str, then: Optional[str], scratch: Path) -> Path:
+    """The copy of the user's file logged with the run, written under `scratch`, checked against the run's tag: a
+    copy that does not hash to it is refused whatever the flags."""
+    name = Path(code).name
+    if not then:
+        raise UserError(f"run {run_id}: impl.code: it has no {CODE_TAG} tag to check its logged copy code/{name} "
+                        "against; refused")  # fmt: skip
+    copy = runs.download_artifact(uri, run_id, f"code/{name}", scratch / run_id) if name not in ("", "..") else None
+    if copy is None:
+        raise UserError(f"run {run_id}: impl.code: no copy code/{name} was logged with the run; nothing to run")
+    got = file_sha256(copy)
+    if got != then:
+        raise UserError(f"run {run_id}: impl.code: its logged copy code/{name} does not hash to its {CODE_TAG} tag "
+                        f"({(got or 'not a file')[:12]}... logged, {then[:12]}... tagged): changed in the store; "
+                        "refused")  # fmt: skip
+    return copy
+
+
+def check_code(uri: str, original: LoggedRun, code: str, launch_dir: Path,
+               trust: CodeTrust) -> tuple[str, dict[str, str]]:  # fmt: skip
+    """The user's file to run again, and the tags that say what was accepted: the file at the logged path when it
+    hashes to the run's tag; otherwise what the flags allow, or a one-line refusal. Nothing is executed here."""
+    run_id, then = original.record.run_id, original.record.tags.get(CODE_TAG)
+    if trust.run_logged:
+        copy = _logged_copy(uri, run_id, code, then, trust.scratch)
+        return str(copy), {LOGGED_CODE_TAG: f"code/{copy.name} ({then})"}
+    path = file_path(code, launch_dir)
+    store_dir = next((d for d in runs.local_store_dirs(uri, run_id) if path.resolve().is_relative_to(d)), None)
+    if store_dir is not None:  # the logged config edited to point at a copy in the store: code from the store
+        raise UserError(f"impl.code: {code} is inside the tracking store ({store_dir}): code from the store runs only "
+                        f"with --run-logged-code, checked against its tag")  # fmt: skip
+    now = file_sha256(path)
+    if now is not None and now == then:
+        return code, {}
+    if then is None:
+        why = f"run {run_id} has no {CODE_TAG} tag to check {code} against"
+    elif now is None:
+        why = f"{code} is gone from {launch_dir} since run {run_id} (sha256 {then[:12]}... then)"
+    else:
+        why = f"{code} has changed since run {run_id} (sha256 {now[:12]}... now, {then[:12]}... then)"
+    if trust.accept_changed and now is not None:
+        return code, {CODE_CHANGED_TAG: why}
+    today = "--accept-changed-code reruns today's file, " if now is not None else ""
+    logged = f"--run-logged-code runs the copy logged with the run: {TRUST_STORE}" if then else "refused"
+    raise UserError(f"impl.code: {why}; {today}{logged}")
+
+
+@dataclass
+class Prepared:
+    original: LoggedRun
+    cfg: DictConfig  # the logged config, checked, pointed at this store (and at the logged code, when asked)
+    edited: Optional[str]  # why it is not the config the run ran, when --accept-edited-config let it through
+    code_tags: dict[str, str] = field(default_factory=dict)  # what was accepted of the user's file, as tags
+
+
+def prepare(uri: str, original: LoggedRun, accept_edited: bool, launch_dir: Path,
+            trust: Optional[CodeTrust] = None) -> Prepared:  # fmt: skip
+    """The run's own config, bounded, verified against its tag and checked, and the user's file it ran verified
+    against its own, before anything runs."""
+    run_id = original.record.run_id
+    if not original.config_yaml:
+        raise UserError(f"run {run_id} has no {validation.LOGGED_CONFIG} artifact: another program logged it; "
+                        "nothing to rerun")  # fmt: skip
+    commit = original.record.tags.get("git.commit", "unknown")
+    try:
+        validation.check_logged_bounds(original.config_yaml)
+    except ConfigError as e:
+        raise UserError(f"run {run_id}: {e}") from None
+    try:
+        logged = validation.read_logged(original.config_yaml)
+        why = edited(original, logged)
+        if why and not accept_edited:
+            raise UserError(f"run {run_id}: {why}; refused (--accept-edited-config reruns it as it is now)")
+        cfg = validation.checked_logged(logged)
+    except ConfigError as e:
+        raise UserError(f"run {run_id}: its config no longer validates ({e}); check out commit {commit} to rerun it"
+                        ) from None  # fmt: skip
+    cfg = OmegaConf.merge(cfg, {"tracking": {"uri": uri, "experiment": original.experiment}})
+    code_tags = {}
+    if is_file(cfg.impl.code):  # a module is code the environment installed, not a file to check
+        code, code_tags = check_code(uri, original, cfg.impl.code, launch_dir, trust or CodeTrust())
+        cfg = OmegaConf.merge(cfg, {"impl": {"code": code}})
+    return Prepared(original, cfg, why, code_tags)
+
+
+def rerun_one(prepared: Prepared, launch_dir: Path, console: Console, parent_run_id: Optional[str] = None):
+    """Execute the pipeline again with the run's own config; return the new run, read back from the store."""
+    from backprop_lab.study import pipeline
+
+    original, run_id = prepared.original, prepared.original.record.run_id
+    job_tags = {"rerun_of": run_id}
+    if prepared.edited:
+        console.print(f"note: run {run_id}: {prepared.edited}; rerunning it as it is now (--accept-edited-config)",
+                      markup=False, highlight=False, soft_wrap=True)  # fmt: skip
+        job_tags[EDITED_TAG] = prepared.edited
+    for tag, what in prepared.code_tags.items():
+        how = "the copy logged with the run (--run-logged-code)" if tag == LOGGED_CODE_TAG else (
+            "today's file (--accept-changed-code)")  # fmt: skip
+        console.print(f"note: run {run_id}: {what}; running {how}", markup=False, highlight=False, soft_wrap=True)
+    job_tags |= prepared.code_tags
+    overrides = original.record.tags.get("overrides", "").split()
+    result = pipeline.run(
+        prepared.cfg,
+        [o for o in overrides if o != "(none)"],
+        launch_dir,
+        parent_run_id=parent_run_id,
+        job_tags=job_tags,
+        console=Console(stderr=True, quiet=True),
+    )
+    return runs.logged_run(prepared.cfg.tracking.uri, result.run.run_id)
+
+
+def _f(x: Optional[float]) -> str:
+    return "missing" if x is None else repr(x)
+
+
+def environment_table(v: Verdict) -> tables.Table:
+    title = f"the environment differs: metrics judged within rtol={v.tolerance[0]:g}, atol={v.tolerance[1]:g}"
+    return tables.Table(title, ["what", "original", "rerun"], [list(row) for row in v.environment], align="lll")
+
+
+def metrics_table(v: Verdict) -> tables.Table:
+    """The values that differ (the first 50), then a count of the rest."""
+    cells = [[c.key, str(c.step), _f(c.original), _f(c.rerun), "differs"] for c in v.differing[:50]]
+    same = len(v.checks) - len(v.differing)
+    total = f"{same} of {len(v.checks)} identical" if v.tolerance is None else f"{same} within tolerance"
+    title = f"rerun {v.rerun_id} of {v.original_id}: {len(v.checks)} metric values compared"
+    styles = {"differs": "red"} | ({total: "green"} if v.tolerance is None else {})
+    return tables.Table(title, ["metric", "step", "original", "rerun", "verdict"], [*cells, [total, "", "", "", ""]],
+                        styles=styles)  # fmt: skip
+
+
+def timings_table(v: Verdict) -> tables.Table:
+    cells = [[key, f"{a:.3f}", f"{b:.3f}", f"{b / a:.2f}" if a else "-"] for key, a, b in v.timings
+             if key.startswith("time/") and key.endswith("_ms") and not key.endswith("_iqr_ms")]  # fmt: skip
+    return tables.Table("timings, as ratios (reported, not judged)", ["metric", "original", "rerun",
+                        "rerun / original"], cells)  # fmt: skip
+
+
+def print_verdict(v: Verdict, console: Console) -> None:
+    if v.environment:
+        console.print(tables.to_rich(environment_table(v)))
+    console.print(tables.to_rich(metrics_table(v)))
+    if v.timings:
+        console.print(tables.to_rich(timings_table(v)))
+    word = ("IDENTICAL" if v.tolerance is None else "THE SAME within tolerance") if v.same else "DIFFERENT"
+    console.print(f"verdict: [bold]{word}[/] ({len(v.differing)} of {len(v.checks)} metric values differ)")
+
+
+def sweep_table(run_id: str, verdicts: list[Verdict], not_rerun: list[tuple[str, str, str]], children: int):
+    cells = [[v.original_id, v.rerun_id, "differs" if v.environment else "same", str(len(v.differing)),
+              "same" if v.same else "DIFFERENT"] for v in verdicts]  # fmt: skip
+    cells += [[child_id, "-", "-", "-", f"not rerun: it ended {status} ({error[:60]})"]
+              for child_id, status, error in not_rerun]  # fmt: skip
+    title = f"rerun of sweep {run_id}: {len(verdicts)} of {children} children rerun"
+    headers = ["original", "rerun", "environment", "differing", "verdict"]
+    return tables.Table(title, headers, cells, align="lllll", styles={"same": "green", "DIFFERENT": "red"})
+
+
+def rerun(run_id: str, uri: str, launch_dir: Path, rtol: float, atol: float, console: Console,
+          accept_edited: bool = False, trust: Optional[CodeTrust] = None) -> list[Verdict]:  # fmt: skip
+    store.check_store(uri, existing=True)  # a reader: a mistyped path creates no store
+    trust = trust or CodeTrust()
+    if not trust.run_logged:
+        return _rerun(run_id, uri, launch_dir, rtol, atol, console, accept_edited, trust)
+    with tempfile.TemporaryDirectory(prefix="backprop-lab-logged-code-") as scratch:  # the copies, while they run
+        trust = CodeTrust(trust.accept_changed, True, Path(scratch))
+        return _rerun(run_id, uri, launch_dir, rtol, atol, console, accept_edited, trust)
+
+
+def _rerun(run_id: str, uri: str, launch_dir: Path, rtol: float, atol: float, console: Console,
+           accept_edited: bool, trust: CodeTrust) -> list[Verdict]:  # fmt: skip
+    original = runs.logged_run(uri, run_id)
+    if original.record.tags.get(SWEEP_TAG) != "parent":
+        prepared = prepare(uri, original, accept_edited, launch_dir, trust)
+        verdict = compare(original, rerun_one(prepared, launch_dir, console), rtol, atol)
+        print_verdict(verdict, console)
+        return [verdict]
+    children = runs.child_statuses(uri, run_id)
+    todo, not_rerun = [], []
+    for child_id, status in sorted(children.items()):  # every child checked before any runs
+        child = runs.logged_run(uri, child_id)
+        if status != "FINISHED":  # nothing to reproduce: say so, and go on with the others
+            not_rerun.append((child_id, status, child.record.tags.get("error", "")))
+        else:
+            todo.append(prepare(uri, child, accept_edited, launch_dir, trust))
+    experiment_id = lifecycle.prepare_store(uri, original.experiment)
+    parent = sweep.open_parent(uri, experiment_id, f"rerun of {original.record.name}"[:250], {"rerun_of": run_id})
+    verdicts = []
+    try:
+        for prepared in todo:
+            child = prepared.original
+            console.print(f"rerunning {child.record.name} ({child.record.run_id})", markup=False)
+            verdicts.append(compare(child, rerun_one(prepared, launch_dir, console, parent), rtol, atol))
+    finally:
+        sweep.close_parent(uri, parent)
+    for verdict in verdicts:
+        print_verdict(verdict, console)
+    console.print(tables.to_rich(sweep_table(run_id, verdicts, not_rerun, len(children))))
+    return verdicts
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_id", help="the run to rerun, or a sweep's parent run")
+    parser.add_argument("--tracking-uri", help="default: sqlite:///mlruns/mlflow.db under the current directory")
+    parser.add_argument("--rtol", type=float, default=1e-6, help="relative tolerance when the environment differs")
+    parser.add_argument("--atol", type=float, default=1e-9, help="absolute tolerance when the environment differs")
+    parser.add_argument("--accept-edited-config", action="store_true",
+                        help=f"rerun a run whose {validation.LOGGED_CONFIG} no longer matches its {CONFIG_TAG} tag "
+                        "(edited in the store, or logged without the tag), as it is now")  # fmt: skip
+    parser.add_argument("--accept-changed-code", action="store_true",
+                        help=f"rerun a run of your own file though the file no longer matches its {CODE_TAG} tag, "
+                        "as it is now")  # fmt: skip
+    parser.add_argument("--run-logged-code", action="store_true",
+                        help=f"run the copy of your file logged with the run, if it matches its tag: {TRUST_STORE}")
+    args = parser.parse_args(argv)
+
+    def command() -> int:
+        uri, _ = store.resolve_store(args.tracking_uri, Path.cwd())
+        console = Console(width=None if sys.stdout.isatty() else 140)
+        trust = CodeTrust(args.accept_changed_code, args.run_logged_code)
+        verdicts = rerun(args.run_id, uri, Path.cwd(), args.rtol, args.atol, console, args.accept_edited_config,
+                         trust)  # fmt: skip
+        return 0 if all(v.same for v in verdicts) else 1
+
+    return cli.run(command, "the rerun is marked KILLED")

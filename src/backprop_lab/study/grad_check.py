@@ -1,0 +1,335 @@
+"""The checker: a gradient at every node judged against the truth, its verdicts, and the numbers a run logs of them.
+
+The truth is autograd in float64 on the same inputs and weights (upcast). A gradient at the run's dtype always
+carries rounding error; what tells a correct backward from a wrong one is how that error compares with autograd's
+own at the same dtype: a correct backward only sums in another order, so its error against the truth stays within
+a small factor (`check.factor`) of autograd's; a wrong one is off by orders of magnitude. Where autograd happens to
+be exact (a float64 run, whose autograd is the truth), the same factor applies to the dtype's epsilon times the
+square root of the reduction length behind the node, the typical size of a sum's rounding. No tolerance is guessed
+per tensor.
+
+That measure has a limit: where autograd's own error is large (gradients underflowing at a tiny init, a bfloat16
+run), factor x that error allows so much that a wrong gradient passes too (zero where the truth is not has an error
+of 1). A node whose tolerance is above `CONCLUSIVE_TOLERANCE` cannot be told right from wrong at the run's precision:
+its verdict is "inconclusive", never "ok", and the run says what would make it conclusive (`inconclusive_note`).
+
+Nodes are walked in backward order, from the loss towards the input (`impls.common.backward_order`): the first one
+not close is where the backward first goes wrong, since every later node is computed from it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import torch
+
+from backprop_lab.core.names import NONE  # first_divergent when no node is conclusively wrong
+from backprop_lab.impls.common import n_layers
+from backprop_lab.study import diagnosis
+
+# The most error a verdict of "ok" may allow, relative to the gradient's norm. The bank's smallest mistake (the
+# square's 2 forgotten) moves a gradient by 50 %: a tolerance of 10 % still tells it, with five times to spare.
+CONCLUSIVE_TOLERANCE = 0.1
+WRONG = ("differs", "non-finite", "shape")  # the verdicts that say the gradient is wrong
+NOT_GIVEN = "not given"  # a node the implementation computed no gradient at: judged nothing, said so
+
+@dataclass
+class NodeCheck:
+    node: str  # lin{i}, act{i}, w{i}, b{i}, x
+    shape: tuple[int, ...]
+    ref_shape: tuple[int, ...]  # autograd's; a different shape is a verdict of its own
+    exact: bool  # bit-identical to autograd's at the run's dtype
+    max_abs_diff: float  # max |manual - autograd| at the run's dtype
+    max_rel_diff: float  # that over max |autograd|: comparable across tensors of any scale
+    error: float  # ||manual - truth|| / ||truth||
+    autograd_error: float  # ||autograd - truth|| / ||truth||, at the run's dtype
+    ratio: float  # error / max(autograd_error, eps x sqrt(reduction length)): about 1 for a correct backward
+    tolerance: float  # what `error` may be: factor x that baseline
+    finite: bool  # the manual gradient and autograd's are free of NaN and Inf
+    within: bool  # ratio <= factor, and finite: as close as the tolerance asks
+    conclusive: bool  # tolerance <= CONCLUSIVE_TOLERANCE: a wrong gradient could not pass as within
+    given: bool = True  # False: the implementation gave no gradient here (a learner's partial code)
+
+    @property
+    def close(self) -> bool:
+        """Close, and known to be: within a tolerance tight enough to tell a wrong gradient."""
+        return self.within and self.conclusive
+
+    @property
+    def verdict(self) -> str:
+        if not self.given:
+            return NOT_GIVEN
+        if self.shape != self.ref_shape:
+            return "shape"
+        if not self.finite:
+            return "non-finite"
+        if not self.within:
+            return "differs"
+        return "ok" if self.conclusive else "inconclusive"
+
+    def row(self) -> dict:
+        return asdict(self) | {"shape": list(self.shape), "ref_shape": list(self.ref_shape), "close": self.close,
+                               "verdict": self.verdict}  # fmt: skip
+
+
+CHUNK_ROWS = 2048  # compared a block of rows at a time: a float64 copy of a 50,000 x 784 gradient is 314 MB
+
+
+@dataclass
+class _Sums:
+    """What the comparison of one node accumulates over its blocks of rows."""
+
+    max_abs_diff: float = 0.0  # manual against autograd
+    ref_max: float = 0.0  # max |autograd| over its finite entries
+    manual_err: float = 0.0  # sum of squares of manual - truth
+    autograd_err: float = 0.0  # of autograd - truth
+    truth: float = 0.0  # of truth
+    finite: bool = True
+    exact: bool = True
+
+
+def _rows(t, start: int, stop: int) -> torch.Tensor:
+    return t(start, stop) if callable(t) else t[start:stop]
+
+
+def _sums(manual: torch.Tensor, ref: torch.Tensor, truth) -> _Sums:
+    """`truth` is a tensor, or a function of a row range giving its rows (computed, not held whole). A NaN or Inf
+    anywhere makes the sums non-finite, which is how `finite` is told without a pass of its own."""
+    acc = _Sums()
+    rows = manual.shape[0] if manual.ndim else 1
+    for start in range(0, rows, CHUNK_ROWS):
+        m, r = (t[start : start + CHUNK_ROWS] if t.ndim else t for t in (manual, ref))
+        t64 = (_rows(truth, start, start + CHUNK_ROWS) if manual.ndim else truth).double()
+        acc.exact &= torch.equal(m, r)
+        if m.numel():
+            acc.max_abs_diff = max(acc.max_abs_diff, (m - r).abs().max().item())
+            acc.ref_max = max(acc.ref_max, r.abs().max().item())
+        acc.manual_err += (m.double() - t64).square_().sum().item()
+        acc.autograd_err += (r.double() - t64).square_().sum().item()
+        acc.truth += t64.square().sum().item()
+    acc.finite = all(math.isfinite(v) for v in (acc.manual_err, acc.autograd_err, acc.max_abs_diff, acc.ref_max))
+    if not acc.finite:  # the scale of the finite entries, for the max |diff| / max |autograd| shown beside
+        finite = ref[torch.isfinite(ref)].abs()
+        acc.ref_max = finite.max().item() if finite.numel() else 0.0
+    return acc
+
+
+def _relative(err_sq: float, truth_sq: float) -> float:
+    """A norm-wise relative error, ||a - truth|| / ||truth||: a few entries off by rounding at a kink weigh little,
+    a wrong gradient weighs its whole size."""
+    if truth_sq > 0:
+        return math.sqrt(err_sq / truth_sq) if math.isfinite(err_sq) else math.inf
+    return 0.0 if err_sq == 0 else math.inf
+
+
+def check_node(node: str, manual: torch.Tensor, ref: torch.Tensor, truth, reduction: int, factor: float) -> NodeCheck:
+    shape, ref_shape = tuple(manual.shape), tuple(ref.shape)
+    if shape != ref_shape:
+        return NodeCheck(node, shape, ref_shape, False, math.inf, math.inf, math.inf, 0.0, math.inf, 0.0, True, False,
+                         True)  # fmt: skip
+    acc = _sums(manual, ref, truth)
+    error, autograd_error = _relative(acc.manual_err, acc.truth), _relative(acc.autograd_err, acc.truth)
+    rounding = torch.finfo(manual.dtype).eps * math.sqrt(max(reduction, 1))  # a sum's typical rounding
+    baseline = max(autograd_error, rounding)
+    ratio = error / baseline if math.isfinite(error) else math.inf
+    # a NaN matching a NaN is not agreement: a non-finite gradient is its own verdict, never "close"
+    within = acc.finite and ratio <= factor
+    tolerance = factor * baseline
+    if acc.ref_max > 0:
+        rel_diff = acc.max_abs_diff / acc.ref_max
+    else:
+        rel_diff = 0.0 if acc.max_abs_diff == 0 else math.inf
+    return NodeCheck(node, shape, ref_shape, acc.exact, acc.max_abs_diff, rel_diff, error, autograd_error, ratio,
+                     tolerance, acc.finite, within, tolerance <= CONCLUSIVE_TOLERANCE)  # fmt: skip
+
+
+def reduction_lengths(widths: list[int], rows: int) -> dict[str, int]:
+    """How many terms each node's gradient sums: the rows for a weight or bias, the next layer's width for an
+    activation (its gradient is `g @ w.t()`), one for the output, the first layer's width for the input."""
+    n = len(widths) - 1
+    lengths = {f"lin{n}": 1, "x": widths[1]}
+    for i in range(1, n + 1):
+        lengths |= {f"w{i}": rows, f"b{i}": rows}
+        if i < n:
+            lengths |= {f"act{i}": widths[i + 1], f"lin{i}": widths[i + 1]}
+    return lengths
+
+
+def check(
+    manual: dict[str, torch.Tensor],
+    reference: dict[str, torch.Tensor],
+    truth: dict[str, torch.Tensor],
+    order: list[str],
+    reductions: dict[str, int],
+    factor: float,
+) -> list[NodeCheck]:
+    """Every node of `order`; one the manual backward gave no gradient at is "not given"."""
+    return [check_node(n, manual[n], reference[n], truth[n], reductions[n], factor) if n in manual
+            else not_given(n, reference[n]) for n in order]  # fmt: skip
+
+
+def not_given(node: str, ref: torch.Tensor) -> NodeCheck:
+    nan = math.nan
+    return NodeCheck(node, (), tuple(ref.shape), False, nan, nan, nan, nan, nan, nan, True, False, True, given=False)
+
+
+def first_divergent(checks: list[NodeCheck]) -> str:
+    """The first node, in backward order, whose gradient is known to be wrong (an inconclusive one is not)."""
+    return next((c.node for c in checks if c.verdict in WRONG), NONE)
+
+
+def overall(checks: list[NodeCheck]) -> str:
+    """The run's verdict: "wrong" when a node is, else "inconclusive" when a node cannot be told, else "partial"
+    when some node was not given, else "ok"."""
+    verdicts = {c.verdict for c in checks}
+    if verdicts & set(WRONG):
+        return "wrong"
+    return "inconclusive" if "inconclusive" in verdicts else "partial" if NOT_GIVEN in verdicts else "ok"
+
+
+def _span(values: list[float]) -> str:
+    low, high = min(values), max(values)
+    return f"{low:.2g}" if f"{low:.2g}" == f"{high:.2g}" else f"{low:.2g}-{high:.2g}"
+
+
+def inconclusive_note(checks: list[NodeCheck], factor: float, dtype: torch.dtype) -> str:
+    """Where a run's precision cannot tell, and what would make it conclusive, in one line; "" where it can."""
+    nodes = [c for c in checks if c.verdict == "inconclusive"]
+    if not nodes:
+        return ""
+    baselines = [c.tolerance / factor for c in nodes]
+    dtype_name = str(dtype).removeprefix("torch.")
+    remedies = []
+    if dtype != torch.float64:
+        wider = "float32 or float64" if torch.finfo(dtype).eps > torch.finfo(torch.float32).eps else "float64"
+        remedies.append(f"dtype={wider}")
+    loosest = CONCLUSIVE_TOLERANCE / max(baselines)  # the factor that would do
+    if loosest >= 1:
+        remedies.append(f"check.factor at most {math.floor(loosest * 100) / 100:g}")
+    if dtype != torch.float64 and any(c.autograd_error >= b for c, b in zip(nodes, baselines)):
+        remedies.append(f"an init.gain that keeps the gradients well above {dtype_name}'s underflow")
+    if not remedies:  # float64 at a factor of 1 already: the truth itself is zero or out of range there
+        remedies.append("none at this config (the truth there is zero or beyond float64)")
+    names = [c.node for c in nodes[:6]] + ([f"{len(nodes) - 6} more"] if len(nodes) > 6 else [])
+    return (
+        f"at {', '.join(names)} (none known wrong): the error a correct backward may have there (autograd's own "
+        f"against the float64 truth, or {dtype_name}'s rounding over the node's sum where larger) is "
+        f"{_span(baselines)}, so check.factor={factor:g} allows {_span([c.tolerance for c in nodes])} and a wrong "
+        f"gradient could pass (a verdict needs at most {CONCLUSIVE_TOLERANCE:g}); to decide: {'; or '.join(remedies)}"
+    )
+
+
+def verdict_line(checks: list[NodeCheck], factor: float, dtype: torch.dtype,
+                 mistake: Optional[diagnosis.Diagnosis] = None, style: Optional[str] = None,
+                 defined: Optional[set[str]] = None) -> str:  # fmt: skip
+    """The check's answer in a line: ok, wrong from which node and what kind of mistake, partial (which of the
+    lesson's steps left which gradient unset: `style` and `defined`, the code's, name them), or inconclusive where
+    and what would make it not."""
+    worst = max((c.ratio for c in checks if c.given), default=0.0)
+    worst_text = f"worst {'inf' if math.isinf(worst) else f'{worst:.2g}'} × autograd's own error"
+    verdict = overall(checks)
+    if verdict == "ok":
+        return f"gradients ok at every node ({worst_text})"
+    if verdict == "wrong":
+        kind = f": {mistake.words}" if mistake else ""
+        return f"gradients WRONG from node {first_divergent(checks)} ({worst_text}){kind}"
+    if verdict == "partial":
+        missing = [c.node for c in checks if not c.given]
+        given = f"{len(checks) - len(missing)} of {len(checks)}"
+        return (f"PARTIAL: {unset_words(checks, style, defined)}; every node given is ok ({given}; {worst_text}), the "
+                f"lab's own gradient standing in for the rest; not given: {', '.join(missing)}")  # fmt: skip
+    return f"gradients INCONCLUSIVE {inconclusive_note(checks, factor, dtype)}"
+
+
+# the lesson's step that sets a node's gradient, and as what: (function, its class, the variable)
+_SETTERS = {"w": ("lin_grad", "Lin", "w.g"), "b": ("lin_grad", "Lin", "b.g"), "act": ("lin_grad", "Lin", "inp.g"),
+            "x": ("lin_grad", "Lin", "inp.g"), "relu": ("relu_grad", "Relu", "inp.g"),
+            "loss": ("mse_grad", "Mse", "inp.g")}  # fmt: skip
+
+
+def _setter(node: str, layers: int) -> tuple[str, str, str]:
+    if node.startswith("lin"):
+        return _SETTERS["loss" if node == f"lin{layers}" else "relu"]
+    return _SETTERS[node.rstrip("0123456789")]
+
+
+def _and(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
+def unset_words(checks: list[NodeCheck], style: Optional[str] = None, defined: Optional[set[str]] = None) -> str:
+    """Which of the lesson's steps left which gradient unset, and where the learner's chain stops: "lin_grad set
+    w.g and b.g but not inp.g: the chain stops at act2"; a step the code does not define at all (`defined`: the
+    lesson's names it does) is "not given" as a whole. For a Net (or unknown code), the nodes."""
+    missing = [c.node for c in checks if not c.given]
+    if style not in ("functions", "classes"):
+        return f"the backward gave no gradient at {', '.join(missing)}"
+    layers = max(int(c.node[3:]) for c in checks if c.node.startswith("lin"))
+    steps: dict[str, dict] = {}
+    for c in checks:
+        function, cls, variable = _setter(c.node, layers)
+        name = function if style == "functions" else cls
+        step = steps.setdefault(name, {"set": [], "unset": [], "stops": None})
+        if not c.given:
+            step["stops"] = step["stops"] or c.node
+        kind = "set" if c.given else "unset"
+        if variable not in step[kind]:
+            step[kind].append(variable)
+    absent = [name for name, step in steps.items() if defined is not None and name not in defined]
+    said = [f"no {' or '.join(absent)} given"] if absent else []
+    for name, step in steps.items():
+        unset = step["unset"]
+        if not unset or name in absent:
+            continue
+        done = [v for v in step["set"] if v not in unset]
+        named = name if style == "functions" else f"{name}'s bwd"
+        what = f"{named} set {_and(done)} but not {_and(unset)}" if done else f"{named} set no {_and(unset)}"
+        said.append(f"{what}: the chain stops at {step['stops']}")
+    return "; ".join(said)
+
+
+def metrics(checks: list[NodeCheck]) -> dict[str, float]:
+    """The few scalars a runs table sorts by; every node's numbers are the run's table (`table`)."""
+    return {
+        "grad/all_close": float(all(c.close for c in checks)),
+        "grad/inconclusive_nodes": float(sum(c.verdict == "inconclusive" for c in checks)),
+        "grad/nodes_not_given": float(sum(not c.given for c in checks)),
+        "grad/all_finite": float(all(c.finite for c in checks)),
+        "grad/worst_error_ratio": max((c.ratio for c in checks if c.given), default=math.nan),
+        "grad/worst_max_rel_diff": max((c.max_rel_diff for c in checks if c.given), default=math.nan),
+    }
+
+
+def table(checks: list[NodeCheck]) -> dict[str, list]:
+    """Every node's row, as columns, the node first and its verdict second: numbers as numbers (tracking.log_table
+    keeps each float whole), shapes as `784x80`."""
+    rows = [c.row() | {"shape": "x".join(map(str, c.shape)), "ref_shape": "x".join(map(str, c.ref_shape))}
+            for c in checks]  # fmt: skip
+    keys = ["node", "verdict"] + [k for k in rows[0] if k not in ("node", "verdict")]
+    return {key: [row[key] for row in rows] for key in keys}
+
+
+def float64_truth(params, x, y, shift, masks) -> dict[str, torch.Tensor]:
+    """The gradients in float64, from the same inputs and weights upcast: autograd from the first layer's output on,
+    its ReLUs opening where the run's dtype opened them (`masks`): a pre-activation within rounding of 0 could flip
+    sign in float64, and put a whole term's difference into autograd's error and the hand-written one's alike,
+    hiding a real mistake under it. The first layer's two products are done here, in float64, a block of rows at a
+    time: the input in float64 would be 314 MB whole (the input's own gradient is computed the same way, later)."""
+    from backprop_lab.impls.functional import mse
+
+    p64 = {k: v.double() for k, v in params.items()}
+    lin1 = torch.cat([rows.double() @ p64["w1"] for rows in x.split(CHUNK_ROWS)]) + p64["b1"]
+    nodes = {"lin1": lin1.requires_grad_()}
+    leaves = {k: v.requires_grad_() for k, v in p64.items() if k not in ("w1", "b1")}
+    z = lin1
+    for i in range(2, n_layers(params) + 1):
+        nodes[f"act{i - 1}"] = z * masks[i - 2].double() - shift
+        z = nodes[f"lin{i}"] = nodes[f"act{i - 1}"] @ leaves[f"w{i}"] + leaves[f"b{i}"]
+    for t in nodes.values():
+        t.retain_grad()
+    mse(z, y.double()).backward()
+    g1 = lin1.grad
+    w1 = sum(rows.double().t() @ g for rows, g in zip(x.split(CHUNK_ROWS), g1.split(CHUNK_ROWS)))
+    return {"w1": w1, "b1": g1.sum(0)} | {k: v.grad for k, v in leaves.items()} | {k: t.grad for k, t in nodes.items()}
