@@ -31,6 +31,7 @@ run: setup
 
 lint: setup-dev
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports --no-cache  ## the floors: each package imports only from those below it (pyproject.toml)
 
 test: lint  ## everything, as CI runs it: a worker per core (pytest-xdist), each taking the next test as it frees up
 	$(PY) -m pytest -q -n auto --dist worksteal $(ARGS)

@@ -2,7 +2,7 @@
 
 import sys
 
-from backprop_lab.report import main
+from backprop_lab.cli.report import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -2,7 +2,7 @@
 
 import sys
 
-from backprop_lab.rerun import main
+from backprop_lab.cli.rerun import main
 
 if __name__ == "__main__":
     sys.exit(main())

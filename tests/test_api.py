@@ -17,6 +17,7 @@ import torch
 from helpers import FAST, ROOT, runs_in
 
 from backprop_lab import api, check, run, runs_frame
+from backprop_lab.cli import rerun as rerun_cli
 from backprop_lab.core.errors import ConfigError, TrackingError, UserCodeError
 from backprop_lab.tracking.runs import RunRecord
 
@@ -267,12 +268,11 @@ def einsum_lin_grad(inp, out, w, b):  # a learner's own name, and torch from the
 def test_a_check_run_reruns_identical(tmp_path, capsys, monkeypatch):
     """Its cell file stands on its own (torch carried, the renamed function bound to lin_grad): a rerun runs it
     again, as it ran, and finds the same numbers."""
-    from backprop_lab import rerun
 
     result = check(lin_grad=einsum_lin_grad, overrides=FAST, launch_dir=tmp_path)
     (source,) = (tmp_path / ".backprop_lab" / "cells").glob("cell_*.py")
     assert "import torch" in source.read_text() and "lin_grad = einsum_lin_grad" in source.read_text()
     monkeypatch.chdir(tmp_path)
     capsys.readouterr()
-    assert rerun.main([result.run.run_id, "--tracking-uri", f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"]) == 0
+    assert rerun_cli.main([result.run.run_id, "--tracking-uri", f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"]) == 0
     assert "verdict: IDENTICAL" in capsys.readouterr().out

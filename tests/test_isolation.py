@@ -15,7 +15,7 @@ from bad_input import LYING, SPOILS
 from helpers import small_problem
 from test_user_code import CORRECT, LIN, MSE, NET, RELU, WIDTHS
 
-from backprop_lab import impls
+from backprop_lab import isolation
 from backprop_lab.core import redaction
 from backprop_lab.core.errors import ConfigError, UserCodeError
 from backprop_lab.impls.common import layer_widths, node_shapes
@@ -190,7 +190,7 @@ def test_a_loop_in_the_timing_stage_is_stopped_too(tmp_path):
     counted = CORRECT.replace("def mse_grad(inp, targ):\n", "calls = [0]\ndef mse_grad(inp, targ):\n"
                               "    calls[0] += 1\n    while calls[0] > 2:\n        pass\n")  # fmt: skip
     params, x, y = small_problem(WIDTHS, n=60)
-    with impls.open_submission(str(write(tmp_path, counted)), None, 1.0) as code:
+    with isolation.open_submission(str(write(tmp_path, counted)), None, 1.0) as code:
         due = node_shapes(layer_widths(params), x.shape[0], input_grad=True)
         code.check(params, x, y, 0.5, False, due, 2048)  # its first two calls pass
         with pytest.raises(UserCodeError, match=r"ran past impl.time_limit_s=1 s while timing your forward"):
@@ -238,7 +238,7 @@ def test_a_reply_the_learners_code_forges_is_its_own_failure_never_the_labs(tmp_
         check(write(tmp_path, FORGER + CORRECT))
     params, x, y = small_problem(WIDTHS, n=60)
     timing_only = FORGER.replace('if "loss" in message:', 'if False:')
-    with impls.open_submission(str(write(tmp_path, timing_only + CORRECT, "timing.py")), None, 60.0) as code:
+    with isolation.open_submission(str(write(tmp_path, timing_only + CORRECT, "timing.py")), None, 60.0) as code:
         code.check(params, x, y, 0.5, False, node_shapes(layer_widths(params), x.shape[0], input_grad=True), 2048)
         with pytest.raises(UserCodeError, match="handed back what the lab cannot read"):
             code.time(0.5, False, True, 0.01, 1)
@@ -337,18 +337,18 @@ def test_an_allocation_past_the_memory_limit_is_the_learners_error_and_the_next_
     assert "impl.memory_limit_gib" in str(raised.value)
     shared = "import mmap\nm = mmap.mmap(-1, 3 << 30)\n" + CORRECT  # shared memory counts too
     with pytest.raises(UserCodeError, match=r"your code raised OSError: \[Errno 12\] Cannot allocate memory"):
-        impls.open_submission(str(write(tmp_path, shared, "shared.py")), None, 60.0, 1.5).close()
+        isolation.open_submission(str(write(tmp_path, shared, "shared.py")), None, 60.0, 1.5).close()
     with pytest.raises(UserCodeError, match=r"your code raised RuntimeError"):  # 4 GiB, within what is free here,
-        with impls.open_submission(str(write(tmp_path, "import torch\nbig = torch.ones(2**30)\n" + CORRECT, "big.py")),
-                                   None, 60.0, 2.0):  # fmt: skip
+        big = write(tmp_path, "import torch\nbig = torch.ones(2**30)\n" + CORRECT, "big.py")
+        with isolation.open_submission(str(big), None, 60.0, 2.0):
             pass  # but past the 2 GiB this one was given
     assert verdict(check(write(tmp_path, CORRECT, "next.py"))) == "ok"
 
 
 def test_the_memory_limit_a_run_states_is_the_one_it_ran_under(tmp_path):
-    with impls.open_submission(str(write(tmp_path, CORRECT)), None, 60.0, 1.5) as code:
+    with isolation.open_submission(str(write(tmp_path, CORRECT)), None, 60.0, 1.5) as code:
         assert code.memory_limit_gib == 1.5
-    with impls.open_submission(str(write(tmp_path, CORRECT)), None, 60.0, None) as code:
+    with isolation.open_submission(str(write(tmp_path, CORRECT)), None, 60.0, None) as code:
         assert code.memory_limit_gib >= 1.0
 
 

@@ -15,8 +15,8 @@ def test_this_process_is_alive():
 
 
 def test_a_finished_process_is_dead_and_a_reused_pid_is_not_mistaken_for_it():
-    child = subprocess.run([sys.executable, "-c", "from backprop_lab.tracking import owner; print(owner.this_process())"],
-                           capture_output=True, text=True, check=True)  # fmt: skip
+    code = "from backprop_lab.tracking import owner; print(owner.this_process())"
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert owner.is_dead(child.stdout.strip())
     host, boot, _, start = owner.this_process().split("/")
     assert owner.is_dead(f"{host}/{boot}/{os.getpid()}/{int(start) + 1}")  # same pid, another start: another process

@@ -12,6 +12,7 @@ import pytest
 from helpers import FAST, cli
 
 from backprop_lab import report
+from backprop_lab.cli import report as report_cli
 from backprop_lab.report import Row, cells, repeats
 from backprop_lab.tracking import runs
 
@@ -129,7 +130,7 @@ def test_a_seed_sweep_reports_means_intervals_and_error_bars(tmp_path):
     done = cli(tmp_path, "-m", "impl=lean,module", "seed=range(3)", *FAST)
     assert done.returncode == 0, done.stderr[-2000:]
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
-    assert report.main(["--tracking-uri", uri, "--out", str(tmp_path / "report")]) == 0
+    assert report_cli.main(["--tracking-uri", uri, "--out", str(tmp_path / "report")]) == 0
     text = (tmp_path / "report" / "report.md").read_text()
     assert repeats.describe("time/backward_ms") in text  # geometric mean [95% interval] (on the log scale)
     shown = text.replace("\\[", "[").replace("\\]", "]")  # a cell's brackets escaped: markdown shows them as they are

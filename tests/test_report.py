@@ -11,6 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from backprop_lab import report
 from backprop_lab.cli import USER_ERROR_EXIT
+from backprop_lab.cli import report as report_cli
 from backprop_lab.report import answers, report_figures
 from backprop_lab.tracking import runs
 
@@ -25,7 +26,7 @@ def sweep_store(small_sweep):
 def test_report_of_the_latest_sweep(sweep_store, tmp_path, capsys):
     cwd, uri = sweep_store
     out = tmp_path / "report"
-    assert report.main(["--tracking-uri", uri, "--out", str(out)]) == 0
+    assert report_cli.main(["--tracking-uri", uri, "--out", str(out)]) == 0
     names = {"report.md", "report.html", "backward_time.png", "backward_vs_autograd.png", "grad_check.png",
              "activation_std.png", "backward_std.png"}  # fmt: skip
     assert names <= {p.name for p in out.iterdir()}
@@ -56,8 +57,8 @@ def test_report_rows_carry_the_swept_choices(sweep_store):
 
 def test_report_by_experiment_and_bad_run_id(sweep_store, tmp_path, capsys):
     _, uri = sweep_store
-    assert report.main(["--tracking-uri", uri, "--experiment", "backprop-lab", "--out", str(tmp_path)]) == 0
-    assert report.main(["--tracking-uri", uri, "no-such-run"]) == USER_ERROR_EXIT
+    assert report_cli.main(["--tracking-uri", uri, "--experiment", "backprop-lab", "--out", str(tmp_path)]) == 0
+    assert report_cli.main(["--tracking-uri", uri, "no-such-run"]) == USER_ERROR_EXIT
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: run no-such-run: not found in sqlite:")
 
@@ -79,7 +80,7 @@ def test_the_report_pages_carry_their_figures(sweep_store, tmp_path):
     URIs, and the folder is logged whole."""
     _, uri = sweep_store
     out = tmp_path / "report"
-    assert report.main(["--tracking-uri", uri, "--out", str(out)]) == 0
+    assert report_cli.main(["--tracking-uri", uri, "--out", str(out)]) == 0
     page, md = (out / "report.html").read_text(), (out / "report.md").read_text()
     assert page.count('<img src="data:image/png;base64,') == md.count(".png)") == 5 and "data:" not in md
     parent = runs.latest_sweep(uri, "backprop-lab")
@@ -124,7 +125,7 @@ def test_a_run_lacking_any_shown_number_is_reported_with_it_marked(tmp_path, sto
                  for key in lacking]  # fmt: skip
     parent = _made_up_sweep(store, children)
     out = tmp_path / "report"
-    assert report.main([parent, "--tracking-uri", store, "--out", str(out)]) == 0
+    assert report_cli.main([parent, "--tracking-uri", store, "--out", str(out)]) == 0
     md = (out / "report.md").read_text()
     rows = {line.split(" | ")[0].lstrip("| "): line for line in md.splitlines() if line.startswith("| ")}
     assert "n/a" not in rows["complete"]
@@ -146,7 +147,7 @@ def test_a_scaling_sweep_lacking_a_ratio_still_fits_and_says_so(tmp_path, store)
                 for impl in ("autograd", "lean") for n in (1, 2, 4)]  # fmt: skip
     del children[3][1]["time/backward_vs_autograd"]  # lean's smallest problem
     parent = _made_up_sweep(store, children)
-    assert report.main([parent, "--tracking-uri", store, "--out", str(tmp_path)]) == 0
+    assert report_cli.main([parent, "--tracking-uri", store, "--out", str(tmp_path)]) == 0
     md = (tmp_path / "report.md").read_text()
     assert "| lean | 1.00 | 0.01 | n/a | 0.04 | 1.10 |" in md  # the exponent; the missing ratio says n/a
     assert "scaling.png" in {p.name for p in tmp_path.iterdir()}

@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from backprop_lab import rerun
 from backprop_lab.cli import USER_ERROR_EXIT
+from backprop_lab.cli import rerun as rerun_cli
 from backprop_lab.config import run_params
 from backprop_lab.core import names
 from backprop_lab.study import pipeline
@@ -33,7 +34,7 @@ def logged(tmp_path, store):
 
 def test_rerun_is_identical_and_tagged(logged, tmp_path, capsys):
     store, run_id = logged
-    assert rerun.main([run_id, "--tracking-uri", store]) == 0
+    assert rerun_cli.main([run_id, "--tracking-uri", store]) == 0
     out = capsys.readouterr().out
     assert "verdict: IDENTICAL" in out
     client = MlflowClient(store)
@@ -49,7 +50,7 @@ def test_a_changed_metric_is_exactly_the_difference(logged, tmp_path):
     (verdict,) = rerun.rerun(run_id, store, tmp_path, 1e-6, 1e-9, console=_quiet())
     assert not verdict.environment
     assert [(c.key, c.step, c.original) for c in verdict.differing] == [("loss", 0, loss + 1.0)]
-    assert rerun.main([run_id, "--tracking-uri", store]) == 1
+    assert rerun_cli.main([run_id, "--tracking-uri", store]) == 1
 
 
 def test_a_changed_seed_changes_what_the_seed_drives(logged, tmp_path):
@@ -107,7 +108,7 @@ def test_bad_inputs_are_one_line_errors(logged, tmp_path, capsys):
     }
     for bad, expected in cases.items():
         capsys.readouterr()
-        assert rerun.main([bad, "--tracking-uri", store]) == USER_ERROR_EXIT
+        assert rerun_cli.main([bad, "--tracking-uri", store]) == USER_ERROR_EXIT
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(expected), err
 
@@ -118,7 +119,7 @@ def test_a_config_edited_in_the_store_is_refused_before_anything_runs(logged, ca
     text = runs.logged_run(store, run_id).config_yaml
     client.log_text(run_id, text.replace("factor: 8.0", "factor: 999"), "config/config.yaml")
     before = len(client.search_runs([client.get_run(run_id).info.experiment_id]))
-    assert rerun.main([run_id, "--tracking-uri", store]) == USER_ERROR_EXIT
+    assert rerun_cli.main([run_id, "--tracking-uri", store]) == USER_ERROR_EXIT
     (err,) = capsys.readouterr().err.strip().splitlines()
     tag = client.get_run(run_id).data.tags["config.sha256"]
     assert err == (f"error: run {run_id}: its config/config.yaml does not hash to its config.sha256 tag "
@@ -126,9 +127,9 @@ def test_a_config_edited_in_the_store_is_refused_before_anything_runs(logged, ca
                    "(--accept-edited-config reruns it as it is now)")  # fmt: skip
     assert len(client.search_runs([client.get_run(run_id).info.experiment_id])) == before  # nothing ran
     client.delete_tag(run_id, "config.sha256")
-    assert rerun.main([run_id, "--tracking-uri", store]) == USER_ERROR_EXIT
+    assert rerun_cli.main([run_id, "--tracking-uri", store]) == USER_ERROR_EXIT
     assert "it has no config.sha256 tag to check its config/config.yaml against" in capsys.readouterr().err
-    assert rerun.main([run_id, "--tracking-uri", store, "--accept-edited-config"]) == 0  # said, then rerun
+    assert rerun_cli.main([run_id, "--tracking-uri", store, "--accept-edited-config"]) == 0  # said, then rerun
     assert "note: run " in capsys.readouterr().out
 
 
@@ -143,7 +144,7 @@ def test_a_sweep_with_one_edited_child_reruns_none(tmp_path, capsys):
     last = sorted(runs.child_statuses(uri, parent))[-1]
     client.log_text(last, runs.logged_run(uri, last).config_yaml.replace("seed: 0", "seed: 3"), "config/config.yaml")
     before = len(client.search_runs([client.get_run(parent).info.experiment_id]))
-    assert rerun.main([parent, "--tracking-uri", uri]) == USER_ERROR_EXIT
+    assert rerun_cli.main([parent, "--tracking-uri", uri]) == USER_ERROR_EXIT
     assert f"error: run {last}: its config/config.yaml does not hash" in capsys.readouterr().err
     assert len(client.search_runs([client.get_run(parent).info.experiment_id])) == before  # not even a parent
 
@@ -176,7 +177,7 @@ def test_a_logged_config_bomb_is_refused_in_a_line(logged, tmp_path, text, error
 
 def test_unreachable_server_fails_fast(capsys):
     started = time.time()
-    assert rerun.main(["abc", "--tracking-uri", "http://127.0.0.1:9"]) == USER_ERROR_EXIT
+    assert rerun_cli.main(["abc", "--tracking-uri", "http://127.0.0.1:9"]) == USER_ERROR_EXIT
     assert time.time() - started < 15
     assert capsys.readouterr().err.startswith("error: tracking server http://127.0.0.1:9 does not answer")
 
@@ -214,7 +215,7 @@ def _rerun_tags(store, run_id) -> dict:
 
 def test_a_users_unchanged_file_reruns_identical(users_run, capsys):
     store, run_id = users_run
-    assert rerun.main([run_id, "--tracking-uri", store]) == 0
+    assert rerun_cli.main([run_id, "--tracking-uri", store]) == 0
     assert "verdict: IDENTICAL" in capsys.readouterr().out
     tags = _rerun_tags(store, run_id)
     assert names.CODE_CHANGED_TAG not in tags and names.LOGGED_CODE_TAG not in tags
@@ -229,13 +230,13 @@ def test_a_users_changed_file_is_refused_unless_accepted(users_run, tmp_path, ca
     path.write_text(path.read_text() + "# fixed since\n")
     now = hashlib.sha256(path.read_bytes()).hexdigest()
     before = len(_runs_of(store, run_id))
-    assert rerun.main([run_id, "--tracking-uri", store]) == USER_ERROR_EXIT
+    assert rerun_cli.main([run_id, "--tracking-uri", store]) == USER_ERROR_EXIT
     (err,) = capsys.readouterr().err.strip().splitlines()
     assert err == (f"error: impl.code: my_backward.py has changed since run {run_id} (sha256 {now[:12]}... now, "
                    f"{then[:12]}... then); --accept-changed-code reruns today's file, --run-logged-code runs the copy "
                    "logged with the run: code from the store, run it only if you trust the store")  # fmt: skip
     assert len(_runs_of(store, run_id)) == before  # nothing ran
-    assert rerun.main([run_id, "--tracking-uri", store, "--accept-changed-code"]) == 0  # a comment: same numbers
+    assert rerun_cli.main([run_id, "--tracking-uri", store, "--accept-changed-code"]) == 0  # a comment: same numbers
     assert f"note: run {run_id}: my_backward.py has changed since run" in capsys.readouterr().out
     tags = _rerun_tags(store, run_id)
     assert tags[names.CODE_CHANGED_TAG].startswith("my_backward.py has changed") and tags[names.CODE_TAG] == now
@@ -249,12 +250,12 @@ def test_the_logged_copy_runs_only_when_asked_and_only_as_logged(users_run, tmp_
     client = MlflowClient(store)
     (tmp_path / "my_backward.py").unlink()
     # nothing there to accept
-    assert rerun.main([run_id, "--tracking-uri", store, "--accept-changed-code"]) == USER_ERROR_EXIT
+    assert rerun_cli.main([run_id, "--tracking-uri", store, "--accept-changed-code"]) == USER_ERROR_EXIT
     (err,) = capsys.readouterr().err.strip().splitlines()
     assert err.startswith(f"error: impl.code: my_backward.py is gone from {tmp_path} since run {run_id} (sha256 ")
     assert err.endswith("; --run-logged-code runs the copy logged with the run: code from the store, run it only "
                         "if you trust the store")  # fmt: skip
-    assert rerun.main([run_id, "--tracking-uri", store, "--run-logged-code"]) == 0
+    assert rerun_cli.main([run_id, "--tracking-uri", store, "--run-logged-code"]) == 0
     assert "verdict: IDENTICAL" in capsys.readouterr().out
     tags = _rerun_tags(store, run_id)
     assert tags[names.LOGGED_CODE_TAG] == f"code/my_backward.py ({tags[names.CODE_TAG]})"
@@ -264,7 +265,7 @@ def test_the_logged_copy_runs_only_when_asked_and_only_as_logged(users_run, tmp_
     logged.write_text(logged.read_text() + SIDE_EFFECT)  # the store changed: its copy would write a file if run
     before = len(_runs_of(store, run_id))
     for flags in (["--run-logged-code"], ["--run-logged-code", "--accept-changed-code", "--accept-edited-config"]):
-        assert rerun.main([run_id, "--tracking-uri", store, *flags]) == USER_ERROR_EXIT
+        assert rerun_cli.main([run_id, "--tracking-uri", store, *flags]) == USER_ERROR_EXIT
         (err,) = capsys.readouterr().err.strip().splitlines()
         assert err.startswith(f"error: run {run_id}: impl.code: its logged copy code/my_backward.py does not hash to "
                               "its impl.code_sha256 tag (")  # fmt: skip
@@ -283,7 +284,7 @@ def test_store_code_never_runs_by_default_even_with_its_tag_rewritten(users_run,
     client.set_tag(run_id, names.CODE_TAG, hashlib.sha256(logged.read_bytes()).hexdigest())  # a consistent forgery
     (tmp_path / "my_backward.py").unlink()
     for flags in ([], ["--accept-changed-code"]):
-        assert rerun.main([run_id, "--tracking-uri", store, *flags]) == USER_ERROR_EXIT
+        assert rerun_cli.main([run_id, "--tracking-uri", store, *flags]) == USER_ERROR_EXIT
         assert "my_backward.py is gone from" in capsys.readouterr().err
     assert not list(tmp_path.rglob("EXECUTED")) and not list(artifacts.rglob("EXECUTED"))
 
@@ -309,7 +310,7 @@ def test_a_config_edited_to_run_the_stores_copy_is_refused_though_its_hashes_agr
     db.close()
     before = len(_runs_of(store, run_id))
     for flags in ([], ["--accept-changed-code"], ["--accept-edited-config"]):
-        assert rerun.main([run_id, "--tracking-uri", store, *flags]) == USER_ERROR_EXIT
+        assert rerun_cli.main([run_id, "--tracking-uri", store, *flags]) == USER_ERROR_EXIT
         (err,) = capsys.readouterr().err.strip().splitlines()
         assert err.startswith(f"error: impl.code: {config['impl']['code']} is inside the tracking store ("), err
         assert err.endswith("code from the store runs only with --run-logged-code, checked against its tag")
@@ -328,7 +329,7 @@ def test_a_sweep_of_a_users_file_changed_since_reruns_no_child(tmp_path, capsys,
     (tmp_path / "my_backward.py").write_text(CORRECT + "# fixed since\n")
     before = len(_runs_of(uri, parent))
     monkeypatch.chdir(tmp_path)
-    assert rerun.main([parent, "--tracking-uri", uri]) == USER_ERROR_EXIT
+    assert rerun_cli.main([parent, "--tracking-uri", uri]) == USER_ERROR_EXIT
     (err,) = capsys.readouterr().err.strip().splitlines()
     children = sorted(runs.child_statuses(uri, parent))
     assert err.startswith(f"error: impl.code: my_backward.py has changed since run {children[0]} (sha256 ")

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 from test_user_code import BUGGY, CLASSES, CORRECT
 
 from backprop_lab import report
+from backprop_lab.cli import report as report_cli
 from backprop_lab.core.errors import UserError
 from backprop_lab.sweeps import submissions
 
@@ -128,7 +129,7 @@ def test_a_teachers_folder_is_a_child_run_per_submission_and_a_row_each(tmp_path
     assert not any("x.g)" in cell for cell in rows["submissions/erin.py"])  # a failed row: no baseline of nothing
 
     out = tmp_path / "report"
-    assert report.main(["--tracking-uri", f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", "--out", str(out)]) == 0
+    assert report_cli.main(["--tracking-uri", f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", "--out", str(out)]) == 0
     table = [line for line in (out / "report.md").read_text().splitlines() if line.startswith("| ")]
     assert table[0].startswith("| submission | status | verdict | first divergent | diagnosis (or why it failed) | "
                                "× autograd (")  # the ratio names its baseline

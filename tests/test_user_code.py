@@ -10,7 +10,7 @@ import pytest
 import torch
 from helpers import FAST, cli, runs_in, small_problem
 
-from backprop_lab import impls
+from backprop_lab import isolation
 from backprop_lab.core.errors import ConfigError, UserCodeError
 from backprop_lab.isolation import output
 from backprop_lab.study import backward, grad_check
@@ -127,7 +127,7 @@ def write(tmp_path, source: str, name: str = "my_backward.py"):
 
 def load(path) -> None:
     """The code loaded in its own process, and the process stopped: what loading alone says."""
-    impls.open_submission(str(path), None, 60.0).close()
+    isolation.open_submission(str(path), None, 60.0).close()
 
 
 def check(path, widths=WIDTHS, n=60, dtype=torch.float64, time_limit_s=60.0):
@@ -427,7 +427,7 @@ def test_a_gradient_that_would_not_fit_is_foreseen_on_a_preflight_not_allocated(
     touched, with what it would take and the limit it would pass."""
     broadcast = LIN + RELU + "\ndef mse_grad(inp, targ):\n    inp.g = 2. * (inp - targ) / inp.shape[0]\n"
     params, x, y = small_problem([20, 12, 1], n=20_000, dtype=torch.float32)
-    with impls.open_submission(str(write(tmp_path, broadcast)), None, 60.0, 1.0) as code:
+    with isolation.open_submission(str(write(tmp_path, broadcast)), None, 60.0, 1.0) as code:
         said = (r"on a preflight of 61 rows your gradient at lin2 is \(61, 61\), so on the full data \(20000, 20000\): "
                 r"1\.5 GiB, which with .* is more than .* \(1\.0 GiB, impl\.memory_limit_gib\); not run on the full "
                 r"data\. shape "
@@ -441,7 +441,7 @@ def test_a_per_example_product_summed_afterwards_is_foreseen_with_its_line(tmp_p
     tensor on the way, says its size at the full N, the line that made it, and what sums over the examples instead."""
     per_example = CORRECT.replace("w.g = inp.t() @ out.g", "w.g = (inp.unsqueeze(-1) * out.g.unsqueeze(1)).sum(0)")
     params, x, y = small_problem([784, 80, 1], n=20_000, dtype=torch.float32)
-    with impls.open_submission(str(write(tmp_path, per_example)), None, 60.0, 1.0) as code:
+    with isolation.open_submission(str(write(tmp_path, per_example)), None, 60.0, 1.0) as code:
         said = (r"on a preflight of 61 rows, line 4 of .*\.py \(in lin_grad\) makes a tensor of \(61, 784, 80\), so "
                 r"on the full data \(20000, 784, 80\): 4\.7 GiB, .*\(1\.0 GiB, impl\.memory_limit_gib\); not run on "
                 r"the full data\.\n +w\.g = \(inp\.unsqueeze\(-1\) \* out\.g\.unsqueeze\(1\)\)\.sum\(0\)\n"
@@ -455,6 +455,6 @@ def test_the_same_product_on_data_it_fits_is_judged_ok(tmp_path):
     correct gradient."""
     per_example = CORRECT.replace("w.g = inp.t() @ out.g", "w.g = (inp.unsqueeze(-1) * out.g.unsqueeze(1)).sum(0)")
     params, x, y = small_problem([20, 12, 1], n=5_000, dtype=torch.float64)
-    with impls.open_submission(str(write(tmp_path, per_example)), None, 60.0, 4.0) as code:
+    with isolation.open_submission(str(write(tmp_path, per_example)), None, 60.0, 4.0) as code:
         checked = backward.run_check(code, params, x, y, 0.5, False, 8.0)
     assert grad_check.overall(checked.checks) == "ok"

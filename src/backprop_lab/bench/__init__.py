@@ -13,6 +13,9 @@ elementwise passes that no correct backward skips (the MSE's gradient, each ReLU
 place, each bias's sum), each timed bare the fastest way torch has it, on cold tensors: timed warm, a 16 MB pass
 reads its operands from the cache, while inside a backward they come from memory, the big product having streamed
 the input through.
+
+The bench floor (beside rerun/, above sweeps/): the measurements here; bench_processes.py, bench_render.py,
+targets.py, compiled_check.py. Its command line is cli/bench_cli.py.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from backprop_lab import impls
 from backprop_lab.bench import compiled_check
 from backprop_lab.impls.timing import Timed, measure, measure_cold, measure_paired
 from backprop_lab.study import backward
-from backprop_lab.study.products import Product, pass_flops, pass_products
+from backprop_lab.study.products import Product, gemm_peak, pass_flops, pass_products
 
 REFERENCE = "autograd"  # every variant's gradients are checked against it and its times divided by it
 GEMMS = "GEMMs alone"
@@ -154,16 +157,6 @@ def gemm_rows(widths: list[int], n: int, min_run_time: float, threads: int, devi
 def peak_shapes(n: int, widths: list[int]) -> list[tuple[int, int, int]]:
     """Two square-ish GEMMs and the problem's own first-layer products: the roofline is the best of them."""
     return [(2048, 2048, 2048), (4096, 1024, 1024), (n, widths[0], widths[1]), (widths[0], n, widths[1])]
-
-
-def gemm_peak(shapes: list[tuple[int, int, int]], min_run_time: float, threads: int, device) -> dict[str, float]:
-    """GFLOP/s of `a @ b` for each (m, k, n); the best is the roofline's throughput."""
-    out = {}
-    for m, k, n in shapes:
-        a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
-        timed = measure(lambda a=a, b=b: a @ b, f"gemm {m}x{k}x{n}", min_run_time, threads)
-        out[f"{m}x{k}x{n}"] = 2 * m * k * n / timed.median_ms / 1e6
-    return out
 
 
 def measure_variant(v: Variant, params, x, y, shift, min_run_time, threads, check) -> list[tuple]:

@@ -7,6 +7,9 @@
 
 What the command started is ended honestly before the process leaves, and the line says so only when that is true.
 MLflow and the sweep's module are imported only to end runs, so a command's start-up pays for neither.
+
+The top floor but for api.py: every command's main (entry.py: the study, hydra.main; report.py, rerun.py,
+bench_cli.py, isolation_costs.py) and, here, the one way to fail.
 """
 
 from __future__ import annotations

@@ -44,7 +44,9 @@ def job(cfg: DictConfig) -> Optional[float]:
     streams.tolerate_any_encoding()
     if os.getpid() != _main_pid:  # a worker: stop honestly on a signal, and with the sweep that started it
         stop.install()
-        stop.end_with_parent()
+        from backprop_lab.tracking import lifecycle
+
+        stop.end_with_parent(lifecycle.has_open_runs)
     try:
         if OmegaConf.is_missing(cfg.impl, "code"):  # impl=user without its file
             raise UserError("impl.code: impl=user runs your own code; name it: impl.code=my_backward.py (a file, "

@@ -1,6 +1,9 @@
 """The config schema: typed dataclasses that Hydra validates on composition, and the value checks types cannot say.
 
 Nothing here imports torch or MLflow, so `--help`, `--cfg job` and config errors stay fast.
+
+The config floor (above datasets/ and core/): the schema here, validation.py, tracking_uri.py, the option tables
+(init_schemes.py, objectives.py) and run_params.py (what a run logs as params).
 """
 
 from __future__ import annotations

@@ -12,9 +12,9 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from backprop_lab.config import Config, plain
+from backprop_lab.config.tracking_uri import check_uri_syntax
 from backprop_lab.core.errors import ConfigError
 from backprop_lab.datasets.registry import dataset
-from backprop_lab.tracking.store import check_uri_syntax
 
 
 def _require(ok: bool, key: str, allowed: str, got: Any) -> None:

@@ -21,6 +21,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 requested = threading.Event()
 STUCK_AFTER_S = 20
@@ -58,25 +59,23 @@ def ignore_further() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def end_with_parent(grace_s: float = STUCK_AFTER_S) -> None:
+def end_with_parent(open_runs: Callable[[], bool], grace_s: float = STUCK_AFTER_S) -> None:
     """For a launcher's worker: once the process that started it is gone (killed, crashed), stop as on SIGTERM, and
-    leave once the stop has ended the runs the worker had open (nothing else is left to do for a sweep that is
-    gone: its launcher would keep the worker waiting for the next job), or `grace_s` later if they are not all
-    ended. Started once per process."""
+    leave once the stop has ended the runs the worker had open (`open_runs()` says whether any is left: nothing
+    else is left to do for a sweep that is gone, its launcher would keep the worker waiting for the next job), or
+    `grace_s` later if they are not all ended. Started once per process."""
     if _watching.is_set():
         return
     _watching.set()
     parent = os.getppid()
 
     def watch() -> None:
-        from backprop_lab.tracking import lifecycle
-
         while os.getppid() == parent:
             time.sleep(PARENT_POLL_S)
         os.kill(os.getpid(), signal.SIGTERM)
         leave_by = time.monotonic() + grace_s
         time.sleep(PARENT_POLL_S)  # for the interrupt to reach the job before its open runs are counted
-        while lifecycle.has_open_runs() and time.monotonic() < leave_by:
+        while open_runs() and time.monotonic() < leave_by:
             time.sleep(0.1)
         os._exit(1)
 

@@ -15,8 +15,6 @@ ReLU's after it) to the gradient there, for the check that names the first node 
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -60,14 +58,6 @@ def load(code: str | protocol.Code) -> protocol.Code:
     if not is_lab_code(code):
         raise ConfigError(f"impl.code: {code!r} is not the lab's own implementation; a learner's runs as impl=user")
     return protocol.load_module(code_of(code) if "." not in code else code)
-
-
-def open_submission(code: str, base: Optional[Path], time_limit_s: float, memory_limit_gib: Optional[float] = None):
-    """A learner's code (a file or a module), started in a process of its own and loaded there (isolation/):
-    close it when done (it is a context manager)."""
-    from backprop_lab.isolation.submission import Submission
-
-    return Submission(code, base, time_limit_s, memory_limit_gib).open()
 
 
 def input_grad_optional(code: str) -> bool:

@@ -148,24 +148,21 @@ def build(code: Code, params: dict[str, torch.Tensor], shift: float, input_grad:
     return LessonFunctions(code.module, params, shift)
 
 
-def check_dtype(
-    code: Code, name: str, device: torch.device, dtype: torch.dtype, shift: float, input_grad: bool
-) -> None:
-    """A tiny net of a built-in implementation run in `dtype` on `device`, before any run exists: some cannot run in
-    some dtypes (the notebook's `.float()` masks promote a bfloat16 gradient). A user's code is tried on the real
-    problem instead, in its own process, where its errors are theirs."""
-    from backprop_lab.study import init
-
-    params = {k: p.to(device, dtype) for k, p in init.init_params([3, 2, 1], "xavier", "fan_in", 0).items()}
-    x, y = torch.ones(4, 3, device=device, dtype=dtype), torch.ones(4, device=device, dtype=dtype)
+def check_dtype(code: Code, name: str, params: dict[str, torch.Tensor], shift: float, input_grad: bool) -> None:
+    """A tiny net of a built-in implementation (`params`: a few weights in the run's dtype, on its device) run once,
+    before any run exists: some cannot run in some dtypes (the notebook's `.float()` masks promote a bfloat16
+    gradient). A user's code is tried on the real problem instead, in its own process, where its errors are theirs."""
+    w = params["w1"]  # (inputs, width): the input is shaped by it
+    x = torch.ones(4, w.shape[0], device=w.device, dtype=w.dtype)
+    y = torch.ones(4, device=w.device, dtype=w.dtype)
     try:
         net = build(code, params, shift, input_grad)
         net.forward(x, y)
         net.backward()
     except RuntimeError as e:
         why = str(e).splitlines()[0]
-        dtype_name = str(dtype).removeprefix("torch.")
-        raise ConfigError(f"dtype: impl={name} cannot run in {dtype_name} on {device} ({why})") from None
+        dtype_name = str(w.dtype).removeprefix("torch.")
+        raise ConfigError(f"dtype: impl={name} cannot run in {dtype_name} on {w.device} ({why})") from None
 
 
 def computes_input_grad_optionally(code: Code) -> bool:

@@ -7,3 +7,14 @@ in sealed shared memory and hands back plain data: its gradients, its loss, its 
 lab turns them into plain tensors and checks them before it judges (submission.py), relays what the child prints
 (output.py), and bounds its time and memory (limits.py). Nothing the child does changes the lab's process.
 """
+
+from pathlib import Path
+from typing import Optional
+
+
+def open_submission(code: str, base: Optional[Path], time_limit_s: float, memory_limit_gib: Optional[float] = None):
+    """A learner's code (a file or a module), started in a process of its own and loaded there:
+    close it when done (it is a context manager)."""
+    from backprop_lab.isolation.submission import Submission
+
+    return Submission(code, base, time_limit_s, memory_limit_gib).open()

@@ -269,7 +269,7 @@ class Submission:
         return UserCodeError(text)
 
     def _foreseen(self, reply: dict) -> UserCodeError:
-        from backprop_lab.study import diagnosis
+        from backprop_lab.impls import shapes
 
         try:
             node, rows = str(reply["node"]), int(reply["rows"])
@@ -277,7 +277,7 @@ class Submission:
             gib = float(reply["bytes"]) / 2**30
         except UNREADABLE:
             return self._garbled()
-        said = diagnosis.shape_words(node, shape, due, rows)
+        said = shapes.shape_words(node, shape, due, rows)
         return UserCodeError(f"{self.label}: on a preflight of {rows} rows your gradient at {_clean(node, 20)} is "
                              f"{shape}, so on the full data {full}: {gib:.1f} GiB, which with its temporaries and the "
                              f"check's copies is more than your code's process may use ({self.memory_limit_gib:.1f} "

@@ -3,6 +3,9 @@
 python scripts/report.py                    # the latest sweep in the default store
 python scripts/report.py RUN_ID --out DIR   # a given sweep's parent run
 python scripts/report.py --experiment NAME  # every job run of an experiment
+
+The report floor (above study/, below sweeps/): the rows and tables here; answers.py (each study's answer),
+cells.py, repeats.py (intervals), report_figures.py. Its command line is cli/report.py.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Optional
 
 from rich.console import Console
 
-from backprop_lab import cli, tracking
+from backprop_lab import tracking
 from backprop_lab.config.objectives import METRIC as OBJECTIVE
 from backprop_lab.config.objectives import for_search
 from backprop_lab.core import tables
@@ -235,9 +238,9 @@ def gemm_peak_gflops() -> float:
     """The best single-precision GEMM throughput of this machine, for the scaling figure's roofline."""
     import torch
 
-    from backprop_lab import bench
+    from backprop_lab.study.products import gemm_peak
 
-    return max(bench.gemm_peak([(2048, 2048, 2048)], 0.3, torch.get_num_threads(), torch.device("cpu")).values())
+    return max(gemm_peak([(2048, 2048, 2048)], 0.3, torch.get_num_threads(), torch.device("cpu")).values())
 
 
 def write(rows: list[Row], title: str, out_dir: Path) -> list[Path]:
@@ -250,17 +253,6 @@ def write(rows: list[Row], title: str, out_dir: Path) -> list[Path]:
     (out_dir / "report.md").write_text(markdown(rows, title, names))
     (out_dir / "report.html").write_text(html_page(rows, title, names))
     return [out_dir / "report.md", out_dir / "report.html", *names]
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = cli.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("run_id", nargs="?", help="a sweep's parent run id (default: the latest sweep)")
-    parser.add_argument("--experiment", help="report every job run of this experiment instead of one sweep")
-    parser.add_argument("--tracking-uri", help="default: sqlite:///mlruns/mlflow.db under the current directory")
-    parser.add_argument("--out", type=Path, help="folder for report.md, report.html and the figures")
-    args = parser.parse_args(argv)
-    # the report starts no run: an interruption leaves only what it wrote so far
-    return cli.run(lambda: report(args), "the report is not finished; what it wrote or logged so far may be partial")
 
 
 def report(args: argparse.Namespace) -> int:

@@ -45,10 +45,10 @@ def run_check(
     `name`: an option of conf/impl/ or the lab's own code (run here, with `bug` put in it when one is named), or a
     learner's (a Submission, or a file or module that is not the lab's, opened for this check: run in a process of
     its own, within `time_limit_s`)."""
-    from backprop_lab import impls
+    from backprop_lab import impls, isolation
 
     if isinstance(name, str) and not impls.is_lab_code(name):
-        with impls.open_submission(name, base, time_limit_s) as submission:
+        with isolation.open_submission(name, base, time_limit_s) as submission:
             return run_check(submission, params, x, y, shift, input_grad, factor, bug)
     if isinstance(name, Submission):
         widths = layer_widths(params)

@@ -11,20 +11,17 @@ of 2, a factor of -1 is a sign flip. A kind is said only when its model explains
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
+
+from backprop_lab.impls.shapes import Diagnosis, shape_words  # noqa: F401 (said here too)
+from backprop_lab.impls.shapes import by_shape as _by_shape
+from backprop_lab.impls.shapes import shape_text as _shape
 
 # The tag logged; in about the order they are tested (a square node's transpose or wrong axis is told by its values,
 # after the shape kinds and the accumulated one).
 KINDS = ("not_given", "wrong_axis", "transposed", "dims", "broadcast", "non_finite", "zero", "accumulated",
          "relu_mask", "offset", "sign", "scale", "differs", "changed_after")  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Diagnosis:
-    kind: str  # one of KINDS
-    words: str  # one line for a learner: what kind of mistake, with the measured number(s)
 
 
 def tolerance(dtype: torch.dtype) -> float:
@@ -150,10 +147,6 @@ def _f64(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return t.detach().to(like.device, torch.float64)
 
 
-def _shape(shape: tuple[int, ...]) -> str:
-    return f"({', '.join(map(str, shape))}{',' if len(shape) == 1 else ''})"
-
-
 def _number(v: float) -> str:
     """Four significant digits, trailing zeros kept (× 2.000: exactly 2 as far as rounding tells); whole above 1000."""
     return f"{v:.0f}" if abs(v) >= 1000 else f"{v:#.4g}"
@@ -161,49 +154,6 @@ def _number(v: float) -> str:
 
 def _ratio(a: float, b: float) -> str:
     return _number(a / b) if b > 0 else "inf"
-
-
-def _by_shape(node: str, shape: tuple[int, ...], due: tuple[int, ...], rows: int,
-              step: str | None = None) -> Diagnosis | None:  # fmt: skip
-    """A wrong shape, told by the shapes alone, in a sentence of its own naming the shape given, the shape due and
-    the lesson's line that sets it (`step`): None where they agree."""
-    if shape == due:
-        return None
-    said = f"shape {_shape(shape)} where {_shape(due)} is due"
-    at = f" (the lesson's line: {step})" if step else ""
-    if node.startswith("b") and shape == (rows,):
-        return Diagnosis("wrong_axis", f"{said}: the bias gradient summed over the features (sum(1)), not the "
-                                       f"rows{at}")  # fmt: skip
-    if len(shape) == 2 and shape == due[::-1]:
-        how = "the (out, in) product g.t() @ x, where x.t() @ g is due" if node.startswith("w") else "transposed"
-        return Diagnosis("transposed", f"{said}: {how}{at}")
-    if math.prod(shape) == math.prod(due) and [n for n in shape if n != 1] == [n for n in due if n != 1]:
-        if len(shape) > len(due):
-            how = ("a dimension of size 1 kept (sum(0, keepdim=True)? sum(0) is due)" if node.startswith("b")
-                   else "a dimension of size 1 too many")  # fmt: skip
-        else:
-            how = ("the output's dimension of size 1 dropped (the `.unsqueeze(-1)` missing?)" if node.startswith("lin")
-                   else "a dimension of size 1 missing")  # fmt: skip
-        return Diagnosis("dims", f"{said}: as many entries, {how}{at}")
-    try:
-        broadcast = torch.broadcast_shapes(shape, due) == shape
-    except RuntimeError:
-        broadcast = False
-    if broadcast:
-        if shape == (rows, rows) and due in ((rows, 1), (rows,)):
-            how = "an (N, 1) output minus an (N,) target broadcasts to (N, N): squeeze the output first"
-        elif node.startswith("b") and shape == (rows, *due):
-            how = "the rows not summed"
-        else:
-            how = "a result broadcast to more entries than the node has"
-        return Diagnosis("broadcast", f"{said}: {how}{at}")
-    return Diagnosis("differs", f"differs (no pattern found): {said}{at}")
-
-
-def shape_words(node: str, shape: tuple[int, ...], due: tuple[int, ...], rows: int) -> str:
-    """What a wrong shape says, in words (the preflight's, before the full data is touched)."""
-    found = _by_shape(node, shape, due, rows)
-    return found.words if found else ""
 
 
 def _weight_not_transposed(t, upstream, weight, fits) -> Diagnosis | None:

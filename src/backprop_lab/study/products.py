@@ -1,5 +1,5 @@
 """The matrix products each pass of the model computes, and their work: what a run reports as time/*_gflop, and
-what the bench times alone (each product both ways round)."""
+what the bench times alone (each product both ways round), and the machine's best GEMM throughput beside them."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from functools import partial
 
 import torch
+
+from backprop_lab.impls.timing import measure
 
 
 @dataclass(frozen=True)
@@ -51,3 +53,13 @@ def pass_products(widths: list[int], n: int, input_grad: bool) -> dict[str, list
 def pass_flops(widths: list[int], n: int, input_grad: bool) -> dict[str, float]:
     """GFLOP of each pass's matrix products (elementwise work is not counted)."""
     return {name: sum(p.gflop for p in ps) for name, ps in pass_products(widths, n, input_grad).items()}
+
+
+def gemm_peak(shapes: list[tuple[int, int, int]], min_run_time: float, threads: int, device) -> dict[str, float]:
+    """GFLOP/s of `a @ b` for each (m, k, n); the best is the roofline's throughput."""
+    out = {}
+    for m, k, n in shapes:
+        a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
+        timed = measure(lambda a=a, b=b: a @ b, f"gemm {m}x{k}x{n}", min_run_time, threads)
+        out[f"{m}x{k}x{n}"] = 2 * m * k * n / timed.median_ms / 1e6
+    return out

@@ -12,7 +12,7 @@ from typing import Optional
 import torch
 from omegaconf import DictConfig
 
-from backprop_lab import impls
+from backprop_lab import impls, isolation
 from backprop_lab.config import objectives
 from backprop_lab.config.validation import validate
 from backprop_lab.core.errors import ConfigError
@@ -51,10 +51,11 @@ def set_up(cfg: DictConfig, launch_dir: Path, validated: bool) -> Setup:
     device, dtype = environment.resolve_device(cfg.device), getattr(torch, cfg.dtype)
     impl = cfg.impl
     if impl.name == USER_IMPL or not impls.is_lab_code(impl.code):  # a learner's: loaded in its own process, last
-        return Setup(device, dtype, impls.open_submission(impl.code, launch_dir, impl.time_limit_s,
+        return Setup(device, dtype, isolation.open_submission(impl.code, launch_dir, impl.time_limit_s,
                                                           impl.memory_limit_gib))  # fmt: skip
     code = impls.load(impl.code)
-    protocol.check_dtype(code, impl.name, device, dtype, cfg.model.relu_shift, impl.compute_input_grad)
+    tiny = {k: p.to(device, dtype) for k, p in init.init_params([3, 2, 1], "xavier", "fan_in", 0).items()}
+    protocol.check_dtype(code, impl.name, tiny, cfg.model.relu_shift, impl.compute_input_grad)
     return Setup(device, dtype, code)
 
 

@@ -2,6 +2,10 @@
 
 Each write goes to the run being tracked (`lifecycle.tracked_run`), or to the run whose id it is given, in the store
 at `uri` (a sweep's parent, an earlier run a resumed sweep reuses). What is written is redacted first.
+
+The tracking floor (above config/): the only package that talks to MLflow. Here, the writes; the store (store.py,
+store_probes.py, sqlite_checks.py, store_template.py), the client (mlflow_client.py), run lifecycle (lifecycle.py,
+owner.py), reads (runs.py), run names, the environment's tags and sweep_env.py beside them.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Where the tracking store is, and what it must be before any run starts, said in one line within seconds.
 
 `check_store` looks first, with the standard library (sqlite_checks.py), or one or two requests to a server or a
-database (store_probes.py), before MLflow creates its engine. Nothing here imports MLflow; `check_uri_syntax`
-imports nothing heavy at all, so config validation stays fast.
+database (store_probes.py), before MLflow creates its engine, after the URI's text is judged (config/tracking_uri.py).
+Nothing here imports MLflow.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Optional
 from urllib.parse import unquote, urlsplit
 
+from backprop_lab.config.tracking_uri import check_uri_syntax
 from backprop_lab.core.errors import ConfigError, TrackingError
 from backprop_lab.core.redaction import redact
 from backprop_lab.tracking.sqlite_checks import check_sqlite
 from backprop_lab.tracking.store_probes import DEFAULT_PORTS, check_database, check_server
 
-TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
 # A server or database restarting between two jobs of a sweep gets this long; one that is down is then reported,
 # start-up included, within the 20 s a user should wait for a one-line error.
 SERVER_WAIT_S = 15.0
@@ -98,31 +98,6 @@ def report_command(uri: str, launch_dir: Path, parent_run_id: str) -> str:
 
 
 # --- what it must be ------------------------------------------------------------------------------------------------
-
-
-def check_uri_syntax(uri: str) -> None:
-    """A URI that MLflow can use as a tracking store, judged by its text alone (no I/O, no heavy imports)."""
-    shown = redact(uri)
-    try:
-        parts = urlsplit(uri)
-        parts.port  # noqa: B018 (it parses the port: "host:abc" raises here)
-    except ValueError as e:
-        raise ConfigError(f"tracking.uri: cannot parse {shown!r} ({e}); fix the URI") from None
-    scheme = parts.scheme.split("+")[0]
-    if scheme == "file" or (scheme == "" and "://" not in uri):
-        raise ConfigError(
-            f"tracking.uri: {shown!r} is a file store, which MLflow 3.13+ refuses; use sqlite:///PATH/mlflow.db"
-        )
-    if scheme not in TRACKING_SCHEMES or "://" not in uri:
-        allowed = "null (the default store), or a URI of " + ", ".join(TRACKING_SCHEMES)
-        raise ConfigError(f"tracking.uri: must be {allowed}, got {shown!r}")
-    if scheme == "sqlite":
-        path = uri.removeprefix("sqlite:///").split("?")[0] if uri.startswith("sqlite:///") else ""
-        if path in ("", ":memory:"):  # sqlite:// and sqlite:/// are in-memory too
-            raise ConfigError(
-                f"tracking.uri: {shown!r} is an in-memory store, which keeps nothing after the process; "
-                "use sqlite:///PATH/mlflow.db"
-            )
 
 
 def check_store(uri: str, wait_s: Optional[float] = None, existing: bool = False) -> None:
