@@ -14,7 +14,7 @@ from helpers import small_problem
 from test_user_code import BUGGY, CLASSES, CORRECT, LIN, MSE, RELU, WIDTHS
 
 from backprop_lab.core.errors import UserError
-from backprop_lab.study import backward, grad_check
+from backprop_lab.study import backward, verdicts
 
 UNSQUEEZED = "inp.g = 2. * (inp.squeeze(-1) - targ).unsqueeze(-1) / inp.shape[0]"
 CASES = [  # (the mistake, as the learner wrote it, its source, widths, rows, the test that shows it)
@@ -75,7 +75,7 @@ def sentence(source: str, widths: list[int], rows: int) -> str:
             checked = backward.run_check(str(path), params, x, y, 0.5, False, 8.0)
         except UserError as e:
             return "error: " + " ".join(line.strip() for line in str(e).splitlines()).replace(str(path), "learner.py")
-    return "verdict: " + grad_check.verdict_line(checked.checks, 8.0, torch.float32, checked.mistake, style, defined)
+    return "verdict: " + verdicts.verdict_line(checked.checks, 8.0, torch.float32, checked.mistake, style, defined)
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from backprop_lab import impls
 from backprop_lab.config import options
 from backprop_lab.core import names
 from backprop_lab.impls.common import backward_order
-from backprop_lab.study import backward, bugs, grad_check
+from backprop_lab.study import backward, bugs, grad_check, verdicts
 
 FACTOR = 8.0
 
@@ -169,11 +169,11 @@ def test_a_known_bug_at_an_underflowing_init_is_inconclusive_and_float64_catches
     checked = backward.run_check("functional", params, x, y, 0.5, False, FACTOR, "layer_passes_zero")
     wrong_at = backward_order(len(widths) - 1, False)
     wrong_at = wrong_at[wrong_at.index(bugs.expected_node("layer_passes_zero", widths)):]
-    verdicts = {c.node: c.verdict for c in checked.checks}
-    assert all(verdicts[node] != "ok" for node in wrong_at), verdicts
-    assert "inconclusive" in verdicts.values() and not checked.all_close
+    by_node = {c.node: c.verdict for c in checked.checks}
+    assert all(by_node[node] != "ok" for node in wrong_at), by_node
+    assert "inconclusive" in by_node.values() and not checked.all_close
     assert grad_check.overall(checked.checks) == "inconclusive"
-    line = grad_check.verdict_line(checked.checks, FACTOR, torch.float32)
+    line = verdicts.verdict_line(checked.checks, FACTOR, torch.float32)
     assert line.startswith("gradients INCONCLUSIVE at ") and "dtype=float64" in line and "init.gain" in line
     p64 = {k: v.double() for k, v in params.items()}
     exact = backward.run_check("functional", p64, x.double(), y.double(), 0.5, False, FACTOR, "layer_passes_zero")
@@ -188,7 +188,7 @@ def test_bfloat16_weight_gradients_are_inconclusive_and_the_note_says_what_decid
     assert all(c.verdict != "ok" or c.tolerance <= grad_check.CONCLUSIVE_TOLERANCE for c in checked.checks)
     weights = [c for c in checked.checks if c.node[0] == "w"]
     assert all(c.verdict == "inconclusive" for c in weights), [(c.node, c.tolerance) for c in weights]
-    note = grad_check.inconclusive_note(checked.checks, FACTOR, torch.bfloat16)
+    note = verdicts.inconclusive_note(checked.checks, FACTOR, torch.bfloat16)
     assert "dtype=float32 or float64" in note and "check.factor=8 allows" in note
 
 
@@ -197,9 +197,9 @@ def test_the_note_offers_a_factor_only_where_one_of_at_least_1_would_decide():
     ref = (truth * (1 + 0.02 * torch.randn_like(truth))).float()  # autograd 2 % off: 8 x that is 0.16
     c = judge(ref.clone(), ref, truth)
     assert c.verdict == "inconclusive"
-    note = grad_check.inconclusive_note([c], FACTOR, torch.float32)
+    note = verdicts.inconclusive_note([c], FACTOR, torch.float32)
     limit = float(note.split("check.factor at most ")[1].split(";")[0].split()[0])
     assert limit >= 1 and grad_check.check_node("w1", ref.clone(), ref, truth, 64, limit).verdict == "ok"
     far = (truth * 0.5).float()
-    assert "check.factor at most" not in grad_check.inconclusive_note([judge(far.clone(), far, truth)], FACTOR,
+    assert "check.factor at most" not in verdicts.inconclusive_note([judge(far.clone(), far, truth)], FACTOR,
                                                                    torch.float32)

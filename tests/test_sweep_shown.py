@@ -9,7 +9,7 @@ import sys
 from helpers import composed
 
 from backprop_lab import api
-from backprop_lab.sweeps import sweep
+from backprop_lab.sweeps import parent as sweep_parent
 from backprop_lab.tracking import run_names
 from backprop_lab.tracking.runs import RunRecord
 
@@ -50,7 +50,7 @@ def _child(run_id: str, impl: str, worst_ratio: float) -> RunRecord:
 def test_an_infinite_check_reads_inf_in_the_parents_description():
     parent = RunRecord("p" * 32, "bug_hunt", "RUNNING", {}, {}, {})
     children = [_child("a" * 32, "functional", STORED_INF), _child("b" * 32, "nn", 3.0)]
-    text = sweep.description(parent, children, {"jobs": 2, "verdict.ok": 1, "verdict.wrong": 1})
+    text = sweep_parent.description(parent, children, {"jobs": 2, "verdict.ok": 1, "verdict.wrong": 1})
     assert text.startswith("**2 jobs: 1 ok, 1 WRONG**\n\n")  # an impl study whose runs logged no times: no winner
     assert "| inf |" in text
     assert "1.797" not in text and "e+308" not in text
@@ -66,10 +66,10 @@ def test_a_runs_frame_reads_an_infinity_as_inf():
 def test_an_infinite_aggregate_is_logged_under_a_name_that_says_so():
     children = [_child("a" * 32, "functional", STORED_INF), _child("b" * 32, "nn", 3.0)]
     children[0].metrics["time/backward_vs_autograd"], children[1].metrics["time/backward_vs_autograd"] = 1.5, 0.9
-    out = sweep.aggregates(children)
+    out = sweep_parent.aggregates(children)
     assert out == {"sweep/worst_error_ratio_is_inf": 1.0, "sweep/worst_max_rel_diff_is_inf": 1.0,
                    "sweep/best_backward_vs_autograd": 0.9, "sweep/worst_backward_vs_autograd": 1.5}  # fmt: skip
-    assert sweep.aggregates(children[1:])["sweep/worst_error_ratio"] == 3.0
+    assert sweep_parent.aggregates(children[1:])["sweep/worst_error_ratio"] == 3.0
 
 
 def _timed(run_id: str, impl: str, backward_ms: float, ok: bool) -> RunRecord:
@@ -84,7 +84,7 @@ def test_a_parents_first_line_gives_the_studys_winner_in_a_sentence():
     parent = RunRecord("p" * 32, "impl_study", "RUNNING", {}, {}, {})
     children = [_timed("a" * 32, "functional", 3.0, True), _timed("b" * 32, "lean", 2.0, True),
                 _timed("c" * 32, "broken", 1.0, False)]  # fmt: skip
-    first = sweep.description(parent, children, {"jobs": 3, "verdict.ok": 2, "verdict.wrong": 1}).splitlines()[0]
+    first = sweep_parent.description(parent, children, {"jobs": 3, "verdict.ok": 2, "verdict.wrong": 1}).splitlines()[0]
     assert first.startswith("**3 jobs: 2 ok, 1 WRONG** Fastest confirmed backward: impl.name=lean, 2.00")
     assert first.endswith("0.50× autograd's (+x.g).")
 
@@ -95,5 +95,5 @@ def test_an_init_studys_first_line_names_the_std_nearest_one_and_the_farthest():
 
     parent = RunRecord("p" * 32, "init_study", "RUNNING", {}, {}, {})
     children = [run("normal", 1e-8), run("kaiming", 0.8), run("xavier", 0.3)]
-    first = sweep.description(parent, children, {"jobs": 3}).splitlines()[0]
+    first = sweep_parent.description(parent, children, {"jobs": 3}).splitlines()[0]
     assert "Last hidden std nearest 1: init.scheme=kaiming (0.8); farthest: init.scheme=normal (1e-08)." in first

@@ -13,7 +13,7 @@ from helpers import FAST, cli, runs_in, small_problem
 from backprop_lab import isolation
 from backprop_lab.core.errors import ConfigError, UserCodeError
 from backprop_lab.isolation import output
-from backprop_lab.study import backward, grad_check
+from backprop_lab.study import backward, grad_check, verdicts
 
 LIN = """
 def lin_grad(inp, out, w, b):
@@ -152,18 +152,18 @@ def test_the_banks_mistakes_written_by_a_learner_are_caught(tmp_path, bug):
     assert grad_check.overall(checked.checks) == "wrong", [(c.node, c.verdict) for c in checked.checks]
     assert grad_check.first_divergent(checked.checks) == node
     assert checked.mistake.kind == KINDS[bug], checked.mistake
-    line = grad_check.verdict_line(checked.checks, 8.0, torch.float64, checked.mistake)
+    line = verdicts.verdict_line(checked.checks, 8.0, torch.float64, checked.mistake)
     assert line.startswith(f"gradients WRONG from node {node} (") and line.endswith(checked.mistake.words)
 
 
 def test_a_file_that_gives_only_weight_gradients_is_judged_on_them(tmp_path):
     checked = check(write(tmp_path, "def lin_grad(inp, out, w, b):\n    w.g = inp.t() @ out.g\n"
                                     "    b.g = out.g.sum(0)\n"))  # fmt: skip
-    verdicts = {c.node: c.verdict for c in checked.checks}
-    assert {verdicts[k] for k in ("w1", "b1", "w2", "b2", "w3", "b3")} == {"ok"}
-    assert {verdicts[k] for k in ("lin3", "act2", "lin2", "act1", "lin1", "x")} == {"not given"}
+    by_node = {c.node: c.verdict for c in checked.checks}
+    assert {by_node[k] for k in ("w1", "b1", "w2", "b2", "w3", "b3")} == {"ok"}
+    assert {by_node[k] for k in ("lin3", "act2", "lin2", "act1", "lin1", "x")} == {"not given"}
     assert grad_check.overall(checked.checks) == "partial"
-    assert "not given: lin3, act2" in grad_check.verdict_line(checked.checks, 8.0, torch.float64)
+    assert "not given: lin3, act2" in verdicts.verdict_line(checked.checks, 8.0, torch.float64)
 
 
 def test_a_syntax_error_is_the_learners_line(tmp_path):
@@ -262,8 +262,8 @@ def test_a_net_that_hands_back_none_or_nan_is_judged_not_crashed(tmp_path):
                           "out = dict(zip(self.params, grads))\n        out['w1'] = out['w1'] * float('nan')\n"
                           "        out['b1'] = None\n        return out")  # fmt: skip
     checked = check(write(tmp_path, nan_net))
-    verdicts = {c.node: c.verdict for c in checked.checks}
-    assert verdicts["w1"] == "non-finite" and verdicts["b1"] == "not given" and verdicts["w2"] == "ok"
+    by_node = {c.node: c.verdict for c in checked.checks}
+    assert by_node["w1"] == "non-finite" and by_node["b1"] == "not given" and by_node["w2"] == "ok"
     assert grad_check.first_divergent(checked.checks) == "w1" and checked.mistake.kind == "non_finite"
 
 
@@ -373,7 +373,7 @@ def test_partial_code_leads_with_partial_and_names_the_step_that_left_a_gradient
     """A lin_grad that forgot `inp.g` is no "ok": the line says PARTIAL, which step left which gradient unset, and
     where the learner's chain stops (the lab's own gradient stands in below, so the rest is still judged)."""
     checked = check(write(tmp_path, source))
-    line = grad_check.verdict_line(checked.checks, 8.0, torch.float64, checked.mistake, style)
+    line = verdicts.verdict_line(checked.checks, 8.0, torch.float64, checked.mistake, style)
     assert line.startswith(says) and line.endswith("not given: act2, act1, x"), line
 
 
@@ -388,7 +388,7 @@ def test_a_relu_without_a_shift_is_told_the_shift_it_implies(tmp_path):
 
 def test_a_step_not_written_at_all_is_said_not_given_not_unset(tmp_path):
     checked = check(write(tmp_path, LIN))  # only lin_grad: mse_grad and relu_grad are the lab's
-    line = grad_check.verdict_line(checked.checks, 8.0, torch.float64, checked.mistake, "functions", {"lin_grad"})
+    line = verdicts.verdict_line(checked.checks, 8.0, torch.float64, checked.mistake, "functions", {"lin_grad"})
     assert line.startswith("PARTIAL: no mse_grad or relu_grad given; every node given is ok (9 of 12;"), line
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import re
 import select
 import signal
 import time
@@ -22,18 +21,13 @@ from typing import Optional
 
 import torch
 
-from backprop_lab.core.code_files import file_path, is_file
-from backprop_lab.core.errors import ConfigError, UserCodeError
-from backprop_lab.core.streams import safe
+from backprop_lab.core.errors import UserCodeError
 from backprop_lab.impls import protocol
-from backprop_lab.isolation import limits, output, processes, sealed, wire
+from backprop_lab.isolation import limits, output, processes, replies, sealed, wire
+from backprop_lab.isolation.replies import UNREADABLE, clean, unjudgeable
+from backprop_lab.isolation.source import source_of
 
-MAX_SOURCE_BYTES = 1 << 20  # a learner's file is a few KiB; a megabyte is no lesson's
-MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 TIMED_PASSES = 6  # timing.min_run_time each, at most: the forward, and each backward paired with an autograd's
-# what a reply the child made (or forged) can raise while the lab reads it: a missing key, a wrong type, a number
-# too large for a float (OverflowError), a file that is not a memfd (OSError)
-UNREADABLE = (KeyError, TypeError, ValueError, AttributeError, ArithmeticError, OSError, wire.WireError)
 
 
 @dataclass
@@ -46,31 +40,6 @@ class Ran:
     not_given: list[str]  # nodes its code set no gradient at (the lab's stood in)
     implied_shift: Optional[float] = None  # what the code's own ReLU subtracts, where it has one
     changed: dict[str, str] = field(default_factory=dict)  # node: the step that changed its gradient after it was set
-
-
-def source_of(code: str, base: Optional[Path]) -> tuple[Optional[Path], Optional[bytes]]:
-    """The file `code` names and its bytes, or (None, None) for a module name; ConfigError, in one line, for what
-    is neither (no .py, a link to something that is not Python, too large, not there)."""
-    if safe(code) != code:
-        raise ConfigError(f"impl.code: {safe(code)!r} has a control character in its name (shown as ?), which no "
-                          "terminal or log should receive; rename the file")  # fmt: skip
-    path = file_path(code, base)
-    if not is_file(code) and not path.exists():  # a module's name (a file's, such as lib.so, is the file's)
-        if not MODULE_NAME.fullmatch(code):
-            raise ConfigError(f"impl.code: {code!r} is neither a .py file nor a module name (dotted identifiers)")
-        return None, None
-    if path.suffix != ".py":
-        raise ConfigError(f"impl.code: {code} is not a .py file; give your Python file (my_backward.py) or a module")
-    if not path.is_file():
-        raise ConfigError(f"impl.code: no file {str(path)!r}; write the lesson's lin_grad, relu_grad and mse_grad "
-                          "(or Lin, Relu, Mse, or a Net) in it")  # fmt: skip
-    target = path.resolve()
-    if target.suffix != ".py":
-        raise ConfigError(f"impl.code: {code} links to {target.name}, which is not a .py file; refused, not read")
-    size = target.stat().st_size
-    if size > MAX_SOURCE_BYTES:
-        raise ConfigError(f"impl.code: {code} is {size:,} bytes; a submission is at most {MAX_SOURCE_BYTES:,}")
-    return path, target.read_bytes()[:MAX_SOURCE_BYTES]
 
 
 class Submission:
@@ -130,7 +99,7 @@ class Submission:
                 raise self._garbled()
             self.defined = {str(n) for n in defined} & set(protocol.FUNCTIONS + protocol.CLASSES)
             if isinstance(loaded.get("note"), str):  # what the lab took instead of what the code meant, in a line
-                print(f"note: {_clean(self.label + ': ' + loaded['note'], 500)}", flush=True)
+                print(f"note: {clean(self.label + ': ' + loaded['note'], 500)}", flush=True)
         except BaseException:
             self.close()
             raise
@@ -216,7 +185,7 @@ class Submission:
                 if first_word:  # the learner's clock starts
                     start, first_word = time.monotonic(), False
                     deadline = start + limit_s
-                self.stage, self.stage_since = _clean(str(reply["stage"]), 200), time.monotonic()
+                self.stage, self.stage_since = clean(str(reply["stage"]), 200), time.monotonic()
                 continue
             self.relay.pump()
             if "error" in reply:
@@ -251,54 +220,10 @@ class Submission:
                              f"{self.stage}); its process was stopped")  # fmt: skip
 
     def _error(self, reply: dict) -> Exception:
-        kind = reply.get("error")
-        if kind == "config":
-            return ConfigError(_clean(str(reply.get("text", "")), 500).splitlines()[0])
-        if kind == "foreseen":  # a shape that grows faster than its node's, seen on a few rows
-            return self._foreseen(reply)
-        if kind == "foreseen_made":  # a tensor larger than anything the net needs, made on the way
-            return self._foreseen_made(reply)
-        if kind == "in_place":
-            changed = [str(k)[:20] for k in reply.get("changed", [])][:20]
-            return UserCodeError(f"{self.label}: your code changed {', '.join(changed)} in place (an in-place op such "
-                                 "as +=, clamp_ or .data on an input or weight); the check needs them as they were: "
-                                 "compute into new tensors")  # fmt: skip
-        text = _clean(str(reply.get("text", "")), 16_000)
-        if "allocate memory" in text.lower() or "MemoryError" in text:
-            text += (f"\n(your code's process may use {self.memory_limit_gib:.1f} GiB: impl.memory_limit_gib)")
-        return UserCodeError(text)
-
-    def _foreseen(self, reply: dict) -> UserCodeError:
-        from backprop_lab.impls import shapes
-
         try:
-            node, rows = str(reply["node"]), int(reply["rows"])
-            shape, full, due = (tuple(int(d) for d in reply[k]) for k in ("shape", "full", "due"))
-            gib = float(reply["bytes"]) / 2**30
+            return replies.error(reply, self.label, self.memory_limit_gib)
         except UNREADABLE:
             return self._garbled()
-        said = shapes.shape_words(node, shape, due, rows)
-        return UserCodeError(f"{self.label}: on a preflight of {rows} rows your gradient at {_clean(node, 20)} is "
-                             f"{shape}, so on the full data {full}: {gib:.1f} GiB, which with its temporaries and the "
-                             f"check's copies is more than your code's process may use ({self.memory_limit_gib:.1f} "
-                             f"GiB, impl.memory_limit_gib); not run on the full data. {said}")  # fmt: skip
-
-    def _foreseen_made(self, reply: dict) -> UserCodeError:
-        try:
-            rows, line, gib = int(reply["rows"]), int(reply["line"]), float(reply["bytes"]) / 2**30
-            shape, full = (tuple(int(d) for d in reply[k]) for k in ("shape", "full"))
-            file, function, source, weight = (_clean(str(reply[k]), 120) for k in ("file", "function", "source",
-                                                                                     "per_example"))  # fmt: skip
-        except UNREADABLE:
-            return self._garbled()
-        text = (f"{self.label}: on a preflight of {rows} rows, line {line} of {file} (in {function}) makes a tensor "
-                f"of {shape}, so on the full data {full}: {gib:.1f} GiB, which with its temporaries and the check's "
-                f"copies is more than your code's process may use ({self.memory_limit_gib:.1f} GiB, "
-                f"impl.memory_limit_gib); not run on the full data.\n    {source}")  # fmt: skip
-        if weight:
-            text += (f"\nThat is {weight}'s gradient for every example at once, summed afterwards: a matrix product "
-                     "(inp.t() @ out.g) sums over the examples as it multiplies, with no such tensor")  # fmt: skip
-        return UserCodeError(text)
 
     def _ran(self, reply: dict, fds: list[int], due: dict, dtype: torch.dtype, device: torch.device) -> Ran:
         try:
@@ -311,9 +236,9 @@ class Submission:
             names = {str(e.get("node")) for e in reply["given"]} | {f"first:{e.get('node')}" for e in reply["first"]}
             values = sealed.unpack(reply["tensors"], fds[0], names)
             not_given = [str(n) for n in reply["not_given"] if str(n) in due]
-            changed = {str(k): _clean(str(v), 60) for k, v in dict(reply.get("changed", {})).items() if str(k) in due}
+            changed = {str(k): clean(str(v), 60) for k, v in dict(reply.get("changed", {})).items() if str(k) in due}
             for note in list(reply.get("notes", []))[:3]:  # what the lab noticed of the code, said in a line each
-                print(f"note: {_clean(self.label + ': ' + str(note), 500)}", flush=True)
+                print(f"note: {clean(self.label + ': ' + str(note), 500)}", flush=True)
             manual = self._given(reply["given"], values, due, dtype, device, "")
             first = self._given(reply["first"], values, due, dtype, device, "first:", strict=False)
         except UNREADABLE:
@@ -330,9 +255,9 @@ class Submission:
             if node not in due:
                 if not strict:
                     continue
-                raise UserCodeError(f"{self.label}: your backward gave a gradient at {_clean(node, 40)!r}, which is no "
+                raise UserCodeError(f"{self.label}: your backward gave a gradient at {clean(node, 40)!r}, which is no "
                                     f"node of this model; the nodes are {', '.join(due)}")  # fmt: skip
-            problem = _unjudgeable(entry, due[node], dtype, device)
+            problem = unjudgeable(entry, due[node], dtype, device)
             if problem:
                 if not strict:
                     continue
@@ -349,29 +274,6 @@ class Submission:
                 t = torch.zeros((), dtype=dtype).expand(shape)
             out[node] = t.to(device)
         return out
-
-
-def _unjudgeable(entry: dict, due: tuple, dtype: torch.dtype, device: torch.device) -> str:
-    node = entry["node"]
-    if "type" in entry:
-        return f"backward gave {node} = {_clean(str(entry['type']), 60)}, not a tensor (expected shape {tuple(due)})"
-    if not sealed.is_shape(entry.get("shape")):
-        raise ValueError
-    given = str(entry.get("dtype"))
-    if given != str(dtype).removeprefix("torch."):
-        return (f"gradient at {node} is torch.{_clean(given, 40)}; the run's dtype is {dtype} (a .double() or .float() "
-                "too many?)")  # fmt: skip
-    if str(entry.get("device")) != str(device):
-        return f"gradient at {node} is on {_clean(str(entry.get('device')), 40)}; the run's tensors are on {device}"
-    return ""
-
-
-def _clean(text: str, limit: int) -> str:
-    """Untrusted text for a line or a tag: bounded, no terminal control characters, secrets masked."""
-    from backprop_lab.core.redaction import redact
-
-    cut = text[:limit] + (" ... (cut)" if len(text) > limit else "")
-    return redact(safe(cut))
 
 
 _data: Optional[tuple[torch.Tensor, torch.Tensor, int, int, list, int]] = None  # x, y, their versions, the file

@@ -1,9 +1,9 @@
 """Rerun a logged run from MLflow alone, and prove the result is the same: the rerun floor (beside bench/, above
-sweeps/); how a user runs it, and what it promises, is its command line's docstring (cli/rerun.py)."""
+sweeps/). Here, the rerun (the logged config and code checked, the run again); compare.py sets it against the
+original, show.py shows the verdict. How a user runs it, and what it promises: cli/rerun.py."""
 
 from __future__ import annotations
 
-import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,86 +18,13 @@ from backprop_lab.core import tables
 from backprop_lab.core.code_files import file_path, file_sha256, is_file
 from backprop_lab.core.errors import ConfigError, UserError
 from backprop_lab.core.names import CODE_CHANGED_TAG, CODE_TAG, CONFIG_TAG, EDITED_TAG, LOGGED_CODE_TAG, SWEEP_TAG
-from backprop_lab.sweeps import sweep
+from backprop_lab.rerun.compare import Verdict, compare
+from backprop_lab.rerun.show import print_verdict, sweep_table
+from backprop_lab.sweeps import parent as sweep_parent
 from backprop_lab.tracking import lifecycle, runs, store
 from backprop_lab.tracking.runs import LoggedRun
 
-TIMING_PREFIXES = ("time/", "wall/", "mem/")  # measurements of the machine: reported, never judged
 TRUST_STORE = "code from the store, run it only if you trust the store"
-
-
-@dataclass
-class MetricCheck:
-    key: str
-    step: int
-    original: Optional[float]  # None: not logged by that run
-    rerun: Optional[float]
-    same: bool
-
-
-@dataclass
-class Verdict:
-    original_id: str
-    rerun_id: str
-    environment: list[tuple[str, str, str]]  # what differs: (name, original, rerun)
-    checks: list[MetricCheck]
-    timings: list[tuple[str, float, float]]  # (key, original, rerun)
-    tolerance: Optional[tuple[float, float]] = None  # (rtol, atol) when the environment differs
-    differing: list[MetricCheck] = field(init=False)
-
-    def __post_init__(self):
-        self.differing = [c for c in self.checks if not c.same]
-
-    @property
-    def same(self) -> bool:
-        return not self.differing
-
-
-def fingerprint(run: LoggedRun) -> dict[str, str]:
-    """What must match for bit-identical numbers: code, data, libraries, device, CPU and threads."""
-    tags, device = run.record.tags, run.device
-    out = {f"version.{k}": v for k, v in device.get("versions", {}).items()}
-    out |= {
-        "device": tags.get("device", device.get("device", "unknown")),
-        "cpu": device.get("cpu_model", "unknown"),
-        "gpu": device.get("gpu_name", "none"),
-        "threads": tags.get("torch.threads", str(device.get("torch_threads", "unknown"))),
-        "deterministic algorithms": tags.get("torch.deterministic_algorithms", "unknown"),
-        "git.commit": tags.get("git.commit", "unknown"),
-        "git.diff": tags.get("git.diff_sha256", "none") if tags.get("git.dirty") == "true" else "none",
-        "data.sha256": tags.get("data.sha256", "unknown"),
-    }
-    return out
-
-
-def environment_differences(original: LoggedRun, rerun: LoggedRun) -> list[tuple[str, str, str]]:
-    a, b = fingerprint(original), fingerprint(rerun)
-    return [(k, a.get(k, "unknown"), b.get(k, "unknown")) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
-
-
-def same_value(a: Optional[float], b: Optional[float], tolerance: Optional[tuple[float, float]]) -> bool:
-    if a is None or b is None:
-        return a is b
-    if math.isnan(a) or math.isnan(b):
-        return math.isnan(a) and math.isnan(b)
-    if tolerance is None:
-        return a == b  # bit equality, as floats logged by MLflow
-    rtol, atol = tolerance
-    return math.isclose(a, b, rel_tol=rtol, abs_tol=atol)
-
-
-def compare(original: LoggedRun, rerun: LoggedRun, rtol: float, atol: float) -> Verdict:
-    environment = environment_differences(original, rerun)
-    tolerance = (rtol, atol) if environment else None
-    checks, timings = [], []
-    for key, step in sorted(original.points.keys() | rerun.points.keys()):
-        a, b = original.points.get((key, step)), rerun.points.get((key, step))
-        if key.startswith(TIMING_PREFIXES):
-            if a is not None and b is not None:
-                timings.append((key, a, b))
-        elif not key.startswith("sweep/"):
-            checks.append(MetricCheck(key, step, a, b, same_value(a, b, tolerance)))
-    return Verdict(original.record.run_id, rerun.record.run_id, environment, checks, timings, tolerance)
 
 
 def _changed_params(original: LoggedRun, logged: dict) -> list[str]:
@@ -251,53 +178,6 @@ def rerun_one(prepared: Prepared, launch_dir: Path, console: Console, parent_run
     return runs.logged_run(prepared.cfg.tracking.uri, result.run.run_id)
 
 
-def _f(x: Optional[float]) -> str:
-    return "missing" if x is None else repr(x)
-
-
-def environment_table(v: Verdict) -> tables.Table:
-    title = f"the environment differs: metrics judged within rtol={v.tolerance[0]:g}, atol={v.tolerance[1]:g}"
-    return tables.Table(title, ["what", "original", "rerun"], [list(row) for row in v.environment], align="lll")
-
-
-def metrics_table(v: Verdict) -> tables.Table:
-    """The values that differ (the first 50), then a count of the rest."""
-    cells = [[c.key, str(c.step), _f(c.original), _f(c.rerun), "differs"] for c in v.differing[:50]]
-    same = len(v.checks) - len(v.differing)
-    total = f"{same} of {len(v.checks)} identical" if v.tolerance is None else f"{same} within tolerance"
-    title = f"rerun {v.rerun_id} of {v.original_id}: {len(v.checks)} metric values compared"
-    styles = {"differs": "red"} | ({total: "green"} if v.tolerance is None else {})
-    return tables.Table(title, ["metric", "step", "original", "rerun", "verdict"], [*cells, [total, "", "", "", ""]],
-                        styles=styles)  # fmt: skip
-
-
-def timings_table(v: Verdict) -> tables.Table:
-    cells = [[key, f"{a:.3f}", f"{b:.3f}", f"{b / a:.2f}" if a else "-"] for key, a, b in v.timings
-             if key.startswith("time/") and key.endswith("_ms") and not key.endswith("_iqr_ms")]  # fmt: skip
-    return tables.Table("timings, as ratios (reported, not judged)", ["metric", "original", "rerun",
-                        "rerun / original"], cells)  # fmt: skip
-
-
-def print_verdict(v: Verdict, console: Console) -> None:
-    if v.environment:
-        console.print(tables.to_rich(environment_table(v)))
-    console.print(tables.to_rich(metrics_table(v)))
-    if v.timings:
-        console.print(tables.to_rich(timings_table(v)))
-    word = ("IDENTICAL" if v.tolerance is None else "THE SAME within tolerance") if v.same else "DIFFERENT"
-    console.print(f"verdict: [bold]{word}[/] ({len(v.differing)} of {len(v.checks)} metric values differ)")
-
-
-def sweep_table(run_id: str, verdicts: list[Verdict], not_rerun: list[tuple[str, str, str]], children: int):
-    cells = [[v.original_id, v.rerun_id, "differs" if v.environment else "same", str(len(v.differing)),
-              "same" if v.same else "DIFFERENT"] for v in verdicts]  # fmt: skip
-    cells += [[child_id, "-", "-", "-", f"not rerun: it ended {status} ({error[:60]})"]
-              for child_id, status, error in not_rerun]  # fmt: skip
-    title = f"rerun of sweep {run_id}: {len(verdicts)} of {children} children rerun"
-    headers = ["original", "rerun", "environment", "differing", "verdict"]
-    return tables.Table(title, headers, cells, align="lllll", styles={"same": "green", "DIFFERENT": "red"})
-
-
 def rerun(run_id: str, uri: str, launch_dir: Path, rtol: float, atol: float, console: Console,
           accept_edited: bool = False, trust: Optional[CodeTrust] = None) -> list[Verdict]:  # fmt: skip
     store.check_store(uri, existing=True)  # a reader: a mistyped path creates no store
@@ -326,7 +206,8 @@ def _rerun(run_id: str, uri: str, launch_dir: Path, rtol: float, atol: float, co
         else:
             todo.append(prepare(uri, child, accept_edited, launch_dir, trust))
     experiment_id = lifecycle.prepare_store(uri, original.experiment)
-    parent = sweep.open_parent(uri, experiment_id, f"rerun of {original.record.name}"[:250], {"rerun_of": run_id})
+    name = f"rerun of {original.record.name}"[:250]
+    parent = sweep_parent.open_parent(uri, experiment_id, name, {"rerun_of": run_id})
     verdicts = []
     try:
         for prepared in todo:
@@ -334,7 +215,7 @@ def _rerun(run_id: str, uri: str, launch_dir: Path, rtol: float, atol: float, co
             console.print(f"rerunning {child.record.name} ({child.record.run_id})", markup=False)
             verdicts.append(compare(child, rerun_one(prepared, launch_dir, console, parent), rtol, atol))
     finally:
-        sweep.close_parent(uri, parent)
+        sweep_parent.close_parent(uri, parent)
     for verdict in verdicts:
         print_verdict(verdict, console)
     console.print(tables.to_rich(sweep_table(run_id, verdicts, not_rerun, len(children))))

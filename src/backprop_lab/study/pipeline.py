@@ -19,7 +19,7 @@ from backprop_lab.config import run_params
 from backprop_lab.core import names, stop
 from backprop_lab.core.errors import UserError
 from backprop_lab.impls import timing
-from backprop_lab.study import backward, bugs, data, forward, grad_check, recording, stages
+from backprop_lab.study import backward, bugs, data, forward, grad_check, recording, stages, verdicts
 from backprop_lab.tracking import environment, lifecycle, owner, run_names, store, sweep_env
 
 _previous_job_end: Optional[float] = None  # perf_counter() when this process's last job ended
@@ -40,7 +40,7 @@ class Result:
     checks: list[grad_check.NodeCheck]  # every node, in backward order
     all_close: bool  # every node conclusively close
     first_divergent: str
-    verdict: str  # the check's answer in a line (grad_check.verdict_line)
+    verdict: str  # the check's answer in a line (verdicts.verdict_line)
     timing: timing.Timing
     wall: dict[str, float] = field(default_factory=dict)
     objective: Optional[float] = None  # what a search minimizes, when the config names an objective
@@ -133,7 +133,7 @@ def run(
             if objective is not None:
                 recording.record_objective(objective)
 
-            verdict = grad_check.verdict_line(checked.checks, factor, setup.dtype, checked.mistake, setup.code.style,
+            verdict = verdicts.verdict_line(checked.checks, factor, setup.dtype, checked.mistake, setup.code.style,
                                               setup.code.defined)  # fmt: skip
             wall["run_s"] = time.perf_counter() - t_start
             wall["logging_s"] = wall["run_s"] - wall["data_s"] - wall["check_s"] - wall["timing_s"]

@@ -16,7 +16,7 @@ from backprop_lab.config.objectives import METRIC
 from backprop_lab.core.names import CODE_TAG, NOTE_TAG, OWN_PROCESS_TAG, THEORY_TAG
 from backprop_lab.impls.timing import Timing
 from backprop_lab.isolation.submission import Submission
-from backprop_lab.study import figures, forward, grad_check, theory
+from backprop_lab.study import figures, forward, grad_check, theory, verdicts
 from backprop_lab.study.backward import Checked
 from backprop_lab.study.data import Data
 from backprop_lab.study.products import pass_flops
@@ -55,7 +55,7 @@ def record_unloaded_code(code: str, launch_dir) -> None:
     """A learner's file that did not load (it does not compile, raises, loops at import): its bytes and their hash,
     as a loaded one's, so that its FAILED run shows what failed. Nothing for a name that is no file to read."""
     from backprop_lab.core.errors import ConfigError
-    from backprop_lab.isolation.submission import source_of
+    from backprop_lab.isolation.source import source_of
 
     try:
         path, source = source_of(code, launch_dir)
@@ -99,7 +99,7 @@ def record_check(initialized: Initialized, layers: list[forward.LayerStats], che
     if checked.mistake:  # what kind of mistake, at that node: a stable name to filter by, and its words
         tracking.set_tags({"grad.mistake": checked.mistake.kind, "grad.mistake_words": checked.mistake.words})
     if overall == "inconclusive":
-        tracking.set_tags({"grad.inconclusive": grad_check.inconclusive_note(checked.checks, factor, dtype)})
+        tracking.set_tags({"grad.inconclusive": verdicts.inconclusive_note(checked.checks, factor, dtype)})
     if expected_node is not None:
         tracking.set_tags({"bug.expected_node": expected_node})
     tracking.log_table(grad_check.table(checked.checks), "grad_check.json")
