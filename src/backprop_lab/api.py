@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Optional, Union
 
 from backprop_lab.config import TrackingConfig
 from backprop_lab.core.errors import ConfigError, UserCodeError
+from backprop_lab.core.names import JOB_NUM_TAG
 
 if TYPE_CHECKING:
     import pandas
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 EXPERIMENT = TrackingConfig.experiment
 # The tags a frame keeps (as tags.<key>): what a run was asked, what its check found, why it failed, its sweep.
 FRAME_TAGS = ("overrides", "first_divergent", "bug.expected_node", "non_finite", "error", "mlflow.parentRunId",
-              "hydra.job.num", "git.commit", "config.sha256")  # fmt: skip
+              JOB_NUM_TAG, "git.commit", "config.sha256")  # fmt: skip
 
 
 def run(overrides: Sequence[str] = (), launch_dir: Union[str, Path, None] = None) -> Result:
@@ -73,8 +74,6 @@ def run(overrides: Sequence[str] = (), launch_dir: Union[str, Path, None] = None
 
 
 CELLS = Path(".backprop_lab") / "cells"  # under the launch dir: the source of code given as Python objects
-# what check() takes from an object given as code: every name the protocol reads (impls/protocol.py)
-CODE_NAMES = ("lin_grad", "relu_grad", "mse_grad", "lin", "relu", "mse", "Lin", "Relu", "Mse", "Net")
 
 
 def check(
@@ -130,6 +129,8 @@ def check(
 
 def _code_objects(given: dict[str, Callable], code: object) -> dict[str, Callable]:
     """The protocol's names, from the keyword functions or from `code`, each checked callable."""
+    from backprop_lab.impls.protocol import CODE_NAMES
+
     if code is not None:
         given = {name: getattr(code, name) for name in CODE_NAMES if getattr(code, name, None) is not None}
         if not given:

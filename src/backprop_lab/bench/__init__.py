@@ -29,11 +29,12 @@ import torch
 
 from backprop_lab import impls
 from backprop_lab.bench import compiled_check
+from backprop_lab.core.names import REFERENCE_IMPL
 from backprop_lab.impls.timing import Timed, measure, measure_cold, measure_paired
 from backprop_lab.study import backward
 from backprop_lab.study.products import Product, gemm_peak, pass_flops, pass_products
 
-REFERENCE = "autograd"  # every variant's gradients are checked against it and its times divided by it
+REFERENCE = REFERENCE_IMPL  # every variant's gradients are checked against it and its times divided by it
 GEMMS = "GEMMs alone"
 COLD_BYTES = 256 * 2**20  # written through before each cold call: more than any of these machines' caches
 COLD_CALLS_PER_S = 50  # cold calls per pass for each second of --min-run-time (25 at the default 0.5 s)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from backprop_lab import impls
 from backprop_lab.core.errors import UserError
+from backprop_lab.core.names import WALL_CHECK_S, WALL_RUN_S, WALL_STARTUP_S, WALL_TIMING_S
 from backprop_lab.tracking import runs, store
 
 SWEEP_INITS = ("xavier", "kaiming_uniform")  # with every implementation: the sweep whose per-job overhead is timed
@@ -69,7 +70,7 @@ def startup_s(args: list[str], cwd: Path, fails: bool, repeat: int = 3) -> float
 
 def outside_timing_s(metrics: dict[str, float]) -> float:
     """A run's wall time outside its timing stage: start-up, data, check and logging (its `wall/*` metrics)."""
-    return metrics["wall/startup_s"] + metrics["wall/run_s"] - metrics["wall/timing_s"]
+    return metrics[WALL_STARTUP_S] + metrics[WALL_RUN_S] - metrics[WALL_TIMING_S]
 
 
 def default_runs(cwd: Path, overrides: tuple[str, ...] = ("timing=fast",)) -> dict[str, float]:
@@ -99,7 +100,7 @@ def sweep_overhead(cwd: Path, overrides: list[str]) -> dict[str, float]:
         raise ChildFailed(f"the sweep: exit {done.returncode}: {_last_line(done.stderr)}")
     uri, _ = store.resolve_store(None, cwd)
     _, children = runs.sweep_records(uri, runs.latest_sweep(uri, SWEEP_EXPERIMENT))
-    overhead = [outside_timing_s(c.metrics) - c.metrics["wall/check_s"] for c in children]
+    overhead = [outside_timing_s(c.metrics) - c.metrics[WALL_CHECK_S] for c in children]
     return {"sweep_jobs": len(children), "sweep_wall_s": wall, "overhead_median_s": statistics.median(overhead),
             "overhead_max_s": max(overhead)}  # fmt: skip
 

@@ -27,7 +27,7 @@ from backprop_lab.config.validation import describe, single_run, validate
 from backprop_lab.core import redaction, stop, streams
 from backprop_lab.core.collector_pause import collector_paused
 from backprop_lab.core.errors import UserError
-from backprop_lab.core.names import NONE, USER_IMPL
+from backprop_lab.core.names import JOB_NUM_TAG, NONE, USER_IMPL
 from backprop_lab.sweeps import submissions
 from backprop_lab.tracking import sweep_env
 
@@ -77,7 +77,7 @@ def job(cfg: DictConfig) -> Optional[float]:
             typed_overrides(hydra_cfg),
             launch_dir,
             parent_run_id=sweep_env.parent_from_env() if in_sweep else None,
-            job_tags={"hydra.job.num": str(hydra_cfg.job.num)} if in_sweep else None,
+            job_tags={JOB_NUM_TAG: str(hydra_cfg.job.num)} if in_sweep else None,
         )
         try:
             console = Console(width=None if sys.stdout.isatty() else 110)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 from backprop_lab import cli, report
+from backprop_lab.tracking import store
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -14,7 +15,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                                 formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("run_id", nargs="?", help="a sweep's parent run id (default: the latest sweep)")
     parser.add_argument("--experiment", help="report every job run of this experiment instead of one sweep")
-    parser.add_argument("--tracking-uri", help="default: sqlite:///mlruns/mlflow.db under the current directory")
+    parser.add_argument("--tracking-uri", help=f"default: {store.DEFAULT_SHOWN} under the current directory")
     parser.add_argument("--out", type=Path, help="folder for report.md, report.html and the figures")
     args = parser.parse_args(argv)
     # the report starts no run: an interruption leaves only what it wrote so far

@@ -38,7 +38,7 @@ from backprop_lab.tracking import store
 def main(argv: Optional[list[str]] = None) -> int:
     parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_id", help="the run to rerun, or a sweep's parent run")
-    parser.add_argument("--tracking-uri", help="default: sqlite:///mlruns/mlflow.db under the current directory")
+    parser.add_argument("--tracking-uri", help=f"default: {store.DEFAULT_SHOWN} under the current directory")
     parser.add_argument("--rtol", type=float, default=1e-6, help="relative tolerance when the environment differs")
     parser.add_argument("--atol", type=float, default=1e-9, help="absolute tolerance when the environment differs")
     parser.add_argument("--accept-edited-config", action="store_true",

@@ -10,7 +10,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-METRIC = "search/objective"  # each trial's value, logged on its run
+from backprop_lab.core.names import (
+    ACT_LAST_HIDDEN_STD,
+    GRAD_WORST_ERROR_RATIO,
+    SEARCH_OBJECTIVE,
+    TIME_BACKWARD_VS_AUTOGRAD,
+)
+
+METRIC = SEARCH_OBJECTIVE  # each trial's value, logged on its run
 
 
 def _unit_std(std: float) -> float:
@@ -19,9 +26,9 @@ def _unit_std(std: float) -> float:
 
 
 OBJECTIVES: dict[str, tuple[str, Callable[[float], float]]] = {  # name -> (the metric it reads, what of it)
-    "last_hidden_unit_std": ("act/last_hidden_std", _unit_std),
-    "backward_vs_autograd": ("time/backward_vs_autograd", float),
-    "worst_error_ratio": ("grad/worst_error_ratio", float),
+    "last_hidden_unit_std": (ACT_LAST_HIDDEN_STD, _unit_std),
+    "backward_vs_autograd": (TIME_BACKWARD_VS_AUTOGRAD, float),
+    "worst_error_ratio": (GRAD_WORST_ERROR_RATIO, float),
 }
 
 

@@ -8,7 +8,9 @@ import hashlib
 import itertools
 import json
 
-NOT_PARAMS = ("tracking", "device", "sweep")  # where and how it is logged; the device is logged once resolved
+from backprop_lab.core.names import WHERE_AND_HOW
+
+NOT_PARAMS = (*WHERE_AND_HOW, "device")  # and the device, logged once resolved
 # options whose param is what the run did, logged once it is known: the notebook's four compute the input's gradient
 # whatever `impl.compute_input_grad` says, and a user's code may or may not (the check finds out); a learner's process
 # gets the memory the machine can spare when `impl.memory_limit_gib` is null (the lab's own code runs under none)

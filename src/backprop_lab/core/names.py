@@ -6,7 +6,12 @@ from __future__ import annotations
 NONE = "none"  # no bug, no objective, no divergent node: the value a config and a tag say "nothing" with
 # a run's verdict (the grad.verdict tag) in the word every line and table says it with
 VERDICT_WORDS = {"ok": "ok", "wrong": "WRONG", "partial": "partial", "inconclusive": "inconclusive"}
+# the config groups that say where a run is logged and how a sweep runs, not what the run asks: no params of a run,
+# no part of a sweep's name
+WHERE_AND_HOW = ("tracking", "sweep")
 USER_IMPL = "user"  # the impl option whose code is a learner's (`impl.code=...`), run in a process of its own
+REFERENCE_IMPL = "autograd"  # the impl every check and every timing ratio is against
+BUG_IMPL = "functional"  # the impl the bank's bugs are put into (bug.name)
 
 # --- tags ------------------------------------------------------------------------------------------------------------
 NOTE_TAG = "mlflow.note.content"  # the run's description, rendered as markdown in the UI
@@ -29,30 +34,82 @@ LOGGED_CODE_TAG = "rerun.ran_logged_code"  # on a rerun of the copy logged with 
 THEORY_TAG = "theory.parted"  # theory.parted_note: each theory/* prediction beyond theory.FACTOR of its measurement
 
 # --- metrics ---------------------------------------------------------------------------------------------------------
+# each metric name a reader of the store (the report, the UI's columns, the rerun) looks for, stated here once
+ACT_ALL_FINITE = "act/all_finite"
+ACT_LAST_HIDDEN_STD = "act/last_hidden_std"
+ACT_MEAN = "act/mean"
+ACT_RELU_MEAN = "act/relu_mean"
+ACT_RELU_STD = "act/relu_std"
+ACT_STD = "act/std"
+ACT_STD_LOG10_GROWTH = "act/std_log10_growth"
+BACK_STD = "back/std"
+BACK_STD_LOG10_GROWTH = "back/std_log10_growth"
+BACK_W_GRAD_STD = "back/w_grad_std"
+BACK_W_GRAD_TO_W_STD = "back/w_grad_to_w_std"
+DATA_NORMALIZED_OK = "data/normalized_ok"
+DATA_TRAIN_MEAN = "data/train_mean"
+DATA_TRAIN_MEAN_RAW = "data/train_mean_raw"
+DATA_TRAIN_STD = "data/train_std"
+DATA_TRAIN_STD_RAW = "data/train_std_raw"
+DATA_VALID_MEAN = "data/valid_mean"
+DATA_VALID_MEAN_RAW = "data/valid_mean_raw"
+DATA_VALID_STD = "data/valid_std"
+DATA_VALID_STD_RAW = "data/valid_std_raw"
+GRAD_ALL_CLOSE = "grad/all_close"
+GRAD_ALL_FINITE = "grad/all_finite"
+GRAD_INCONCLUSIVE_NODES = "grad/inconclusive_nodes"
+GRAD_NODES_NOT_GIVEN = "grad/nodes_not_given"
+GRAD_WORST_ERROR_RATIO = "grad/worst_error_ratio"
+GRAD_WORST_MAX_REL_DIFF = "grad/worst_max_rel_diff"
+MEM_PEAK_RSS_MB = "mem/peak_rss_mb"
+SEARCH_BEST_OBJECTIVE = "search/best_objective"
+SEARCH_OBJECTIVE = "search/objective"
+SWEEP_JOBS = "sweep/jobs"
+SWEEP_JOBS_FAILED = "sweep/jobs_failed"
+SWEEP_JOBS_FINISHED = "sweep/jobs_finished"
+SWEEP_WALL_S = "sweep/wall_s"
+THEORY_ACT_STD = "theory/act_std"
+THEORY_BACK_STD = "theory/back_std"
+THEORY_RELU_MEAN = "theory/relu_mean"
+THEORY_RELU_STD = "theory/relu_std"
+TIME_BACKWARD_GFLOP = "time/backward_gflop"
+TIME_BACKWARD_MS = "time/backward_ms"
+TIME_BACKWARD_VS_AUTOGRAD = "time/backward_vs_autograd"
+TIME_BACKWARD_VS_AUTOGRAD_NO_XG = "time/backward_vs_autograd_no_xg"
+TIME_FORWARD_GFLOP = "time/forward_gflop"
+TIME_FORWARD_MS = "time/forward_ms"
+TIME_LOAD_AVG_1MIN = "time/load_avg_1min"
+TIME_THREADS = "time/threads"
+WALL_CHECK_S = "wall/check_s"
+WALL_RUN_S = "wall/run_s"
+WALL_STARTUP_S = "wall/startup_s"
+WALL_TIMING_S = "wall/timing_s"
+
 CONTRACT = [  # the metric names every run logs: a contract with whoever reads the store
-    *(f"data/{s}_{k}" for s in ("train", "valid") for k in ("mean_raw", "std_raw", "mean", "std")),
-    "data/normalized_ok",
+    DATA_TRAIN_MEAN_RAW, DATA_TRAIN_STD_RAW, DATA_TRAIN_MEAN, DATA_TRAIN_STD,
+    DATA_VALID_MEAN_RAW, DATA_VALID_STD_RAW, DATA_VALID_MEAN, DATA_VALID_STD,
+    DATA_NORMALIZED_OK,
     *(f"init/{p}_{k}" for p in ("w", "b") for k in ("mean", "std")),  # at step = layer
-    "act/mean",
-    "act/std",
-    "act/last_hidden_std",
-    "act/std_log10_growth",
-    "back/std",
-    "back/std_log10_growth",
+    ACT_MEAN,
+    ACT_STD,
+    ACT_LAST_HIDDEN_STD,
+    ACT_STD_LOG10_GROWTH,
+    BACK_STD,
+    BACK_STD_LOG10_GROWTH,
     "loss",
-    "grad/all_close",
-    "grad/inconclusive_nodes",
-    "grad/all_finite",
-    "grad/worst_error_ratio",
-    "grad/worst_max_rel_diff",
-    "time/forward_ms",
-    "time/backward_ms",
+    GRAD_ALL_CLOSE,
+    GRAD_INCONCLUSIVE_NODES,
+    GRAD_ALL_FINITE,
+    GRAD_WORST_ERROR_RATIO,
+    GRAD_WORST_MAX_REL_DIFF,
+    TIME_FORWARD_MS,
+    TIME_BACKWARD_MS,
     "time/backward_autograd_ms",
     "time/forward_iqr_ms",
     "time/backward_iqr_ms",
     "time/backward_autograd_iqr_ms",
-    "time/backward_vs_autograd",
-    "time/backward_vs_autograd_no_xg",
-    "time/threads",
-    "time/load_avg_1min",
+    TIME_BACKWARD_VS_AUTOGRAD,
+    TIME_BACKWARD_VS_AUTOGRAD_NO_XG,
+    TIME_THREADS,
+    TIME_LOAD_AVG_1MIN,
 ]

@@ -41,6 +41,7 @@ SIGNATURES = {
     "mse": ("mse(out, targ)", 2), "Lin": ("Lin(w, b)", 2), "Relu": ("Relu() or Relu(shift)", (0, 1)),
     "Mse": ("Mse()", 0),
 }  # fmt: skip
+CODE_NAMES = (*SIGNATURES, "Net")  # every name the door reads from a learner's code (check() takes them from an object)
 
 
 @dataclass(frozen=True)

@@ -24,15 +24,21 @@ from dataclasses import dataclass
 from torch.utils import benchmark
 
 from backprop_lab.core import stop
-from backprop_lab.core.names import NONE
+from backprop_lab.core.names import (
+    NONE,
+    TIME_BACKWARD_VS_AUTOGRAD,
+    TIME_BACKWARD_VS_AUTOGRAD_NO_XG,
+    TIME_LOAD_AVG_1MIN,
+    TIME_THREADS,
+)
 from backprop_lab.impls import autograd, protocol
 
 # a timing whose IQR is more than this share of its median is noisy: the machine's other work shows in it
 NOISY_IQR_OVER_MEDIAN = 0.5
 NOISY_TAG = "time.noisy"  # the passes whose timing is noisy, comma-separated, or "none"
-LOAD_METRIC = "time/load_avg_1min"  # the machine's 1-minute load average when the timing ended
-RATIO_METRIC = "time/backward_vs_autograd"  # against autograd asked for the same gradients: BASELINES[input_grad]
-COMMON_RATIO_METRIC = "time/backward_vs_autograd_no_xg"  # against autograd without x.g: one baseline for all runs
+LOAD_METRIC = TIME_LOAD_AVG_1MIN  # the machine's 1-minute load average when the timing ended
+RATIO_METRIC = TIME_BACKWARD_VS_AUTOGRAD  # against autograd asked for the same gradients: BASELINES[input_grad]
+COMMON_RATIO_METRIC = TIME_BACKWARD_VS_AUTOGRAD_NO_XG  # against autograd without x.g: one baseline for all runs
 BASELINES = {True: "autograd (+x.g)", False: "autograd (no x.g)"}  # by whether autograd computed the input's gradient
 PASSES = ("forward", "backward", "backward_autograd")
 
@@ -92,7 +98,7 @@ class Timing:
             out[f"time/{name}_iqr_ms"] = timed.iqr_ms
         out[RATIO_METRIC] = self.backward_vs_autograd
         out[COMMON_RATIO_METRIC] = self.backward_vs_autograd_no_xg
-        out["time/threads"] = float(self.threads)
+        out[TIME_THREADS] = float(self.threads)
         out[LOAD_METRIC] = self.load_avg_1min
         return out
 

@@ -26,17 +26,27 @@ from backprop_lab.config.objectives import METRIC as OBJECTIVE
 from backprop_lab.config.objectives import for_search
 from backprop_lab.core import tables
 from backprop_lab.core.errors import UserError
-from backprop_lab.core.names import PARENT_TAG, VERDICT_WORDS
+from backprop_lab.core.names import (
+    GRAD_ALL_CLOSE,
+    GRAD_WORST_ERROR_RATIO,
+    NONE,
+    PARENT_TAG,
+    TIME_BACKWARD_GFLOP,
+    TIME_BACKWARD_MS,
+    TIME_BACKWARD_VS_AUTOGRAD,
+    TIME_FORWARD_MS,
+    USER_IMPL,
+    VERDICT_WORDS,
+)
 from backprop_lab.core.tables import MISSING
 from backprop_lab.report import answers, cells, repeats, report_figures
 from backprop_lab.report.cells import verdict as _verdict
 from backprop_lab.tracking import lifecycle, run_names, runs, store
 from backprop_lab.tracking.runs import RunRecord
 
-CHOICE_KEYS = ("impl.name", "init.scheme", "model.name", "data.name")  # what a run name is made of
 CODE_KEY = answers.CODE_KEY  # a sweep over users' files
 # the numbers every row shows: a FINISHED run lacking one is named under the table
-SHOWN = ("grad/all_close", "grad/worst_error_ratio", "time/forward_ms", "time/backward_ms", "time/backward_vs_autograd")
+SHOWN = (GRAD_ALL_CLOSE, GRAD_WORST_ERROR_RATIO, TIME_FORWARD_MS, TIME_BACKWARD_MS, TIME_BACKWARD_VS_AUTOGRAD)
 
 
 @dataclass
@@ -74,13 +84,14 @@ def varying_params(records: list[RunRecord]) -> list[str]:
     A run that failed before logging one (the device, resolved once the job runs) varies nothing."""
     keys = sorted({k for r in records for k in r.params})
     varying = [k for k in keys if len({r.params[k] for r in records if k in r.params}) > 1]
-    if CODE_KEY in varying and not any(r.params.get("impl.name") == "user" for r in records):
+    if CODE_KEY in varying and not any(r.params.get("impl.name") == USER_IMPL for r in records):
         varying.remove(CODE_KEY)  # a built-in's code follows its name: a choice only where it is a user's file
     if cells.INPUT_GRAD_PARAM in varying and _follows_impl(records, cells.INPUT_GRAD_PARAM):
         varying.remove(cells.INPUT_GRAD_PARAM)  # the notebook's four compute x.g whatever the option: their name says
     if MEMORY_KEY in varying and not any(MEMORY_KEY in r.tags.get("overrides", "") for r in records):
         varying.remove(MEMORY_KEY)  # the memory each process had to spare, where no run chose one: not a choice
-    return varying or [k for k in CHOICE_KEYS if any(k in r.params for r in records)]
+    named = run_names.NAME_KEYS.values()  # what a run name is made of: its parts (a bug only where there is one)
+    return varying or [k for k in named if any(r.params.get(k, NONE) != NONE for r in records)]
 
 
 def _follows_impl(records: list[RunRecord], key: str) -> bool:
@@ -96,7 +107,7 @@ def to_rows(records: list[RunRecord], sweep_id: Optional[str] = None) -> list[Ro
     sweep's id, a run another sweep ran (reused by this one, resumed) is marked so."""
     keys = varying_params(records)
     rows = [Row(r.run_id, {k: r.params.get(k, "-") for k in keys}, r.status, r.metrics, r.tags, r.series, r.params,
-                r.metrics.get("time/backward_gflop"), reused=bool(sweep_id) and r.tags.get(PARENT_TAG) != sweep_id)
+                r.metrics.get(TIME_BACKWARD_GFLOP), reused=bool(sweep_id) and r.tags.get(PARENT_TAG) != sweep_id)
             for r in records]  # fmt: skip
     if repeats.repeated(rows):
         rows = repeats.grouped(rows)
@@ -168,13 +179,13 @@ def table(rows: list[Row], title: str) -> tables.Table:
         rows = sorted(rows, key=_best_first)
     ratios, ratio_cells = cells.ratio_columns(rows)
     repeated = any(r.runs > 1 for r in rows)
-    timing = f"({repeats.describe('time/backward_ms')})" if repeated else "(median ± IQR)"
+    timing = f"({repeats.describe(TIME_BACKWARD_MS)})" if repeated else "(median ± IQR)"
     headers = [*choices, *(["runs"] if repeated else []), "status", *(["objective"] if searched else []),
                "all close", "first divergent", "worst ratio", f"forward ms {timing}", f"backward ms {timing}",
                *ratios]  # fmt: skip
     body = [[*map(cells.choice, r.choices.values()), *([str(r.runs)] if repeated else []), r.status_cell,
              *([cells.value(r, OBJECTIVE, ".4g")] if searched else []), _verdict(r), _divergent(r),
-             cells.value(r, "grad/worst_error_ratio"), cells.ms(r, "forward"), cells.ms(r, "backward"), *x]
+             cells.value(r, GRAD_WORST_ERROR_RATIO), cells.ms(r, "forward"), cells.ms(r, "backward"), *x]
             for r, x in zip(rows, ratio_cells)]  # fmt: skip
     return tables.Table(title, headers, body, align="l" * len(choices))
 

@@ -13,13 +13,23 @@ from typing import Optional
 from backprop_lab.config.objectives import METRIC as OBJECTIVE
 from backprop_lab.config.objectives import for_search
 from backprop_lab.core import tables
+from backprop_lab.core.names import (
+    ACT_LAST_HIDDEN_STD,
+    ACT_STD,
+    ACT_STD_LOG10_GROWTH,
+    BACK_STD_LOG10_GROWTH,
+    JOB_NUM_TAG,
+    THEORY_ACT_STD,
+    THEORY_BACK_STD,
+    TIME_BACKWARD_MS,
+)
 from backprop_lab.core.tables import MISSING, number
 from backprop_lab.report import cells
 
 QUESTION = "# Question:"
 BUG_KEY = "bug.name"
 CODE_KEY = "impl.code"  # a sweep over users' files: the teacher's table is the answer already
-JOB_NUM = "hydra.job.num"
+JOB_NUM = JOB_NUM_TAG
 
 
 def question(preset: str) -> str:
@@ -30,7 +40,7 @@ def question(preset: str) -> str:
 
 def _hidden(row) -> int:
     """The hidden layers of the row's model: every layer of its by-layer series but the output."""
-    return max(len(row.series.get("act/std", [])) - 1, 0)
+    return max(len(row.series.get(ACT_STD, [])) - 1, 0)
 
 
 def _predicted(row, key: str, layer: int) -> Optional[float]:
@@ -57,9 +67,9 @@ def _growth(row, key: str) -> str:
 def init_answer(rows) -> tuple[list[str], list[list[str]]]:
     headers = ["last hidden std", "predicted", "forward log10 growth / layer", "predicted",
                "backward log10 growth / layer", "predicted"]  # fmt: skip
-    out = [[cells.value(r, "act/last_hidden_std"), number(_predicted(r, "theory/act_std", _hidden(r))),
-            _growth(r, "act/std_log10_growth"), _growth_predicted(r, "theory/act_std", backward=False),
-            _growth(r, "back/std_log10_growth"), _growth_predicted(r, "theory/back_std", backward=True)]
+    out = [[cells.value(r, ACT_LAST_HIDDEN_STD), number(_predicted(r, THEORY_ACT_STD, _hidden(r))),
+            _growth(r, ACT_STD_LOG10_GROWTH), _growth_predicted(r, THEORY_ACT_STD, backward=False),
+            _growth(r, BACK_STD_LOG10_GROWTH), _growth_predicted(r, THEORY_BACK_STD, backward=True)]
            for r in rows]  # fmt: skip
     return headers, out
 
@@ -123,7 +133,7 @@ def search_answer(rows) -> tuple[list[str], list[list[str]]]:
     keys = list(best.choices)
     headers = ["best trial", "objective", *keys, "last hidden std", "trials scored"]
     out = [[best.tags.get(JOB_NUM, best.run_id[:8]), number(best.m(OBJECTIVE), ".4g"),
-            *(best.params.get(k, best.choices[k]) for k in keys), cells.value(best, "act/last_hidden_std"),
+            *(best.params.get(k, best.choices[k]) for k in keys), cells.value(best, ACT_LAST_HIDDEN_STD),
             f"{len(scored)} of {len(rows)}"]]  # fmt: skip
     return headers, out
 
@@ -136,12 +146,12 @@ def init_lead(rows) -> str:
     """The init whose last hidden std stays nearest 1 (the scale the lesson keeps), and the one farthest from it."""
     import math
 
-    sized = [r for r in rows if (r.m("act/last_hidden_std") or 0) > 0]
+    sized = [r for r in rows if (r.m(ACT_LAST_HIDDEN_STD) or 0) > 0]
     if not sized:
         return ""
-    off = sorted(sized, key=lambda r: abs(math.log10(r.m("act/last_hidden_std"))))
-    far = f"; farthest: {_named(off[-1])} ({cells.value(off[-1], 'act/last_hidden_std')})" if len(off) > 1 else ""
-    return f"Last hidden std nearest 1: {_named(off[0])} ({cells.value(off[0], 'act/last_hidden_std')}){far}."
+    off = sorted(sized, key=lambda r: abs(math.log10(r.m(ACT_LAST_HIDDEN_STD))))
+    far = f"; farthest: {_named(off[-1])} ({cells.value(off[-1], ACT_LAST_HIDDEN_STD)})" if len(off) > 1 else ""
+    return f"Last hidden std nearest 1: {_named(off[0])} ({cells.value(off[0], ACT_LAST_HIDDEN_STD)}){far}."
 
 
 def impl_lead(rows) -> str:
@@ -149,10 +159,10 @@ def impl_lead(rows) -> str:
     confirmed = [r for r in rows if cells.verdict(r) == "yes"]
     if not confirmed:
         return f"None of {len(rows)} confirmed correct."
-    timed = [r for r in confirmed if r.m("time/backward_ms") is not None]
+    timed = [r for r in confirmed if r.m(TIME_BACKWARD_MS) is not None]
     if not timed:
         return ""
-    best = min(timed, key=lambda r: r.m("time/backward_ms"))
+    best = min(timed, key=lambda r: r.m(TIME_BACKWARD_MS))
     ratio = cells.value(best, cells.RATIO, ".2f")
     return (f"Fastest confirmed backward: {_named(best)}, {cells.ms(best, 'backward')} ms, {ratio}× autograd's "
             f"({cells.baseline(best)}).")  # fmt: skip

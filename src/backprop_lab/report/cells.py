@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Optional
 
+from backprop_lab.core.names import GRAD_ALL_CLOSE, TIME_BACKWARD_VS_AUTOGRAD, TIME_BACKWARD_VS_AUTOGRAD_NO_XG
 from backprop_lab.core.tables import MISSING, number
 
-RATIO = "time/backward_vs_autograd"  # the backward over autograd's run as it was: with the input's gradient or not
+RATIO = TIME_BACKWARD_VS_AUTOGRAD  # the backward over autograd's run as it was: with the input's gradient or not
 # the backward over autograd without the input's gradient, one baseline for every row: rows compare with each other
-COMMON_RATIO = "time/backward_vs_autograd_no_xg"
+COMMON_RATIO = TIME_BACKWARD_VS_AUTOGRAD_NO_XG
 COMMON_HEADER = "× autograd (no x.g), every row"
 INPUT_GRAD_PARAM = "impl.compute_input_grad"  # what the run computed (the notebook's four always do)
 # what each baseline is, in the report's notes: a ratio's header or cell names it in short
@@ -43,11 +44,11 @@ NO_SPREAD = "(one block: no spread)"
 
 
 def verdict(row) -> str:
-    if row.runs > 1 and row.m("grad/all_close") is not None:
-        return f"{round(row.m('grad/all_close') * row.runs)}/{row.runs}"
-    if row.m("grad/all_close") == 0.0 and row.tags.get("grad.verdict") == "inconclusive":
+    if row.runs > 1 and row.m(GRAD_ALL_CLOSE) is not None:
+        return f"{round(row.m(GRAD_ALL_CLOSE) * row.runs)}/{row.runs}"
+    if row.m(GRAD_ALL_CLOSE) == 0.0 and row.tags.get("grad.verdict") == "inconclusive":
         return "inconclusive"  # no node known wrong, some beyond the run's precision: never a yes or a NO
-    return {1.0: "yes", 0.0: "NO"}.get(row.m("grad/all_close"), MISSING)
+    return {1.0: "yes", 0.0: "NO"}.get(row.m(GRAD_ALL_CLOSE), MISSING)
 
 
 def baseline(row) -> str:

@@ -19,13 +19,21 @@ from dataclasses import dataclass, replace
 from typing import Optional
 
 from backprop_lab.config import objectives
+from backprop_lab.core.names import (
+    ACT_STD_LOG10_GROWTH,
+    GRAD_ALL_CLOSE,
+    REFERENCE_IMPL,
+    TIME_BACKWARD_MS,
+    TIME_BACKWARD_VS_AUTOGRAD,
+    TIME_BACKWARD_VS_AUTOGRAD_NO_XG,
+)
 
 SEED = "seed"
 CONFIDENCE = 0.95
 FEW = 3  # an interval from this many repeats or fewer says it is wide by nature
 # the numbers a row shows and what they are called in a sentence
-COMPARED = {"time/backward_vs_autograd": "backward × autograd (same x.g)",
-            "time/backward_vs_autograd_no_xg": "backward × autograd (no x.g)", "time/backward_ms": "backward ms",
+COMPARED = {TIME_BACKWARD_VS_AUTOGRAD: "backward × autograd (same x.g)",
+            TIME_BACKWARD_VS_AUTOGRAD_NO_XG: "backward × autograd (no x.g)", TIME_BACKWARD_MS: "backward ms",
             objectives.METRIC: "objective"}  # fmt: skip
 # how a positive quantity's metric name ends: times, spreads, ratios, sizes (a log-growth or a mean can be negative)
 POSITIVE_ENDINGS = ("_ms", "_s", "_mb", "_gflop", "std", "std_raw", "ratio", "rel_diff", "vs_autograd",
@@ -75,8 +83,8 @@ def few_lines(rows: list) -> list[str]:
     intervals = [i for row in rows for i in getattr(row, "intervals", {}).values()]
     if not intervals:
         return []
-    kinds = [f"{describe(key)} for {what}" for key, what in (("time/backward_ms", "times, stds and ratios"),
-                                                             ("act/std_log10_growth", "log-growths and means"))]
+    kinds = [f"{describe(key)} for {what}" for key, what in ((TIME_BACKWARD_MS, "times, stds and ratios"),
+                                                             (ACT_STD_LOG10_GROWTH, "log-growths and means"))]
     lines = [f"a row of repeats shows the {kinds[0]}, the {kinds[1]}"]
     few = sorted({i.n for i in intervals if i.n <= FEW})
     if few:
@@ -154,9 +162,9 @@ def grouped(rows: list) -> list:
         summaries = {k: summarized(k, [r.metrics[k] for r in finished if k in r.metrics]) for k in names}
         metrics = {k: center for k, (center, _) in summaries.items()}
         intervals = {k: i for k, (_, i) in summaries.items() if i}
-        closes = [r.status == "FINISHED" and r.metrics.get("grad/all_close") == 1.0 for r in members]
-        metrics["grad/all_close"] = sum(closes) / len(members)  # a share, counted: no interval of FINISHED ones
-        intervals.pop("grad/all_close", None)
+        closes = [r.status == "FINISHED" and r.metrics.get(GRAD_ALL_CLOSE) == 1.0 for r in members]
+        metrics[GRAD_ALL_CLOSE] = sum(closes) / len(members)  # a share, counted: no interval of FINISHED ones
+        intervals.pop(GRAD_ALL_CLOSE, None)
         statuses = [r.status for r in members]
         status = statuses[0] if len(set(statuses)) == 1 else ", ".join(
             f"{statuses.count(s)} {s}" for s in sorted(set(statuses)))  # fmt: skip
@@ -183,8 +191,8 @@ def indistinguishable(rows: list) -> list[str]:
             if a.intervals[key].overlaps(b.intervals[key]):
                 lines.append(f"{what}: {a.label} {a.intervals[key].format()} and {b.label} "
                              f"{b.intervals[key].format()} overlap: not distinguishable at this noise")  # fmt: skip
-        if key == "time/backward_vs_autograd":  # autograd's own row is 1 by construction (both baselines are its)
+        if key == TIME_BACKWARD_VS_AUTOGRAD:  # autograd's own row is 1 by construction (both baselines are its)
             lines += [f"{what}: {r.label} {r.intervals[key].format()} holds 1: not distinguishable from autograd"
                       for r in known if r.intervals[key].lo <= 1 <= r.intervals[key].hi
-                      and r.params.get("impl.name") != "autograd"]  # fmt: skip
+                      and r.params.get("impl.name") != REFERENCE_IMPL]  # fmt: skip
     return lines

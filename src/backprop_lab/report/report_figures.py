@@ -11,11 +11,20 @@ from matplotlib.ticker import MaxNLocator
 
 from backprop_lab.config.objectives import METRIC as OBJECTIVE
 from backprop_lab.config.objectives import for_search
+from backprop_lab.core.names import (
+    ACT_STD,
+    BACK_STD,
+    GRAD_WORST_ERROR_RATIO,
+    JOB_NUM_TAG,
+    THEORY_ACT_STD,
+    THEORY_BACK_STD,
+    TIME_BACKWARD_MS,
+)
 from backprop_lab.report import cells
 from backprop_lab.report.repeats import at_step, describe
 
 FACTOR_PARAM = "check.factor"
-THEORY = {"act/std": "theory/act_std", "back/std": "theory/back_std"}  # a measured series -> what theory predicts
+THEORY = {ACT_STD: THEORY_ACT_STD, BACK_STD: THEORY_BACK_STD}  # a measured series -> what theory predicts
 SAME = 1e-9  # two runs' lines coincide when every point agrees to this relative difference (the last bits)
 
 
@@ -68,7 +77,7 @@ def coincide(rows, key: str) -> bool:
                                  for r in rows[1:] for k in (key, THEORY[key]))  # fmt: skip
 
 
-BY_LAYER = {"act/std": "forward half", "back/std": "backward half"}  # the by-layer figures, by their series
+BY_LAYER = {ACT_STD: "forward half", BACK_STD: "backward half"}  # the by-layer figures, by their series
 
 
 def coinciding_lines(rows) -> list[str]:
@@ -110,8 +119,8 @@ def scaling_fits(rows) -> dict[str, tuple[float, float]]:
 
     fits = {}
     for impl in sorted({r.choices.get("impl.name", "") for r in rows}):
-        points = [(r.gflop, r.m("time/backward_ms")) for r in rows
-                  if r.choices.get("impl.name", "") == impl and r.gflop and r.m("time/backward_ms")]  # fmt: skip
+        points = [(r.gflop, r.m(TIME_BACKWARD_MS)) for r in rows
+                  if r.choices.get("impl.name", "") == impl and r.gflop and r.m(TIME_BACKWARD_MS)]  # fmt: skip
         if len({g for g, _ in points}) >= 3:
             slope, intercept = np.polyfit(np.log10([g for g, _ in points]), np.log10([t for _, t in points]), 1)
             fits[impl] = (float(slope), float(intercept))
@@ -124,8 +133,8 @@ def _scaling(rows, peak_gflops: Optional[float]) -> Figure:
     fits = scaling_fits(rows)
     gflops = sorted({r.gflop for r in rows if r.gflop})
     for i, (impl, (slope, intercept)) in enumerate(fits.items()):
-        mine = [r for r in rows if r.choices.get("impl.name", "") == impl and r.gflop and r.m("time/backward_ms")]
-        ax.plot([r.gflop for r in mine], [r.m("time/backward_ms") for r in mine], "o", color=f"C{i}", ms=4)
+        mine = [r for r in rows if r.choices.get("impl.name", "") == impl and r.gflop and r.m(TIME_BACKWARD_MS)]
+        ax.plot([r.gflop for r in mine], [r.m(TIME_BACKWARD_MS) for r in mine], "o", color=f"C{i}", ms=4)
         ax.plot(gflops, [10 ** (intercept + slope * math.log10(g)) for g in gflops], "-", color=f"C{i}", lw=0.8,
                 label=f"{impl}: ms ∝ GFLOP^{slope:.2f}")  # fmt: skip
     if peak_gflops:
@@ -150,7 +159,7 @@ def _is_number(text: Optional[str]) -> bool:
 def _trials(rows) -> Figure:
     """A search: each trial's objective in the order tried, with the best so far; and where the trials fell in the
     first two searched numbers (a categorical choice is not drawn), coloured by objective, the best starred."""
-    trials = sorted(rows, key=lambda r: float(r.tags["hydra.job.num"]) if _is_number(r.tags.get("hydra.job.num"))
+    trials = sorted(rows, key=lambda r: float(r.tags[JOB_NUM_TAG]) if _is_number(r.tags.get(JOB_NUM_TAG))
                     else math.inf)  # a trial without its number (not a search's) last  # fmt: skip
     scored = [(i, r) for i, r in enumerate(trials) if for_search(r.m(OBJECTIVE)) is not None]
     finite = [r.m(OBJECTIVE) for _, r in scored]
@@ -180,10 +189,10 @@ def _trials(rows) -> Figure:
 def figures(rows, peak_gflops: Optional[float] = None) -> dict[str, Figure]:
     """The figures these rows can show, by file name."""
     out = {}
-    timed, left_out = _logged(rows, "time/backward_ms")
+    timed, left_out = _logged(rows, TIME_BACKWARD_MS)
     if timed:
-        out["backward_time.png"] = _bars(timed, [r.m("time/backward_ms") for r in timed], "median ms",
-                                         "backward time per run" + left_out, key="time/backward_ms")  # fmt: skip
+        out["backward_time.png"] = _bars(timed, [r.m(TIME_BACKWARD_MS) for r in timed], "median ms",
+                                         "backward time per run" + left_out, key=TIME_BACKWARD_MS)  # fmt: skip
     ratios, left_out = _logged(rows, cells.RATIO)
     if ratios:
         shared = cells.shared_baseline(ratios)  # named on the axis, or in each bar's name where they differ
@@ -192,19 +201,19 @@ def figures(rows, peak_gflops: Optional[float] = None) -> dict[str, Figure]:
                                                 f"backward / autograd's ({shared or 'its baseline'})",
                                                 "backward against autograd (below 1: faster)" + left_out,
                                                 line=1.0, key=cells.RATIO, labels=labels)  # fmt: skip
-    checked, left_out = _logged(rows, "grad/worst_error_ratio")
+    checked, left_out = _logged(rows, GRAD_WORST_ERROR_RATIO)
     if checked:
         factors = {r.params.get(FACTOR_PARAM) for r in checked}
         (only,) = factors if len(factors) == 1 else (None,)
         factor = float(only) if _is_number(only) and math.isfinite(float(only)) else None
-        shown = [min(max(r.m("grad/worst_error_ratio"), 1e-3), 1e15) for r in checked]  # inf drawn at the top
+        shown = [min(max(r.m(GRAD_WORST_ERROR_RATIO), 1e-3), 1e15) for r in checked]  # inf drawn at the top
         dashed = "dashed: check.factor" if factor is not None else "check.factor differs or is not logged: not drawn"
         out["grad_check.png"] = _bars(checked, shown, "worst error, in units of autograd's",
                                       f"the check ({dashed})" + left_out, log=True, line=factor)  # fmt: skip
-    if any(r.series.get("act/std") for r in rows):
-        out["activation_std.png"] = _by_layer(rows, "act/std", "std of the linear output", "forward half")
-    if any(r.series.get("back/std") for r in rows):
-        out["backward_std.png"] = _by_layer(rows, "back/std", "std of d loss / d output", "backward half")
+    if any(r.series.get(ACT_STD) for r in rows):
+        out["activation_std.png"] = _by_layer(rows, ACT_STD, "std of the linear output", "forward half")
+    if any(r.series.get(BACK_STD) for r in rows):
+        out["backward_std.png"] = _by_layer(rows, BACK_STD, "std of d loss / d output", "backward half")
     if scaling_fits(rows):
         out["scaling.png"] = _scaling(rows, peak_gflops)
     if any(r.m(OBJECTIVE) is not None for r in rows):

@@ -13,6 +13,16 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from backprop_lab.core.errors import DataError
+from backprop_lab.core.names import (
+    DATA_TRAIN_MEAN,
+    DATA_TRAIN_MEAN_RAW,
+    DATA_TRAIN_STD,
+    DATA_TRAIN_STD_RAW,
+    DATA_VALID_MEAN,
+    DATA_VALID_MEAN_RAW,
+    DATA_VALID_STD,
+    DATA_VALID_STD_RAW,
+)
 from backprop_lab.datasets import registry
 from backprop_lab.datasets.split import Split
 
@@ -66,22 +76,22 @@ def prepare(cfg: Any, seed: int, device: torch.device) -> Data:
 
     train_mean, train_std = x_train.mean(), x_train.std()
     stats = {
-        "data/train_mean_raw": train_mean.item(),
-        "data/train_std_raw": train_std.item(),
-        "data/valid_mean_raw": x_valid.mean().item(),
-        "data/valid_std_raw": x_valid.std().item(),
+        DATA_TRAIN_MEAN_RAW: train_mean.item(),
+        DATA_TRAIN_STD_RAW: train_std.item(),
+        DATA_VALID_MEAN_RAW: x_valid.mean().item(),
+        DATA_VALID_STD_RAW: x_valid.std().item(),
     }
     # important: the validation split is normalized with the *training* statistics, as in the course
     x_train = normalize(x_train, train_mean, train_std)
     x_valid = normalize(x_valid, train_mean, train_std)
     stats |= {
-        "data/train_mean": x_train.mean().item(),
-        "data/train_std": x_train.std().item(),
-        "data/valid_mean": x_valid.mean().item(),
-        "data/valid_std": x_valid.std().item(),
+        DATA_TRAIN_MEAN: x_train.mean().item(),
+        DATA_TRAIN_STD: x_train.std().item(),
+        DATA_VALID_MEAN: x_valid.mean().item(),
+        DATA_VALID_STD: x_valid.std().item(),
     }
-    ok = near_zero(stats["data/train_mean"], cfg.near_zero_tol) and near_zero(
-        1 - stats["data/train_std"], cfg.near_zero_tol
+    ok = near_zero(stats[DATA_TRAIN_MEAN], cfg.near_zero_tol) and near_zero(
+        1 - stats[DATA_TRAIN_STD], cfg.near_zero_tol
     )
     return Data(x_train, y_train, x_valid, stats, ok, sha256)
 

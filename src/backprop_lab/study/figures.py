@@ -13,7 +13,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from backprop_lab.core.names import THEORY_TAG
+from backprop_lab.core.names import ACT_RELU_MEAN, ACT_RELU_STD, ACT_STD, BACK_STD, THEORY_TAG
 from backprop_lab.study import theory
 from backprop_lab.study.forward import LayerStats
 
@@ -47,9 +47,9 @@ def activation_figure(stats: list[LayerStats], predicted: list[theory.Layer], ti
             unit = "1 unit" if p.units == 1 else f"{p.units} units"
             ax.annotate(f"{unit}: std across samples,\nunits' offsets left out", (p.layer, p.act_std), fontsize=6,
                         xytext=(-6, -26), textcoords="offset points", ha="right", color="C1")  # fmt: skip
-    drawn = ("act/std", "act/relu_mean")
+    drawn = (ACT_STD, ACT_RELU_MEAN)
     _ring(ax, parted, drawn)
-    _say_parted(fig, parted, drawn, undrawn=("act/relu_std",))
+    _say_parted(fig, parted, drawn, undrawn=(ACT_RELU_STD,))
     ax.axhline(0, color="grey", lw=0.5)
     ax.axhline(1, color="grey", lw=0.5, ls=":")
     ax.set(xlabel="layer", ylabel="value", title=title)
@@ -64,10 +64,10 @@ def backward_figure(measured: dict[int, dict[str, float]], predicted: dict[int, 
     each prediction `parted` from its measurement ringed."""
     fig, ax = _figure(6, 3.5, left=0.16, bottom=0.22)  # a log axis's tick labels (6×10⁻⁴) are wide
     layers = sorted(measured)
-    ax.plot(layers, [measured[i]["back/std"] for i in layers], "s-", color="C3", label="gradient std at the output")
+    ax.plot(layers, [measured[i][BACK_STD] for i in layers], "s-", color="C3", label="gradient std at the output")
     ax.plot(layers, [predicted[i] for i in layers], "--", color="C3", label="predicted from the output's")
-    _ring(ax, parted, ("back/std",))
-    _say_parted(fig, parted, ("back/std",))
+    _ring(ax, parted, (BACK_STD,))
+    _say_parted(fig, parted, (BACK_STD,))
     ax.set_yscale("log")  # vanishing and exploding both show as straight lines
     ax.set(xlabel="layer", ylabel="std of d loss / d z", title=title)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))

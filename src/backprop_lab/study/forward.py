@@ -8,6 +8,16 @@ from typing import Optional
 
 import torch
 
+from backprop_lab.core.names import (
+    ACT_LAST_HIDDEN_STD,
+    ACT_MEAN,
+    ACT_RELU_MEAN,
+    ACT_RELU_STD,
+    ACT_STD,
+    ACT_STD_LOG10_GROWTH,
+    BACK_STD,
+    BACK_STD_LOG10_GROWTH,
+)
 from backprop_lab.impls.common import n_layers
 from backprop_lab.impls.functional import lin, relu
 
@@ -22,9 +32,9 @@ class LayerStats:
 
     def metrics(self) -> dict[str, float]:
         """act/* at step = layer."""
-        out = {"act/mean": self.mean, "act/std": self.std}
+        out = {ACT_MEAN: self.mean, ACT_STD: self.std}
         if self.relu_std is not None:
-            out |= {"act/relu_mean": self.relu_mean, "act/relu_std": self.relu_std}
+            out |= {ACT_RELU_MEAN: self.relu_mean, ACT_RELU_STD: self.relu_std}
         return out
 
 
@@ -58,7 +68,7 @@ def depth_summaries(layers: list[LayerStats], back: dict[int, dict[str, float]])
         return math.log10(b / a) if a > 0 and b > 0 and math.isfinite(a) and math.isfinite(b) else math.nan
 
     return {
-        "act/last_hidden_std": hidden[-1].std,
-        "act/std_log10_growth": decades(hidden[0].std, hidden[-1].std),
-        "back/std_log10_growth": decades(back[last]["back/std"], back[first]["back/std"]),
+        ACT_LAST_HIDDEN_STD: hidden[-1].std,
+        ACT_STD_LOG10_GROWTH: decades(hidden[0].std, hidden[-1].std),
+        BACK_STD_LOG10_GROWTH: decades(back[last][BACK_STD], back[first][BACK_STD]),
     }

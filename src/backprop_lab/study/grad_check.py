@@ -24,7 +24,15 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from backprop_lab.core.names import NONE  # first_divergent when no node is conclusively wrong
+from backprop_lab.core.names import (
+    GRAD_ALL_CLOSE,
+    GRAD_ALL_FINITE,
+    GRAD_INCONCLUSIVE_NODES,
+    GRAD_NODES_NOT_GIVEN,
+    GRAD_WORST_ERROR_RATIO,
+    GRAD_WORST_MAX_REL_DIFF,
+    NONE,  # first_divergent when no node is conclusively wrong
+)
 from backprop_lab.impls.common import n_layers
 
 # The most error a verdict of "ok" may allow, relative to the gradient's norm. The bank's smallest mistake (the
@@ -190,12 +198,12 @@ def overall(checks: list[NodeCheck]) -> str:
 def metrics(checks: list[NodeCheck]) -> dict[str, float]:
     """The few scalars a runs table sorts by; every node's numbers are the run's table (`table`)."""
     return {
-        "grad/all_close": float(all(c.close for c in checks)),
-        "grad/inconclusive_nodes": float(sum(c.verdict == "inconclusive" for c in checks)),
-        "grad/nodes_not_given": float(sum(not c.given for c in checks)),
-        "grad/all_finite": float(all(c.finite for c in checks)),
-        "grad/worst_error_ratio": max((c.ratio for c in checks if c.given), default=math.nan),
-        "grad/worst_max_rel_diff": max((c.max_rel_diff for c in checks if c.given), default=math.nan),
+        GRAD_ALL_CLOSE: float(all(c.close for c in checks)),
+        GRAD_INCONCLUSIVE_NODES: float(sum(c.verdict == "inconclusive" for c in checks)),
+        GRAD_NODES_NOT_GIVEN: float(sum(not c.given for c in checks)),
+        GRAD_ALL_FINITE: float(all(c.finite for c in checks)),
+        GRAD_WORST_ERROR_RATIO: max((c.ratio for c in checks if c.given), default=math.nan),
+        GRAD_WORST_MAX_REL_DIFF: max((c.max_rel_diff for c in checks if c.given), default=math.nan),
     }
 
 

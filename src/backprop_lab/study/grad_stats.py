@@ -7,6 +7,7 @@ import math
 
 import torch
 
+from backprop_lab.core.names import BACK_STD, BACK_W_GRAD_STD, BACK_W_GRAD_TO_W_STD
 from backprop_lab.impls.common import n_layers
 
 
@@ -17,8 +18,8 @@ def backward_stats(params: dict[str, torch.Tensor], grads: dict[str, torch.Tenso
     for i in range(1, n_layers(params) + 1):
         w, w_grad = params[f"w{i}"].double(), grads[f"w{i}"].double()
         w_std = w.std().item() if w.numel() > 1 else abs(w).max().item()
-        stats[i] = {"back/std": grads[f"lin{i}"].double().std().item(), "back/w_grad_std": w_grad.std().item(),
-                    "back/w_grad_to_w_std": w_grad.std().item() / w_std if w_std > 0 else math.inf}  # fmt: skip
+        stats[i] = {BACK_STD: grads[f"lin{i}"].double().std().item(), BACK_W_GRAD_STD: w_grad.std().item(),
+                    BACK_W_GRAD_TO_W_STD: w_grad.std().item() / w_std if w_std > 0 else math.inf}  # fmt: skip
     return stats
 
 

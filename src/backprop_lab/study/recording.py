@@ -13,7 +13,18 @@ import torch
 from backprop_lab import tracking
 from backprop_lab.config import run_params
 from backprop_lab.config.objectives import METRIC
-from backprop_lab.core.names import CODE_TAG, NOTE_TAG, OWN_PROCESS_TAG, THEORY_TAG
+from backprop_lab.core.names import (
+    ACT_ALL_FINITE,
+    CODE_TAG,
+    DATA_NORMALIZED_OK,
+    MEM_PEAK_RSS_MB,
+    NOTE_TAG,
+    OWN_PROCESS_TAG,
+    THEORY_BACK_STD,
+    THEORY_TAG,
+    TIME_BACKWARD_GFLOP,
+    TIME_FORWARD_GFLOP,
+)
 from backprop_lab.impls.timing import Timing
 from backprop_lab.isolation.submission import Submission
 from backprop_lab.study import figures, forward, grad_check, theory, verdicts
@@ -68,7 +79,7 @@ def record_unloaded_code(code: str, launch_dir) -> None:
 
 def record_data(d: Data, dataset: tuple[str, str, str, dict, dict]) -> None:
     """The data's statistics, its file's hash, and `dataset` (data.dataset_input) for the runs table."""
-    tracking.log_metrics(d.stats | {"data/normalized_ok": float(d.normalized_ok)})
+    tracking.log_metrics(d.stats | {DATA_NORMALIZED_OK: float(d.normalized_ok)})
     tracking.set_tags({"data.sha256": d.sha256 or "none (generated from the seed)"})
     tracking.log_dataset(*dataset)
 
@@ -80,7 +91,7 @@ def record_check(initialized: Initialized, layers: list[forward.LayerStats], che
     should first show. The params the option did not settle, as the check found them."""
     tracking.log_params(run_params.computed(checked.input_grad))
     by_layer = {
-        s.layer: s.metrics() | checked.layer_stats[s.layer] | p.metrics() | {"theory/back_std": back}
+        s.layer: s.metrics() | checked.layer_stats[s.layer] | p.metrics() | {THEORY_BACK_STD: back}
         for s, p, back in zip(layers, predicted.forward, predicted.backward.values())
     }
     for layer, stats in initialized.stats.items():
@@ -93,7 +104,7 @@ def record_check(initialized: Initialized, layers: list[forward.LayerStats], che
         tracking.set_tags({"non_finite": "activations or loss overflowed; see act/* by step and loss"})
     summaries = forward.depth_summaries(layers, checked.layer_stats)
     grad_metrics = grad_check.metrics(checked.checks)
-    tracking.log_metrics({"loss": checked.loss, "act/all_finite": float(finite)} | grad_metrics | summaries)
+    tracking.log_metrics({"loss": checked.loss, ACT_ALL_FINITE: float(finite)} | grad_metrics | summaries)
     overall = grad_check.overall(checked.checks)
     tracking.set_tags({"first_divergent": grad_check.first_divergent(checked.checks), "grad.verdict": overall})
     if checked.mistake:  # what kind of mistake, at that node: a stable name to filter by, and its words
@@ -113,7 +124,7 @@ def record_timing(timed: Timing, widths: list[int], rows: int, input_grad: bool)
     """The times, whether they are noisy, and the work of each pass's products (`input_grad`: the input's gradient
     was computed)."""
     gflop = pass_flops(widths, rows, input_grad)
-    work = {"time/forward_gflop": gflop["forward"], "time/backward_gflop": gflop["backward"]}
+    work = {TIME_FORWARD_GFLOP: gflop["forward"], TIME_BACKWARD_GFLOP: gflop["backward"]}
     tracking.log_metrics(timed.metrics() | work)
     tracking.set_tags(timed.tags())
 
@@ -125,5 +136,5 @@ def record_objective(value: float) -> None:
 def record_end(wall: dict[str, float], note: str) -> None:
     """The wall-clock time of each stage, the process's peak memory, and the run's description (`note`)."""
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-    tracking.log_metrics({f"wall/{k}": v for k, v in wall.items()} | {"mem/peak_rss_mb": peak_rss_mb})
+    tracking.log_metrics({f"wall/{k}": v for k, v in wall.items()} | {MEM_PEAK_RSS_MB: peak_rss_mb})
     tracking.set_tags({NOTE_TAG: note})

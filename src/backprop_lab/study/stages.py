@@ -16,7 +16,7 @@ from backprop_lab import impls, isolation
 from backprop_lab.config import objectives
 from backprop_lab.config.validation import validate
 from backprop_lab.core.errors import ConfigError
-from backprop_lab.core.names import NONE, USER_IMPL
+from backprop_lab.core.names import BACK_STD, BUG_IMPL, DATA_TRAIN_MEAN, DATA_TRAIN_STD, NONE, USER_IMPL
 from backprop_lab.impls import protocol, timing
 from backprop_lab.impls.timing import Timing
 from backprop_lab.isolation.submission import Submission
@@ -46,8 +46,8 @@ def set_up(cfg: DictConfig, launch_dir: Path, validated: bool) -> Setup:
     if not validated:
         validate(cfg)
     bugs.check(cfg.bug.name, list(cfg.model.widths))
-    if cfg.bug.name != NONE and cfg.impl.name != "functional":
-        raise ConfigError(f"bug.name: {cfg.bug.name} is put into impl=functional's backward; got impl={cfg.impl.name}")
+    if cfg.bug.name != NONE and cfg.impl.name != BUG_IMPL:
+        raise ConfigError(f"bug.name: {cfg.bug.name} is put into impl={BUG_IMPL}'s backward; got impl={cfg.impl.name}")
     device, dtype = environment.resolve_device(cfg.device), getattr(torch, cfg.dtype)
     impl = cfg.impl
     if impl.name == USER_IMPL or not impls.is_lab_code(impl.code):  # a learner's: loaded in its own process, last
@@ -89,8 +89,8 @@ class Predicted:
 def predict(widths: list[int], scheme: str, mode: str, gain: float, data_stats: dict[str, float], shift: float,
             back_stats: dict[int, dict[str, float]]) -> Predicted:  # fmt: skip
     """What theory predicts for this init, to set beside what was measured."""
-    output_grad_std = back_stats[len(widths) - 1]["back/std"]
-    data_moments = data_stats["data/train_mean"], data_stats["data/train_std"]
+    output_grad_std = back_stats[len(widths) - 1][BACK_STD]
+    data_moments = data_stats[DATA_TRAIN_MEAN], data_stats[DATA_TRAIN_STD]
     return Predicted(theory.forward(widths, scheme, mode, *data_moments, shift, gain),
                      theory.backward(widths, scheme, mode, output_grad_std, gain))  # fmt: skip
 

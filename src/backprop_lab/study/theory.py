@@ -34,6 +34,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from backprop_lab.config import init_schemes
+from backprop_lab.core.names import (
+    ACT_RELU_MEAN,
+    ACT_RELU_STD,
+    ACT_STD,
+    BACK_STD,
+    THEORY_ACT_STD,
+    THEORY_BACK_STD,
+    THEORY_RELU_MEAN,
+    THEORY_RELU_STD,
+)
 
 # a prediction within this factor of its measurement (either way) agrees; past it, an assumption has failed there
 FACTOR = 2.0
@@ -59,9 +69,9 @@ class Layer:
     relu_std: float | None = None
 
     def metrics(self) -> dict[str, float]:
-        out = {"theory/act_std": self.act_std}
+        out = {THEORY_ACT_STD: self.act_std}
         if self.relu_mean is not None:
-            out |= {"theory/relu_mean": self.relu_mean, "theory/relu_std": self.relu_std}
+            out |= {THEORY_RELU_MEAN: self.relu_mean, THEORY_RELU_STD: self.relu_std}
         return out
 
     @property
@@ -119,8 +129,8 @@ def backward(widths: list[int], scheme: str, mode: str, output_grad_std: float, 
 
 
 # a theory/* metric -> the metric it predicts, as forward.py and backward.py log it at the same step (layer)
-MEASURED = {"theory/act_std": "act/std", "theory/relu_mean": "act/relu_mean", "theory/relu_std": "act/relu_std",
-            "theory/back_std": "back/std"}  # fmt: skip
+MEASURED = {THEORY_ACT_STD: ACT_STD, THEORY_RELU_MEAN: ACT_RELU_MEAN, THEORY_RELU_STD: ACT_RELU_STD,
+            THEORY_BACK_STD: BACK_STD}  # fmt: skip
 
 
 @dataclass
@@ -140,7 +150,7 @@ class Parting:
         at = f"{self.metric} at layer {self.layer} ({unit})"
         if not math.isfinite(self.ratio):
             return f"{at}: measured {self.measured:.3g}, predicted {self.predicted:.3g}: not comparable"
-        ratio = f"{self.ratio:#.3g} ×" + (" (before the shift)" if self.metric == "act/relu_mean" else "")
+        ratio = f"{self.ratio:#.3g} ×" + (" (before the shift)" if self.metric == ACT_RELU_MEAN else "")
         return f"{at}: measured {self.measured:.3g} = {ratio} predicted {self.predicted:.3g}"
 
 
@@ -155,7 +165,7 @@ def parted(by_layer: dict[int, dict[str, float]], predicted: list[Layer]) -> lis
             if key not in values or metric not in values:
                 continue
             measured, expected = values[metric], values[key]
-            offset = layer.shift if metric == "act/relu_mean" else 0.0
+            offset = layer.shift if metric == ACT_RELU_MEAN else 0.0
             a, b = measured + offset, expected + offset
             if a == b:
                 continue

@@ -8,7 +8,19 @@ import math
 from typing import Optional
 
 from backprop_lab import tracking
-from backprop_lab.core.names import JOB_FAILED, NOTE_TAG, SWEEP_TAG, VERDICT_WORDS
+from backprop_lab.core.names import (
+    GRAD_WORST_ERROR_RATIO,
+    GRAD_WORST_MAX_REL_DIFF,
+    JOB_FAILED,
+    NOTE_TAG,
+    SEARCH_BEST_OBJECTIVE,
+    SWEEP_JOBS,
+    SWEEP_JOBS_FAILED,
+    SWEEP_JOBS_FINISHED,
+    SWEEP_TAG,
+    TIME_BACKWARD_VS_AUTOGRAD,
+    VERDICT_WORDS,
+)
 from backprop_lab.tracking import lifecycle, runs
 from backprop_lab.tracking.mlflow_client import MAX_NOTE_CHARS
 
@@ -34,10 +46,10 @@ def aggregates(children: list) -> dict[str, float]:
         return [c.metrics[key] for c in children if key in c.metrics]
 
     out = {}
-    for key, pick, name in (("grad/worst_error_ratio", max, "worst_error_ratio"),
-                            ("grad/worst_max_rel_diff", max, "worst_max_rel_diff"),
-                            ("time/backward_vs_autograd", min, "best_backward_vs_autograd"),
-                            ("time/backward_vs_autograd", max, "worst_backward_vs_autograd")):  # fmt: skip
+    for key, pick, name in ((GRAD_WORST_ERROR_RATIO, max, "worst_error_ratio"),
+                            (GRAD_WORST_MAX_REL_DIFF, max, "worst_max_rel_diff"),
+                            (TIME_BACKWARD_VS_AUTOGRAD, min, "best_backward_vs_autograd"),
+                            (TIME_BACKWARD_VS_AUTOGRAD, max, "worst_backward_vs_autograd")):  # fmt: skip
         found = values(key)
         if found:
             value = pick(found)
@@ -57,7 +69,7 @@ def best_trial(parent, children: list) -> tuple[dict[str, float], dict[str, str]
     best = min(scored, key=lambda c: c.metrics[METRIC])
     swept = [k.strip() for k in parent.params.get(SWEPT_PARAM, "").split(",") if k.strip()]
     params = {f"best.{k}": best.params[k] for k in swept if k in best.params}
-    return {"search/best_objective": best.metrics[METRIC]}, params, {"search.best_run": best.run_id,
+    return {SEARCH_BEST_OBJECTIVE: best.metrics[METRIC]}, params, {"search.best_run": best.run_id,
                                                                       "search.best_name": best.name}  # fmt: skip
 
 
@@ -106,7 +118,7 @@ def close_parent(
     judged = [c.tags.get("grad.verdict") for c in children
               if c.status == "FINISHED" and JOB_FAILED + parent_run_id not in c.tags]  # fmt: skip
     counts |= {f"verdict.{v}": judged.count(v) for v in VERDICT_WORDS}
-    summary = {"sweep/jobs": jobs, "sweep/jobs_failed": failed, "sweep/jobs_finished": counts["FINISHED"]}
+    summary = {SWEEP_JOBS: jobs, SWEEP_JOBS_FAILED: failed, SWEEP_JOBS_FINISHED: counts["FINISHED"]}
     best_metrics, best_params, best_tags = best_trial(parent, children)
     tracking.log_metrics((metrics or {}) | summary | aggregates(children) | best_metrics, run_id=parent_run_id, uri=uri)
     if best_params:

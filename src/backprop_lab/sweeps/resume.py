@@ -19,7 +19,16 @@ from typing import Any, Optional
 
 from backprop_lab import tracking
 from backprop_lab.config import run_params
-from backprop_lab.core.names import ALSO_IN, CODE_TAG, CONFIG_TAG, OWN_PROCESS_TAG, SHAPE_TAG, USER_IMPL
+from backprop_lab.core.names import (
+    ALSO_IN,
+    CODE_TAG,
+    CONFIG_TAG,
+    OWN_PROCESS_TAG,
+    SHAPE_TAG,
+    USER_IMPL,
+    WALL_RUN_S,
+    WALL_STARTUP_S,
+)
 from backprop_lab.tracking import run_names, runs, store, sweep_env
 
 DRY_RUN_FILE = "dry_run.jsonl"  # in the sweep's directory: one line per job, for the summary at the end
@@ -28,8 +37,8 @@ DRY_RUN_FILE = "dry_run.jsonl"  # in the sweep's directory: one line per job, fo
 def estimate_s(uri: str, experiment: str, shape: str) -> Optional[float]:
     """The median wall time (start-up included) of earlier finished runs of this shape; None: none yet."""
     earlier = runs.finished_with_tag(uri, experiment, SHAPE_TAG, shape)
-    walls = [r.metrics["wall/run_s"] + r.metrics.get("wall/startup_s", 0.0)
-             for r in earlier if "wall/run_s" in r.metrics]  # fmt: skip
+    walls = [r.metrics[WALL_RUN_S] + r.metrics.get(WALL_STARTUP_S, 0.0)
+             for r in earlier if WALL_RUN_S in r.metrics]  # fmt: skip
     return statistics.median(walls) if walls else None
 
 

@@ -23,7 +23,7 @@ from backprop_lab import tracking
 from backprop_lab.config import run_params, typed_overrides
 from backprop_lab.core import redaction
 from backprop_lab.core.errors import UserError
-from backprop_lab.core.names import JOB_FAILED
+from backprop_lab.core.names import JOB_FAILED, SWEEP_WALL_S
 from backprop_lab.sweeps import submissions
 from backprop_lab.sweeps.parent import SWEPT_PARAM, close_parent, environment_tags, open_parent, verdict_counts
 from backprop_lab.tracking import lifecycle, run_names, runs, store, sweep_env
@@ -254,7 +254,7 @@ class MlflowSweep(Callback):
         """Close the parent run: FINISHED, FAILED if any job failed, or the status given (KILLED on Ctrl-C)."""
         if not self.parent_run_id:
             return {}
-        wall = {"sweep/wall_s": time.perf_counter() - self.started}
+        wall = {SWEEP_WALL_S: time.perf_counter() - self.started}
         counts = close_parent(self.uri, self.parent_run_id, status, wall)
         sweep_env.withdraw()
         self.parent_run_id = None

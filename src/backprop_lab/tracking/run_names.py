@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from backprop_lab.config.run_params import compact_widths
-from backprop_lab.core.names import NONE
+from backprop_lab.core.names import NONE, USER_IMPL, WHERE_AND_HOW
 
-HOW_NOT_WHAT = ("tracking.", "sweep.")  # overrides that say where a sweep is logged and how it runs, not what it asks
+HOW_NOT_WHAT = tuple(f"{group}." for group in WHERE_AND_HOW)  # overrides not in a sweep's name
 NAME_KEYS = {"impl": "impl.name", "init": "init.scheme", "data": "data.name", "model": "model.name", "bug": "bug.name"}
 
 
@@ -22,7 +22,7 @@ def _value(cfg: Any, key: str) -> str:
         node = node[part]
     if key == "model.widths":
         return compact_widths(list(node))
-    if key in ("impl", "impl.code") and cfg.impl.name == "user":  # a user's code by its file's (or module's) name
+    if key in ("impl", "impl.code") and cfg.impl.name == USER_IMPL:  # a user's code by its file's (or module's) name
         return Path(cfg.impl.code).stem if cfg.impl.code.endswith(".py") else cfg.impl.code
     if isinstance(node, (int, float)) and not isinstance(node, bool):  # a swept number says what it is
         return f"{key.rsplit('.', 1)[-1]}={node if isinstance(node, int) else format(node, '.4g')}"

@@ -9,11 +9,20 @@ from typing import Optional
 
 from backprop_lab.config.validation import MAX_LOGGED_CONFIG_BYTES
 from backprop_lab.core.errors import TrackingError
-from backprop_lab.core.names import ALSO_IN, JOB_NUM_TAG, PARENT_TAG, SWEEP_TAG
+from backprop_lab.core.names import (
+    ACT_STD,
+    ALSO_IN,
+    BACK_STD,
+    JOB_NUM_TAG,
+    PARENT_TAG,
+    SWEEP_TAG,
+    THEORY_ACT_STD,
+    THEORY_BACK_STD,
+)
 from backprop_lab.core.redaction import redact
 from backprop_lab.tracking.mlflow_client import mlflow_client
 
-SERIES = ("act/std", "theory/act_std", "back/std", "theory/back_std")  # by layer (step), for the report's figures
+SERIES = (ACT_STD, THEORY_ACT_STD, BACK_STD, THEORY_BACK_STD)  # by layer (step), for the report's figures
 
 
 @dataclass

@@ -27,10 +27,14 @@ SERVER_WAIT_S = 15.0
 # --- where the store is -----------------------------------------------------------------------------------------
 
 
+STORE_DIR, STORE_DB = "mlruns", "mlflow.db"  # the default store: a sqlite file in mlruns/ under the launch directory
+DEFAULT_SHOWN = f"sqlite:///{STORE_DIR}/{STORE_DB}"  # as it is shown: relative to the launch directory
+
+
 def default_store(launch_dir: Path) -> tuple[str, str]:
     """(tracking URI, artifact location) of the project's default store."""
-    store = launch_dir.resolve() / "mlruns"
-    return f"sqlite:///{store / 'mlflow.db'}", (store / "artifacts").as_uri()
+    store = launch_dir.resolve() / STORE_DIR
+    return f"sqlite:///{store / STORE_DB}", (store / "artifacts").as_uri()
 
 
 def resolve_store(uri: Optional[str], launch_dir: Path) -> tuple[str, Optional[str]]:
@@ -69,7 +73,7 @@ def _command(name: str, launch_dir: Path) -> Path:
 
 def _shown(uri: str, launch_dir: Path) -> str:
     local_default, _ = default_store(launch_dir)
-    return "sqlite:///mlruns/mlflow.db" if uri == local_default else redact(uri)
+    return DEFAULT_SHOWN if uri == local_default else redact(uri)
 
 
 def ui_command(uri: str, launch_dir: Path) -> str:
