@@ -20,15 +20,14 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from backprop_lab.core import redaction, stop, streams
-from backprop_lab.core.errors import UserError
+from backprop_lab.core.errors import USER_ERROR_EXIT, UserError, error_line
 
-USER_ERROR_EXIT = 1
 INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 
 
 def usage_error(message: str) -> NoReturn:
     """argparse's usage error as any other bad input: one line, not the usage block and status 2."""
-    print(f"error: {message}", file=sys.stderr)
+    print(error_line(message), file=sys.stderr)
     sys.exit(USER_ERROR_EXIT)
 
 
@@ -73,7 +72,7 @@ def run(command: Callable[[], int], interrupted: str) -> int:
     except UserError as e:
         end_runs_saying_so("FAILED")
         stop.ignore_further()
-        print(f"error: {e}", file=sys.stderr)
+        print(error_line(e), file=sys.stderr)
         return USER_ERROR_EXIT
     except KeyboardInterrupt:
         ended = end_runs_saying_so("KILLED")

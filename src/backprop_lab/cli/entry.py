@@ -16,17 +16,16 @@ from typing import Optional
 import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import MissingConfigException, OverrideParseException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from backprop_lab import cli
 from backprop_lab.config import CONF_DIR, objectives, plain, store_schema, typed_overrides
-from backprop_lab.config.validation import describe, single_run, validate
+from backprop_lab.config.validation import single_run, validate
 from backprop_lab.core import redaction, stop, streams
 from backprop_lab.core.collector_pause import collector_paused
-from backprop_lab.core.errors import UserError
+from backprop_lab.core.errors import ConfigError, Refused, UserError, error_line, one_line
 from backprop_lab.core.names import JOB_NUM_TAG, NONE, USER_IMPL
 from backprop_lab.sweeps import submissions
 from backprop_lab.tracking import sweep_env
@@ -52,8 +51,8 @@ def job(cfg: DictConfig) -> Optional[float]:
             raise UserError("impl.code: impl=user runs your own code; name it: impl.code=my_backward.py (a file, "
                             "relative to where you launch, or a module)")  # fmt: skip
         cfg = plain(cfg)
+        refused = _validated(cfg, in_sweep)  # here, where the config enters, before torch: bad values cost nothing
         if not in_sweep:
-            validate(cfg)  # before torch is imported: bad values cost nothing
             single_run(cfg)
         if cfg.impl.name == USER_IMPL:  # the fork server imports torch while this process imports the pipeline
             from backprop_lab.isolation import processes
@@ -69,7 +68,8 @@ def job(cfg: DictConfig) -> Optional[float]:
         # the launch directory, whatever hydra.job.chdir made the working one: the default store lives there
         launch_dir = Path(hydra_cfg.runtime.cwd)
         sweep_dir = launch_dir / hydra_cfg.sweep.dir
-        reused = resume.handle(cfg, sweep_env.parent_from_env(), hydra_cfg.job.num, sweep_dir) if in_sweep else None
+        reused = resume.handle(cfg, sweep_env.parent_from_env(), hydra_cfg.job.num, sweep_dir, refused) if in_sweep \
+            else None  # fmt: skip
         if reused is not None:  # a resumed search is told what the reused trial gave
             return objectives.for_search(reused.get(objectives.METRIC)) if searching else None
         result = pipeline.run(
@@ -78,6 +78,7 @@ def job(cfg: DictConfig) -> Optional[float]:
             launch_dir,
             parent_run_id=sweep_env.parent_from_env() if in_sweep else None,
             job_tags={JOB_NUM_TAG: str(hydra_cfg.job.num)} if in_sweep else None,
+            refused=refused,
         )
         try:
             console = Console(width=None if sys.stdout.isatty() else 110)
@@ -92,18 +93,28 @@ def job(cfg: DictConfig) -> Optional[float]:
         return objectives.for_search(result.objective) if searching else None
     except UserError as e:
         if not in_sweep:
-            # SystemExit passes Hydra's job wrapper untouched (an exception would arrive wrapped in Hydra's): one
-            # line, and a message's status is 1, cli.USER_ERROR_EXIT
-            raise SystemExit(f"error: {e}") from None
+            raise Refused(e) from None  # past Hydra's job wrapper, which would wrap an exception in its own
         _count_failed_job(str(e))
-        print(f"error: job {hydra_cfg.job.num} ({' '.join(typed_overrides(hydra_cfg))}): {e}", file=sys.stderr)
+        print(error_line(f"job {hydra_cfg.job.num} ({' '.join(typed_overrides(hydra_cfg))}): {e}"), file=sys.stderr)
     except Exception as e:
         if not in_sweep:
             raise
         # the child run is FAILED with the error as a tag; the sweep goes on and its parent counts the failure
         _count_failed_job(f"{type(e).__name__}: {e}")
-        print(f"error: job {hydra_cfg.job.num} failed: {type(e).__name__}: {e}", file=sys.stderr)
+        print(error_line(f"job {hydra_cfg.job.num} failed: {type(e).__name__}: {e}"), file=sys.stderr)
     return None  # to a search: a failed trial
+
+
+def _validated(cfg: DictConfig, in_sweep: bool) -> Optional[ConfigError]:
+    """The config's values checked, once: bad input to a single run is raised (no run exists); a sweep's job is
+    handed its refusal, raised inside its child run, which ends FAILED saying why."""
+    try:
+        validate(cfg)
+    except ConfigError as e:
+        if not in_sweep:
+            raise
+        return e
+    return None
 
 
 def _count_failed_job(why: str) -> None:
@@ -111,18 +122,6 @@ def _count_failed_job(why: str) -> None:
     from backprop_lab.sweeps import sweep  # not imported yet when the job failed before the pipeline's imports
 
     sweep.job_failed(why)
-
-
-def one_line(e: BaseException) -> str:
-    """Hydra's and OmegaConf's multi-line messages, cut to the key and what it allows."""
-    if isinstance(e, MissingConfigException) and e.options and e.missing_cfg_file:
-        group, _, option = e.missing_cfg_file.rpartition("/")
-        return f"{group}: no option {option!r}; choose one of {', '.join(sorted(e.options))}"
-    if isinstance(e, OverrideParseException):
-        reason = e.message.strip().splitlines()[0].split(";")[0]  # not Hydra's link to its grammar
-        quote = "quote a value that holds []{}(),:= or spaces"
-        return f"{e.override}: not an override Hydra can parse ({reason}); {quote}"
-    return describe(e)
 
 
 def compose(overrides: list[str]) -> DictConfig:

@@ -4,7 +4,6 @@ it allows; and a logged config read back as data (for a rerun). Nothing here imp
 from __future__ import annotations
 
 import math
-from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -13,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from backprop_lab.config import Config, plain
 from backprop_lab.config.tracking_uri import check_uri_syntax
-from backprop_lab.core.errors import ConfigError
+from backprop_lab.core.errors import ConfigError, one_line
 from backprop_lab.datasets.registry import dataset
 
 
@@ -125,21 +124,6 @@ def validate(cfg: Any) -> None:
     _check_memory(cfg, whole)
 
 
-def describe(e: Exception) -> str:
-    """An OmegaConf error as one line: the key, and what it allows."""
-    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
-
-    if isinstance(e.__cause__, OmegaConfBaseException):
-        e = e.__cause__  # "Error merging override ..." wraps the error that names the key
-    if isinstance(e, OmegaConfBaseException) and getattr(e, "full_key", None):
-        if isinstance(e, (ConfigAttributeError, ConfigKeyError)) and is_dataclass(e.object_type):
-            allowed = ", ".join(f.name for f in fields(e.object_type))
-            return f"{e.full_key}: unknown key; {e.object_type.__name__} allows {allowed}"
-        return f"{e.full_key}: {str(e.msg).splitlines()[0]}"
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    return "; ".join(lines[:2]) or type(e).__name__
-
-
 def _first_interpolation(node: Any, key: str = "") -> Optional[tuple[str, str]]:
     if isinstance(node, dict):
         for k, v in node.items():
@@ -215,7 +199,7 @@ def checked_logged(logged: dict) -> DictConfig:
         schema.data = OmegaConf.structured(dataset(name).schema)
         cfg = plain(OmegaConf.merge(schema, OmegaConf.create(logged)))
     except OmegaConfBaseException as e:
-        raise ConfigError(describe(e)) from None
+        raise ConfigError(one_line(e)) from None
     validate(cfg)
     return cfg
 

@@ -1,6 +1,11 @@
-"""Errors a user can fix: the entry script prints them as one line, without a traceback, and exits non-zero."""
+"""Errors a user can fix, and the one way every command says one: `error_line` (the line), USER_ERROR_EXIT (the
+status); `Refused` carries them past Hydra's job wrapper, which a SystemExit passes untouched."""
 
 from __future__ import annotations
+
+from dataclasses import fields, is_dataclass
+
+USER_ERROR_EXIT = 1
 
 
 class UserError(Exception):
@@ -45,3 +50,48 @@ class UserCodeError(UserError):
         text = "".join(lines) + "".join(traceback.format_exception_only(e))
         return cls(f"{label}: your code raised {type(e).__name__}{': ' + message if message else ''}\n"
                    "Traceback (your frames):\n" + text.rstrip())  # fmt: skip
+
+
+def one_line(e: BaseException) -> str:
+    """Any error as one line, secrets masked: OmegaConf's and Hydra's multi-line messages cut to the key and what it
+    allows; anything else, its first two lines (a lab's own error is one already)."""
+    from backprop_lab.core.redaction import redact
+
+    return redact(_described(e))
+
+
+def _described(e: BaseException) -> str:
+    from hydra.errors import MissingConfigException, OverrideParseException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+    if isinstance(e, MissingConfigException) and e.options and e.missing_cfg_file:
+        group, _, option = e.missing_cfg_file.rpartition("/")
+        return f"{group}: no option {option!r}; choose one of {', '.join(sorted(e.options))}"
+    if isinstance(e, OverrideParseException):
+        reason = e.message.strip().splitlines()[0].split(";")[0]  # not Hydra's link to its grammar
+        quote = "quote a value that holds []{}(),:= or spaces"
+        return f"{e.override}: not an override Hydra can parse ({reason}); {quote}"
+    if isinstance(e.__cause__, OmegaConfBaseException):
+        e = e.__cause__  # "Error merging override ..." wraps the error that names the key
+    if isinstance(e, OmegaConfBaseException) and getattr(e, "full_key", None):
+        if isinstance(e, (ConfigAttributeError, ConfigKeyError)) and is_dataclass(e.object_type):
+            allowed = ", ".join(f.name for f in fields(e.object_type))
+            return f"{e.full_key}: unknown key; {e.object_type.__name__} allows {allowed}"
+        return f"{e.full_key}: {str(e.msg).splitlines()[0]}"
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return "; ".join(lines[:2]) or type(e).__name__
+
+
+def error_line(e: BaseException | str) -> str:
+    """What every command prints for bad input: `error: ` and the lab's one line. A learner's error (UserCodeError)
+    is theirs whole: the line that says where it came from, then their traceback."""
+    if isinstance(e, UserError):
+        return f"error: {e}"
+    return f"error: {e if isinstance(e, str) else one_line(e)}"
+
+
+class Refused(SystemExit):
+    """Bad input on its way out of a Hydra job or callback: its error line on stderr, USER_ERROR_EXIT."""
+
+    def __init__(self, e: BaseException | str) -> None:
+        super().__init__(error_line(e))

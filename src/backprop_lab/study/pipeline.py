@@ -70,8 +70,10 @@ def run(
     console: Optional[Console] = None,
     parent_run_id: Optional[str] = None,
     job_tags: Optional[dict[str, str]] = None,
+    refused: Optional[Exception] = None,
 ) -> Result:
-    """A single run's config was validated where it entered; a sweep's job is validated here, inside its child run."""
+    """One run of the study, on a config validated where it entered; a sweep's job refused there (`refused`) ends
+    its child run FAILED with the reason."""
     console = console or Console(stderr=True)
     stop.check()  # a sweep's next job does not start after a stop was asked for
     # what the stages need, read here once: below, the pipeline hands them plain values (and data its group)
@@ -83,7 +85,7 @@ def run(
     uri_given, experiment = tracking_cfg.uri, tracking_cfg.experiment
     diff = tracking_cfg.git_diff, tracking_cfg.git_diff_max_bytes
     # bad input outside a sweep creates no run; inside one it must leave a FAILED child that says why
-    setup = None if parent_run_id else stages.set_up(cfg, launch_dir, validated=True)
+    setup = None if parent_run_id else stages.set_up(cfg, launch_dir)
     try:
         uri, artifact_location = store.resolve_store(uri_given, launch_dir)
         name = run_names.run_name(cfg, sweep_env.swept_from_env() if parent_run_id else None)
@@ -101,7 +103,9 @@ def run(
         ):
             recording.record_request(config, OmegaConf.to_yaml(cfg), overrides)
             try:
-                setup = setup or stages.set_up(cfg, launch_dir, validated=False)
+                if refused is not None:  # a sweep's job whose config was refused where it entered
+                    raise refused
+                setup = setup or stages.set_up(cfg, launch_dir)
             except UserError:  # a sweep's job: its FAILED run still holds the learner's file, as it was
                 recording.record_unloaded_code(impl.code, launch_dir)
                 raise

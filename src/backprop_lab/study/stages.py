@@ -14,7 +14,6 @@ from omegaconf import DictConfig
 
 from backprop_lab import impls, isolation
 from backprop_lab.config import objectives
-from backprop_lab.config.validation import validate
 from backprop_lab.core.errors import ConfigError
 from backprop_lab.core.names import BACK_STD, BUG_IMPL, DATA_TRAIN_MEAN, DATA_TRAIN_STD, NONE, USER_IMPL
 from backprop_lab.impls import protocol, timing
@@ -38,13 +37,12 @@ class Setup:
             self.code.close()
 
 
-def set_up(cfg: DictConfig, launch_dir: Path, validated: bool) -> Setup:
-    """The config's values checked (unless the entry `validated` them), then what only the pipeline can check: the
-    implementation's code loads, the bug fits the model and the implementation, the device is there and the dtype
-    runs on it. Called before a single run exists, so that bad input creates none; inside a sweep's child, so that a
-    bad job leaves a FAILED child that says why. A learner's code is started in its own process: close() the Setup."""
-    if not validated:
-        validate(cfg)
+def set_up(cfg: DictConfig, launch_dir: Path) -> Setup:
+    """On a config whose values were checked where it entered (config/validation.py), what only the pipeline can check:
+    the implementation's code loads, the bug fits the model and the implementation, the device is there and the
+    dtype runs on it. Called before a single run exists, so that bad input creates none; inside a sweep's child, so
+    that a bad job leaves a FAILED child that says why. A learner's code is started in its own process: close() the
+    Setup."""
     bugs.check(cfg.bug.name, list(cfg.model.widths))
     if cfg.bug.name != NONE and cfg.impl.name != BUG_IMPL:
         raise ConfigError(f"bug.name: {cfg.bug.name} is put into impl={BUG_IMPL}'s backward; got impl={cfg.impl.name}")

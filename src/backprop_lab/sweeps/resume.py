@@ -42,9 +42,11 @@ def estimate_s(uri: str, experiment: str, shape: str) -> Optional[float]:
     return statistics.median(walls) if walls else None
 
 
-def handle(cfg: Any, parent_run_id: Optional[str], job: int, sweep_dir: Path) -> Optional[dict[str, float]]:
+def handle(cfg: Any, parent_run_id: Optional[str], job: int, sweep_dir: Path,
+           refused: Optional[Exception] = None) -> Optional[dict[str, float]]:  # fmt: skip
     """For a job of a resumed or dry-run sweep: None when it must run; when it is done without computing, the
-    metrics of the run it reuses ({} when only listed), so that a resumed search is told what the trial gave."""
+    metrics of the run it reuses ({} when only listed), so that a resumed search is told what the trial gave.
+    `refused`: what validation found wrong with the job's config, which a dry run reports as the job would."""
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
@@ -72,9 +74,8 @@ def handle(cfg: Any, parent_run_id: Optional[str], job: int, sweep_dir: Path) ->
         done = same
     name = run_names.run_name(cfg, sweep_env.swept_from_env())
     if cfg.sweep.dry_run:
-        from backprop_lab.config.validation import validate
-
-        validate(cfg)  # what the job would refuse, before torch: it would fail, not run
+        if refused is not None:  # what the job would refuse: it would fail, not run
+            raise refused
         guess = None if done or fresh else estimate_s(uri, cfg.tracking.experiment, run_params.shape_digest(config))
         record(sweep_dir, {"job": job, "name": name, "reuse": done[0].run_id if done else None, "estimate_s": guess})
         what = f"would reuse run {done[0].run_id}" if done else f"would run ({changed}" + (

@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from backprop_lab import tracking
 from backprop_lab.config import run_params, typed_overrides
 from backprop_lab.core import redaction
-from backprop_lab.core.errors import UserError
+from backprop_lab.core.errors import Refused, UserError, one_line
 from backprop_lab.core.names import JOB_FAILED, SWEEP_WALL_S
 from backprop_lab.sweeps import submissions
 from backprop_lab.sweeps.parent import SWEPT_PARAM, close_parent, environment_tags, open_parent, verdict_counts
@@ -163,7 +163,7 @@ class MlflowSweep(Callback):
             try:
                 sweep_dir.mkdir(parents=True, exist_ok=True)
             except OSError as e:
-                raise SystemExit(f"error: hydra.sweep.dir: cannot create {sweep_dir} ({e.strerror})") from None
+                raise Refused(f"hydra.sweep.dir: cannot create {sweep_dir} ({e.strerror})") from None
             empty = _empty_sweep(config)
             if empty:
                 raise UserError(f"the sweep has no jobs ({empty})")
@@ -187,9 +187,9 @@ class MlflowSweep(Callback):
             self.parent_run_id = open_parent(self.uri, experiment_id, self.name,
                                              tags | environment_tags(), shared_params(config, self.swept))  # fmt: skip
         except UserError as e:  # the store's own one line
-            raise SystemExit(f"error: {e}") from None
+            raise Refused(e) from None
         except Exception as e:
-            raise SystemExit(f"error: the sweep's parent run cannot be created: {_first_line(e)}") from None
+            raise Refused(f"the sweep's parent run cannot be created: {one_line(e)}") from None
         sweep_env.hand_to_jobs(self.parent_run_id, self.swept)  # launchers' workers are started after this
         _active.add(self)
 
@@ -220,7 +220,7 @@ class MlflowSweep(Callback):
             print(resume.summary(sweep_dir))
             failed, jobs = resume.failed_jobs(sweep_dir)
             if failed:
-                raise SystemExit(f"error: {failed} of {jobs} jobs failed in the dry run; they would in the sweep")
+                raise Refused(f"{failed} of {jobs} jobs failed in the dry run; they would in the sweep")
             return
         # as at the start, an exception here would be a warning and the exit status 0: the verdict is a SystemExit
         parent_run_id = self.parent_run_id
@@ -228,7 +228,7 @@ class MlflowSweep(Callback):
             counts = self.finish(None)
             redact_hydra_files(config, job=False)
         except Exception as e:
-            raise SystemExit(f"error: the sweep's parent run cannot be ended: {_first_line(e)}") from None
+            raise Refused(f"the sweep's parent run cannot be ended: {one_line(e)}") from None
         if parent_run_id:
             try:
                 print("\n".join(self.closing_lines(parent_run_id, counts)), flush=True)
@@ -236,7 +236,7 @@ class MlflowSweep(Callback):
                 pass
         failed = counts.get("FAILED", 0) + counts.get("KILLED", 0)
         if failed:
-            raise SystemExit(f"error: {failed} of {counts['jobs']} jobs failed (sweep run {parent_run_id})")
+            raise Refused(f"{failed} of {counts['jobs']} jobs failed (sweep run {parent_run_id})")
 
     def closing_lines(self, parent_run_id: str, counts: dict[str, int]) -> list[str]:
         """The sweep's last lines, after the last job's: what its jobs found (their verdicts counted, in the
@@ -265,11 +265,6 @@ class MlflowSweep(Callback):
 _active: set[MlflowSweep] = set()
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return redaction.redact(text[0] if text else type(e).__name__)
-
-
 def abort_active(status: str) -> list[str]:
     """The process is stopping early: each running sweep's parent, and its children still RUNNING, end `status`.
     Returns a line per sweep that could not be ended."""
@@ -279,5 +274,5 @@ def abort_active(status: str) -> list[str]:
         try:
             callback.finish(status)
         except Exception as e:
-            problems.append(f"the sweep's parent run {parent}: {_first_line(e)}")
+            problems.append(f"the sweep's parent run {parent}: {one_line(e)}")
     return problems
