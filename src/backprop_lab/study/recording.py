@@ -35,13 +35,6 @@ from backprop_lab.study.stages import Initialized, Predicted, Setup
 from backprop_lab.tracking import environment
 
 
-def record_request(config: dict, config_yaml: str, overrides: list[str]) -> None:
-    """What the run was asked to do, first: a job failing its checks can still be read and rerun."""
-    tracking.log_params(run_params.requested(config))
-    tracking.log_text(config_yaml, "config/config.yaml")
-    tracking.log_json({"overrides": list(overrides)}, "config/overrides.json")
-
-
 def record_setup(setup: Setup, threads: int, git_diff: Optional[environment.GitDiff]) -> None:
     """Where it runs and from what: the resolved device (the config's `auto` says nothing), what a rerun must match,
     the uncommitted changes (`git_diff`, where the checkout is dirty), and a learner's code: the bytes hashed and run,
@@ -129,8 +122,10 @@ def record_timing(timed: Timing, widths: list[int], rows: int, input_grad: bool)
     tracking.set_tags(timed.tags())
 
 
-def record_objective(value: float) -> None:
-    tracking.log_metrics({METRIC: value})
+def record_objective(value: Optional[float]) -> None:
+    """What a search minimizes, where the config names an objective."""
+    if value is not None:
+        tracking.log_metrics({METRIC: value})
 
 
 def record_end(wall: dict[str, float], note: str) -> None:

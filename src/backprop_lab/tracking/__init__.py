@@ -5,7 +5,8 @@ at `uri` (a sweep's parent, an earlier run a resumed sweep reuses). What is writ
 
 The tracking floor (above config/): the only package that talks to MLflow. Here, the writes; the store (store.py,
 store_probes.py, sqlite_checks.py, store_template.py), the client (mlflow_client.py), run lifecycle (lifecycle.py,
-owner.py), reads (runs.py), run names, the environment's tags and sweep_env.py beside them.
+owner.py), a job as one tracked run with its bookkeeping (job.py), reads (runs.py), run names, the environment's
+tags and sweep_env.py beside them.
 """
 
 from __future__ import annotations
