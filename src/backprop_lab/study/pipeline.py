@@ -57,15 +57,16 @@ def run(cfg: DictConfig, overrides: list[str], launch_dir: Path, console: Option
     widths, shift, factor, seed = list(cfg.model.widths), cfg.model.relu_shift, cfg.check.factor, cfg.seed
     scheme, bug, input_grad = (cfg.init.scheme, cfg.init.mode, cfg.init.gain), cfg.bug.name, cfg.impl.compute_input_grad
     min_run_time, threads = cfg.timing.min_run_time, cfg.timing.num_threads or torch.get_num_threads()
+    data_cfg, objective_name = cfg.data, cfg.objective
     setup = None if parent_run_id else stages.set_up(cfg, launch_dir)  # bad input outside a sweep creates no run
     try:
         with job.tracked_job(cfg, overrides, launch_dir, parent_run_id, job_tags) as run_:
             setup = setup or _set_up_in_run(cfg, launch_dir, refused)
-            recording.record_setup(setup, threads, run_.git_diff(cfg.tracking))
+            recording.record_setup(setup, threads, run_.git_diff)
 
             with console.status("data: read, verify, normalize"), run_.timed("data_s"):
-                d = data.prepare_once(cfg.data, seed, setup.device)
-            recording.record_data(d, data.dataset_input(cfg.data, seed, d))
+                d = data.prepare_once(data_cfg, seed, setup.device)
+            recording.record_data(d, data.dataset_input(data_cfg, seed, d))
 
             with console.status("init, forward, backward against autograd"), run_.timed("check_s"):
                 initialized = stages.initialize(widths, *scheme, seed, setup)
@@ -81,7 +82,7 @@ def run(cfg: DictConfig, overrides: list[str], launch_dir: Path, console: Option
                 timed = stages.time(setup, initialized.params, x, y, shift, input_grad, checked.input_grad,
                                     min_run_time, threads)  # fmt: skip
             recording.record_timing(timed, widths, x.shape[0], checked.input_grad)
-            objective = stages.objective(cfg.objective, layers, checked, timed)
+            objective = stages.objective(objective_name, layers, checked, timed)
             recording.record_objective(objective)
 
             verdict = verdicts.verdict_line(checked.checks, factor, setup.dtype, checked.mistake, setup.code.style,
