@@ -264,3 +264,16 @@ def test_a_run_whose_precision_cannot_tell_says_inconclusive_everywhere(tmp_path
     assert logged.metrics["grad/all_close"] == 0.0 and logged.metrics["grad/inconclusive_nodes"] >= 4
     assert logged.tags["grad.verdict"] == "inconclusive" and logged.tags["first_divergent"] == "none"
     assert logged.tags["grad.inconclusive"] in logged.tags["mlflow.note.content"]
+
+
+def test_a_partial_backwards_row_names_the_step_that_left_a_gradient_unset(tmp_path):
+    """The report's diagnosis column (and the UI's tag) says, for a partial backward, which of the lesson's steps
+    left which gradient unset, where a mistake's words would stand."""
+    from test_user_code import CORRECT
+
+    (tmp_path / "mine.py").write_text(CORRECT.replace("    inp.g = out.g @ w.t()\n", ""))
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = run(store, tmp_path, "impl=user", "impl.code=mine.py")
+    tags = MlflowClient(store).get_run(result.run.run_id).data.tags
+    assert tags["grad.verdict"] == "partial"
+    assert tags["grad.mistake_words"].startswith("PARTIAL: lin_grad set w.g and b.g but not inp.g: the chain stops at")

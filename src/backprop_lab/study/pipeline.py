@@ -75,7 +75,8 @@ def run(cfg: DictConfig, overrides: list[str], launch_dir: Path, console: Option
                 checked = backward.run_check(setup.code, initialized.params, x, y, shift, input_grad, factor, bug)
             predicted = stages.predict(widths, *scheme, d.stats, shift, checked.layer_stats)
             expected = None if bug == names.NONE else bugs.expected_node(bug, widths)
-            recording.record_check(initialized, layers, checked, predicted, factor, setup.dtype, expected, run_.name)
+            recording.record_check(initialized, layers, checked, predicted, factor, setup.dtype, expected, run_.name,
+                                   setup.code)
 
             timing_what = f"timing forward and backward ({min_run_time:g} s each, {threads} threads)"
             with console.status(timing_what), run_.timed("timing_s"):

@@ -25,6 +25,7 @@ from backprop_lab.core.names import (
     TIME_BACKWARD_GFLOP,
     TIME_FORWARD_GFLOP,
 )
+from backprop_lab.impls.protocol import Code
 from backprop_lab.impls.timing import Timing
 from backprop_lab.isolation.submission import Submission
 from backprop_lab.study import figures, forward, grad_check, theory, verdicts
@@ -78,10 +79,12 @@ def record_data(d: Data, dataset: tuple[str, str, str, dict, dict]) -> None:
 
 
 def record_check(initialized: Initialized, layers: list[forward.LayerStats], checked: Checked, predicted: Predicted,
-                 factor: float, dtype: torch.dtype, expected_node: Optional[str], name: str) -> None:  # fmt: skip
+                 factor: float, dtype: torch.dtype, expected_node: Optional[str], name: str,
+                 code: Optional[Code | Submission] = None) -> None:  # fmt: skip
     """Init, forward and backward by layer (step = layer) beside theory's prediction, the check's verdicts (judged
     at `factor`, in `dtype`) and node table, and the figures titled `name`. `expected_node`: where a named bug
-    should first show. The params the option did not settle, as the check found them."""
+    should first show. The params the option did not settle, as the check found them. For a partial backward, the
+    step that left a gradient unset stands where a mistake's words would (`code`: its style names the step)."""
     tracking.log_params(run_params.computed(checked.input_grad))
     by_layer = {
         s.layer: s.metrics() | checked.layer_stats[s.layer] | p.metrics() | {THEORY_BACK_STD: back}
@@ -102,6 +105,9 @@ def record_check(initialized: Initialized, layers: list[forward.LayerStats], che
     tracking.set_tags({"first_divergent": grad_check.first_divergent(checked.checks), "grad.verdict": overall})
     if checked.mistake:  # what kind of mistake, at that node: a stable name to filter by, and its words
         tracking.set_tags({"grad.mistake": checked.mistake.kind, "grad.mistake_words": checked.mistake.words})
+    if overall == "partial":
+        unset = verdicts.unset_words(checked.checks, code and code.style, code and code.defined)
+        tracking.set_tags({"grad.mistake_words": f"PARTIAL: {unset}"})
     if overall == "inconclusive":
         tracking.set_tags({"grad.inconclusive": verdicts.inconclusive_note(checked.checks, factor, dtype)})
     if expected_node is not None:
