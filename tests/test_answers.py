@@ -13,7 +13,7 @@ from helpers import ROOT
 
 from backprop_lab import report
 from backprop_lab.core import names, tables
-from backprop_lab.report import answers, cells, report_figures
+from backprop_lab.report import answers, cells, pages, report_figures
 from backprop_lab.study.grad_check import NodeCheck, table
 from backprop_lab.tracking import runs
 
@@ -163,7 +163,7 @@ def test_the_by_layer_figures_have_whole_layers_and_say_when_lines_coincide():
 def test_the_markdown_links_its_figures_and_the_html_embeds_them(tmp_path):
     series = by_layer([1.0, 0.5], [1.0, 0.5], [0.2, 1.0], [0.2, 1.0])
     rows = [row({"init.scheme": n}, {"time/backward_ms": 1.0}, series=series) for n in ("xavier", "normal")]
-    written = report.write(rows, "sweep", tmp_path)
+    written = pages.write(rows, "sweep", tmp_path)
     md, page = (tmp_path / "report.md").read_text(), (tmp_path / "report.html").read_text()
     pngs = sorted(p.name for p in written if p.suffix == ".png")
     assert sorted(re.findall(r"!\[[^]]*\]\(([^)]+)\)", md)) == pngs and "data:" not in md

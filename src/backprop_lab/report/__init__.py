@@ -5,14 +5,12 @@ python scripts/report.py RUN_ID --out DIR   # a given sweep's parent run
 python scripts/report.py --experiment NAME  # every job run of an experiment
 
 The report floor (above study/, below sweeps/): the rows and tables here; answers.py (each study's answer),
-cells.py, repeats.py (intervals), report_figures.py. Its command line is cli/report.py.
+cells.py, repeats.py (intervals), report_figures.py, pages.py (the files). Its command line is cli/report.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import html
 import re
 import sys
 from dataclasses import dataclass, field
@@ -208,25 +206,6 @@ def with_notes_markdown(rows: list[Row], title: str, level: int = 1) -> str:
     return "\n".join([tables_markdown(rows, title, level), "", *notes])
 
 
-def markdown(rows: list[Row], title: str, figures: list[Path]) -> str:
-    """The page MLflow's artifact viewer previews: it strips data: URIs, so each figure is linked by its path
-    beside the page (the report's folder is logged whole)."""
-    images = [f"![{f.stem}]({f.name})" for f in figures]
-    return "\n".join([with_notes_markdown(rows, title), "", *images, ""])
-
-
-def _embedded(path: Path) -> str:
-    """A PNG as a data URI: the HTML page shows its figures wherever it is opened, alone."""
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
-
-
-def html_page(rows: list[Row], title: str, figures: list[Path]) -> str:
-    notes = "".join(f"<li>{html.escape(line)}</li>" for line in note_lines(rows))
-    images = "".join(f'<p><img src="{_embedded(f)}" alt="{html.escape(f.stem)}"></p>' for f in figures)
-    body = "".join(tables.to_html(t) for t in report_tables(rows, title))
-    return tables.html_page(title, body + (f"<ul>{notes}</ul>" if notes else "") + images)
-
-
 def note_lines(rows: list[Row]) -> list[str]:
     """The sentences under the tables: what finished runs did not log, what each ratio is against, which figures'
     lines coincide, and which rows of repeats cannot be told apart."""
@@ -243,27 +222,6 @@ def missing_lines(rows: list[Row]) -> list[str]:
         if lacking:
             lines.append(f"{MISSING}: {row.label} logged no {', '.join(lacking)} (another version of the project?)")
     return lines
-
-
-def gemm_peak_gflops() -> float:
-    """The best single-precision GEMM throughput of this machine, for the scaling figure's roofline."""
-    import torch
-
-    from backprop_lab.study.products import gemm_peak
-
-    return max(gemm_peak([(2048, 2048, 2048)], 0.3, torch.get_num_threads(), torch.device("cpu")).values())
-
-
-def write(rows: list[Row], title: str, out_dir: Path) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    names = []
-    peak = gemm_peak_gflops() if report_figures.scaling_fits(rows) else None
-    for name, fig in report_figures.figures(rows, peak).items():
-        fig.savefig(out_dir / name, dpi=110)
-        names.append(out_dir / name)
-    (out_dir / "report.md").write_text(markdown(rows, title, names))
-    (out_dir / "report.html").write_text(html_page(rows, title, names))
-    return [out_dir / "report.md", out_dir / "report.html", *names]
 
 
 def report(args: argparse.Namespace) -> int:
@@ -302,7 +260,9 @@ def report(args: argparse.Namespace) -> int:
     for line in note_lines(rows):
         console.print(line)
     out_dir = args.out or Path("reports") / (parent_id or args.experiment)
-    written = write(rows, title, out_dir)
+    from backprop_lab.report import pages
+
+    written = pages.write(rows, title, out_dir)
     if parent_id:
         tracking.log_artifacts(out_dir, "report", parent_id, uri)
     console.print(f"wrote {', '.join(str(p) for p in written)}" + (f"; logged on run {parent_id}" if parent_id else ""))
