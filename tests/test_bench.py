@@ -200,6 +200,7 @@ def test_the_machine_line_names_the_blas_and_onednn_builds():
     assert set(environment.machine()) == {"cpu", "isa", "blas", "onednn"}
 
 
+@pytest.mark.slow  # the whole bench, torch.compile's variants included: 14 s of the minute `make check` has
 def test_the_bench_command_logs_a_run(tmp_path, monkeypatch):
     """The command end to end on a tiny problem, the subprocess measurements replaced: its run, tags and files."""
     import json
