@@ -130,7 +130,9 @@ def test_a_teachers_folder_is_a_child_run_per_submission_and_a_row_each(tmp_path
 
     out = tmp_path / "report"
     assert report_cli.main(["--tracking-uri", f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", "--out", str(out)]) == 0
-    table = [line for line in (out / "report.md").read_text().splitlines() if line.startswith("| ")]
+    page = (out / "report.md").read_text()
+    assert page.splitlines()[0] == f"# sweep {parent.info.run_id}: impl.code=submissions/ \\[FAILED\\]"  # its name
+    table = [line for line in page.splitlines() if line.startswith("| ")]
     assert table[0].startswith("| submission | status | verdict | first divergent | diagnosis (or why it failed) | "
                                "× autograd (")  # the ratio names its baseline
     assert [line.split(" | ")[0] for line in table[1:]] == [f"| submissions/{n}" for n in SUBMISSIONS]

@@ -245,7 +245,8 @@ def report(args: argparse.Namespace) -> int:
         if parent_id is None:
             raise UserError("no sweep found in the store; run one with scripts/run.py -m ..., or name a run id")
         parent, records = runs.sweep_records(uri, parent_id)
-        title = f"sweep {parent_id}: {parent.tags.get('overrides', '')}"
+        # its name, as the UI shows it: a teacher's folder, not the file list Hydra expanded it into
+        title = f"sweep {parent_id}: {parent.name or parent.tags.get('overrides', '')}"
         if parent.status != "FINISHED":
             why = parent.tags.get("error", "")
             console.print(f"note: this sweep ended {parent.status}" + (f" ({why})" if why else "") +
