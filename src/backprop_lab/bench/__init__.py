@@ -16,6 +16,8 @@ the input through.
 
 The bench floor (beside rerun/, above sweeps/): the measurements here; bench_processes.py, bench_render.py,
 targets.py, compiled_check.py. Its command line is cli/bench_cli.py.
+
+Add a measured variant or a target here; its command line stays in cli/.
 """
 
 from __future__ import annotations

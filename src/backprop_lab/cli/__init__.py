@@ -10,6 +10,8 @@ MLflow and the sweep's module are imported only to end runs, so a command's star
 
 The top floor but for api.py: every command's main (entry.py: the study, hydra.main; report.py, rerun.py,
 bench_cli.py, isolation_costs.py) and, here, the one way to fail.
+
+Add a command here as a main that parses its arguments and calls the floor below; no work of its own.
 """
 
 from __future__ import annotations

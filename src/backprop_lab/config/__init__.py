@@ -4,6 +4,8 @@ Nothing here imports torch or MLflow, so `--help`, `--cfg job` and config errors
 
 The config floor (above datasets/ and core/): the schema here, validation.py, tracking_uri.py, the option tables
 (init_schemes.py, objectives.py) and run_params.py (what a run logs as params).
+
+Add an option's type, default and value check here; what a stage does with it belongs to study/.
 """
 
 from __future__ import annotations

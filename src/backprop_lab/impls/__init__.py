@@ -10,6 +10,9 @@ to tensors shaped like the parameters ((in, out) weights) and `x` to the input's
 notebook's four, which computed it, and when asked (`Net(params, shift, input_grad=True)`) for the others. After a
 backward, `node_grads()` maps each intermediate node (`lin{i}`, a linear layer's output; `act{i}`, the shifted
 ReLU's after it) to the gradient there, for the check that names the first node where a backward goes wrong.
+
+Add a backward here as a file of its own with its conf/impl option (the floor: above tracking/, below isolation/;
+nothing here logs).
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ turns them into plain tensors and checks them before it judges (submission.py), 
 (output.py), and bounds its time and memory (limits.py); source.py reads the code, replies.py words what is not a
 result, foresight.py foresees the memory a step would take on the full data. Nothing the child does changes the
 lab's process.
+
+Add here what a learner's process does or what the lab asks of it (the floor: above impls/, below study/); never
+import a learner's code in the lab's process.
 """
 
 from pathlib import Path

@@ -6,6 +6,8 @@ python scripts/report.py --experiment NAME  # every job run of an experiment
 
 The report floor (above study/, below sweeps/): the rows and tables here; answers.py (each study's answer),
 cells.py, repeats.py (intervals), report_figures.py, pages.py (the files). Its command line is cli/report.py.
+
+Add a study's answer to answers.py, a figure to report_figures.py; nothing here computes a run.
 """
 
 from __future__ import annotations

@@ -1,6 +1,9 @@
 """Rerun a logged run from MLflow alone, and prove the result is the same: the rerun floor (beside bench/, above
 sweeps/). Here, the rerun (the logged config and code checked, the run again); compare.py sets it against the
-original, show.py shows the verdict. How a user runs it, and what it promises: cli/rerun.py."""
+original, show.py shows the verdict. How a user runs it, and what it promises: cli/rerun.py.
+
+Add here what checks or compares a rerun; nothing here starts a study but through study/pipeline.
+"""
 
 from __future__ import annotations
 

@@ -7,6 +7,8 @@ The tracking floor (above config/): the only package that talks to MLflow. Here,
 store_probes.py, sqlite_checks.py, store_template.py), the client (mlflow_client.py), run lifecycle (lifecycle.py,
 owner.py), a job as one tracked run with its bookkeeping (job.py), reads (runs.py), run names, the environment's
 tags and sweep_env.py beside them.
+
+Add here what talks to MLflow, and nothing else: no stage computes here.
 """
 
 from __future__ import annotations
