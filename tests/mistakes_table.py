@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 from helpers import small_problem
-from test_user_code import BUGGY, CLASSES, CORRECT, LIN, MSE, RELU, WIDTHS
+from test_user_code import BUGGY, CLASSES, CORRECT, LIN, MSE, PER_EXAMPLE, RELU, WIDTHS
 
 from backprop_lab.core.errors import UserError
 from backprop_lab.study import backward, verdicts
@@ -38,8 +38,8 @@ CASES = [  # (the mistake, as the learner wrote it, its source, widths, rows, th
     ("the same broadcast on N = 50,000", LIN + RELU + "\ndef mse_grad(inp, targ):\n    inp.g = 2. * (inp - targ) / "
      "inp.shape[0]\n", WIDTHS, 50_000, "test_user_code.py::test_a_gradient_that_would_not_fit_is_foreseen_on_a_"
      "preflight_not_allocated"),
-    ("course22p2's `w.g = (inp.unsqueeze(-1) * out.g.unsqueeze(1)).sum(0)`, 784-80-1, N = 50,000", CORRECT.replace(
-     "w.g = inp.t() @ out.g", "w.g = (inp.unsqueeze(-1) * out.g.unsqueeze(1)).sum(0)"), [784, 80, 1], 50_000,
+    ("course22p2's `w.g = (inp.unsqueeze(-1) * out.g.unsqueeze(1)).sum(0)`, 784-80-1, N = 50,000", PER_EXAMPLE,
+     [784, 80, 1], 50_000,
      "test_user_code.py::test_a_per_example_product_summed_afterwards_is_foreseen_with_its_line"),
     ("a lin_grad that never sets `inp.g`", CORRECT.replace("    inp.g = out.g @ w.t()\n", ""), WIDTHS, 60,
      "test_user_code.py::test_partial_code_leads_with_partial_and_names_the_step_that_left_a_gradient_unset"),

@@ -422,39 +422,42 @@ def test_a_forward_that_changes_its_input_in_place_is_said_and_still_judged(tmp_
     assert "your Relu's forward changed its input in place (lin1" in capsys.readouterr().out
 
 
+PER_EXAMPLE = CORRECT.replace("w.g = inp.t() @ out.g", "w.g = (inp.unsqueeze(-1) * out.g.unsqueeze(1)).sum(0)")
+
+
+def foreseen(tmp_path, source: str, widths: list[int], said: str) -> None:
+    """`source` checked on 20,000 rows in a process given 1 GiB: refused on its preflight with `said`."""
+    params, x, y = small_problem(widths, n=20_000, dtype=torch.float32)
+    with isolation.open_submission(str(write(tmp_path, source)), None, 60.0, 1.0) as code:
+        with pytest.raises(UserCodeError, match=said):
+            backward.run_check(code, params, x, y, 0.5, False, 8.0)
+
+
 def test_a_gradient_that_would_not_fit_is_foreseen_on_a_preflight_not_allocated(tmp_path):
     """An (N, 1) output minus an (N,) target is (N, N): seen on the first rows, said before the full data is
     touched, with what it would take and the limit it would pass."""
     broadcast = LIN + RELU + "\ndef mse_grad(inp, targ):\n    inp.g = 2. * (inp - targ) / inp.shape[0]\n"
-    params, x, y = small_problem([20, 12, 1], n=20_000, dtype=torch.float32)
-    with isolation.open_submission(str(write(tmp_path, broadcast)), None, 60.0, 1.0) as code:
-        said = (r"on a preflight of 61 rows your gradient at lin2 is \(61, 61\), so on the full data \(20000, 20000\): "
-                r"1\.5 GiB, which with .* is more than .* \(1\.0 GiB, impl\.memory_limit_gib\); not run on the full "
-                r"data\. shape "
-                r"\(61, 61\) where \(61, 1\) is due: an \(N, 1\) output minus an \(N,\) target")  # fmt: skip
-        with pytest.raises(UserCodeError, match=said):
-            backward.run_check(code, params, x, y, 0.5, False, 8.0)
+    foreseen(tmp_path, broadcast, [20, 12, 1],
+             r"on a preflight of 61 rows your gradient at lin2 is \(61, 61\), so on the full data \(20000, 20000\): "
+             r"1\.5 GiB, which with .* is more than .* \(1\.0 GiB, impl\.memory_limit_gib\); not run on the full "
+             r"data\. shape "
+             r"\(61, 61\) where \(61, 1\) is due: an \(N, 1\) output minus an \(N,\) target")  # fmt: skip
 
 
 def test_a_per_example_product_summed_afterwards_is_foreseen_with_its_line(tmp_path):
     """course22p2's lin_grad: w.g has the right shape, made from an (N, 784, 80) temporary. The preflight sees the
     tensor on the way, says its size at the full N, the line that made it, and what sums over the examples instead."""
-    per_example = CORRECT.replace("w.g = inp.t() @ out.g", "w.g = (inp.unsqueeze(-1) * out.g.unsqueeze(1)).sum(0)")
-    params, x, y = small_problem([784, 80, 1], n=20_000, dtype=torch.float32)
-    with isolation.open_submission(str(write(tmp_path, per_example)), None, 60.0, 1.0) as code:
-        said = (r"on a preflight of 61 rows, line 4 of .*\.py \(in lin_grad\) makes a tensor of \(61, 784, 80\), so "
-                r"on the full data \(20000, 784, 80\): 4\.7 GiB, .*\(1\.0 GiB, impl\.memory_limit_gib\); not run on "
-                r"the full data\.\n +w\.g = \(inp\.unsqueeze\(-1\) \* out\.g\.unsqueeze\(1\)\)\.sum\(0\)\n"
-                r"That is w1's gradient for every example at once")  # fmt: skip
-        with pytest.raises(UserCodeError, match=said):
-            backward.run_check(code, params, x, y, 0.5, False, 8.0)
+    foreseen(tmp_path, PER_EXAMPLE, [784, 80, 1],
+             r"on a preflight of 61 rows, line 4 of .*\.py \(in lin_grad\) makes a tensor of \(61, 784, 80\), so "
+             r"on the full data \(20000, 784, 80\): 4\.7 GiB, .*\(1\.0 GiB, impl\.memory_limit_gib\); not run on "
+             r"the full data\.\n +w\.g = \(inp\.unsqueeze\(-1\) \* out\.g\.unsqueeze\(1\)\)\.sum\(0\)\n"
+             r"That is w1's gradient for every example at once")  # fmt: skip
 
 
 def test_the_same_product_on_data_it_fits_is_judged_ok(tmp_path):
     """Foresight refuses only what would not fit: on a few thousand rows the per-example product is a slow but
     correct gradient."""
-    per_example = CORRECT.replace("w.g = inp.t() @ out.g", "w.g = (inp.unsqueeze(-1) * out.g.unsqueeze(1)).sum(0)")
     params, x, y = small_problem([20, 12, 1], n=5_000, dtype=torch.float64)
-    with isolation.open_submission(str(write(tmp_path, per_example)), None, 60.0, 4.0) as code:
+    with isolation.open_submission(str(write(tmp_path, PER_EXAMPLE)), None, 60.0, 4.0) as code:
         checked = backward.run_check(code, params, x, y, 0.5, False, 8.0)
     assert grad_check.overall(checked.checks) == "ok"

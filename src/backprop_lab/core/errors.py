@@ -85,9 +85,7 @@ def _described(e: BaseException) -> str:
 def error_line(e: BaseException | str) -> str:
     """What every command prints for bad input: `error: ` and the lab's one line. A learner's error (UserCodeError)
     is theirs whole: the line that says where it came from, then their traceback."""
-    if isinstance(e, UserError):
-        return f"error: {e}"
-    return f"error: {e if isinstance(e, str) else one_line(e)}"
+    return f"error: {e if isinstance(e, (str, UserError)) else one_line(e)}"
 
 
 class Refused(SystemExit):

@@ -188,7 +188,7 @@ class Child:
             shape = tuple(g.shape)
             if shape == small_due:
                 continue
-            full = tuple(n if d == rows else d for d in shape)
+            full = foresight.at_full(shape, rows, n)
             size = math.prod(full) * g.element_size()
             if size * FORESEEN_COPIES > limit:
                 return {"error": "foreseen", "node": node, "shape": list(shape), "full": list(full), "bytes": size,

@@ -20,6 +20,11 @@ from torch.utils._pytree import tree_leaves
 MAX_LINE_CHARS = 120  # of the learner's source line, quoted
 
 
+def at_full(shape: tuple[int, ...], rows: int, n: int) -> tuple[int, ...]:
+    """A shape seen on the slice's `rows`, its rows put back to the full `n`."""
+    return tuple(n if d == rows else d for d in shape)
+
+
 @dataclass(frozen=True)
 class Made:
     """A tensor the learner's code made on the slice, and what it would be on the full data."""
@@ -60,7 +65,7 @@ class Watch(TorchDispatchMode):
         return out
 
     def _saw(self, shape: tuple[int, ...], element_size: int) -> None:
-        full = tuple(self.n if d == self.rows else d for d in shape)
+        full = at_full(shape, self.rows, self.n)
         entries = math.prod(full)
         if entries <= self.ceiling or (self.largest and entries * element_size <= self.largest.bytes):
             return

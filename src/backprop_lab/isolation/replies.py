@@ -37,25 +37,27 @@ def error(reply: dict, label: str, memory_limit_gib: float) -> Exception:
     return UserCodeError(text)
 
 
+def _too_large(full: tuple[int, ...], gib: float, memory_limit_gib: float) -> str:
+    return (f"so on the full data {full}: {gib:.1f} GiB, which with its temporaries and the check's copies is more "
+            f"than your code's process may use ({memory_limit_gib:.1f} GiB, impl.memory_limit_gib); not run on the "
+            "full data.")  # fmt: skip
+
+
 def _foreseen(reply: dict, label: str, memory_limit_gib: float) -> UserCodeError:
     node, rows = str(reply["node"]), int(reply["rows"])
     shape, full, due = (tuple(int(d) for d in reply[k]) for k in ("shape", "full", "due"))
     gib = float(reply["bytes"]) / 2**30
     said = shapes.shape_words(node, shape, due, rows)
-    return UserCodeError(f"{label}: on a preflight of {rows} rows your gradient at {clean(node, 20)} is "
-                         f"{shape}, so on the full data {full}: {gib:.1f} GiB, which with its temporaries and the "
-                         f"check's copies is more than your code's process may use ({memory_limit_gib:.1f} "
-                         f"GiB, impl.memory_limit_gib); not run on the full data. {said}")  # fmt: skip
+    return UserCodeError(f"{label}: on a preflight of {rows} rows your gradient at {clean(node, 20)} is {shape}, "
+                         f"{_too_large(full, gib, memory_limit_gib)} {said}")
 
 
 def _foreseen_made(reply: dict, label: str, memory_limit_gib: float) -> UserCodeError:
     rows, line, gib = int(reply["rows"]), int(reply["line"]), float(reply["bytes"]) / 2**30
     shape, full = (tuple(int(d) for d in reply[k]) for k in ("shape", "full"))
     file, function, source, weight = (clean(str(reply[k]), 120) for k in ("file", "function", "source", "per_example"))
-    text = (f"{label}: on a preflight of {rows} rows, line {line} of {file} (in {function}) makes a tensor "
-            f"of {shape}, so on the full data {full}: {gib:.1f} GiB, which with its temporaries and the check's "
-            f"copies is more than your code's process may use ({memory_limit_gib:.1f} GiB, "
-            f"impl.memory_limit_gib); not run on the full data.\n    {source}")  # fmt: skip
+    text = (f"{label}: on a preflight of {rows} rows, line {line} of {file} (in {function}) makes a tensor of "
+            f"{shape}, {_too_large(full, gib, memory_limit_gib)}\n    {source}")
     if weight:
         text += (f"\nThat is {weight}'s gradient for every example at once, summed afterwards: a matrix product "
                  "(inp.t() @ out.g) sums over the examples as it multiplies, with no such tensor")  # fmt: skip

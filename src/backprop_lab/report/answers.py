@@ -29,7 +29,6 @@ from backprop_lab.report import cells
 QUESTION = "# Question:"
 BUG_KEY = "bug.name"
 CODE_KEY = "impl.code"  # a sweep over users' files: the teacher's table is the answer already
-JOB_NUM = JOB_NUM_TAG
 
 
 def question(preset: str) -> str:
@@ -132,7 +131,7 @@ def search_answer(rows) -> tuple[list[str], list[list[str]]]:
         return ["best trial"], [[f"none of {len(rows)} trials scored"]]
     keys = list(best.choices)
     headers = ["best trial", "objective", *keys, "last hidden std", "trials scored"]
-    out = [[best.tags.get(JOB_NUM, best.run_id[:8]), number(best.m(OBJECTIVE), ".4g"),
+    out = [[best.tags.get(JOB_NUM_TAG, best.run_id[:8]), number(best.m(OBJECTIVE), ".4g"),
             *(best.params.get(k, best.choices[k]) for k in keys), cells.value(best, ACT_LAST_HIDDEN_STD),
             f"{len(scored)} of {len(rows)}"]]  # fmt: skip
     return headers, out

@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from backprop_lab.impls.shapes import Diagnosis, shape_words  # noqa: F401 (said here too)
+from backprop_lab.impls.shapes import Diagnosis
 from backprop_lab.impls.shapes import by_shape as _by_shape
 from backprop_lab.impls.shapes import shape_text as _shape
 
