@@ -30,8 +30,8 @@ def test_every_group_has_the_documented_options():
     assert GROUPS["impl"] == sorted(["functional", "layers", "module", "module_einsum", "lean", "autograd", "nn",
                                      "user"])  # fmt: skip
     assert GROUPS["init"] == sorted(["normal", "xavier", "kaiming_normal", "kaiming_uniform", "torch_default"])
-    assert GROUPS["data"] == sorted(["mnist", "synthetic", "fashion_mnist"])
-    assert GROUPS["model"] == ["deep", "seed"]
+    assert GROUPS["data"] == sorted(["mnist", "synthetic", "fashion_mnist", "normal"])
+    assert GROUPS["model"] == ["deep", "deep_stack", "seed"]
     assert GROUPS["timing"] == ["default", "fast", "thorough"]
 
 
@@ -39,7 +39,10 @@ def test_every_group_has_the_documented_options():
 def test_every_option_composes_and_validates(group, option, tmp_path):
     # Fashion-MNIST's default directory is Debian's package, which a fresh machine lacks: tiny idx files stand in
     local_data = [f"data.path={fashion_dir(tmp_path)}"] if option == "fashion_mnist" else []
-    cfg = composed(f"{group}={option}", *local_data)
+    # the deep stack's two options go together: 512 features in, a stack of 512 on them
+    partners = {("data", "normal"): ["model.widths=[512,80,1]"], ("model", "deep_stack"): ["data=normal"]}
+    partner = partners.get((group, option), [])
+    cfg = composed(f"{group}={option}", *local_data, *partner)
     validate(cfg)
     if group == "timing":
         assert cfg.timing.min_run_time > 0

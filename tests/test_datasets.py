@@ -677,5 +677,6 @@ def test_the_data_options_are_the_registrys_datasets():
 def test_an_unknown_dataset_is_a_config_error():
     from omegaconf import OmegaConf
 
-    with pytest.raises(ConfigError, match="^data.name: must be one of mnist, synthetic, fashion_mnist, got 'cifar'$"):
+    known = "mnist, synthetic, normal, fashion_mnist"
+    with pytest.raises(ConfigError, match=f"^data.name: must be one of {known}, got 'cifar'$"):
         data.read_split(OmegaConf.create({"name": "cifar"}), seed=0)

@@ -18,7 +18,7 @@ from typing import Any, Optional
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from backprop_lab.config import init_schemes, objectives
-from backprop_lab.core.names import NONE
+from backprop_lab.core.names import NONE, RELU
 from backprop_lab.datasets.registry import DATASETS
 
 # The config groups: conf/ at the checkout's root, linked into the package (src/backprop_lab/conf), so that a
@@ -47,11 +47,20 @@ class InitConfig:
     gain: float = 1.0  # every weight times this: 1 is the scheme as published; a search can tune it
 
 
+class Activation(Enum):
+    relu = RELU  # the lesson's, shifted by relu_shift
+    none = NONE  # a linear stack: 02b's `x = a @ x`, one layer after another
+
+
 @dataclass
 class ModelConfig:
     name: str = MISSING
     widths: list[int] = MISSING  # input features first, 1 output last
     relu_shift: float = 0.5
+    activation: Activation = Activation.relu  # between the linear layers
+    # a stack: `depth` square layers of widths[0] (02b's 100 of 512), then the rest of widths (the output the MSE
+    # needs); what the stages read and a run logs is the widths it makes, depth then null (plain)
+    depth: Optional[int] = None
 
 
 @dataclass
@@ -137,7 +146,8 @@ def options(group: str) -> list[str]:
 
 
 def plain(cfg: Any) -> DictConfig:
-    """The composed config with interpolations resolved and enums as their names, read-only: what stages read.
+    """The composed config with interpolations resolved, enums as their names and a stack's depth made its widths,
+    read-only: what stages read.
     `impl.code` names a file or module: an interpolation there is refused, never resolved (it would put an
     environment variable's value into a file name, and the file name into the store)."""
     from backprop_lab.core.errors import ConfigError
@@ -147,8 +157,22 @@ def plain(cfg: Any) -> DictConfig:
         raise ConfigError(f"impl.code: a file or module name, not an interpolation ({code._value()[:60]!r}); refused, "
                           "not resolved")  # fmt: skip
     out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    if "model" in out and out.model.get("depth") is not None:  # the stack as its widths: what runs, and is logged
+        out.model.widths, out.model.depth = stacked_widths(list(out.model.widths), out.model.depth), None
     OmegaConf.set_readonly(out, True)
     return out
+
+
+MAX_DEPTH = 10_000
+
+
+def stacked_widths(widths: list[int], depth: int) -> list[int]:
+    """model.depth square layers of widths[0], then the rest of widths: [512, 1] at depth 3 is [512]*4 + [1]."""
+    from backprop_lab.core.errors import ConfigError
+
+    if not 1 <= depth <= MAX_DEPTH:
+        raise ConfigError(f"model.depth: null or a number of layers from 1 to {MAX_DEPTH:,}, got {depth}")
+    return widths[:1] * (depth + 1) + widths[1:]
 
 
 def typed_overrides(hydra_cfg: Any) -> list[str]:

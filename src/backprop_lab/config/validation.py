@@ -78,7 +78,7 @@ def single_run(cfg: Any) -> None:
 def validate(cfg: Any) -> None:
     """Check values that the schema's types allow but the study cannot use; raise ConfigError on the first."""
     _require(0 <= cfg.seed <= MAX_SEED, "seed", "an integer from 0 to 2**64 - 1", cfg.seed)
-    if cfg.data.name == "synthetic":
+    if "n_features" in cfg.data:  # generated data (synthetic, normal): its shape and moments are the config's
         _require(cfg.data.n_features > 0, "data.n_features", "a positive integer", cfg.data.n_features)
         _require(math.isfinite(cfg.data.mean), "data.mean", "a finite number", cfg.data.mean)
         _require(_finite_in(cfg.data.std, 0, math.inf), "data.std", "a finite number > 0", cfg.data.std)

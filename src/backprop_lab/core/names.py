@@ -11,6 +11,7 @@ VERDICT_WORDS = {"ok": "ok", "wrong": "WRONG", "partial": "partial", "inconclusi
 WHERE_AND_HOW = ("tracking", "sweep")
 USER_IMPL = "user"  # the impl option whose code is a learner's (`impl.code=...`), run in a process of its own
 REFERENCE_IMPL = "autograd"  # the impl every check and every timing ratio is against
+RELU = "relu"  # model.activation: the lesson's ReLU, shifted by model.relu_shift; NONE: a linear stack
 BUG_IMPL = "functional"  # the impl the bank's bugs are put into (bug.name)
 
 # --- tags ------------------------------------------------------------------------------------------------------------
@@ -72,6 +73,15 @@ THEORY_ACT_STD = "theory/act_std"
 THEORY_BACK_STD = "theory/back_std"
 THEORY_RELU_MEAN = "theory/relu_mean"
 THEORY_RELU_STD = "theory/relu_std"
+# a stack of square layers (model.depth): 02b_initializing's questions, one number each (forward.stack_summaries)
+STACK_FIRST_NONFINITE = "stack/first_nonfinite_layer"  # NaN: none within the stack
+STACK_FIRST_ZERO = "stack/first_zero_layer"  # every entry exactly 0 (underflow); NaN: none
+STACK_LAST_STD = "stack/last_std"  # of the last square layer's output (after its activation)
+STACK_THEORY_LAST_STD = "stack/theory_last_std"
+STACK_FIRST_MEAN_SQ = "stack/first_mean_sq"  # of the first layer's a @ x
+STACK_THEORY_FIRST_MEAN_SQ = "stack/theory_first_mean_sq"  # n_in x the weights' variance x E[x^2]
+STACK_FIRST_RELU_MEAN_SQ = "stack/first_relu_mean_sq"  # after its ReLU (a ReLU stack only)
+STACK_THEORY_FIRST_RELU_MEAN_SQ = "stack/theory_first_relu_mean_sq"  # half of a @ x's
 TIME_BACKWARD_GFLOP = "time/backward_gflop"
 TIME_BACKWARD_MS = "time/backward_ms"
 TIME_BACKWARD_VS_AUTOGRAD = "time/backward_vs_autograd"

@@ -47,6 +47,19 @@ class SyntheticConfig(DataConfig):
 
 
 @dataclass
+class NormalConfig(SyntheticConfig):
+    """Standard normal inputs, 02b_initializing's `x = torch.randn(512)`: a row per draw (its "we repeat the operation
+    100 times"), digit labels for the MSE the check needs."""
+
+    name: str = "normal"
+    n_train: Optional[int] = 100
+    n_valid: Optional[int] = 100
+    n_features: int = 512
+    mean: float = 0.0
+    std: float = 1.0
+
+
+@dataclass
 class FashionMnistConfig(DataConfig):
     name: str = "fashion_mnist"
     path: str = "/usr/share/datasets/fashion-mnist"  # where Debian's dataset-fashion-mnist puts the idx files
@@ -100,6 +113,8 @@ DATASETS = {
                      check_files=_check_mnist_files),
     "synthetic": Dataset(SyntheticConfig, rows=lambda cfg: (cfg.n_train, cfg.n_valid), width=lambda cfg: cfg.n_features,
                          source=lambda cfg, seed: f"generated from seed {seed}", reader="synthetic", seeded=True),
+    "normal": Dataset(NormalConfig, rows=lambda cfg: (cfg.n_train, cfg.n_valid), width=lambda cfg: cfg.n_features,
+                      source=lambda cfg, seed: f"generated from seed {seed}", reader="synthetic", seeded=True),
     "fashion_mnist": Dataset(FashionMnistConfig, rows=lambda cfg: (60_000, 10_000), width=lambda cfg: MNIST_FEATURES,
                              source=lambda cfg, seed: cfg.path, reader="idx", check_files=_check_fashion_mnist_files),
 }  # fmt: skip

@@ -63,6 +63,19 @@ def load(code: str | protocol.Code) -> protocol.Code:
     return protocol.load_module(code_of(code) if "." not in code else code)
 
 
+def check_activation(name: str, activation: str) -> None:
+    """A linear stack (model.activation=none) only with an implementation that builds one: ConfigError naming
+    those that do."""
+    from backprop_lab.core.errors import ConfigError
+    from backprop_lab.core.names import RELU
+
+    if activation == RELU or (is_lab_code(name) and protocol.knows_linear_stacks(load(name))):
+        return
+    able = [option for option in built_in() if protocol.knows_linear_stacks(load(option))]
+    raise ConfigError(f"model.activation: {activation} builds a net without its ReLU, which impl={', '.join(able)} "
+                      f"can; impl={name} has its ReLU written in")  # fmt: skip
+
+
 def input_grad_optional(code: str) -> bool:
     """Whether the implementation can skip the input's gradient (the notebook's four always compute it)."""
     return protocol.computes_input_grad_optionally(load(code))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 
 from backprop_lab.core.errors import ShapeError
+from backprop_lab.core.names import RELU
 
 Grads = dict[str, torch.Tensor]
 
@@ -64,6 +65,26 @@ def take_g(params: dict[str, torch.Tensor], inp: torch.Tensor | None) -> Grads:
         grads[name] = t.g
         del t.g
     return grads
+
+
+class Identity:
+    """model.activation=none: where the ReLU would be, the input passed on (02b's linear stack, `x = a @ x`), so
+    that lin{i} and act{i} stay the nodes at every depth: act{i} is lin{i}'s values, its gradient lin{i}'s."""
+
+    def __init__(self, shift=None):  # called as the ReLU class is: Relu(shift)
+        pass
+
+    def __call__(self, inp):
+        self.inp, self.out = inp, inp.view_as(inp)
+        return self.out
+
+    def backward(self):
+        self.inp.g = self.out.g
+
+
+def activation_class(relu, activation: str):
+    """The class between linear layers: the implementation's ReLU, or Identity for a linear stack."""
+    return relu if activation == RELU else Identity
 
 
 def stack(params: dict[str, torch.Tensor], lin, relu) -> list:

@@ -5,7 +5,8 @@ The notebook's `Model` took `w1, w2, b1, b2`; here it takes the params of any de
 that the `Module` version (module.py) reuses it. The shift is `relu_shift`.
 """
 
-from backprop_lab.impls.common import NotebookNet, stack  # the lab's, for `Net` at the bottom
+from backprop_lab.core.names import RELU  # the lab's, as the line below, for `Net` at the bottom
+from backprop_lab.impls.common import NotebookNet, activation_class, stack
 
 
 class Relu:
@@ -63,5 +64,5 @@ class Model:
             layer.backward()
 
 
-def Net(params, shift):
-    return NotebookNet(Model(params, shift), params)
+def Net(params, shift, activation=RELU):
+    return NotebookNet(Model(params, shift, relu=activation_class(Relu, activation)), params)

@@ -4,8 +4,9 @@
 The shift is `relu_shift`.
 """
 
+from backprop_lab.core.names import RELU  # the lab's, as the line below, for `Net` at the bottom
 from backprop_lab.impls import layers
-from backprop_lab.impls.common import NotebookNet  # the lab's, for `Net` at the bottom
+from backprop_lab.impls.common import NotebookNet, activation_class
 
 
 class Module:
@@ -53,10 +54,10 @@ class Mse(Module):
         inp.g = 2.0 * (inp.squeeze() - trg).unsqueeze(-1) / inp.shape[0]
 
 
-def Model(params, shift=0.5, lin=Lin):
+def Model(params, shift=0.5, lin=Lin, relu=Relu):
     """The notebook writes `Model` again here, line for line as in "layers as classes": it is that one."""
-    return layers.Model(params, shift, lin=lin, relu=Relu, loss=Mse)
+    return layers.Model(params, shift, lin=lin, relu=relu, loss=Mse)
 
 
-def Net(params, shift):
-    return NotebookNet(Model(params, shift), params)
+def Net(params, shift, activation=RELU):
+    return NotebookNet(Model(params, shift, relu=activation_class(Relu, activation)), params)

@@ -3,8 +3,9 @@ spelled by their indices. The rest is `module`'s."""
 
 import torch
 
+from backprop_lab.core.names import RELU
 from backprop_lab.impls import module
-from backprop_lab.impls.common import NotebookNet
+from backprop_lab.impls.common import NotebookNet, activation_class
 
 
 class Lin(module.Lin):
@@ -14,5 +15,5 @@ class Lin(module.Lin):
         self.b.g = out.g.sum(0)
 
 
-def Net(params, shift):
-    return NotebookNet(module.Model(params, shift, lin=Lin), params)
+def Net(params, shift, activation=RELU):
+    return NotebookNet(module.Model(params, shift, lin=Lin, relu=activation_class(module.Relu, activation)), params)

@@ -31,6 +31,7 @@ from typing import Any, Optional
 import torch
 
 from backprop_lab.core.errors import ConfigError, UserCodeError
+from backprop_lab.core.names import RELU
 from backprop_lab.impls import lesson
 from backprop_lab.impls.lesson import CLASSES, FUNCTIONS
 
@@ -137,14 +138,26 @@ def _accepted(fn, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def build(code: Code, params: dict[str, torch.Tensor], shift: float, input_grad: bool = False,
-          keep_nodes: bool = False):  # fmt: skip
-    """The implementation's Net on these params. The notebook's styles compute the input's gradient always."""
+          keep_nodes: bool = False, activation: str = RELU):  # fmt: skip
+    """The implementation's Net on these params. The notebook's styles compute the input's gradient always. Only
+    a Net that takes `activation` builds a linear stack (`knows_linear_stacks`)."""
     if code.style == "Net":
-        return code.module.Net(params, shift, **_accepted(code.module.Net, {"input_grad": input_grad,
-                                                                             "keep_nodes": keep_nodes}))  # fmt: skip
+        options = {"input_grad": input_grad, "keep_nodes": keep_nodes}
+        if activation != RELU:
+            if not knows_linear_stacks(code):
+                raise ConfigError(f"model.activation: {activation} needs an implementation whose Net takes "
+                                  "`activation`; this one has its ReLU written in")  # fmt: skip
+            options["activation"] = activation
+        return code.module.Net(params, shift, **_accepted(code.module.Net, options))
     if code.style == "classes":
         return lesson.LessonClasses(code.module, params, shift)
     return lesson.LessonFunctions(code.module, params, shift)
+
+
+def knows_linear_stacks(code: Code) -> bool:
+    """Whether the implementation builds a net without its ReLU (model.activation=none): its Net takes
+    `activation`."""
+    return code.style == "Net" and "activation" in _accepted(code.module.Net, {"activation": None})
 
 
 def check_dtype(code: Code, name: str, params: dict[str, torch.Tensor], shift: float, input_grad: bool) -> None:

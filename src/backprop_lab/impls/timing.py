@@ -26,6 +26,7 @@ from torch.utils import benchmark
 from backprop_lab.core import stop
 from backprop_lab.core.names import (
     NONE,
+    RELU,
     TIME_BACKWARD_VS_AUTOGRAD,
     TIME_BACKWARD_VS_AUTOGRAD_NO_XG,
     TIME_LOAD_AVG_1MIN,
@@ -175,19 +176,21 @@ def time_passes(net, reference, x, y, min_run_time: float, threads: int, referen
 
 
 def time_implementation(code: protocol.Code, params: dict, x, y, shift: float, input_grad: bool,
-                        reference_input_grad: bool, min_run_time: float, threads: int) -> Timing:  # fmt: skip
+                        reference_input_grad: bool, min_run_time: float, threads: int,
+                        activation: str = RELU) -> Timing:  # fmt: skip
     """The stage, for the lab's own implementations: on fresh copies of the weights (a learner's code is timed
     the same way, in its own process: isolation/child.py)."""
-    net = protocol.build(code, {k: protocol.fresh(v) for k, v in params.items()}, shift, input_grad)
-    return time_against_autograd(net, params, x, y, shift, reference_input_grad, min_run_time, threads)
+    net = protocol.build(code, {k: protocol.fresh(v) for k, v in params.items()}, shift, input_grad,
+                         activation=activation)  # fmt: skip
+    return time_against_autograd(net, params, x, y, shift, reference_input_grad, min_run_time, threads, activation)
 
 
 def time_against_autograd(net, params: dict, x, y, shift: float, reference_input_grad: bool, min_run_time: float,
-                          threads: int) -> Timing:  # fmt: skip
+                          threads: int, activation: str = RELU) -> Timing:  # fmt: skip
     """`net` against autograd asked for the input's gradient when the check found the implementation computes it
     (`reference_input_grad`), and then against autograd without it too."""
-    reference = autograd.Net(params, shift, input_grad=reference_input_grad)
-    common = autograd.Net(params, shift, input_grad=False) if reference_input_grad else None
+    reference = autograd.Net(params, shift, reference_input_grad, activation)
+    common = autograd.Net(params, shift, False, activation) if reference_input_grad else None
     for m in (net, reference, common or reference):
         m.forward(x, y)
     return time_passes(net, reference, x, y, min_run_time, threads, reference_input_grad, common)

@@ -4,8 +4,9 @@ python scripts/report.py                    # the latest sweep in the default st
 python scripts/report.py RUN_ID --out DIR   # a given sweep's parent run
 python scripts/report.py --experiment NAME  # every job run of an experiment
 
-The report floor (above study/, below sweeps/): the rows and tables here; answers.py (each study's answer),
-cells.py, repeats.py (intervals), report_figures.py, pages.py (the files). Its command line is cli/report.py.
+The report floor (above study/, below sweeps/): the rows and tables here; answers.py (each study's answer; the deep
+stack's, beside the course's printed numbers, in deep_stack.py), cells.py, repeats.py (intervals),
+report_figures.py, pages.py (the files). Its command line is cli/report.py.
 
 Add a study's answer to answers.py, a figure to report_figures.py; nothing here computes a run.
 """
@@ -39,7 +40,7 @@ from backprop_lab.core.names import (
     VERDICT_WORDS,
 )
 from backprop_lab.core.tables import MISSING
-from backprop_lab.report import answers, cells, repeats, report_figures
+from backprop_lab.report import answers, cells, deep_stack, repeats, report_figures
 from backprop_lab.report.cells import verdict as _verdict
 from backprop_lab.tracking import lifecycle, run_names, runs, store
 from backprop_lab.tracking.runs import RunRecord
@@ -60,6 +61,7 @@ class Row:
     params: dict[str, str]
     gflop: Optional[float] = None  # the backward pass's matrix products, for the scaling figure
     intervals: dict[str, repeats.Interval] = field(default_factory=dict)  # a row of repeats: each mean's interval
+    values: dict[str, list[float]] = field(default_factory=dict)  # a row of repeats: each metric's, repeat by repeat
     runs: int = 1  # the repeats this row stands for
     reused: bool = False  # a run of an earlier sweep that this (resumed) one counts, not one it ran
 
@@ -73,6 +75,10 @@ class Row:
 
     def m(self, key: str) -> Optional[float]:
         return self.metrics.get(key)
+
+    def each(self, key: str) -> list[float]:
+        """The metric's value in each run the row stands for ([] where none logged it)."""
+        return self.values.get(key, []) if self.runs > 1 else [self.metrics[key]] if key in self.metrics else []
 
 
 MEMORY_KEY = "impl.memory_limit_gib"
@@ -192,8 +198,7 @@ def table(rows: list[Row], title: str) -> tables.Table:
 
 def report_tables(rows: list[Row], title: str) -> list[tables.Table]:
     """The study's answer first, titled by its question (where there is a study: answers.py), then every run."""
-    answer = answers.answer_table(rows, _header)
-    return [*([answer] if answer else []), table(rows, title)]
+    return [*answers.answer_tables(rows, _header), table(rows, title)]
 
 
 def tables_markdown(rows: list[Row], title: str, level: int = 1) -> str:
@@ -212,7 +217,7 @@ def note_lines(rows: list[Row]) -> list[str]:
     """The sentences under the tables: what finished runs did not log, what each ratio is against, which figures'
     lines coincide, and which rows of repeats cannot be told apart."""
     return (missing_lines(rows) + cells.baseline_lines(rows) + report_figures.coinciding_lines(rows)
-            + repeats.few_lines(rows) + repeats.indistinguishable(rows))  # fmt: skip
+            + repeats.few_lines(rows) + repeats.indistinguishable(rows) + deep_stack.note_lines(rows))  # fmt: skip
 
 
 def missing_lines(rows: list[Row]) -> list[str]:

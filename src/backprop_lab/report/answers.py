@@ -24,7 +24,7 @@ from backprop_lab.core.names import (
     TIME_BACKWARD_MS,
 )
 from backprop_lab.core.tables import MISSING, number
-from backprop_lab.report import cells
+from backprop_lab.report import cells, deep_stack
 
 QUESTION = "# Question:"
 BUG_KEY = "bug.name"
@@ -196,6 +196,7 @@ class Study:
     per_choice: bool = True  # a row per report row, led by its choices; False: the answer's rows are its own
     align: str = ""  # the answer's columns past the choices: "l" for text (tables.Table.align); numbers by default
     lead: Callable[[list], str] = lambda rows: ""  # the answer in a sentence, for the parent's first line
+    beside: Callable[[list], list[tables.Table]] = lambda rows: []  # more tables after the answer's
 
 
 def _varies(prefix: str) -> Callable[[list], bool]:
@@ -211,6 +212,8 @@ def _scaling(rows) -> bool:
 STUDIES = [  # the first that applies answers: a search varies the init's gain, a scaling sweep the implementation
     Study("shift_search", lambda rows: any(r.m(OBJECTIVE) is not None for r in rows), search_answer, False,
           lead=search_lead),
+    Study("deep_stack", deep_stack.applies, deep_stack.answer, False, lead=deep_stack.lead,
+          beside=lambda rows: [deep_stack.anchors_table(rows)]),
     Study("bug_hunt", lambda rows: BUG_KEY in rows[0].choices, bug_answer, align="rrrrl", lead=bug_lead),
     Study("scaling_study", _scaling, scaling_answer, False, lead=scaling_lead),
     Study("init_study", _varies("init."), init_answer, lead=init_lead),
@@ -230,16 +233,18 @@ def lead(rows) -> str:
     return study.lead(rows) if study else ""
 
 
-def answer_table(rows, header: Callable[[str], str]) -> Optional[tables.Table]:
-    """The study's answer as a table titled by its question; None for rows no study asks about. `header` names a
-    choice's column (report._header)."""
+def answer_tables(rows, header: Callable[[str], str]) -> list[tables.Table]:
+    """The study's answer as a table titled by its question, and any it sets beside; none for rows no study asks
+    about. `header` names a choice's column (report._header)."""
     study = study_of(rows)
     if study is None:
-        return None
+        return []
     headers, body = study.answer(rows)
     if study.per_choice:
         choices = [header(k) for k in rows[0].choices]
         headers = [*choices, *headers]
         body = [[*map(cells.choice, r.choices.values()), *row] for r, row in zip(rows, body)]
-        return tables.Table(question(study.preset), headers, body, align="l" * len(choices) + study.align)
-    return tables.Table(question(study.preset), headers, body, align="l")
+        answer = tables.Table(question(study.preset), headers, body, align="l" * len(choices) + study.align)
+    else:
+        answer = tables.Table(question(study.preset), headers, body, align="l")
+    return [answer, *study.beside(rows)]

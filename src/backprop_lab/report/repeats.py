@@ -37,7 +37,7 @@ COMPARED = {TIME_BACKWARD_VS_AUTOGRAD: "backward × autograd (same x.g)",
             objectives.METRIC: "objective"}  # fmt: skip
 # how a positive quantity's metric name ends: times, spreads, ratios, sizes (a log-growth or a mean can be negative)
 POSITIVE_ENDINGS = ("_ms", "_s", "_mb", "_gflop", "std", "std_raw", "ratio", "rel_diff", "vs_autograd",
-                    "vs_autograd_no_xg", "loss")  # fmt: skip
+                    "vs_autograd_no_xg", "loss", "mean_sq")  # fmt: skip
 
 
 def positive(key: str) -> bool:
@@ -115,6 +115,24 @@ def interval(values: list[float], log: bool = False) -> Optional[Interval]:
     return Interval(mean, mean - half, mean + half, len(values))
 
 
+def one_more(values: list[float], log: bool = False) -> Optional[Interval]:
+    """Where one more repeat's value would fall, 95% of the time: the prediction interval mean ± t · s · √(1 + 1/n)
+    (of the logs where `log`), the interval to set a single run elsewhere beside (a course's printed number, from
+    one seed). None with fewer than two values, or any not finite; values all alike give that value, exactly."""
+    if len(values) < 2 or not all(math.isfinite(v) for v in values):
+        return None
+    if len(set(values)) == 1:
+        return Interval(values[0], values[0], values[0], len(values), log)
+    if log and min(values) <= 0:
+        return None
+    scaled = [math.log(v) for v in values] if log else values
+    mean = statistics.fmean(scaled)
+    half = _t(len(scaled)) * statistics.stdev(scaled) * math.sqrt(1 + 1 / len(scaled))
+    if log:
+        return Interval(math.exp(mean), math.exp(mean - half), math.exp(mean + half), len(values), log=True)
+    return Interval(mean, mean - half, mean + half, len(values))
+
+
 def summarized(key: str, values: list[float]) -> tuple[float, Optional[Interval]]:
     """The centre a row of repeats shows for `key` (its interval's, so the table and the figures agree; the plain
     mean where there is no interval), and the interval."""
@@ -175,8 +193,9 @@ def grouped(rows: list) -> list:
                      for step, v in _by_step([r.series[k] for r in finished if r.series.get(k)]).items()}  # fmt: skip
             series[k] = [(step, center) for step, (center, _) in steps.items()]
             intervals |= {at_step(k, step): i for step, (_, i) in steps.items() if i}
+        values = {k: [r.metrics[k] for r in finished if k in r.metrics] for k in names}
         out.append(replace(members[0], run_id=f"{len(members)} runs", choices=dict(key), status=status,
-                           metrics=metrics, tags=tags, series=series, intervals=intervals,
+                           metrics=metrics, tags=tags, series=series, intervals=intervals, values=values,
                            runs=len(members)))  # fmt: skip
     return out
 

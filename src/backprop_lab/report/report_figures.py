@@ -16,6 +16,9 @@ from backprop_lab.core.names import (
     BACK_STD,
     GRAD_WORST_ERROR_RATIO,
     JOB_NUM_TAG,
+    STACK_FIRST_NONFINITE,
+    STACK_FIRST_ZERO,
+    STACK_LAST_STD,
     THEORY_ACT_STD,
     THEORY_BACK_STD,
     TIME_BACKWARD_MS,
@@ -109,6 +112,39 @@ def _by_layer(rows, key: str, ylabel: str, title: str) -> Figure:
     ax.set_yscale("log")  # vanishing and exploding both show as straight lines
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are whole: no tick at 1.5
     ax.set(xlabel="layer", ylabel=ylabel, title=f"{title} (dashed: predicted)")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def _stack(rows) -> Figure:
+    """A deep stack's std by layer, a line per weight scale on the log scale, dashed as theory predicts; where a
+    scale's activations stop being finite or fall to exactly 0 (which a log scale cannot draw), a dotted line says
+    from which layer."""
+    import numpy as np
+
+    fig = Figure(figsize=(7.5, 4.5), layout="constrained")
+    ax = fig.subplots()
+    low, high = float(np.finfo(np.float32).smallest_subnormal), float(np.finfo(np.float32).max)
+    for i, r in enumerate(rows):
+        colour, name = f"C{i % 10}", r.params.get("model.name", r.label)
+        drawn = [(s, v) for s, v in r.series.get(ACT_STD, []) if math.isfinite(v) and v > 0]
+        if drawn:
+            ax.plot(*zip(*drawn), "-", color=colour, label=name, lw=1.2)
+        predicted = [(s, v) for s, v in r.series.get(THEORY_ACT_STD, []) if low <= v <= high]
+        if predicted:
+            ax.plot(*zip(*predicted), "--", color=colour, lw=0.8)
+        for key, words in ((STACK_FIRST_NONFINITE, "not finite"), (STACK_FIRST_ZERO, "all 0")):
+            layer = r.m(key)
+            if layer is not None and math.isfinite(layer):
+                ax.axvline(layer, color=colour, ls=":", lw=1)
+                ax.annotate(f" {words} from {layer:.3g}", (layer, 0.02), xycoords=("data", "axes fraction"),
+                            color=colour, fontsize=7, rotation=90, va="bottom")  # fmt: skip
+    for bound in (low, 1.0, high):  # float32's smallest and largest values, and the unit scale
+        ax.axhline(bound, color="grey", lw=0.6, ls=":")
+    ax.set_yscale("log")
+    ax.set_ylim(low / 10, high * 10)  # float32's whole range: both walls in view
+    ax.set(xlabel="layer", ylabel="std of a @ x (the linear output)",
+           title="std by layer, per weight scale (dashed: theory; dotted: float32's limits)")
     ax.legend(fontsize=7)
     return fig
 
@@ -214,6 +250,8 @@ def figures(rows, peak_gflops: Optional[float] = None) -> dict[str, Figure]:
         out["activation_std.png"] = _by_layer(rows, ACT_STD, "std of the linear output", "forward half")
     if any(r.series.get(BACK_STD) for r in rows):
         out["backward_std.png"] = _by_layer(rows, BACK_STD, "std of d loss / d output", "backward half")
+    if any(r.m(STACK_LAST_STD) is not None for r in rows):
+        out["stack_std.png"] = _stack(rows)
     if scaling_fits(rows):
         out["scaling.png"] = _scaling(rows, peak_gflops)
     if any(r.m(OBJECTIVE) is not None for r in rows):

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Optional
 
 import torch
 
-from backprop_lab.core.names import NONE
+from backprop_lab.core.names import NONE, RELU
 from backprop_lab.impls.common import all_grads, layer_widths, node_shapes
 from backprop_lab.isolation.submission import Ran, Submission
 from backprop_lab.study import diagnosis
@@ -38,7 +38,7 @@ class Checked:
 def run_check(
     name: str | protocol.Code | Submission, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
     shift: float, input_grad: bool, factor: float, bug: str = "none", base: Optional[Path] = None,
-    time_limit_s: float = 60.0,
+    time_limit_s: float = 60.0, activation: str = RELU,
 ) -> Checked:  # fmt: skip
     """The implementation's backward run twice on one forward (the timing repeats it, and a backward that
     accumulates into stale state must show), every node against autograd's at the same dtype and the float64 truth.
@@ -55,12 +55,12 @@ def run_check(
         due = node_shapes(widths, x.shape[0], input_grad=True)
         ran = name.check(params, x, y, shift, input_grad, due, diagnosis.SAMPLE_ROWS)
     else:
-        ran = run_here(impls.load(name), params, x, y, shift, input_grad, bug)
-    return judge(ran, params, x, y, shift, factor, name.label if isinstance(name, Submission) else None)
+        ran = run_here(impls.load(name), params, x, y, shift, input_grad, bug, activation)
+    return judge(ran, params, x, y, shift, factor, name.label if isinstance(name, Submission) else None, activation)
 
 
 def run_here(code: protocol.Code, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, shift: float,
-             input_grad: bool, bug: str) -> Ran:  # fmt: skip
+             input_grad: bool, bug: str, activation: str = RELU) -> Ran:  # fmt: skip
     """The lab's own implementation (with `bug` put in it, when one is named), in the lab's process."""
     from backprop_lab.impls import protocol
     from backprop_lab.study import bugs
@@ -68,8 +68,8 @@ def run_here(code: protocol.Code, params: dict[str, torch.Tensor], x: torch.Tens
     # fresh tensor objects over the same storage: a `.g` an earlier job's code left on the shared data or weights
     # (jobs of a sweep share one read of the data) cannot pass as this code's
     params, x, y = {k: protocol.fresh(v) for k, v in params.items()}, protocol.fresh(x), protocol.fresh(y)
-    net = protocol.build(code, params, shift, input_grad, keep_nodes=True) if bug == NONE else bugs.Net(params, shift,
-                                                                                                      bug)  # fmt: skip
+    net = (protocol.build(code, params, shift, input_grad, keep_nodes=True, activation=activation) if bug == NONE
+           else bugs.Net(params, shift, bug))  # fmt: skip
     loss = net.forward(x, y)
     loss = loss.item() if isinstance(loss, torch.Tensor) else float(loss)
     first = all_grads(net, net.backward())
@@ -81,7 +81,7 @@ def run_here(code: protocol.Code, params: dict[str, torch.Tensor], x: torch.Tens
 
 
 def judge(ran: Ran, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, shift: float, factor: float,
-          learner: Optional[str] = None) -> Checked:  # fmt: skip
+          learner: Optional[str] = None, activation: str = RELU) -> Checked:  # fmt: skip
     """What a backward gave, against autograd's at the same dtype and the float64 truth, node by node, and the kind
     of mistake at the first wrong one. `learner`: the learner's code's name, whose forward must give the lab's loss
     (the lab's own implementations are held to that by their tests)."""
@@ -90,13 +90,14 @@ def judge(ran: Ran, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.T
 
     manual, first = ran.manual, ran.first
     computed_x = "x" in manual or "x" in ran.not_given  # autograd is asked for what the implementation computed
-    reference = autograd.Net(params, shift, computed_x)
+    reference = autograd.Net(params, shift, computed_x, activation)
     reference_loss = reference.forward(x, y).item()
     if learner is not None:
         protocol.forward_agrees(learner, ran.loss, reference_loss, shift, x.dtype, ran.implied_shift)
     ref = reference.backward() | reference.node_grads()
     stats = backward_stats(params, ref)
-    truth = float64_truth(params, x, y, shift, reference.masks)
+    # a linear stack's masks are everywhere open, and nothing is shifted: the truth's act{i} is lin{i}
+    truth = float64_truth(params, x, y, shift if activation == RELU else 0.0, reference.masks)
     pre_activations = {k: t.detach() for k, t in reference.nodes.items() if k.startswith("lin")}
     if computed_x:  # x.g = lin1.g @ w1.t(), in float64 a block of rows at a time: never 314 MB whole
         lin1, w1 = truth["lin1"], params["w1"].double()

@@ -17,9 +17,19 @@ from backprop_lab.core.names import (
     ACT_STD_LOG10_GROWTH,
     BACK_STD,
     BACK_STD_LOG10_GROWTH,
+    RELU,
+    STACK_FIRST_MEAN_SQ,
+    STACK_FIRST_NONFINITE,
+    STACK_FIRST_RELU_MEAN_SQ,
+    STACK_FIRST_ZERO,
+    STACK_LAST_STD,
+    STACK_THEORY_FIRST_MEAN_SQ,
+    STACK_THEORY_FIRST_RELU_MEAN_SQ,
+    STACK_THEORY_LAST_STD,
 )
 from backprop_lab.impls.common import n_layers
 from backprop_lab.impls.functional import lin, relu
+from backprop_lab.study import theory
 
 
 @dataclass
@@ -29,6 +39,11 @@ class LayerStats:
     std: float
     relu_mean: Optional[float] = None  # of the shifted ReLU after it (hidden layers only)
     relu_std: Optional[float] = None
+    # of what the layer hands on (after its activation): every entry finite; every entry exactly 0
+    finite: bool = True
+    zero: bool = False
+    mean_sq: float = math.nan  # of the linear output, E[z^2]
+    relu_mean_sq: Optional[float] = None  # of the ReLU's output
 
     def metrics(self) -> dict[str, float]:
         """act/* at step = layer."""
@@ -38,18 +53,51 @@ class LayerStats:
         return out
 
 
-def activation_stats(x: torch.Tensor, params: dict[str, torch.Tensor], shift: float) -> list[LayerStats]:
-    """Exploding or vanishing values are a result, not an error: they come back as inf/nan statistics."""
+def activation_stats(x: torch.Tensor, params: dict[str, torch.Tensor], shift: float,
+                     activation: str = RELU) -> list[LayerStats]:  # fmt: skip
+    """Exploding or vanishing values are a result, not an error: they come back as inf/nan statistics. A linear
+    stack (`activation` none) has no ReLU statistics."""
     stats = []
     with torch.no_grad():
         for i in range(1, n_layers(params) + 1):
             x = lin(x, params[f"w{i}"], params[f"b{i}"])
-            layer = LayerStats(i, x.mean().item(), x.std().item())
-            if i < n_layers(params):
+            layer = LayerStats(i, x.mean().item(), x.std().item(), mean_sq=_mean_sq(x))
+            if i < n_layers(params) and activation == RELU:
                 x = relu(x, shift)
-                layer.relu_mean, layer.relu_std = x.mean().item(), x.std().item()
+                layer.relu_mean, layer.relu_std, layer.relu_mean_sq = x.mean().item(), x.std().item(), _mean_sq(x)
+            layer.finite, layer.zero = bool(torch.isfinite(x).all()), not bool(x.any())
             stats.append(layer)
     return stats
+
+
+def _mean_sq(x: torch.Tensor) -> float:
+    return x.double().square().mean().item()  # in float64: the square of a float32 past 1.8e19 would overflow
+
+
+def is_stack(widths: list[int]) -> bool:
+    """Square layers from the input on, then the output: what model.depth makes (`[512] * 101 + [1]`)."""
+    return len(widths) >= 3 and all(w == widths[0] for w in widths[:-1])
+
+
+def stack_summaries(layers: list[LayerStats], predicted: list[theory.Layer]) -> dict[str, float]:
+    """02b_initializing's questions of a stack, beside theory's answers: where the activations first stop being
+    finite (the notebook's `if x.std() != x.std(): break`) and first underflow to exactly 0 (NaN: nowhere in the
+    stack), the std after the last square layer, and the first layer's mean square before and after its ReLU."""
+    square, first = layers[:-1], layers[0]  # the last layer is the output the MSE needs, not the stack's
+    last, last_predicted = square[-1], predicted[len(square) - 1]
+    relu = last.relu_std is not None
+
+    def where(flag) -> float:
+        return float(next((s.layer for s in square if flag(s)), math.nan))
+
+    out = {STACK_FIRST_NONFINITE: where(lambda s: not s.finite), STACK_FIRST_ZERO: where(lambda s: s.zero),
+           STACK_LAST_STD: last.relu_std if relu else last.std,
+           STACK_THEORY_LAST_STD: last_predicted.relu_std if relu else last_predicted.act_std,
+           STACK_FIRST_MEAN_SQ: first.mean_sq, STACK_THEORY_FIRST_MEAN_SQ: predicted[0].act_std**2}  # fmt: skip
+    if relu:  # a ReLU keeps half of a zero-mean z's square: E[max(z, 0)^2] = E[z^2] / 2
+        halved = predicted[0].act_std ** 2 / 2
+        out |= {STACK_FIRST_RELU_MEAN_SQ: first.relu_mean_sq, STACK_THEORY_FIRST_RELU_MEAN_SQ: halved}
+    return out
 
 
 def all_finite(stats: list[LayerStats]) -> bool:

@@ -20,7 +20,7 @@ not close is where the backward first goes wrong, since every later node is comp
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 
@@ -57,6 +57,10 @@ class NodeCheck:
     within: bool  # ratio <= factor, and finite: as close as the tolerance asks
     conclusive: bool  # tolerance <= CONCLUSIVE_TOLERANCE: a wrong gradient could not pass as within
     given: bool = True  # False: the implementation gave no gradient here (a learner's partial code)
+    # autograd's own gradient at the run's dtype is free of NaN and Inf: where it is not, the dtype overflows here
+    # (an exploding init), and no gradient at that dtype can be told right or wrong
+    autograd_finite: bool = True
+    truth_finite: bool = True  # the float64 truth is: where it is not, nothing can be judged against it
 
     @property
     def close(self) -> bool:
@@ -69,6 +73,8 @@ class NodeCheck:
             return NOT_GIVEN
         if self.shape != self.ref_shape:
             return "shape"
+        if not (self.truth_finite and self.autograd_finite):
+            return "inconclusive"  # the run's precision, or float64's, overflows here: see verdicts.inconclusive_note
         if not self.finite:
             return "non-finite"
         if not self.within:
@@ -84,15 +90,48 @@ CHUNK_ROWS = 2048  # compared a block of rows at a time: a float64 copy of a 50,
 
 
 @dataclass
+class _SumSq:
+    """A sum of squares held as scale**2 * ssq (as LAPACK's nrm2 holds it): an exploding init's gradients of 1e200
+    have a norm, where their squares would overflow float64. NaN or Inf in a block makes it not finite."""
+
+    scale: float = 0.0  # the largest |entry| so far
+    ssq: float = 0.0
+
+    def add(self, t: torch.Tensor) -> None:
+        top = t.abs().max().item() if t.numel() else 0.0
+        if not math.isfinite(top):
+            self.scale = math.inf
+        if top == 0 or not math.isfinite(self.scale):
+            return
+        if top > self.scale:
+            self.ssq, self.scale = self.ssq * (self.scale / top) ** 2, top
+        self.ssq += (t / self.scale).square_().sum().item()
+
+    @property
+    def finite(self) -> bool:
+        return math.isfinite(self.scale)
+
+    def over(self, other: _SumSq) -> float:
+        """sqrt(self / other): a norm-wise relative error, ||a - truth|| / ||truth||: a few entries off by rounding at
+        a kink weigh little, a wrong gradient weighs its whole size."""
+        if not self.finite:
+            return math.inf
+        if other.scale > 0:
+            return self.scale / other.scale * math.sqrt(self.ssq / other.ssq)
+        return 0.0 if self.scale == 0 else math.inf
+
+
+@dataclass
 class _Sums:
     """What the comparison of one node accumulates over its blocks of rows."""
 
     max_abs_diff: float = 0.0  # manual against autograd
     ref_max: float = 0.0  # max |autograd| over its finite entries
-    manual_err: float = 0.0  # sum of squares of manual - truth
-    autograd_err: float = 0.0  # of autograd - truth
-    truth: float = 0.0  # of truth
+    manual_err: _SumSq = field(default_factory=_SumSq)  # of manual - truth
+    autograd_err: _SumSq = field(default_factory=_SumSq)  # of autograd - truth
+    truth: _SumSq = field(default_factory=_SumSq)
     finite: bool = True
+    autograd_finite: bool = True
     exact: bool = True
 
 
@@ -112,22 +151,16 @@ def _sums(manual: torch.Tensor, ref: torch.Tensor, truth) -> _Sums:
         if m.numel():
             acc.max_abs_diff = max(acc.max_abs_diff, (m - r).abs().max().item())
             acc.ref_max = max(acc.ref_max, r.abs().max().item())
-        acc.manual_err += (m.double() - t64).square_().sum().item()
-        acc.autograd_err += (r.double() - t64).square_().sum().item()
-        acc.truth += t64.square().sum().item()
-    acc.finite = all(math.isfinite(v) for v in (acc.manual_err, acc.autograd_err, acc.max_abs_diff, acc.ref_max))
+        acc.manual_err.add(m.double() - t64)
+        acc.autograd_err.add(r.double() - t64)
+        acc.truth.add(t64)
+        acc.autograd_finite &= bool(torch.isfinite(r).all())
+    sums = (acc.manual_err, acc.autograd_err)
+    acc.finite = all(s.finite for s in sums) and all(math.isfinite(v) for v in (acc.max_abs_diff, acc.ref_max))
     if not acc.finite:  # the scale of the finite entries, for the max |diff| / max |autograd| shown beside
         finite = ref[torch.isfinite(ref)].abs()
         acc.ref_max = finite.max().item() if finite.numel() else 0.0
     return acc
-
-
-def _relative(err_sq: float, truth_sq: float) -> float:
-    """A norm-wise relative error, ||a - truth|| / ||truth||: a few entries off by rounding at a kink weigh little,
-    a wrong gradient weighs its whole size."""
-    if truth_sq > 0:
-        return math.sqrt(err_sq / truth_sq) if math.isfinite(err_sq) else math.inf
-    return 0.0 if err_sq == 0 else math.inf
 
 
 def check_node(node: str, manual: torch.Tensor, ref: torch.Tensor, truth, reduction: int, factor: float) -> NodeCheck:
@@ -136,7 +169,7 @@ def check_node(node: str, manual: torch.Tensor, ref: torch.Tensor, truth, reduct
         return NodeCheck(node, shape, ref_shape, False, math.inf, math.inf, math.inf, 0.0, math.inf, 0.0, True, False,
                          True)  # fmt: skip
     acc = _sums(manual, ref, truth)
-    error, autograd_error = _relative(acc.manual_err, acc.truth), _relative(acc.autograd_err, acc.truth)
+    error, autograd_error = acc.manual_err.over(acc.truth), acc.autograd_err.over(acc.truth)
     rounding = torch.finfo(manual.dtype).eps * math.sqrt(max(reduction, 1))  # a sum's typical rounding
     baseline = max(autograd_error, rounding)
     ratio = error / baseline if math.isfinite(error) else math.inf
@@ -148,7 +181,8 @@ def check_node(node: str, manual: torch.Tensor, ref: torch.Tensor, truth, reduct
     else:
         rel_diff = 0.0 if acc.max_abs_diff == 0 else math.inf
     return NodeCheck(node, shape, ref_shape, acc.exact, acc.max_abs_diff, rel_diff, error, autograd_error, ratio,
-                     tolerance, acc.finite, within, tolerance <= CONCLUSIVE_TOLERANCE)  # fmt: skip
+                     tolerance, acc.finite, within, tolerance <= CONCLUSIVE_TOLERANCE, True, acc.autograd_finite,
+                     acc.truth.finite)  # fmt: skip
 
 
 def reduction_lengths(widths: list[int], rows: int) -> dict[str, int]:

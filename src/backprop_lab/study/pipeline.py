@@ -55,6 +55,7 @@ def run(cfg: DictConfig, overrides: list[str], launch_dir: Path, console: Option
     console = console or Console(stderr=True)
     stop.check()  # a sweep's next job does not start after a stop was asked for
     widths, shift, factor, seed = list(cfg.model.widths), cfg.model.relu_shift, cfg.check.factor, cfg.seed
+    activation = cfg.model.activation
     scheme, bug, input_grad = (cfg.init.scheme, cfg.init.mode, cfg.init.gain), cfg.bug.name, cfg.impl.compute_input_grad
     min_run_time, threads = cfg.timing.min_run_time, cfg.timing.num_threads or torch.get_num_threads()
     data_cfg, objective_name = cfg.data, cfg.objective
@@ -71,9 +72,10 @@ def run(cfg: DictConfig, overrides: list[str], launch_dir: Path, console: Option
             with console.status("init, forward, backward against autograd"), run_.timed("check_s"):
                 initialized = stages.initialize(widths, *scheme, seed, setup)
                 x, y = d.x_train.to(setup.dtype), d.y_train.to(setup.dtype)
-                layers = forward.activation_stats(x, initialized.params, shift)
-                checked = backward.run_check(setup.code, initialized.params, x, y, shift, input_grad, factor, bug)
-            predicted = stages.predict(widths, *scheme, d.stats, shift, checked.layer_stats)
+                layers = forward.activation_stats(x, initialized.params, shift, activation)
+                checked = backward.run_check(setup.code, initialized.params, x, y, shift, input_grad, factor, bug,
+                                             activation=activation)  # fmt: skip
+            predicted = stages.predict(widths, *scheme, d.stats, shift, checked.layer_stats, activation)
             expected = None if bug == names.NONE else bugs.expected_node(bug, widths)
             recording.record_check(initialized, layers, checked, predicted, factor, setup.dtype, expected, run_.name,
                                    setup.code)
@@ -81,7 +83,7 @@ def run(cfg: DictConfig, overrides: list[str], launch_dir: Path, console: Option
             timing_what = f"timing forward and backward ({min_run_time:g} s each, {threads} threads)"
             with console.status(timing_what), run_.timed("timing_s"):
                 timed = stages.time(setup, initialized.params, x, y, shift, input_grad, checked.input_grad,
-                                    min_run_time, threads)  # fmt: skip
+                                    min_run_time, threads, activation)  # fmt: skip
             recording.record_timing(timed, widths, x.shape[0], checked.input_grad)
             objective = stages.objective(objective_name, layers, checked, timed)
             recording.record_objective(objective)

@@ -25,6 +25,7 @@ from backprop_lab.core.names import (
     TIME_BACKWARD_GFLOP,
     TIME_FORWARD_GFLOP,
 )
+from backprop_lab.impls.common import layer_widths
 from backprop_lab.impls.protocol import Code
 from backprop_lab.impls.timing import Timing
 from backprop_lab.isolation.submission import Submission
@@ -99,6 +100,8 @@ def record_check(initialized: Initialized, layers: list[forward.LayerStats], che
     if not finite:  # exploding or vanishing statistics are a result of the init, recorded, not a crash
         tracking.set_tags({"non_finite": "activations or loss overflowed; see act/* by step and loss"})
     summaries = forward.depth_summaries(layers, checked.layer_stats)
+    if forward.is_stack(layer_widths(initialized.params)):
+        summaries |= forward.stack_summaries(layers, predicted.forward)
     grad_metrics = grad_check.metrics(checked.checks)
     tracking.log_metrics({"loss": checked.loss, ACT_ALL_FINITE: float(finite)} | grad_metrics | summaries)
     overall = grad_check.overall(checked.checks)

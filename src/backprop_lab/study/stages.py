@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from backprop_lab import impls, isolation
 from backprop_lab.config import objectives
 from backprop_lab.core.errors import ConfigError
-from backprop_lab.core.names import BACK_STD, BUG_IMPL, DATA_TRAIN_MEAN, DATA_TRAIN_STD, NONE, USER_IMPL
+from backprop_lab.core.names import BACK_STD, BUG_IMPL, DATA_TRAIN_MEAN, DATA_TRAIN_STD, NONE, RELU, USER_IMPL
 from backprop_lab.impls import protocol, timing
 from backprop_lab.impls.timing import Timing
 from backprop_lab.isolation.submission import Submission
@@ -46,6 +46,7 @@ def set_up(cfg: DictConfig, launch_dir: Path) -> Setup:
     bugs.check(cfg.bug.name, list(cfg.model.widths))
     if cfg.bug.name != NONE and cfg.impl.name != BUG_IMPL:
         raise ConfigError(f"bug.name: {cfg.bug.name} is put into impl={BUG_IMPL}'s backward; got impl={cfg.impl.name}")
+    impls.check_activation(cfg.impl.name, cfg.model.activation)
     device, dtype = environment.resolve_device(cfg.device), getattr(torch, cfg.dtype)
     impl = cfg.impl
     if impl.name == USER_IMPL or not impls.is_lab_code(impl.code):  # a learner's: loaded in its own process, last
@@ -58,12 +59,13 @@ def set_up(cfg: DictConfig, launch_dir: Path) -> Setup:
 
 
 def time(setup: Setup, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, shift: float,
-         input_grad: bool, reference_input_grad: bool, min_run_time: float, threads: int) -> Timing:  # fmt: skip
+         input_grad: bool, reference_input_grad: bool, min_run_time: float, threads: int,
+         activation: str = RELU) -> Timing:  # fmt: skip
     """Stage 5: the lab's own implementation timed here, a learner's in its own process (on the check's inputs)."""
     if isinstance(setup.code, Submission):
         return setup.code.time(shift, input_grad, reference_input_grad, min_run_time, threads)
     return timing.time_implementation(setup.code, params, x, y, shift, input_grad, reference_input_grad,
-                                      min_run_time, threads)  # fmt: skip
+                                      min_run_time, threads, activation)  # fmt: skip
 
 
 @dataclass
@@ -85,12 +87,12 @@ class Predicted:
 
 
 def predict(widths: list[int], scheme: str, mode: str, gain: float, data_stats: dict[str, float], shift: float,
-            back_stats: dict[int, dict[str, float]]) -> Predicted:  # fmt: skip
+            back_stats: dict[int, dict[str, float]], activation: str = RELU) -> Predicted:  # fmt: skip
     """What theory predicts for this init, to set beside what was measured."""
     output_grad_std = back_stats[len(widths) - 1][BACK_STD]
     data_moments = data_stats[DATA_TRAIN_MEAN], data_stats[DATA_TRAIN_STD]
-    return Predicted(theory.forward(widths, scheme, mode, *data_moments, shift, gain),
-                     theory.backward(widths, scheme, mode, output_grad_std, gain))  # fmt: skip
+    return Predicted(theory.forward(widths, scheme, mode, *data_moments, shift, gain, activation),
+                     theory.backward(widths, scheme, mode, output_grad_std, gain, activation))  # fmt: skip
 
 
 def objective(name: str, layers: list[forward.LayerStats], checked: Checked, timed: Timing) -> Optional[float]:

@@ -39,6 +39,7 @@ from backprop_lab.core.names import (
     ACT_RELU_STD,
     ACT_STD,
     BACK_STD,
+    RELU,
     THEORY_ACT_STD,
     THEORY_BACK_STD,
     THEORY_RELU_MEAN,
@@ -100,8 +101,9 @@ def _shifted_relu(offset_std: float, within_std: float, shift: float) -> tuple[f
 
 
 def forward(widths: list[int], scheme: str, mode: str, input_mean: float, input_std: float, shift: float,
-            gain: float = 1.0) -> list[Layer]:  # fmt: skip
-    """The predicted statistics of every layer, from the input's mean and std (0 and 1 for normalized data)."""
+            gain: float = 1.0, activation: str = RELU) -> list[Layer]:  # fmt: skip
+    """The predicted statistics of every layer, from the input's mean and std (0 and 1 for normalized data). In a
+    linear stack (`activation` none) a layer's units are the next one's inputs as they are."""
     layers, drawn = [], init_schemes.scheme(scheme)
     mean_sq, within_var = input_mean**2, input_std**2  # of the previous layer's units: their means squared, variances
     for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:]), start=1):
@@ -110,7 +112,9 @@ def forward(widths: list[int], scheme: str, mode: str, input_mean: float, input_
         offset_var, within = n_in * v * mean_sq + bias_v, n_in * v * within_var
         std = math.sqrt(within + (1 - 1 / n_out) * offset_var)  # the offsets' spread over n_out of them
         layer = Layer(i, std, math.sqrt(within), math.sqrt(offset_var), n_out, shift)
-        if i < len(widths) - 1:
+        if i < len(widths) - 1 and activation != RELU:
+            mean_sq, within_var = offset_var, within
+        elif i < len(widths) - 1:
             layer.relu_mean, mean_sq, within_var = _shifted_relu(math.sqrt(offset_var), math.sqrt(within), shift)
             spread = within_var + (1 - 1 / n_out) * max(mean_sq - layer.relu_mean**2, 0.0)
             layer.relu_std = math.sqrt(spread)
@@ -118,13 +122,15 @@ def forward(widths: list[int], scheme: str, mode: str, input_mean: float, input_
     return layers
 
 
-def backward(widths: list[int], scheme: str, mode: str, output_grad_std: float, gain: float = 1.0) -> dict[int, float]:
+def backward(widths: list[int], scheme: str, mode: str, output_grad_std: float, gain: float = 1.0,
+             activation: str = RELU) -> dict[int, float]:  # fmt: skip
     """The predicted std of the loss's gradient at every layer's output, from the measured one at the net's output."""
     n = len(widths) - 1
     stds, drawn = {n: output_grad_std}, init_schemes.scheme(scheme)
+    kept = 0.5 if activation == RELU else 1.0  # the half a ReLU's mask keeps; a linear stack has none
     for i in range(n - 1, 0, -1):  # the gradient at z_i comes back through w_{i+1} (n_out = widths[i + 1]) and a mask
         v, _ = drawn.variances(widths[i], widths[i + 1], mode)
-        stds[i] = gain * math.sqrt(widths[i + 1] * v / 2) * stds[i + 1]
+        stds[i] = gain * math.sqrt(widths[i + 1] * v * kept) * stds[i + 1]
     return dict(sorted(stds.items()))
 
 

@@ -21,6 +21,29 @@ def _span(values: list[float]) -> str:
 def inconclusive_note(checks: list[NodeCheck], factor: float, dtype: torch.dtype) -> str:
     """Where a run's precision cannot tell, and what would make it conclusive, in one line; "" where it can."""
     nodes = [c for c in checks if c.verdict == "inconclusive"]
+    overflowed = [c for c in nodes if not (c.autograd_finite and c.truth_finite)]
+    loose = [c for c in nodes if c not in overflowed]
+    return "; and ".join(note for note in (_overflow_note(overflowed, checks, dtype),
+                                           _loose_note(loose, factor, dtype)) if note)  # fmt: skip
+
+
+def _overflow_note(nodes: list[NodeCheck], checks: list[NodeCheck], dtype: torch.dtype) -> str:
+    """Nodes where autograd's own gradient at the run's dtype, or the float64 truth, is not finite: an exploding
+    init overflowed the forward or the backward there."""
+    if not nodes:
+        return ""
+    dtype_name = str(dtype).removeprefix("torch.")
+    beyond = next((c.node for c in checks if not c.truth_finite), None)
+    truth = (f"the float64 truth itself stops being finite at node {beyond}" if beyond else
+             "the float64 truth is finite at every node")  # fmt: skip
+    return (f"at {len(nodes)} node{'s' if len(nodes) > 1 else ''} from {nodes[0].node} on (none known wrong), "
+            f"autograd's own {dtype_name} gradient is not finite: {dtype_name} overflows there (the activations or "
+            f"their gradients pass its largest value), so no {dtype_name} gradient can be told right or wrong; "
+            f"{truth}; to decide: dtype=float64, or an init that keeps the activations in range")
+
+
+def _loose_note(nodes: list[NodeCheck], factor: float, dtype: torch.dtype) -> str:
+    """Nodes whose tolerance is too loose to tell a wrong gradient (an underflowing init, a narrow dtype)."""
     if not nodes:
         return ""
     baselines = [c.tolerance / factor for c in nodes]
