@@ -5,6 +5,8 @@ report's answer beside the course's printed numbers. On small stacks (fast) and 
 from __future__ import annotations
 
 import math
+import statistics
+import sys
 
 import pytest
 import torch
@@ -89,7 +91,7 @@ def test_the_preset_composes_the_notebooks_stack_and_each_scale():
     assert {s: (c.init.scheme, c.init.gain, c.model.activation) for s, c in chosen.items()} == {
         "randn": ("normal", 1.0, NONE), "randn_relu": ("normal", 1.0, RELU), "hundredth": ("normal", 0.01, NONE),
         "magic": ("xavier", 1.0, NONE), "kaiming_relu": ("kaiming_normal", 1.0, RELU)}  # fmt: skip
-    assert all(c.model.relu_shift == 0.0 and c.model.name == f"stack_{s}" for s, c in chosen.items())
+    assert all(c.model.relu_shift == 0.0 and c.model.name == "deep_stack" and c.scale == s for s, c in chosen.items())
     assert composed().model.activation == RELU and composed().model.relu_shift == 0.5  # the lesson's stays
 
 
@@ -99,6 +101,21 @@ def test_an_implementation_with_its_relu_written_in_refuses_a_linear_stack_in_on
         stages.set_up(cfg, tmp_path)
     assert str(refused.value) == ("model.activation: none builds a net without its ReLU, which impl=autograd, layers, "
                                   "module, module_einsum can; impl=functional has its ReLU written in")  # fmt: skip
+
+
+def test_a_learners_code_under_any_impl_name_refuses_a_linear_stack_in_one_line(tmp_path):
+    (tmp_path / "mine.py").write_text("def Net(params, shift, activation='none'):\n    raise RuntimeError\n")
+    for impl in ("user", "module"):
+        cfg = composed(*FAST, f"impl={impl}", "impl.code=mine.py", "model.activation=none")
+        with pytest.raises(ConfigError, match=r"; a learner's code \(impl.code\) has its ReLU written in$"):
+            stages.set_up(cfg, tmp_path)
+
+
+def test_the_bench_times_only_the_lessons_relu_nets_and_says_so_in_one_line(capsys):
+    from backprop_lab.cli import USER_ERROR_EXIT, bench_cli
+
+    assert bench_cli.main(["model.activation=none", "--no-log"]) == USER_ERROR_EXIT
+    assert capsys.readouterr().err.strip().startswith("error: model.activation: the bench times the lesson's ReLU")
 
 
 def stack_problem(scale_name: str, depth: int = 6, width: int = 24, rows: int = 16, activation=NONE):
@@ -132,10 +149,12 @@ def test_an_overflowing_stack_is_inconclusive_at_each_node_it_overflows_never_ok
     )
 
 
-def test_where_the_float64_truth_itself_stops_being_finite_the_first_such_node_is_named():
+@pytest.mark.parametrize("activation", [NONE, RELU])
+def test_where_the_float64_truth_itself_stops_being_finite_the_first_such_node_is_named(activation):
+    """With a ReLU too: past float32's overflow its masks cannot say, and the truth takes float64's own signs."""
     params = scaled_identity_stack(8, 12, 2.0**100)  # 2^1200 by the last layer: past float64's 2^1024 too
     x, y = torch.ones(4, 8), torch.zeros(4)
-    checked = backward.run_check("module", params, x, y, 0.0, True, FACTOR, activation=NONE)
+    checked = backward.run_check("module", params, x, y, 0.0, True, FACTOR, activation=activation)
     first = next(c.node for c in checked.checks if not c.truth_finite)
     assert first == "lin13" and {c.verdict for c in checked.checks} == {"inconclusive"}
     assert f"the float64 truth itself stops being finite at node {first}" in verdicts.verdict_line(
@@ -153,8 +172,8 @@ def test_a_gradient_past_1e154_still_has_a_norm_so_a_correct_one_is_judged_ok():
 
 def stack_row(scale: str, **values: list[float]) -> Row:
     metrics = {k.replace("__", "/"): sum(v) / len(v) for k, v in values.items()}
-    return Row(f"{scale}", {"model.name": f"stack_{scale}", "seed": "0"}, "FINISHED", metrics, {}, {},
-               {"model.name": f"stack_{scale}"}, values={k.replace("__", "/"): v for k, v in values.items()},
+    return Row(f"{scale}", {"scale": scale}, "FINISHED", metrics, {}, {}, {"scale": scale},
+               values={k.replace("__", "/"): v for k, v in values.items()},
                runs=len(next(iter(values.values()))))  # fmt: skip
 
 
@@ -165,7 +184,8 @@ def test_the_course_numbers_are_set_beside_where_one_more_seed_would_fall_and_on
     table = deep_stack.anchors_table(rows)
     by_number = {(r[0], r[1].split(" (")[0]): r for r in table.rows}
     nonfinite = by_number["randn", "first layer not finite"]
-    assert nonfinite[4] == "28 [28, 28]" and nonfinite[5].startswith("OUTSIDE: the notebook's one vector holds 512")
+    assert nonfinite[2] == "i = 28" and nonfinite[4] == "28 (all 3 alike)"
+    assert nonfinite[5].startswith("OUTSIDE: the notebook's one vector holds 512")
     assert by_number["magic", "std after the last layer"][5] == "inside"
     assert by_number["randn", "mean square of a @ x"][5] == "inside"
     assert by_number["kaiming_relu", "root mean square after the ReLU"][4].startswith("n/a (no kaiming_relu runs)")
@@ -175,9 +195,15 @@ def test_the_course_numbers_are_set_beside_where_one_more_seed_would_fall_and_on
 
 def test_where_one_more_repeat_would_fall_is_wider_than_where_the_mean_is():
     values = [0.6, 0.9, 1.4, 1.1]
-    mean, one = repeats.interval(values, log=True), repeats.one_more(values, log=True)
+    mean, one = repeats.interval(values, log=True), repeats.interval(values, log=True, one_more=True)
     assert one.lo < mean.lo and one.hi > mean.hi and one.center == pytest.approx(mean.center)
-    assert repeats.one_more([0.0, 0.0]) == repeats.Interval(0.0, 0.0, 0.0, 2)  # all alike: that value, exactly
+    half = statistics.stdev(math.log(v) for v in values) * repeats._t(4)
+    assert math.log(one.hi / one.center) == pytest.approx(half * math.sqrt(1 + 1 / 4))
+
+
+def test_a_std_that_is_0_in_some_seeds_shows_its_range_not_a_log_interval():
+    row = stack_row("hundredth", stack__last_std=[0.0, 1e-40, 2e-40])
+    assert deep_stack._cell(row, STACK_LAST_STD) == "range 0-2e-40"
 
 
 @pytest.mark.slow
@@ -186,11 +212,22 @@ def test_the_preset_s_sweep_answers_beside_the_course_numbers(tmp_path):
                "timing.min_run_time=0.01", "seed=range(2)")  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     (parent,), children = split_sweep(runs_in(tmp_path / "mlruns"))
-    assert len(children) == 10 and {c.data.params["model.name"] for c in children} == {
-        f"stack_{s}" for s in ("randn", "randn_relu", "hundredth", "magic", "kaiming_relu")}  # fmt: skip
+    assert len(children) == 10 and {c.data.params["scale"] for c in children} == {
+        "randn", "randn_relu", "hundredth", "magic", "kaiming_relu"}  # fmt: skip
     note = parent.data.tags["mlflow.note.content"]
     assert "the course's printed numbers beside the lab's repeats" in note
     assert note.splitlines()[0].endswith("course numbers inside the lab's 95% for one more seed.")
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     assert report_cli.main([parent.info.run_id, "--tracking-uri", uri, "--out", str(tmp_path / "report")]) == 0
     assert (tmp_path / "report" / "stack_std.png").exists()
+
+
+def test_a_seed_sweep_whose_repeats_overflowed_is_grouped_without_an_error():
+    """MLflow stores an infinite metric as the largest double: two of them summed overflow, which once ended a deep
+    stack's sweep with an error instead of its report."""
+    largest = sys.float_info.max
+    rows = [Row(f"r{s}", {"scale": "randn", "seed": str(s)}, "FINISHED", {"loss": largest}, {},
+                {"act/std": [(1, 1.0 + s), (2, largest)]}, {"scale": "randn"}) for s in range(3)]  # fmt: skip
+    (grouped,) = repeats.grouped(rows)
+    assert grouped.m("loss") >= largest and "loss" not in grouped.intervals
+    assert grouped.series["act/std"][1][1] >= largest and grouped.series["act/std"][0][1] == pytest.approx(2, rel=0.1)

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Optional
 from backprop_lab import cli
 from backprop_lab.bench import bench_processes
 from backprop_lab.cli.entry import compose
+from backprop_lab.core.errors import ConfigError
+from backprop_lab.core.names import RELU
 from backprop_lab.tracking import store
 
 if TYPE_CHECKING:
@@ -73,6 +75,9 @@ def log(cfg, args, device, result: BenchResult, judged: list[Target], extra: dic
 
 def bench(args: argparse.Namespace) -> int:
     cfg = compose([f"tracking.experiment={EXPERIMENT}", *args.overrides])
+    if cfg.model.activation != RELU:  # its rows are every implementation's, most of which write their ReLU in
+        raise ConfigError(f"model.activation: the bench times the lesson's ReLU nets (relu), got "
+                          f"{cfg.model.activation}; a linear stack is timed by its runs (scripts/run.py)")  # fmt: skip
 
     from rich.console import Console
 

@@ -138,6 +138,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     objective: Objective = Objective[NONE]
+    scale: Optional[str] = None  # the deep stack's weight scale, set by its option of conf/scale/: it names the run
 
 
 def options(group: str) -> list[str]:

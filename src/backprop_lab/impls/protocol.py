@@ -144,9 +144,8 @@ def build(code: Code, params: dict[str, torch.Tensor], shift: float, input_grad:
     if code.style == "Net":
         options = {"input_grad": input_grad, "keep_nodes": keep_nodes}
         if activation != RELU:
-            if not knows_linear_stacks(code):
-                raise ConfigError(f"model.activation: {activation} needs an implementation whose Net takes "
-                                  "`activation`; this one has its ReLU written in")  # fmt: skip
+            if not knows_linear_stacks(code):  # refused where the config entered (impls.check_activation)
+                raise ValueError(f"{code.label} builds no net without its ReLU")
             options["activation"] = activation
         return code.module.Net(params, shift, **_accepted(code.module.Net, options))
     if code.style == "classes":

@@ -3,8 +3,8 @@ the activations stop being finite and where they underflow to exactly 0, the std
 first layer's mean square, each beside theory; then the course's printed numbers beside the lab's repeats.
 
 A printed number came from one seed on one machine, so it is set beside where one more seed's value would fall
-(repeats.one_more: 95%, on the log scale for a positive quantity), with the range the seeds gave; one outside is
-explained, not tuned away.
+(repeats.interval with one_more: 95%, on the log scale for a positive quantity), with the range the seeds gave;
+seeds that all gave one value say so, and are compared as that value. One outside is explained, not tuned away.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from backprop_lab.core.names import (
 from backprop_lab.core.tables import MISSING
 from backprop_lab.report import repeats
 
-MODEL_PREFIX = "stack_"  # a scale of conf/scale/ names its model stack_<scale>
+SCALE = "scale"  # the param that names a run's weight scale (conf/scale/)
 NOTEBOOK = "course-v3's nbs/dl2/02b_initializing.ipynb"
 # The notebook multiplies one matrix 100 times (`for i in range(100): x = a @ x`); the lab's stack draws each layer
 # its own, as a net does. Said under the anchors, and where a printed number falls outside.
@@ -40,22 +40,23 @@ ONE_MATRIX = ("the notebook multiplies one matrix `a` 100 times; the lab's stack
 class Anchor:
     scale: str  # the option of conf/scale/
     key: str  # the metric set beside it
-    course: float  # what the notebook printed
+    course: float  # what the notebook printed, as the lab measures it
     what: str
+    printed: str = ""  # as the notebook printed it, where that differs from `course`
     theory: Optional[str] = None  # the metric theory's value is logged as
     root: bool = False  # the notebook printed the square root of the mean square (`math.sqrt(sqr/100)`)
     why_outside: str = ""  # what differs between the notebook's computation and the lab's, where that matters
 
 
 # Where the first entry overflows: at 22.6x a layer the typical entry reaches float32's largest (3.4e38) near layer
-# 28.4, so the largest of the entries decides the layer; of more draws, the largest is larger.
+# 28.4, so the largest of the entries decides on which side of a layer's boundary the overflow falls.
 MORE_ENTRIES = ("the notebook's one vector holds 512 entries, the lab's 100 rows 51,200: the largest of 51,200 normal "
-                "draws is about 4.4 stds, of 512 about 3.3, and at 22.6x a layer the typical entry reaches float32's "
-                "largest value (3.4e38) near layer 28.4, so the lab's first overflow comes a layer sooner")  # fmt: skip
+                "draws is about 4.4 stds, of 512 about 3.3; at 22.6x a layer that moves the first overflow by a tenth "
+                "of a layer (near 28.0 against 28.1), enough to tip it across a layer's boundary")  # fmt: skip
 
 ANCHORS = (
-    Anchor("randn", STACK_FIRST_NONFINITE, 29, "first layer not finite (the notebook's `i` = 28: it counts from 0)",
-           why_outside=MORE_ENTRIES),
+    Anchor("randn", STACK_FIRST_NONFINITE, 29, "first layer not finite (the notebook counts from 0: layer i + 1)",
+           "i = 28", why_outside=MORE_ENTRIES),
     Anchor("hundredth", STACK_LAST_STD, 0.0, "std after the last layer (the notebook: mean and std exactly 0)",
            STACK_THEORY_LAST_STD),
     Anchor("magic", STACK_LAST_STD, 0.9270, "std after the last layer", STACK_THEORY_LAST_STD, why_outside=ONE_MATRIX),
@@ -69,11 +70,12 @@ ANCHORS = (
 
 
 def applies(rows) -> bool:
-    return any(r.m(STACK_LAST_STD) is not None for r in rows)
+    """Rows of the deep stack's weight scales (the runs' `scale` param is set)."""
+    return any(r.params.get(SCALE, "null") != "null" and r.m(STACK_LAST_STD) is not None for r in rows)
 
 
 def _scale(row) -> str:
-    return row.params.get("model.name", "").removeprefix(MODEL_PREFIX)
+    return row.params.get(SCALE, "")
 
 
 def _values(row, key: str, root: bool = False) -> list[float]:
@@ -83,21 +85,26 @@ def _values(row, key: str, root: bool = False) -> list[float]:
 
 
 def _spread(values: list[float], key: str) -> Optional[repeats.Interval]:
-    return repeats.one_more(values, repeats.positive(key) and min(values, default=0) > 0)
+    """Where one more seed would fall; None for fewer than two values, or values all alike (said as such)."""
+    if len(set(values)) < 2:
+        return None
+    return repeats.interval(values, repeats.positive(key), one_more=True)
 
 
 def _cell(row, key: str, root: bool = False, fmt: str = ".4g") -> str:
-    """`centre [where one more seed would fall] (range lo-hi)`; a layer not reached in some repeat says in how
-    many it was reached."""
+    """`centre [where one more seed would fall] (range lo-hi)`, or `value (all n alike)`; a layer not reached in
+    some repeat says in how many it was reached; a positive quantity that is 0 in some repeat has no interval on
+    the log scale, and shows its range."""
     values, runs = _values(row, key, root), len(row.each(key))
     if not values:
         return f"none in {runs}" if runs else MISSING
-    reached = f", {len(values)} of {runs}" if len(values) < runs else ""
+    reached = f", in {len(values)} of {runs}" if len(values) < runs else ""
+    if len(set(values)) == 1:
+        return f"{tables.number(values[0], fmt)} (all {len(values)} alike{reached})" if len(values) > 1 else \
+            tables.number(values[0], fmt) + reached
+    span = f"range {min(values):{fmt}}-{max(values):{fmt}}{reached}"
     found = _spread(values, key)
-    if found is None or len(values) < 2:
-        return tables.number(values[0], fmt) + reached
-    span = f" (range {min(values):{fmt}}-{max(values):{fmt}}{reached})" if found.lo != found.hi else reached
-    return found.format(fmt, say_few=False) + span
+    return f"{found.format(fmt, say_few=False)} ({span})" if found else span
 
 
 def _theory(row, key: Optional[str], root: bool = False) -> str:
@@ -120,13 +127,18 @@ def answer(rows) -> tuple[list[str], list[list[str]]]:
     return headers, body
 
 
-def _judged(anchor: Anchor, rows) -> tuple[Optional[object], list[float], Optional[repeats.Interval]]:
-    row = next((r for r in rows if _scale(r) == anchor.scale), None)
+def _row(rows, scale: str):
+    return next((r for r in rows if _scale(r) == scale), None)
+
+
+def inside(anchor: Anchor, rows) -> Optional[bool]:
+    """The printed number within where one more seed would fall, or equal to the value every seed gave; None where
+    the seeds cannot say (fewer than two, or a positive quantity 0 in some)."""
+    row = _row(rows, anchor.scale)
     values = _values(row, anchor.key, anchor.root) if row else []
-    return row, values, _spread(values, anchor.key) if values else None
-
-
-def inside(anchor: Anchor, found: Optional[repeats.Interval]) -> Optional[bool]:
+    if len(values) >= 2 and len(set(values)) == 1:
+        return anchor.course == values[0]
+    found = _spread(values, anchor.key)
     return None if found is None else found.lo <= anchor.course <= found.hi
 
 
@@ -134,12 +146,12 @@ def anchors_table(rows) -> tables.Table:
     """The course's printed numbers, each beside theory and where one more of the lab's seeds would fall."""
     body = []
     for anchor in ANCHORS:
-        row, values, found = _judged(anchor, rows)
-        verdict = {True: "inside", False: "OUTSIDE", None: "n/a (fewer than 2 finite repeats)"}[inside(anchor, found)]
-        if inside(anchor, found) is False and anchor.why_outside:
+        row, judged = _row(rows, anchor.scale), inside(anchor, rows)
+        verdict = {True: "inside", False: "OUTSIDE", None: "n/a (the seeds cannot say: too few, or 0 in some)"}[judged]
+        if judged is False and anchor.why_outside:
             verdict += f": {anchor.why_outside}"
         lab = _cell(row, anchor.key, anchor.root) if row else f"{MISSING} (no {anchor.scale} runs)"
-        body.append([anchor.scale, anchor.what, f"{anchor.course:g}",
+        body.append([anchor.scale, anchor.what, anchor.printed or f"{anchor.course:g}",
                      _theory(row, anchor.theory, anchor.root) if row else MISSING, lab, verdict])  # fmt: skip
     headers = ["scale", "the number", f"{NOTEBOOK} printed", "theory", "the lab's seeds: 95% for one more [range]",
                "the course's number"]  # fmt: skip
@@ -159,11 +171,11 @@ def lead(rows) -> str:
     for scale, key, words in (("randn", STACK_FIRST_NONFINITE, "randn overflows at layer"),
                               ("hundredth", STACK_FIRST_ZERO, "×0.01 is all 0 from layer"),
                               ("magic", STACK_LAST_STD, "/√512 ends at std")):  # fmt: skip
-        row = next((r for r in rows if _scale(r) == scale), None)
+        row = _row(rows, scale)
         values = _values(row, key) if row else []
         if values:
             low, high = min(values), max(values)
             said.append(f"{words} {low:.3g}" + (f"-{high:.3g}" if high != low else ""))
-    judged = [inside(a, _judged(a, rows)[2]) for a in ANCHORS]
+    judged = [inside(a, rows) for a in ANCHORS]
     bracketed = f"{sum(j is True for j in judged)} of {sum(j is not None for j in judged)} course numbers inside"
     return f"{'; '.join(said)}; {bracketed} the lab's 95% for one more seed." if said else ""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import sys
 from dataclasses import dataclass, replace
 from typing import Optional
 
@@ -101,43 +102,42 @@ def _t(n: int) -> float:
     return float(stats.t.ppf((1 + CONFIDENCE) / 2, n - 1))
 
 
-def interval(values: list[float], log: bool = False) -> Optional[Interval]:
-    """The mean and its t interval, of the logs where `log` (then exp of each); None with fewer than two values, any
-    that is not finite (the row then shows the mean as it is, nan or inf: a repeat that overflowed is not averaged
-    away), or, where `log`, any that is not positive (a zero has no log)."""
-    if len(values) < 2 or not all(math.isfinite(v) for v in values) or (log and min(values) <= 0):
+def interval(values: list[float], log: bool = False, one_more: bool = False) -> Optional[Interval]:
+    """The mean and its t interval, of the logs where `log` (then exp of each); with `one_more`, where one more
+    repeat's value would fall instead, mean ± t · s · √(1 + 1/n): the interval to set a single run elsewhere beside
+    (a course's printed number, from one seed). None with fewer than two values, any that is not finite (the row
+    then shows the mean as it is, nan or inf: a repeat that overflowed is not averaged away), or, where `log`, any
+    that is not positive (a zero has no log)."""
+    if len(values) < 2 or not all(map(_finite, values)) or (log and min(values) <= 0):
         return None
     scaled = [math.log(v) for v in values] if log else values
-    mean = statistics.fmean(scaled)
-    half = _t(len(scaled)) * statistics.stdev(scaled) / math.sqrt(len(scaled))
-    if log:
-        return Interval(math.exp(mean), math.exp(mean - half), math.exp(mean + half), len(values), log=True)
-    return Interval(mean, mean - half, mean + half, len(values))
-
-
-def one_more(values: list[float], log: bool = False) -> Optional[Interval]:
-    """Where one more repeat's value would fall, 95% of the time: the prediction interval mean ± t · s · √(1 + 1/n)
-    (of the logs where `log`), the interval to set a single run elsewhere beside (a course's printed number, from
-    one seed). None with fewer than two values, or any not finite; values all alike give that value, exactly."""
-    if len(values) < 2 or not all(math.isfinite(v) for v in values):
+    try:
+        centre, sd = statistics.fmean(scaled), statistics.stdev(scaled)
+    except OverflowError:  # values near the largest double: no interval, the row shows their mean
         return None
-    if len(set(values)) == 1:
-        return Interval(values[0], values[0], values[0], len(values), log)
-    if log and min(values) <= 0:
-        return None
-    scaled = [math.log(v) for v in values] if log else values
-    mean = statistics.fmean(scaled)
-    half = _t(len(scaled)) * statistics.stdev(scaled) * math.sqrt(1 + 1 / len(scaled))
+    spread = math.sqrt(1 + 1 / len(scaled)) if one_more else 1 / math.sqrt(len(scaled))
+    half = _t(len(scaled)) * sd * spread
     if log:
-        return Interval(math.exp(mean), math.exp(mean - half), math.exp(mean + half), len(values), log=True)
-    return Interval(mean, mean - half, mean + half, len(values))
+        return Interval(math.exp(centre), math.exp(centre - half), math.exp(centre + half), len(values), log=True)
+    return Interval(centre, centre - half, centre + half, len(values))
 
 
 def summarized(key: str, values: list[float]) -> tuple[float, Optional[Interval]]:
     """The centre a row of repeats shows for `key` (its interval's, so the table and the figures agree; the plain
     mean where there is no interval), and the interval."""
     found = interval(values, positive(key))
-    return (found.center if found else statistics.fmean(values)), found
+    return (found.center if found else mean(values)), found
+
+
+def _finite(value: float) -> bool:
+    """Finite, and not MLflow's stand-in for an infinity (it stores one as the largest double)."""
+    return math.isfinite(value) and abs(value) < sys.float_info.max
+
+
+def mean(values: list[float]) -> float:
+    """The plain mean, each value divided first: values near the largest double (an overflowed repeat, which MLflow
+    stores as that double) give a mean near it, or inf, not an error."""
+    return sum(v / len(values) for v in values)
 
 
 def repeated(rows: list) -> bool:

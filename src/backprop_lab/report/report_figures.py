@@ -126,7 +126,7 @@ def _stack(rows) -> Figure:
     ax = fig.subplots()
     low, high = float(np.finfo(np.float32).smallest_subnormal), float(np.finfo(np.float32).max)
     for i, r in enumerate(rows):
-        colour, name = f"C{i % 10}", r.params.get("model.name", r.label)
+        colour, name = f"C{i % 10}", r.params.get("scale", r.label)
         drawn = [(s, v) for s, v in r.series.get(ACT_STD, []) if math.isfinite(v) and v > 0]
         if drawn:
             ax.plot(*zip(*drawn), "-", color=colour, label=name, lw=1.2)

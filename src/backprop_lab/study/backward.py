@@ -49,7 +49,7 @@ def run_check(
 
     if isinstance(name, str) and not impls.is_lab_code(name):
         with isolation.open_submission(name, base, time_limit_s) as submission:
-            return run_check(submission, params, x, y, shift, input_grad, factor, bug)
+            return run_check(submission, params, x, y, shift, input_grad, factor, bug, activation=activation)
     if isinstance(name, Submission):
         widths = layer_widths(params)
         due = node_shapes(widths, x.shape[0], input_grad=True)

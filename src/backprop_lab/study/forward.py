@@ -94,9 +94,9 @@ def stack_summaries(layers: list[LayerStats], predicted: list[theory.Layer]) -> 
            STACK_LAST_STD: last.relu_std if relu else last.std,
            STACK_THEORY_LAST_STD: last_predicted.relu_std if relu else last_predicted.act_std,
            STACK_FIRST_MEAN_SQ: first.mean_sq, STACK_THEORY_FIRST_MEAN_SQ: predicted[0].act_std**2}  # fmt: skip
-    if relu:  # a ReLU keeps half of a zero-mean z's square: E[max(z, 0)^2] = E[z^2] / 2
-        halved = predicted[0].act_std ** 2 / 2
-        out |= {STACK_FIRST_RELU_MEAN_SQ: first.relu_mean_sq, STACK_THEORY_FIRST_RELU_MEAN_SQ: halved}
+    if relu:  # E[a^2] = Var(a) + E[a]^2: half of a zero-mean z's square when the ReLU is not shifted
+        after = predicted[0].relu_std ** 2 + predicted[0].relu_mean ** 2
+        out |= {STACK_FIRST_RELU_MEAN_SQ: first.relu_mean_sq, STACK_THEORY_FIRST_RELU_MEAN_SQ: after}
     return out
 
 

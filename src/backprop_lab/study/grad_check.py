@@ -114,6 +114,8 @@ class _SumSq:
     def over(self, other: _SumSq) -> float:
         """sqrt(self / other): a norm-wise relative error, ||a - truth|| / ||truth||: a few entries off by rounding at
         a kink weigh little, a wrong gradient weighs its whole size."""
+        if not other.finite:
+            return math.nan  # against a truth that is not finite, no error can be said
         if not self.finite:
             return math.inf
         if other.scale > 0:
@@ -130,7 +132,7 @@ class _Sums:
     manual_err: _SumSq = field(default_factory=_SumSq)  # of manual - truth
     autograd_err: _SumSq = field(default_factory=_SumSq)  # of autograd - truth
     truth: _SumSq = field(default_factory=_SumSq)
-    finite: bool = True
+    manual_finite: bool = True
     autograd_finite: bool = True
     exact: bool = True
 
@@ -140,8 +142,7 @@ def _rows(t, start: int, stop: int) -> torch.Tensor:
 
 
 def _sums(manual: torch.Tensor, ref: torch.Tensor, truth) -> _Sums:
-    """`truth` is a tensor, or a function of a row range giving its rows (computed, not held whole). A NaN or Inf
-    anywhere makes the sums non-finite, which is how `finite` is told without a pass of its own."""
+    """`truth` is a tensor, or a function of a row range giving its rows (computed, not held whole)."""
     acc = _Sums()
     rows = manual.shape[0] if manual.ndim else 1
     for start in range(0, rows, CHUNK_ROWS):
@@ -154,10 +155,9 @@ def _sums(manual: torch.Tensor, ref: torch.Tensor, truth) -> _Sums:
         acc.manual_err.add(m.double() - t64)
         acc.autograd_err.add(r.double() - t64)
         acc.truth.add(t64)
+        acc.manual_finite &= bool(torch.isfinite(m).all())
         acc.autograd_finite &= bool(torch.isfinite(r).all())
-    sums = (acc.manual_err, acc.autograd_err)
-    acc.finite = all(s.finite for s in sums) and all(math.isfinite(v) for v in (acc.max_abs_diff, acc.ref_max))
-    if not acc.finite:  # the scale of the finite entries, for the max |diff| / max |autograd| shown beside
+    if not (acc.manual_finite and acc.autograd_finite):  # the finite entries' scale, for max |diff| / max |autograd|
         finite = ref[torch.isfinite(ref)].abs()
         acc.ref_max = finite.max().item() if finite.numel() else 0.0
     return acc
@@ -174,15 +174,16 @@ def check_node(node: str, manual: torch.Tensor, ref: torch.Tensor, truth, reduct
     baseline = max(autograd_error, rounding)
     ratio = error / baseline if math.isfinite(error) else math.inf
     # a NaN matching a NaN is not agreement: a non-finite gradient is its own verdict, never "close"
-    within = acc.finite and ratio <= factor
+    finite = acc.manual_finite and acc.autograd_finite
+    within = finite and ratio <= factor
     tolerance = factor * baseline
     if acc.ref_max > 0:
         rel_diff = acc.max_abs_diff / acc.ref_max
     else:
         rel_diff = 0.0 if acc.max_abs_diff == 0 else math.inf
     return NodeCheck(node, shape, ref_shape, acc.exact, acc.max_abs_diff, rel_diff, error, autograd_error, ratio,
-                     tolerance, acc.finite, within, tolerance <= CONCLUSIVE_TOLERANCE, True, acc.autograd_finite,
-                     acc.truth.finite)  # fmt: skip
+                     tolerance, finite, within, tolerance <= CONCLUSIVE_TOLERANCE,
+                     autograd_finite=acc.autograd_finite, truth_finite=acc.truth.finite)  # fmt: skip
 
 
 def reduction_lengths(widths: list[int], rows: int) -> dict[str, int]:
@@ -264,7 +265,9 @@ def float64_truth(params, x, y, shift, masks) -> dict[str, torch.Tensor]:
     leaves = {k: v.requires_grad_() for k, v in p64.items() if k not in ("w1", "b1")}
     z = lin1
     for i in range(2, n_layers(params) + 1):
-        nodes[f"act{i - 1}"] = z * masks[i - 2].double() - shift
+        mask = masks[i - 2].double()
+        mask = torch.where(mask.isnan(), (z > 0).double(), mask)  # where the run's own overflowed, float64's sign
+        nodes[f"act{i - 1}"] = z * mask - shift
         z = nodes[f"lin{i}"] = nodes[f"act{i - 1}"] @ leaves[f"w{i}"] + leaves[f"b{i}"]
     for t in nodes.values():
         t.retain_grad()

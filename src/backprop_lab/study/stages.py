@@ -46,7 +46,7 @@ def set_up(cfg: DictConfig, launch_dir: Path) -> Setup:
     bugs.check(cfg.bug.name, list(cfg.model.widths))
     if cfg.bug.name != NONE and cfg.impl.name != BUG_IMPL:
         raise ConfigError(f"bug.name: {cfg.bug.name} is put into impl={BUG_IMPL}'s backward; got impl={cfg.impl.name}")
-    impls.check_activation(cfg.impl.name, cfg.model.activation)
+    impls.check_activation(cfg.impl.name, cfg.impl.code, cfg.model.activation)
     device, dtype = environment.resolve_device(cfg.device), getattr(torch, cfg.dtype)
     impl = cfg.impl
     if impl.name == USER_IMPL or not impls.is_lab_code(impl.code):  # a learner's: loaded in its own process, last

@@ -13,8 +13,7 @@ from backprop_lab.config.run_params import compact_widths
 from backprop_lab.core.names import NONE, USER_IMPL, WHERE_AND_HOW
 
 HOW_NOT_WHAT = tuple(f"{group}." for group in WHERE_AND_HOW)  # overrides not in a sweep's name
-NAME_KEYS = {"impl": "impl.name", "init": "init.scheme", "data": "data.name", "model": "model.name", "bug": "bug.name",
-             "scale": "model.name"}  # a stack's weight scale (conf/scale/) names its model
+NAME_KEYS = {"impl": "impl.name", "init": "init.scheme", "data": "data.name", "model": "model.name", "bug": "bug.name"}
 
 
 def _value(cfg: Any, key: str) -> str:
@@ -36,8 +35,7 @@ def run_name(cfg: Any, swept: Optional[list[str]] = None) -> str:
     keys = list(swept or [])
     keys += [k for k in ("impl", "init", "data") if k not in keys and not (k == "impl" and "impl.code" in keys)]
     keys += ["data.n_train"] if "data.n_train" not in keys and _rows_chosen(cfg) else []
-    named = {NAME_KEYS.get(k, k) for k in keys}
-    keys += ["model"] if cfg.model.name != "seed" and not named & {"model.name", "model.widths"} else []
+    keys += ["model"] if cfg.model.name != "seed" and "model" not in keys and "model.widths" not in keys else []
     keys += ["bug"] if cfg.bug.name != NONE and "bug" not in keys else []
     return "·".join(_value(cfg, k) for k in keys)
 
