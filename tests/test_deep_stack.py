@@ -180,12 +180,14 @@ def stack_row(scale: str, **values: list[float]) -> Row:
 def test_the_course_numbers_are_set_beside_where_one_more_seed_would_fall_and_one_outside_says_why():
     rows = [stack_row("randn", stack__first_nonfinite_layer=[28.0, 28.0, 28.0], stack__last_std=[math.nan] * 3,
                       stack__first_mean_sq=[509.0, 514.0, 520.0]),
-            stack_row("magic", stack__last_std=[0.6, 0.9, 1.4], stack__first_mean_sq=[1.0, 1.01, 0.99])]  # fmt: skip
+            stack_row("magic", stack__last_std=[0.6, 0.9, 1.4], stack__theory_last_std=[1.0] * 3,
+                      stack__first_mean_sq=[1.0, 1.01, 0.99])]  # fmt: skip
     table = deep_stack.anchors_table(rows)
     by_number = {(r[0], r[1].split(" (")[0]): r for r in table.rows}
     nonfinite = by_number["randn", "first layer not finite"]
     assert nonfinite[2] == "i = 28" and nonfinite[4] == "28 (all 3 alike)"
     assert nonfinite[5].startswith("OUTSIDE: the notebook's one vector holds 512")
+    assert by_number["magic", "std after the last layer"][2:4] == ["0.927", "1"]  # as printed, and theory's
     assert by_number["magic", "std after the last layer"][5] == "inside"
     assert by_number["randn", "mean square of a @ x"][5] == "inside"
     assert by_number["kaiming_relu", "root mean square after the ReLU"][4].startswith("n/a (no kaiming_relu runs)")

@@ -42,10 +42,10 @@ class Anchor:
     key: str  # the metric set beside it
     course: float  # what the notebook printed, as the lab measures it
     what: str
-    printed: str = ""  # as the notebook printed it, where that differs from `course`
     theory: Optional[str] = None  # the metric theory's value is logged as
     root: bool = False  # the notebook printed the square root of the mean square (`math.sqrt(sqr/100)`)
     why_outside: str = ""  # what differs between the notebook's computation and the lab's, where that matters
+    printed: str = ""  # as the notebook printed it, where that differs from `course`
 
 
 # Where the first entry overflows: at 22.6x a layer the typical entry reaches float32's largest (3.4e38) near layer
@@ -56,7 +56,7 @@ MORE_ENTRIES = ("the notebook's one vector holds 512 entries, the lab's 100 rows
 
 ANCHORS = (
     Anchor("randn", STACK_FIRST_NONFINITE, 29, "first layer not finite (the notebook counts from 0: layer i + 1)",
-           "i = 28", why_outside=MORE_ENTRIES),
+           why_outside=MORE_ENTRIES, printed="i = 28"),
     Anchor("hundredth", STACK_LAST_STD, 0.0, "std after the last layer (the notebook: mean and std exactly 0)",
            STACK_THEORY_LAST_STD),
     Anchor("magic", STACK_LAST_STD, 0.9270, "std after the last layer", STACK_THEORY_LAST_STD, why_outside=ONE_MATRIX),
