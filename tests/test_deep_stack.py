@@ -214,8 +214,9 @@ def test_the_preset_s_sweep_answers_beside_the_course_numbers(tmp_path):
                "timing.min_run_time=0.01", "seed=range(2)")  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     (parent,), children = split_sweep(runs_in(tmp_path / "mlruns"))
-    assert len(children) == 10 and {c.data.params["scale"] for c in children} == {
-        "randn", "randn_relu", "hundredth", "magic", "kaiming_relu"}  # fmt: skip
+    assert len(children) == 10 and {(c.data.params["scale"], c.data.params["init.scheme"]) for c in children} == {
+        ("randn", "normal"), ("randn_relu", "normal"), ("hundredth", "normal"), ("magic", "xavier"),
+        ("kaiming_relu", "kaiming_normal")}  # fmt: skip
     note = parent.data.tags["mlflow.note.content"]
     assert "the course's printed numbers beside the lab's repeats" in note
     assert note.splitlines()[0].endswith("course numbers inside the lab's 95% for one more seed.")
