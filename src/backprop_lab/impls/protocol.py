@@ -141,12 +141,11 @@ def build(code: Code, params: dict[str, torch.Tensor], shift: float, input_grad:
           keep_nodes: bool = False, activation: str = RELU):  # fmt: skip
     """The implementation's Net on these params. The notebook's styles compute the input's gradient always. Only
     a Net that takes `activation` builds a linear stack (`knows_linear_stacks`)."""
+    if activation != RELU and not knows_linear_stacks(code):  # refused where the config entered (check_activation)
+        raise ValueError(f"{code.label} builds no net without its ReLU")
     if code.style == "Net":
         options = {"input_grad": input_grad, "keep_nodes": keep_nodes}
-        if activation != RELU:
-            if not knows_linear_stacks(code):  # refused where the config entered (impls.check_activation)
-                raise ValueError(f"{code.label} builds no net without its ReLU")
-            options["activation"] = activation
+        options |= {"activation": activation} if activation != RELU else {}
         return code.module.Net(params, shift, **_accepted(code.module.Net, options))
     if code.style == "classes":
         return lesson.LessonClasses(code.module, params, shift)
