@@ -31,12 +31,13 @@ def _value(cfg: Any, key: str) -> str:
 
 def run_name(cfg: Any, swept: Optional[list[str]] = None) -> str:
     """The swept choices first, then implementation, init, data (and its training rows, when not the dataset's
-    default) and (when not the notebook's) model."""
+    default), (when not the notebook's) model, the bug put in and the deep stack's weight scale."""
     keys = list(swept or [])
     keys += [k for k in ("impl", "init", "data") if k not in keys and not (k == "impl" and "impl.code" in keys)]
     keys += ["data.n_train"] if "data.n_train" not in keys and _rows_chosen(cfg) else []
     keys += ["model"] if cfg.model.name != "seed" and "model" not in keys and "model.widths" not in keys else []
     keys += ["bug"] if cfg.bug.name != NONE and "bug" not in keys else []
+    keys += ["scale"] if cfg.get("scale") is not None and "scale" not in keys else []  # a deep stack's (conf/scale/)
     return "·".join(_value(cfg, k) for k in keys)
 
 
