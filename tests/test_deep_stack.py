@@ -234,3 +234,13 @@ def test_a_seed_sweep_whose_repeats_overflowed_is_grouped_without_an_error():
     (grouped,) = repeats.grouped(rows)
     assert grouped.m("loss") >= largest and "loss" not in grouped.intervals
     assert grouped.series["act/std"][1][1] >= largest and grouped.series["act/std"][0][1] == pytest.approx(2, rel=0.1)
+
+
+def test_a_long_table_folds_its_middle_but_shows_the_rows_its_answer_points_at():
+    from backprop_lab.study import summary
+
+    rows = [(str(i), f"{i}") for i in range(1, 101)]
+    folded = summary._folded(rows, {49}, "grad_check.json")  # the 50th row: where the answer points
+    firsts = [r[0] for r in folded]
+    assert firsts == [*map(str, range(1, 7)), "... 43 more", "50", "... 44 more", *map(str, range(95, 101))]
+    assert folded[6][-1] == "all in grad_check.json" and summary._folded(rows[:40], set(), "x") == rows[:40]

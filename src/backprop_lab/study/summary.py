@@ -20,6 +20,28 @@ VERDICT_STYLES = {"ok": "green", "differs": "red", "NON-FINITE": "red", "SHAPE":
                   "not given": "dim"}  # fmt: skip
 
 
+# A table of more rows than FOLD_OVER (a deep stack's 101 layers, its 404 nodes) shows its first and last FOLD_KEEP
+# rows and those its answer points at, the rest folded into a row that counts them; the run keeps every one
+FOLD_OVER, FOLD_KEEP = 40, 6
+
+
+def _folded(rows: list[tuple], pointed: set[int], where: str) -> list[tuple]:
+    """`rows`, folded past FOLD_OVER; `pointed`: the indexes always shown; `where`: where the run keeps them all."""
+    if len(rows) <= FOLD_OVER:
+        return rows
+    shown = set(range(FOLD_KEEP)) | set(range(len(rows) - FOLD_KEEP, len(rows))) | pointed
+    out, folded = [], 0
+    for i, row in enumerate(rows):
+        if i not in shown:
+            folded += 1
+            continue
+        if folded:
+            out.append((f"... {folded} more", *[""] * (len(row) - 2), f"all in {where}"))
+            folded = 0
+        out.append(row)
+    return out
+
+
 def _g(x) -> str:
     return "-" if x is None else f"{x:.4g}"
 
@@ -46,6 +68,10 @@ def init_table(r: Result) -> RichTable:
 
 def activation_table(r: Result) -> RichTable:
     rows = [(str(s.layer), _g(s.mean), _g(s.std), _g(s.relu_mean), _g(s.relu_std)) for s in r.layers]
+    # the first layer whose values overflowed, and the first all 0, are shown however deep the net
+    pointed = {next((i for i, s in enumerate(r.layers) if flag(s)), 0) for flag in (lambda s: not s.finite,
+                                                                                  lambda s: s.zero)}  # fmt: skip
+    rows = _folded(rows, pointed, "act/* by step")
     title = f"forward: activations by layer (loss {r.loss:.4g})"
     return _table(title, rows, "layer", "linear mean", "linear std", "ReLU-shift mean", "ReLU-shift std")
 
@@ -61,6 +87,10 @@ def grad_table(r: Result) -> RichTable:
                 f"{c.max_rel_diff:.3g}", f"{c.error:.3g}", f"{c.autograd_error:.3g}", f"{c.ratio:.3g}", verdict)
 
     rows = [row(c) for c in r.checks]
+    # the first node wrong, the first inconclusive and the first whose truth is not finite: shown however deep
+    flags = (lambda c: c.node == r.first_divergent, lambda c: c.verdict == "inconclusive", lambda c: not c.truth_finite)
+    pointed = {next((i for i, c in enumerate(r.checks) if flag(c)), 0) for flag in flags}
+    rows = _folded(rows, pointed, "grad_check.json")
     first = "" if r.first_divergent == NONE else f"; first divergent: {r.first_divergent}"
     title = f"backward, from the loss to the input: manual against autograd and the float64 truth{first}"
     columns = ("node", "shape", "exact", "max |diff|", "rel diff", "error vs truth", "autograd's", "ratio", "verdict")
