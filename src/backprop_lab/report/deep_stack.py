@@ -99,9 +99,10 @@ def _cell(row, key: str, root: bool = False, fmt: str = ".4g") -> str:
     if not values:
         return f"none in {runs}" if runs else MISSING
     reached = f", in {len(values)} of {runs}" if len(values) < runs else ""
+    if len(values) == 1:
+        return tables.number(values[0], fmt) + reached
     if len(set(values)) == 1:
-        return f"{tables.number(values[0], fmt)} (all {len(values)} alike{reached})" if len(values) > 1 else \
-            tables.number(values[0], fmt) + reached
+        return f"{tables.number(values[0], fmt)} (all {len(values)} alike{reached})"
     span = f"range {min(values):{fmt}}-{max(values):{fmt}}{reached}"
     found = _spread(values, key)
     return f"{found.format(fmt, say_few=False)} ({span})" if found else span

@@ -23,7 +23,7 @@ from backprop_lab.core.names import (
     THEORY_BACK_STD,
     TIME_BACKWARD_MS,
 )
-from backprop_lab.report import cells
+from backprop_lab.report import cells, deep_stack
 from backprop_lab.report.repeats import at_step, describe
 
 FACTOR_PARAM = "check.factor"
@@ -126,7 +126,7 @@ def _stack(rows) -> Figure:
     ax = fig.subplots()
     low, high = float(np.finfo(np.float32).smallest_subnormal), float(np.finfo(np.float32).max)
     for i, r in enumerate(rows):
-        colour, name = f"C{i % 10}", r.params.get("scale", r.label)
+        colour, name = f"C{i % 10}", r.params.get(deep_stack.SCALE, r.label)
         drawn = [(s, v) for s, v in r.series.get(ACT_STD, []) if math.isfinite(v) and v > 0]
         if drawn:
             ax.plot(*zip(*drawn), "-", color=colour, label=name, lw=1.2)
