@@ -135,12 +135,26 @@ class _Forker:
         return conn
 
 
+class TimedOut(subprocess.TimeoutExpired):
+    """A timeout that says what the process printed before it, and whether it was still alive (a stop that hangs
+    prints where each thread is after stop.STUCK_AFTER_S): a failing test shows where, not only that it waited."""
+
+    def __init__(self, cmd, timeout, output, stderr, alive: bool) -> None:
+        super().__init__(cmd, timeout, output, stderr)
+        self.alive = alive
+
+    def __str__(self) -> str:
+        state = "still running" if self.alive else "exited, its output still held open by another process"
+        tail = (self.stderr or "")[-6000:]
+        return f"{super().__str__()}; {state}; its stderr ended with:\n{tail if isinstance(tail, str) else repr(tail)}"
+
+
 class ForkedProcess:
     """subprocess.Popen's interface to a child of the preloaded interpreter (not of this process: its exit status
     comes over the socket that asked for it)."""
 
     def __init__(self, args, cwd=None, env=None, stdin=None, stdout=None, stderr=None, text=False):
-        self.args, self.returncode = args, None
+        self.args, self.returncode, self.text = args, None, text
         ends, ours = [], {}
         for name, given, mode in (("stdin", stdin, "w"), ("stdout", stdout, "r"), ("stderr", stderr, "r")):
             if given == subprocess.PIPE:
@@ -199,8 +213,21 @@ class ForkedProcess:
             if input:
                 self.stdin.write(input)
             self.stdin.close()
-        found: dict[str, object] = {}
-        readers = [threading.Thread(target=lambda n=n, s=s: found.__setitem__(n, s.read()), daemon=True)
+        found: dict[str, list[bytes]] = {}
+
+        def read(name: str, stream) -> None:  # bytes as they come: a timeout still shows what came before it
+            chunks = found.setdefault(name, [])
+            while piece := getattr(stream, "buffer", stream).read1():
+                chunks.append(piece)
+
+        def joined(name: str):
+            if name not in found:
+                return None
+            data = b"".join(found[name])
+            text = getattr(self, name == "out" and "stdout" or "stderr")
+            return io.TextIOWrapper(io.BytesIO(data), encoding=text.encoding).read() if self.text else data
+
+        readers = [threading.Thread(target=read, args=(n, s), daemon=True)
                    for n, s in (("out", self.stdout), ("err", self.stderr)) if s]  # fmt: skip
         for reader in readers:
             reader.start()
@@ -208,12 +235,12 @@ class ForkedProcess:
         for reader in readers:
             reader.join(None if deadline is None else max(0.0, deadline - time.time()))
             if reader.is_alive():
-                raise subprocess.TimeoutExpired(self.args, timeout)
+                raise TimedOut(self.args, timeout, joined("out"), joined("err"), alive=self.poll() is None)
         self.wait(None if deadline is None else max(0.0, deadline - time.time()))
         for stream in (self.stdout, self.stderr):
             if stream:
                 stream.close()
-        return found.get("out"), found.get("err")
+        return joined("out"), joined("err")
 
     def __enter__(self):
         return self
