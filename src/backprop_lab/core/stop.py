@@ -5,6 +5,10 @@
   loop checks the flag between blocks, and a run that reaches its end with the flag set ends KILLED, not FINISHED.
 - A second signal while the first is being handled (a fast double Ctrl-C) must not interrupt the handler that is
   recording the KILLED status: it is noted, not raised.
+- A signal must not cut a call into the store in the middle (`deferred`): an interrupted call can leave its
+  database connection inside a transaction, holding sqlite's lock, and ending the run then waits on that lock (20 s,
+  MLflow's busy timeout, a try) and fails, leaving it RUNNING. Inside such a section the signal is noted, and raised
+  where the section ends.
 - A stop takes a second or two. A process still alive STUCK_AFTER_S after the first signal prints where each of
   its threads is (faulthandler: code locations only, no values), so that a stop that hangs says where.
 - A launcher's worker (joblib's loky processes) outlives a sweep killed by SIGKILL: it is re-parented and would go
@@ -21,12 +25,14 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 requested = threading.Event()
 STUCK_AFTER_S = 20
 PARENT_POLL_S = 1.0  # how soon a worker notices that the process that started it is gone
 _watching = threading.Event()
+_deferring = 0  # how many `deferred` sections the main thread is in
 
 
 def check() -> None:
@@ -40,7 +46,26 @@ def _on_signal(signum, frame) -> None:
         return
     requested.set()
     faulthandler.dump_traceback_later(STUCK_AFTER_S, exit=False)
-    raise KeyboardInterrupt
+    if not _deferring:  # else raised where the section ends
+        raise KeyboardInterrupt
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """A section that a signal does not cut: one that arrives inside it is raised as it ends (when it ends without
+    an error of its own; else `requested` tells). Signals reach the main thread only: elsewhere this does nothing."""
+    global _deferring
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = requested.is_set()  # a stop already under way (ending the runs) is not raised again
+    _deferring += 1
+    try:
+        yield
+    finally:
+        _deferring -= 1
+    if not _deferring and not before and requested.is_set():
+        raise KeyboardInterrupt
 
 
 def install() -> None:

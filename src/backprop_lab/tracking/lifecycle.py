@@ -135,8 +135,9 @@ def start_run(uri: str, experiment_id: str, run_name: str, tags: dict[str, str])
     client = mlflow_client(uri)
     tags = source_tags(tags) | tags | {OWNER_TAG: owner.this_process()}
     tags = {k: redact(str(v))[:MAX_PARAM_CHARS] for k, v in tags.items()}
-    run = retried(client.create_run, experiment_id, run_name=redact(run_name), tags=tags)
-    _open_runs[run.info.run_id] = uri
+    with stop.deferred():  # a run the store has made is one this process knows to end, whenever Ctrl-C comes
+        run = retried(client.create_run, experiment_id, run_name=redact(run_name), tags=tags)
+        _open_runs[run.info.run_id] = uri
     return client, run.info.run_id
 
 

@@ -3,11 +3,13 @@ down) and `retried`, which waits out parallel writers' collisions and says a ful
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
 from collections.abc import Callable
 
+from backprop_lab.core import stop
 from backprop_lab.core.collector_pause import collector_paused
 from backprop_lab.core.errors import TrackingError
 
@@ -54,6 +56,31 @@ def retried(fn: Callable, *args, attempts: int = 6, transient: tuple[str, ...] =
             time.sleep(0.25 * 2**attempt)
 
 
+# A server's store keeps its transactions on its side: a call to it may be cut by Ctrl-C (and should be: a server
+# that is down is retried for about 30 s)
+SERVED = ("http://", "https://", "databricks")
+
+
+class WholeCalls:
+    """An MlflowClient each of whose calls a signal does not cut in the middle (stop.deferred): a store in a
+    database or files of this machine, whose transaction or file an interrupted call would leave half done."""
+
+    def __init__(self, client) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str):
+        found = getattr(self._client, name)
+        if name.startswith("_") or not callable(found):
+            return found
+
+        @functools.wraps(found)
+        def whole(*args, **kwargs):
+            with stop.deferred():
+                return found(*args, **kwargs)
+
+        return whole
+
+
 def mlflow_client(uri: str):
     with collector_paused("MLflow"):  # its first client imports MLflow and its store's modules
         from mlflow.tracking import MlflowClient
@@ -63,4 +90,7 @@ def mlflow_client(uri: str):
         logging.getLogger("alembic").setLevel(logging.WARNING)  # a fresh store's schema migrations are not news
         # it logs a database error's traceback, then raises it: the error is reported once, by whoever catches it
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
-        return MlflowClient(uri)
+        if str(uri).startswith(SERVED):
+            return MlflowClient(uri)
+        with stop.deferred():  # a new store's tables are created here
+            return WholeCalls(MlflowClient(uri))
