@@ -4,7 +4,9 @@
   inside a weakref callback or a `__del__` ("Exception ignored in ..."), and a signal can land there: the timing
   loop checks the flag between blocks, and a run that reaches its end with the flag set ends KILLED, not FINISHED.
 - A second signal while the first is being handled (a fast double Ctrl-C) must not interrupt the handler that is
-  recording the KILLED status: it is noted, not raised.
+  recording the KILLED status: it is noted, not raised. Python runs a signal's handler inside the code it lands
+  in, the first signal's handler too: one that landed while the first was setting `requested` would wait forever
+  on the lock the first one holds, so the first says it is handling before it takes any lock.
 - A signal must not cut a call into the store in the middle (`deferred`): an interrupted call can leave its
   database connection inside a transaction, holding sqlite's lock, and ending the run then waits on that lock (20 s,
   MLflow's busy timeout, a try) and fails, leaving it RUNNING. Inside such a section the signal is noted, and raised
@@ -22,7 +24,6 @@ from __future__ import annotations
 import faulthandler
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +34,7 @@ STUCK_AFTER_S = 20
 PARENT_POLL_S = 1.0  # how soon a worker notices that the process that started it is gone
 _watching = threading.Event()
 _deferring = 0  # how many `deferred` sections the main thread is in
+_handling = False  # the first signal's handler is setting `requested`
 
 
 def check() -> None:
@@ -41,11 +43,17 @@ def check() -> None:
 
 
 def _on_signal(signum, frame) -> None:
-    if requested.is_set():
-        sys.stderr.write(f"{signal.Signals(signum).name} again: still ending the run as KILLED, please wait\n")
+    global _handling
+    if _handling or requested.is_set():
+        # straight to the descriptor: the signal may have landed inside a write to sys.stderr
+        os.write(2, f"{signal.Signals(signum).name} again: still ending the run as KILLED, please wait\n".encode())
         return
-    requested.set()
-    faulthandler.dump_traceback_later(STUCK_AFTER_S, exit=False)
+    _handling = True  # before the Event's lock: a second signal's handler can run inside this one's set()
+    try:
+        requested.set()
+        faulthandler.dump_traceback_later(STUCK_AFTER_S, exit=False)
+    finally:
+        _handling = False
     if not _deferring:  # else raised where the section ends
         raise KeyboardInterrupt
 
