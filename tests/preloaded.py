@@ -13,7 +13,7 @@ when a library is imported (PYTHON*, locale, OpenMP and BLAS threads, TORCH_*, M
 credentials), a Popen option such as `preexec_fn`. So do the tests about start-up itself (`-X importtime`) and
 a shell's command line (a closed stream, a pipe). BACKPROP_LAB_TESTS_FRESH=1 runs every one in a fresh interpreter.
 
-    python tests/preloaded.py SOCKET    # the forking interpreter; a test starts it through popen() and run()
+    python tests/preloaded.py SOCKET PID    # the forking interpreter, serving while PID lives (popen() starts it)
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ class _Forker:
     def start(cls) -> _Forker:
         folder = tempfile.mkdtemp(prefix="preloaded-")
         with (Path(folder) / "log").open("wb") as errors:  # the interpreter holds its own copy
-            proc = subprocess.Popen([sys.executable, __file__, os.path.join(folder, "socket")],
+            proc = subprocess.Popen([sys.executable, __file__, os.path.join(folder, "socket"), str(os.getpid())],
                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors)  # fmt: skip
         forker = cls(proc.pid, os.path.join(folder, "socket"), proc)
         atexit.register(forker.close)
@@ -338,15 +338,16 @@ def _preload() -> None:
     figure.savefig(io.BytesIO(), format="png")
 
 
-def serve(path: str) -> tuple[dict, list[int]]:
-    """Preload, then fork a child per request; the child returns from here (with its request) to run it."""
+def serve(path: str, owner: int) -> tuple[dict, list[int]]:
+    """Preload, then fork a child per request, while the process that started it (`owner`, given: one gone before
+    this one could ask would leave it serving for ever) lives; the child returns from here (with its request)."""
     _preload()
     gc.freeze()  # what is loaded stays out of the children's collections, which would write to its pages
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path + ".tmp")
     listener.listen(64)
     os.rename(path + ".tmp", path)  # the socket appears only once it accepts
-    owner, waiting = os.getppid(), {}
+    waiting = {}
     while os.getppid() == owner:  # the process that started it (pytest's, or one test worker's) is gone: so is it
         if select.select([listener], [], [], 0.05)[0]:
             conn, _ = listener.accept()
@@ -418,5 +419,5 @@ def run_as_main() -> None:
 
 
 if __name__ == "__main__":
-    _become(*serve(sys.argv[1]))
+    _become(*serve(sys.argv[1], int(sys.argv[2])))
     run_as_main()
