@@ -213,22 +213,20 @@ class ForkedProcess:
             if input:
                 self.stdin.write(input)
             self.stdin.close()
-        found: dict[str, list[bytes]] = {}
+        streams = {"out": self.stdout, "err": self.stderr}
+        found: dict[str, list[bytes]] = {name: [] for name, stream in streams.items() if stream}
 
-        def read(name: str, stream) -> None:  # bytes as they come: a timeout still shows what came before it
-            chunks = found.setdefault(name, [])
-            while piece := getattr(stream, "buffer", stream).read1():
-                chunks.append(piece)
+        def read(name: str) -> None:  # bytes as they come: a timeout still shows what came before it
+            while piece := getattr(streams[name], "buffer", streams[name]).read1():
+                found[name].append(piece)
 
         def joined(name: str):
             if name not in found:
                 return None
             data = b"".join(found[name])
-            text = getattr(self, name == "out" and "stdout" or "stderr")
-            return io.TextIOWrapper(io.BytesIO(data), encoding=text.encoding).read() if self.text else data
+            return io.TextIOWrapper(io.BytesIO(data), encoding=streams[name].encoding).read() if self.text else data
 
-        readers = [threading.Thread(target=read, args=(n, s), daemon=True)
-                   for n, s in (("out", self.stdout), ("err", self.stderr)) if s]  # fmt: skip
+        readers = [threading.Thread(target=read, args=(name,), daemon=True) for name in found]
         for reader in readers:
             reader.start()
         deadline = None if timeout is None else time.time() + timeout
